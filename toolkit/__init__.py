@@ -1,0 +1,1 @@
+"""Shared code for the stage scripts: audio/mel, labels, splits, datasets, training loop, metrics, plots, CLI."""

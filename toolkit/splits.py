@@ -1,0 +1,47 @@
+"""Train/val/test splits: speaker-disjoint (default) or random (the seed's), both stratified by label."""
+from __future__ import annotations
+
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from .errors import ToolkitError
+
+TEST_FRACTION = 0.20
+VAL_FRACTION = 0.08  # of the whole: 72/8/20
+
+
+def split_random(df: pd.DataFrame, label: str, seed: int) -> dict[str, pd.DataFrame]:
+    rest, test = train_test_split(df, test_size=TEST_FRACTION, stratify=df[label], random_state=seed)
+    val_of_rest = VAL_FRACTION / (1 - TEST_FRACTION)
+    train, val = train_test_split(rest, test_size=val_of_rest, stratify=rest[label], random_state=seed)
+    return {"train": train, "val": val, "test": test}
+
+
+def _hold_out_groups(df: pd.DataFrame, label: str, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out about `fraction` of the rows as whole speakers, keeping the label mix (StratifiedGroupKFold fold 0)."""
+    n_groups = df["ActorID"].nunique()
+    n_splits = min(max(2, round(1 / fraction)), n_groups)
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    # Of the candidate folds pick the one whose size is closest to the target fraction.
+    best = min(folds.split(df, df[label], df["ActorID"]), key=lambda f: abs(len(f[1]) / len(df) - fraction))
+    return df.iloc[best[0]], df.iloc[best[1]]
+
+
+def split_by_speaker(df: pd.DataFrame, label: str, seed: int) -> dict[str, pd.DataFrame]:
+    if df["ActorID"].nunique() < 3:
+        raise ToolkitError(
+            f"a speaker-disjoint split needs at least 3 speakers, found {df['ActorID'].nunique()}; "
+            "add speakers or use --split random"
+        )
+    rest, test = _hold_out_groups(df, label, TEST_FRACTION, seed)
+    train, val = _hold_out_groups(rest, label, VAL_FRACTION / (1 - TEST_FRACTION), seed)
+    return {"train": train, "val": val, "test": test}
+
+
+def make_splits(df: pd.DataFrame, label: str, how: str, seed: int) -> dict[str, pd.DataFrame]:
+    """{'train','val','test'} frames (row order sorted by file name so CSVs are stable)."""
+    splits = split_by_speaker(df, label, seed) if how == "speaker" else split_random(df, label, seed)
+    for name, part in splits.items():
+        if part.empty:
+            raise ToolkitError(f"the {name} split is empty ({len(df)} clips); add data or use --split random")
+    return {k: v.sort_values("Audio_file_name").reset_index(drop=True) for k, v in splits.items()}

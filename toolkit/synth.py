@@ -1,0 +1,535 @@
+"""The embedded demo corpus: a source-filter voice model that speaks CREMA-D's 12 sentences.
+
+No real voices are shipped, so `make_demo_data.py` synthesises a corpus with CREMA-D's exact
+layout (AudioWAV/ clip names, VideoDemographics.csv) whose clips carry the four traits the
+toolkit classifies, so every stage can be run and must *learn* something:
+
+- sex: speaking pitch (F0) and vocal-tract length (formant scale); the F0 ranges overlap a
+  little and emotions move F0 a lot, so pitch alone does not separate the sexes;
+- age: jitter, shimmer, breathiness, tremor, speaking rate and a slow F0 drift grow with age;
+- emotion: pitch level and range, tempo, vocal effort (loudness and spectral tilt), breathiness,
+  tremor (FEA), creak (DIS); the emotion level LO/MD/HI scales the effect;
+- race: only a mild made-up "accent" (a vowel shift and a rhythm change) so the race task is
+  learnable but hard. It is not a model of any real group's speech.
+
+Everything is drawn from numpy Generators seeded by (seed, actor, clip name), so a clip's
+bytes do not depend on which worker made it or in which order.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from multiprocessing import Pool
+
+import numpy as np
+from scipy import signal
+
+SR = 16000
+BLOCK = 128  # the vocal tract is re-tuned every 8 ms (formant movements are slower than that)
+MIN_SECONDS, MAX_SECONDS = 1.3, 5.0
+
+EMOTIONS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+LEVELS = ["LO", "MD", "HI"]
+LEVEL_SCALE = {"LO": 0.5, "MD": 1.0, "HI": 1.5, "XX": 1.0}
+
+SENTENCES = {
+    "IEO": "It's eleven o'clock",
+    "TIE": "That is exactly what happened",
+    "IOM": "I'm on my way to the meeting",
+    "IWW": "I wonder what this is about",
+    "TAI": "The airplane is almost full",
+    "MTI": "Maybe tomorrow it will be cold",
+    "IWL": "I would like a new alarm clock",
+    "ITH": "I think I have a doctor's appointment",
+    "DFA": "Don't forget a jacket",
+    "ITS": "I think I've seen this before",
+    "TSI": "The surface is slick",
+    "WSI": "We'll stop in a couple of minutes",
+}
+
+# Each sentence as syllables "onset.vowel.coda". Consonant classes (one letter each):
+# S sibilant (s z), X post-alveolar (sh ch j), F weak fricative (f v th), H (h),
+# T stop (p t k b d g), N nasal (m n ng), L approximant (l r w y).
+SYLLABLES = {
+    "IEO": ".ih.TS .ih. L.eh. F.ah.N .ow. TL.aa.T",
+    "TIE": "F.ae.T .ih.S .ih.TS T.ae.T L.iy. L.ah.T H.ae.T T.ah.N",
+    "IOM": ".ay.N .aa.N N.ay. L.ey. T.uw. F.ah. N.iy. T.ih.N",
+    "IWW": ".ay. L.ah.N T.er. L.ah.T F.ih.S .ih.S .ah. T.aw.T",
+    "TAI": "F.ah. .eh.L TL.ey.N .ih.S .aa.L N.ow.ST F.uh.L",
+    "MTI": "N.ey. T.iy. T.ah. N.aa. L.ow. .ih.T L.ih.L T.iy. T.ow.LT",
+    "IWL": ".ay. L.uh.T L.ay.T .ah. N.uw. .ah. L.aa.N TL.aa.T",
+    "ITH": ".ay. F.ih.NT .ay. H.ae.F .ah. T.aa.T T.er.S .ah. T.oy.NT N.ah.NT",
+    "DFA": "T.ow.NT F.er. T.eh.T .ah. X.ae.T .ih.T",
+    "ITS": ".ay. F.ih.NT .ay.F S.iy.N F.ih.S T.ih. F.ao.L",
+    "TSI": "F.ah. S.er. F.ey.S .ih.S SL.ih.T",
+    "WSI": "L.iy.L ST.aa.T .ih.N .ah. T.ah. T.ah.L .ah.F N.ih. N.ih.TS",
+}
+
+# Adult male formants F1-F4 (Hz; Peterson & Barney style); diphthongs glide start -> end.
+VOWELS = {
+    "iy": (270, 2290, 3010, 3600), "ih": (390, 1990, 2550, 3500), "eh": (530, 1840, 2480, 3500),
+    "ae": (660, 1720, 2410, 3500), "ah": (520, 1190, 2390, 3500), "aa": (730, 1090, 2440, 3500),
+    "ao": (570, 840, 2410, 3500), "uh": (440, 1020, 2240, 3500), "uw": (300, 870, 2240, 3500),
+    "er": (490, 1350, 1690, 3300),
+}
+DIPHTHONGS = {"ay": ("aa", "ih"), "ey": ("eh", "iy"), "ow": ("ao", "uh"), "aw": ("aa", "uh"), "oy": ("ao", "iy")}
+NASAL_FORMANTS = (270, 1100, 2300, 3300)
+LIQUID_FORMANTS = (380, 950, 2400, 3300)
+BANDWIDTHS = np.array([70.0, 100.0, 150.0, 250.0])
+
+# Consonant class -> (duration s, voicing, aspiration, frication band, frication amplitude)
+CONSONANTS = {
+    "S": (0.090, 0.0, 0.0, 0, 0.30),
+    "X": (0.095, 0.0, 0.0, 1, 0.28),
+    "F": (0.070, 0.0, 0.0, 2, 0.10),
+    "H": (0.060, 0.0, 0.45, 0, 0.0),
+    "T": (0.070, 0.0, 0.0, 2, 0.0),  # closure, then a burst (added below)
+    "N": (0.060, 0.35, 0.0, 0, 0.0),
+    "L": (0.050, 0.6, 0.0, 0, 0.0),
+}
+FRICATION_BANDS = [(3800, 7600), (2000, 6000), (1200, 7000)]  # S, X, F/bursts
+
+# How each emotion moves the voice at level 1 (MD / XX). Additive terms are in semitones or dB,
+# multiplicative terms are factors; a level scales the deviation from neutral.
+# pitch st, range x, tempo x, energy dB, open quotient x, breath x, F1 x, formants x, tremor st, creak
+EMOTION_STYLE = {
+    "ANG": dict(pitch=3.5, range=1.5, tempo=1.12, energy=7.0, oq=0.70, breath=0.6, f1=1.10, formant=1.00, tremor=0.0, creak=0.0),
+    "DIS": dict(pitch=-1.5, range=0.9, tempo=0.82, energy=-1.0, oq=1.05, breath=1.3, f1=0.97, formant=0.98, tremor=0.0, creak=1.0),
+    "FEA": dict(pitch=5.0, range=0.8, tempo=1.15, energy=0.0, oq=1.10, breath=1.7, f1=1.00, formant=1.02, tremor=0.8, creak=0.0),
+    "HAP": dict(pitch=3.0, range=1.8, tempo=1.05, energy=3.0, oq=0.85, breath=0.9, f1=1.04, formant=1.05, tremor=0.0, creak=0.0),
+    "NEU": dict(pitch=0.0, range=1.0, tempo=1.00, energy=0.0, oq=1.00, breath=1.0, f1=1.00, formant=1.00, tremor=0.0, creak=0.0),
+    "SAD": dict(pitch=-2.0, range=0.45, tempo=0.78, energy=-6.0, oq=1.25, breath=1.9, f1=0.95, formant=0.98, tremor=0.0, creak=0.0),
+}
+ADDITIVE = ("pitch", "energy", "tremor", "creak")
+
+# Demographic proportions of the real corpus (VideoDemographics.csv, 91 actors).
+AGE_BINS = [("<30s", 20, 29, 0.37), ("30s", 30, 39, 0.25), ("40s", 40, 49, 0.18), ("50s", 50, 59, 0.13), (">60s", 60, 74, 0.07)]
+RACES = [("Caucasian", 0.60), ("African American", 0.23), ("Asian", 0.13), ("Unknown", 0.04)]
+MALE_SHARE, HISPANIC_SHARE = 0.53, 0.12
+FIRST_ID = {("standard", False): 1001, ("standard", True): 2001, ("unseen", False): 3001, ("unseen", True): 4001}
+
+
+# ----------------------------------------------------------------------------- corpus layout
+
+def clip_names(actor_id: int) -> list[str]:
+    """The 82 clip stems one CREMA-D actor records (IEO at three levels, the rest at XX)."""
+    names = []
+    for sentence in SENTENCES:
+        for emotion in EMOTIONS:
+            if sentence == "IEO" and emotion != "NEU":
+                names += [f"{actor_id}_{sentence}_{emotion}_{level}" for level in LEVELS]
+            else:
+                names.append(f"{actor_id}_{sentence}_{emotion}_XX")
+    return names
+
+
+def choose_clips(actor_id: int, k: int | None, seed: int) -> list[str]:
+    """All 82 clips, or k of them spread evenly over the emotions (deterministic by seed)."""
+    names = clip_names(actor_id)
+    if k is None or k >= len(names):
+        return names
+    rng = np.random.default_rng([seed, actor_id, 1])
+    per_emotion = [[n for n in names if n.split("_")[2] == e] for e in EMOTIONS]
+    per_emotion = [list(rng.permutation(group)) for group in per_emotion]
+    start = int(rng.integers(len(EMOTIONS)))  # which emotions get the extra clip when k % 6 != 0
+    order = []
+    for i in range(max(len(g) for g in per_emotion)):
+        for j in range(len(EMOTIONS)):
+            group = per_emotion[(start + j) % len(EMOTIONS)]
+            if i < len(group):
+                order.append(str(group[i]))
+    return sorted(order[:k])
+
+
+def _apportion(n: int, shares: list[float], minimum: int = 0) -> list[int]:
+    """Split n into integer counts close to n*shares (largest remainder), each >= minimum if possible."""
+    minimum = minimum if n >= minimum * len(shares) else 0
+    counts = [minimum] * len(shares)
+    rest = n - minimum * len(shares)
+    total = sum(shares)
+    exact = [rest * s / total for s in shares]
+    counts = [c + int(e) for c, e in zip(counts, exact)]
+    by_remainder = sorted(range(len(shares)), key=lambda i: -(exact[i] - int(exact[i])))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def draw_demographics(n: int, first_id: int, seed: int) -> list[dict]:
+    """n actors resembling CREMA-D's: ~53% male, ages 20-74 (mostly 20s-30s), race 60/23/13/4, 12% Hispanic.
+
+    Sex and age bin are assigned by stratum (every sex and age bin gets >= 2 actors once n >= 10),
+    then shuffled, so small corpora still contain every class.
+    """
+    rng = np.random.default_rng([seed, first_id, 7])
+    n_male = min(max(round(MALE_SHARE * n), min(2, n // 2)), n - min(2, n // 2))
+    bins = [b for b, count in zip(AGE_BINS, _apportion(n, [b[3] for b in AGE_BINS], minimum=2)) for _ in range(count)]
+    # Spread the sexes evenly along the age-sorted list so each age bin gets both where it can.
+    sexes = ["Male" if (i + 1) * n_male // n > i * n_male // n else "Female" for i in range(n)]
+    pairs = list(zip(sexes, bins))
+    races = [r for (r, _), count in zip(RACES, _apportion(n, [s for _, s in RACES])) for _ in range(count)]
+    n_hispanic = round(HISPANIC_SHARE * n)
+    ethnicities = ["Hispanic"] * n_hispanic + ["Not Hispanic"] * (n - n_hispanic)
+    pairs = [pairs[i] for i in rng.permutation(n)]
+    races = [races[i] for i in rng.permutation(n)]
+    ethnicities = [ethnicities[i] for i in rng.permutation(n)]
+    actors = []
+    for i, ((sex, (_, lo, hi, _)), race, ethnicity) in enumerate(zip(pairs, races, ethnicities)):
+        actors.append(dict(ActorID=first_id + i, Age=int(rng.integers(lo, hi + 1)), Sex=sex, Race=race, Ethnicity=ethnicity))
+    return actors
+
+
+# ----------------------------------------------------------------------------- the voice model
+
+@dataclass
+class Voice:
+    """One actor's voice: everything that stays the same across their 82 clips."""
+    actor_id: int
+    sex: str
+    age: int
+    f0: float  # Hz, habitual speaking pitch
+    formant_scale: float  # shorter vocal tract -> higher formants
+    open_quotient: float  # glottal open phase / period: higher = softer, breathier, steeper tilt
+    jitter: float  # relative cycle-to-cycle period perturbation
+    shimmer: float  # relative cycle-to-cycle amplitude perturbation
+    breath: float  # aspiration noise relative to the voiced source
+    tremor: float  # semitones of slow (4-6 Hz) F0 wobble
+    tempo: float  # syllable-rate factor
+    pitch_range: float  # semitones of a typical pitch accent
+    expressiveness: float  # how strongly the actor acts the emotions
+    bandwidth_scale: float
+    loudness_db: float
+    noise_db: float  # background noise floor (dBFS)
+    noise_colour: float  # one-pole coefficient: ~1 rumbly, 0 white, <0 hissy
+    pulse: str  # glottal pulse shape: "rosenberg" or "klglott"
+    accent: int  # 0, 1, 2: the made-up accent groups that carry "race"
+
+
+def make_voice(actor: dict, seed: int, voices: str = "standard") -> Voice:
+    """Draw an actor's voice from their demographics. 'unseen' uses a different generator setting."""
+    rng = np.random.default_rng([seed, actor["ActorID"], 11])
+    male = actor["Sex"] == "Male"
+    age = int(actor["Age"])
+    old = np.clip((age - 20) / 50, 0.0, 1.0)
+    if voices == "standard":
+        f0 = rng.uniform(88, 155) if male else rng.uniform(150, 245)
+        formant_scale = rng.uniform(0.94, 1.05) if male else rng.uniform(1.09, 1.21)
+        noise_db, noise_colour, pulse = rng.uniform(-62, -50), rng.uniform(0.85, 0.97), "rosenberg"
+    elif voices == "unseen":
+        # Toward the overlap edge but still on the right side; hissier, louder noise; another pulse.
+        f0 = rng.uniform(125, 160) if male else rng.uniform(150, 185)
+        formant_scale = rng.uniform(1.02, 1.08) if male else rng.uniform(1.08, 1.14)
+        noise_db, noise_colour, pulse = rng.uniform(-50, -42), rng.uniform(-0.4, 0.2), "klglott"
+    else:
+        raise ValueError(f"unknown voices setting '{voices}': choose standard or unseen")
+    # Ageing: women's pitch drops, men's rises late; voices get rougher, breathier, slower.
+    f0 *= (1 - 0.12 * old) if not male else (1 + 0.10 * old**2)
+    accent = {"Caucasian": 0, "African American": 1, "Asian": 2}.get(actor["Race"], int(rng.integers(3)))
+    return Voice(
+        actor_id=int(actor["ActorID"]), sex=actor["Sex"], age=age, f0=float(f0), formant_scale=float(formant_scale),
+        open_quotient=float(rng.uniform(0.45, 0.6) + (0.08 if not male else 0.0)),
+        jitter=float(0.004 + 0.020 * old * rng.uniform(0.7, 1.3)),
+        shimmer=float(0.03 + 0.15 * old * rng.uniform(0.7, 1.3)),
+        breath=float(0.03 + 0.30 * old * rng.uniform(0.7, 1.3) + (0.03 if not male else 0.0)),
+        tremor=float(0.6 * old**2 * rng.uniform(0.5, 1.5)),
+        tempo=float((1.08 - 0.22 * old) * rng.uniform(0.9, 1.1)),
+        pitch_range=float(rng.uniform(1.5, 3.0)),
+        expressiveness=float(rng.uniform(0.7, 1.3)),
+        bandwidth_scale=float((1.0 + 0.5 * old) * rng.uniform(0.9, 1.1)),
+        loudness_db=float(rng.uniform(-3, 3)),
+        noise_db=float(noise_db), noise_colour=float(noise_colour), pulse=pulse, accent=accent,
+    )
+
+
+def emotion_style(emotion: str, level: str, strength: float) -> dict:
+    """The emotion's effect scaled by its level and the actor's expressiveness."""
+    s = LEVEL_SCALE[level] * strength
+    return {k: (v * s if k in ADDITIVE else v**s) for k, v in EMOTION_STYLE[emotion].items()}
+
+
+def _vowel_formants(vowel: str, voice: Voice) -> tuple[np.ndarray, np.ndarray]:
+    start, end = DIPHTHONGS.get(vowel, (vowel, vowel))
+    a, b = np.array(VOWELS[start], float), np.array(VOWELS[end], float)
+    if voice.accent == 1 and vowel in ("uw", "uh", "ow", "ao"):
+        a[1] *= 1.12; b[1] *= 1.12  # back-vowel fronting
+    if voice.accent == 1 and vowel == "ay":
+        b = a.copy()  # monophthongised /ay/
+    if voice.accent == 2 and vowel in ("ih", "eh", "ae", "iy"):
+        a[0] *= 1.07; b[0] *= 1.07  # more open front vowels
+    return a, b
+
+
+def _phones(sentence: str, voice: Voice, style: dict, rng: np.random.Generator) -> dict:
+    """The sentence as a list of phones (one row each) with durations and source/filter targets."""
+    rows = []  # (dur, voicing, aspiration, band, frication, burst, F_start[4], F_end[4], gain dB, accent st)
+    syllables = SYLLABLES[sentence].split()
+    tempo = voice.tempo * style["tempo"]
+    stressed_long = 1.1 if voice.accent == 2 else 1.3  # accent 2 is syllable-timed: little stress lengthening
+    unstressed_short = 1.0 if voice.accent == 2 else 0.85
+    for i, syllable in enumerate(syllables):
+        onset, vowel, coda = syllable.split(".")
+        stressed = i == 0 and rng.random() < 0.5 or rng.random() < 0.4
+        fa, fb = _vowel_formants(vowel, voice)
+        length = (stressed_long if stressed else unstressed_short) * (1.35 if i == len(syllables) - 1 else 1.0)
+        vowel_dur = (0.17 if vowel in DIPHTHONGS else 0.13) * length
+        accent = rng.uniform(0.6, 1.3) * voice.pitch_range * style["range"] * (1.15 if voice.accent == 1 else 1.0) if stressed else 0.0
+        for c in onset:
+            rows.append(_consonant(c, fa))
+        rows.append((vowel_dur, 1.0, 0.0, 0, 0.0, 0.0, fa, fb, 3.0 if stressed else 0.0, accent))
+        for c in coda:
+            rows.append(_consonant(c, fb))
+    dur = np.array([r[0] for r in rows]) * np.exp(rng.normal(0, 0.12, len(rows))) / tempo
+    columns = ["voicing", "aspiration", "band", "frication", "burst"]
+    phones = {name: np.array([r[j + 1] for r in rows]) for j, name in enumerate(columns)}
+    phones.update(dur=dur, f_start=np.array([r[6] for r in rows]), f_end=np.array([r[7] for r in rows]),
+                  gain_db=np.array([r[8] for r in rows]), accent=np.array([r[9] for r in rows]))
+    return phones
+
+
+def _consonant(c: str, vowel_formants: np.ndarray) -> tuple:
+    dur, voicing, aspiration, band, frication = CONSONANTS[c]
+    f = np.array(NASAL_FORMANTS if c == "N" else LIQUID_FORMANTS if c == "L" else vowel_formants, float)
+    return (dur, voicing, aspiration, band, frication, 1.0 if c == "T" else 0.0, f, f, 0.0, 0.0)
+
+
+def _smooth(x: np.ndarray, width: int) -> np.ndarray:
+    """Moving average along time (axis 0) with edge padding: coarticulation and gestures take time."""
+    if width <= 1:
+        return x
+    kernel = np.ones(width) / width
+    pad = [(width // 2, width - 1 - width // 2)] + [(0, 0)] * (x.ndim - 1)
+    xp = np.pad(x, pad, mode="edge")
+    return np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), 0, xp)
+
+
+def _glottal_flow(phase_in_cycle: np.ndarray, open_quotient: np.ndarray, pulse: str) -> np.ndarray:
+    """Glottal flow over one cycle (0..1): opens, closes abruptly at the end of the open phase, stays shut."""
+    p = phase_in_cycle / open_quotient
+    if pulse == "rosenberg":
+        opening = 0.62  # share of the open phase spent opening
+        return np.where(p < opening, 0.5 * (1 - np.cos(np.pi * p / opening)),
+                        np.where(p < 1, np.cos(0.5 * np.pi * (p - opening) / (1 - opening)), 0.0))
+    return np.where(p < 1, 6.75 * p**2 * (1 - p), 0.0)  # KLGLOTT88: a polynomial pulse
+
+
+def synthesize(voice: Voice, sentence: str, emotion: str, level: str, rng: np.random.Generator) -> np.ndarray:
+    """One clip as float32 samples at 16 kHz (1.3-5.0 s, leading and trailing noisy silence)."""
+    style = emotion_style(emotion, level, voice.expressiveness * rng.uniform(0.85, 1.15))
+    ph = _phones(sentence, voice, style, rng)
+    speech_s = ph["dur"].sum()
+    lead, trail = rng.uniform(0.25, 0.65), rng.uniform(0.2, 0.6)
+    if lead + speech_s + trail > MAX_SECONDS - 0.02:  # very slow readings: speak a little faster
+        squeeze = (MAX_SECONDS - 0.02 - lead - trail) / speech_s
+        ph["dur"] *= squeeze
+        speech_s *= squeeze
+    trail = max(trail, MIN_SECONDS + 0.02 - lead - speech_s)
+    n = int(round((lead + speech_s + trail) * SR))
+    n_blocks = -(-n // BLOCK)
+
+    # Control tracks, one value per 8 ms block.
+    t = (np.arange(n_blocks) + 0.5) * BLOCK / SR
+    ends = lead + np.cumsum(ph["dur"])
+    starts = ends - ph["dur"]
+    idx = np.clip(np.searchsorted(ends, t), 0, len(ends) - 1)
+    inside = (t >= lead) & (t < ends[-1])
+    frac = np.clip((t - starts[idx]) / ph["dur"][idx], 0, 1)
+    voicing = np.where(inside, ph["voicing"][idx], 0.0)
+    aspiration = np.where(inside, ph["aspiration"][idx], 0.0)
+    frication = np.where(inside, ph["frication"][idx], 0.0)
+    burst = np.where(inside & (frac > 0.7), 0.5 * ph["burst"][idx], 0.0)  # stop release after the closure
+    band = ph["band"][idx].astype(int)
+    gain = 10 ** (ph["gain_db"][idx] / 20)
+    formants = ph["f_start"][idx] + (ph["f_end"][idx] - ph["f_start"][idx]) * frac[:, None]
+    formants = _smooth(formants, 5) * voice.formant_scale * style["formant"]
+    formants[:, 0] *= style["f1"]
+    formants = np.minimum(formants, 0.45 * SR)
+    voicing = _smooth(voicing * gain, 3)
+    aspiration = _smooth(aspiration, 3)
+
+    # Intonation in semitones: declination, pitch accents on stressed vowels, a final fall,
+    # emotional level and tremor, age tremor, slow random drift.
+    speech_frac = np.clip((t - lead) / speech_s, 0, 1)
+    st = style["range"] * (1.0 - 3.0 * speech_frac)
+    centres = (starts + ends) / 2
+    for c, height in zip(centres[ph["accent"] > 0], ph["accent"][ph["accent"] > 0]):
+        st += height * np.exp(-0.5 * ((t - c) / 0.07) ** 2)
+    st -= 2.0 * style["range"] * np.clip((t - (ends[-1] - 0.25)) / 0.25, 0, 1)
+    st += style["pitch"]
+    st += style["tremor"] * np.sin(2 * np.pi * rng.uniform(5, 7) * t + rng.uniform(0, 2 * np.pi))
+    st += voice.tremor * np.sin(2 * np.pi * rng.uniform(4, 5.5) * t + rng.uniform(0, 2 * np.pi))
+    st += _smooth(rng.normal(0, 1.2, n_blocks), 15)
+    creak = style["creak"] * np.clip((speech_frac - 0.65) / 0.35, 0, 1)  # disgust: creaky endings
+    st -= 5.0 * creak
+    f0 = np.clip(voice.f0 * 2 ** (st / 12), 50, 500)
+
+    # Source, per sample: a glottal pulse train with jitter and shimmer, plus aspiration noise.
+    ts = np.arange(n) / SR
+    f0_s = np.interp(ts, t, f0)
+    jitter_s = voice.jitter * (1 + 4 * np.interp(ts, t, creak))
+    cycles = np.cumsum(f0_s) / SR
+    per_cycle = rng.standard_normal((2, int(cycles[-1]) + 2))
+    f0_s = f0_s * (1 + np.clip(jitter_s * per_cycle[0][cycles.astype(int)], -0.3, 0.3))
+    cycles = np.cumsum(f0_s) / SR
+    k = cycles.astype(int)
+    oq = np.clip(voice.open_quotient * style["oq"], 0.3, 0.9)
+    flow = _glottal_flow(cycles - k, oq, voice.pulse)
+    shimmer = np.clip(1 + voice.shimmer * per_cycle[1][np.minimum(k, per_cycle.shape[1] - 1)], 0.2, 2.0)
+    source = np.diff(flow, prepend=0.0) * shimmer  # flow derivative: lip radiation
+    source /= np.sqrt(np.mean(source**2)) + 1e-9
+    voicing_s = np.interp(ts, t, voicing)
+    breath = voice.breath * style["breath"]
+    noise = rng.standard_normal(n)
+    excitation = source * voicing_s + noise * (breath * voicing_s * (0.4 + 0.6 * flow) + np.interp(ts, t, aspiration))
+
+    # Vocal tract: cascaded formant resonators (Klatt style, unity gain at DC), retuned per block.
+    # Only the speech span is filtered; silence around it has nothing to resonate.
+    b0 = max(int(np.searchsorted(t, lead)) - 1, 0)
+    b1 = min(int(np.searchsorted(t, ends[-1])) + 6, n_blocks)
+    bandwidths = BANDWIDTHS * voice.bandwidth_scale * (1 + 0.5 * breath)
+    r = np.exp(-np.pi * bandwidths / SR)
+    c = -(r**2)
+    b = 2 * r * np.cos(2 * np.pi * formants / SR)
+    a = 1 - b - c
+    sos = np.stack([a, np.zeros_like(a), np.zeros_like(a), np.ones_like(a), -b, -np.broadcast_to(c, a.shape)], axis=-1)
+    speech = np.zeros(n)
+    zi = np.zeros((4, 2))
+    for blk in range(b0, b1):
+        s = slice(blk * BLOCK, min((blk + 1) * BLOCK, n))
+        speech[s], zi = signal.sosfilt(sos[blk], excitation[s], zi=zi)
+
+    # Consonant noise: fricatives and stop bursts, shaped by fixed band-pass filters.
+    fric_env = np.interp(ts, t, frication)
+    burst_env = np.interp(ts, t, burst)
+    band_s = band[np.minimum(np.arange(n) // BLOCK, n_blocks - 1)]
+    white = rng.standard_normal(n)
+    for j, (lo, hi) in enumerate(FRICATION_BANDS):
+        env = fric_env * (band_s == j) + (burst_env if j == 2 else 0.0)
+        if env.any():
+            speech += signal.sosfilt(_bandpass(lo, hi), white) * env
+
+    # Level: vocal effort sets the speech level; the room noise floor stays, so SNR follows effort.
+    active = voicing_s > 0.3
+    rms = np.sqrt(np.mean(speech[active] ** 2)) if active.any() else 1.0
+    speech *= 10 ** ((-26 + voice.loudness_db + style["energy"] + rng.normal(0, 1.0)) / 20) / (rms + 1e-12)
+    room = signal.lfilter([1.0], [1.0, -voice.noise_colour], rng.standard_normal(n))
+    room *= 10 ** ((voice.noise_db + rng.normal(0, 1.5)) / 20) / (np.sqrt(np.mean(room**2)) + 1e-12)
+    out = speech + room
+    peak = np.max(np.abs(out))
+    if peak > 0.98:  # shouting: turn the gain down rather than clip
+        out *= 0.98 / peak
+    return out.astype(np.float32)
+
+
+_BANDPASS: dict[tuple, np.ndarray] = {}
+
+
+def _bandpass(lo: float, hi: float) -> np.ndarray:
+    if (lo, hi) not in _BANDPASS:
+        _BANDPASS[lo, hi] = signal.butter(2, [lo, hi], btype="bandpass", fs=SR, output="sos")
+    return _BANDPASS[lo, hi]
+
+
+def clip_rng(seed: int, actor_id: int, clip: str) -> np.random.Generator:
+    """A clip's own random stream: independent of worker order and of which other clips are made."""
+    return np.random.default_rng([seed, actor_id, zlib.crc32(clip.encode())])
+
+
+# ----------------------------------------------------------------------------- writing the corpus
+
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def write_wav(path: str, audio: np.ndarray) -> None:
+    """16 kHz mono PCM_16 WAV, written to a temp file beside `path` and renamed (never half-written)."""
+    import soundfile as sf
+
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=folder)
+    os.close(fd)
+    try:
+        sf.write(tmp, to_pcm16(audio), SR, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_csv_rows(path: str, header: list[str], rows: list[list], quoting: int = csv.QUOTE_MINIMAL) -> None:
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=folder)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.writer(f, quoting=quoting, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _make_clip(job: tuple) -> float:
+    """Worker: synthesise and write one clip unless it exists; returns its duration in seconds."""
+    voice, clip, path, seed = job
+    if os.path.exists(path):
+        import soundfile as sf
+
+        return sf.info(path).frames / SR
+    _, sentence, emotion, level = clip.split("_")
+    audio = synthesize(voice, sentence, emotion, level, clip_rng(seed, voice.actor_id, clip))
+    write_wav(path, audio)
+    return len(audio) / SR
+
+
+def build_corpus(out: str, actors: int = 30, seed: int = 0, clips_per_actor: int | None = None, workers: int = 1,
+                 unlabeled_actors: int = 0, voices: str = "standard", progress: bool = True) -> dict:
+    """Write the demo corpus under `out`; existing WAVs are kept. Returns a summary dict."""
+    from tqdm import tqdm
+
+    started = time.time()
+    audio_dir = os.path.join(out, "AudioWAV")
+    os.makedirs(audio_dir, exist_ok=True)
+    labeled = draw_demographics(actors, FIRST_ID[voices, False], seed)
+    jobs = []
+    for actor in labeled:
+        voice = make_voice(actor, seed, voices)
+        for clip in choose_clips(actor["ActorID"], clips_per_actor, seed):
+            jobs.append((voice, clip, os.path.join(audio_dir, clip + ".wav"), seed))
+    unlabeled_rows = []
+    if unlabeled_actors > 0:
+        unlabeled_dir = os.path.join(out, "Unlabeled", "AudioWAV")
+        os.makedirs(unlabeled_dir, exist_ok=True)
+        for actor in draw_demographics(unlabeled_actors, FIRST_ID[voices, True], seed):
+            voice = make_voice(actor, seed, voices)
+            clips = choose_clips(actor["ActorID"], clips_per_actor, seed)
+            # File names carry the speaker only: the shuffled index reveals nothing about the emotion.
+            order = np.random.default_rng([seed, actor["ActorID"], 3]).permutation(len(clips))
+            for i, clip in zip(order, clips):
+                name = f"{actor['ActorID']}_{i + 1:03d}.wav"
+                jobs.append((voice, clip, os.path.join(unlabeled_dir, name), seed))
+                unlabeled_rows.append([os.path.join("Unlabeled", "AudioWAV", name), name])
+    todo = sum(not os.path.exists(j[2]) for j in jobs)
+    bar = dict(total=len(jobs), desc="synthesising", unit="clip", disable=not progress, mininterval=0.5)
+    if workers > 1 and todo > 1:
+        with Pool(workers) as pool:
+            durations = list(tqdm(pool.imap(_make_clip, jobs, chunksize=8), **bar))
+    else:
+        durations = [_make_clip(j) for j in tqdm(jobs, **bar)]
+
+    write_csv_rows(os.path.join(out, "VideoDemographics.csv"), ["ActorID", "Age", "Sex", "Race", "Ethnicity"],
+                   [[a["ActorID"], a["Age"], a["Sex"], a["Race"], a["Ethnicity"]] for a in labeled],
+                   quoting=csv.QUOTE_NONNUMERIC)
+    if unlabeled_rows:
+        write_csv_rows(os.path.join(out, "unlabeled.csv"), ["Audio_file_path", "Audio_file_name"], sorted(unlabeled_rows))
+    return dict(written=todo, clips=len(jobs), actors=actors, unlabeled_actors=unlabeled_actors,
+                hours=sum(durations) / 3600, seconds=time.time() - started)
+
+
+def voice_table(actors: list[dict], seed: int, voices: str = "standard") -> list[dict]:
+    """The drawn voice parameters per actor (for inspection and tests)."""
+    return [asdict(make_voice(a, seed, voices)) for a in actors]
