@@ -1,0 +1,66 @@
+"""Stage 4b: reload the saved autoencoder and re-measure its reconstruction loss on the training images.
+
+Nothing is trained (no backward pass, no weight update). The eval-mode loss must equal the one that
+train_autoencoder.py saved in autoencoder_3_layers.json within 1e-5 relative; otherwise the script says so and
+exits with status 1. Writes autoencoder_3_layers_reloaded.json and a grid of the reloaded model's reconstructions.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from models import AutoEncoder
+from toolkit.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_reconstructions, reconstruction_loss
+from toolkit.cli import get_args_parser, pick_device, positive_int, run_main, split_csv
+from toolkit.data import input_options, load_images, move_to_device
+from toolkit.engine import load_weights
+from toolkit.errors import ToolkitError
+from toolkit.fileio import read_json, write_json
+from toolkit.labels import check_category
+
+TOLERANCE = 1e-5  # relative; CPU reruns agree exactly, GPU kernels may differ in the last bits
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = get_args_parser(__doc__, splits=("train",))
+    p.add_argument("--model_load_path", "--model_save_path", dest="model_load_path", default="Models/",
+                   help=f"folder holding {ENCODER_FILE}, {DECODER_FILE} and {STEM}.json (--model_save_path: the seed README's name)")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="images per forward pass")
+    p.add_argument("--epochs", type=int, default=5, help="accepted so the seed's commands run; ignored: nothing is trained")
+    p.add_argument("--learning_rate", type=float, default=1e-3, help="accepted so the seed's commands run; ignored: nothing is trained")
+    args = p.parse_args(argv)
+    check_category(args.category)
+    device = pick_device(args.device, args.threads)
+    folder = args.model_load_path
+    sidecar = os.path.join(folder, STEM + ".json")
+    if not os.path.isfile(sidecar):
+        raise ToolkitError(f"{sidecar}: not found; run train_autoencoder.py with --model_save_path {folder} first")
+    saved = read_json(sidecar)
+    model = AutoEncoder()
+    hint = f"re-run train_autoencoder.py --model_save_path {folder}"
+    load_weights(model.encoder, os.path.join(folder, ENCODER_FILE), hint)
+    load_weights(model.decoder, os.path.join(folder, DECODER_FILE), hint)
+
+    train_csv = split_csv(args, "train")
+    # the images exactly as training saw them in its final measurement (time axis from the JSON)
+    train = move_to_device(load_images(train_csv, None, desc="train", **input_options(saved)), device)
+    measured = reconstruction_loss(model.to(device), train, args.batch_size, device)
+    relative = abs(measured - saved["loss"]) / max(abs(saved["loss"]), 1e-12)
+    passed = relative <= TOLERANCE
+    print(f"reconstruction loss (eval mode, {len(train)} training images): reloaded {measured:.8g}, "
+          f"saved by training {saved['loss']:.8g}, relative difference {relative:.1e} (tolerance {TOLERANCE:.0e})")
+    write_json({"train_csv": os.path.abspath(train_csv), "images": len(train), "loss": measured, "saved_loss": saved["loss"],
+                "relative_difference": relative, "tolerance": TOLERANCE, "passed": passed}, os.path.join(folder, f"{STEM}_reloaded.json"))
+    plot_reconstructions(model, train, device, os.path.join(folder, f"{STEM}_reloaded_reconstructions.png"),
+                         f"reloaded {STEM}: eval-mode MSE {measured:.5f}")
+    if not passed:
+        same_data = os.path.abspath(train_csv) == saved.get("train_csv") and len(train) == saved.get("images")
+        why = ("the weight files changed after training" if same_data else
+               f"training measured {saved.get('images')} images of {saved.get('train_csv')}: pass that --train_csv")
+        print(f"FAILED: the reloaded loss does not match the saved one; {why}", file=sys.stderr)
+        sys.exit(1)
+    print("OK: the saved autoencoder reloads and reproduces its loss")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,90 @@
+"""Stage 4 shared by its three scripts: the autoencoder's files, its loss, its training epoch and its plots."""
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ImageSet, batches, to_input
+from .engine import autocast
+from .plots import save_figure
+
+ENCODER_FILE = "encoder_3_layers.pt"  # the seed's file names, loaded by cnn_classifier.py
+DECODER_FILE = "decoder_3_layers.pt"
+STEM = "autoencoder_3_layers"  # {STEM}.json (the final loss), _metrics.csv, _loss_curve.png, _reconstructions.png
+GRID_IMAGES = 8  # the first images of the CSV, so the grids of training and of testing show the same clips
+
+
+def train_epoch(model: nn.Module, data: ImageSet, optimizer: torch.optim.Optimizer, batch_size: int,
+                device: torch.device, generator: torch.Generator) -> float:
+    """One shuffled pass minimising the per-pixel MSE between input and reconstruction; returns the mean loss."""
+    model.train()
+    total, count = 0.0, 0
+    for x, _ in batches(data, batch_size, device, generator):
+        with autocast(device):
+            out = model(x)
+        loss = F.mse_loss(out.float(), x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(x)  # stays on the device: no sync per step
+        count += len(x)
+    return float(total) / max(count, 1)
+
+
+@torch.no_grad()
+def reconstruction_loss(model: nn.Module, data: ImageSet, batch_size: int, device: torch.device) -> float:
+    """Eval-mode per-pixel MSE over all of `data`.
+
+    Full precision (no autocast), a float64 sum in CSV order and, on a GPU, the same deterministic cuDNN
+    kernels in every process (no benchmark-picked ones), so reloading the saved weights reproduces the number
+    training wrote far inside testing_autoencoder.py's 1e-5 tolerance.
+    """
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False):
+        for x, _ in batches(data, batch_size, device):
+            total += F.mse_loss(model(x), x, reduction="sum").double()
+            count += x.numel()
+    return float(total) / count
+
+
+@torch.no_grad()
+def plot_reconstructions(model: nn.Module, data: ImageSet, device: torch.device, path: str, title: str = "") -> None:
+    """Inputs (top row) above their eval-mode reconstructions (bottom row)."""
+    model.eval()
+    x = to_input(data.images[:GRID_IMAGES], device)
+    out = model(x).float().mean(1).cpu()  # the 3 output channels all model the same grey image
+    fig, axes = plt.subplots(2, len(x), figsize=(1.6 * len(x), 3.6), squeeze=False)
+    for i in range(len(x)):
+        for row, image in enumerate((x[i, 0].cpu(), out[i])):
+            axes[row, i].imshow(image, cmap="magma", vmin=0, vmax=1)
+            axes[row, i].set_xticks([])
+            axes[row, i].set_yticks([])
+        axes[0, i].set_title(os.path.basename(data.paths[i])[:-4], fontsize=6)
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("reconstruction")
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def plot_loss_curve(history: list[dict], path: str, title: str = "") -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker=".")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training MSE per pixel")
+    ax.set_yscale("log")  # the loss falls by orders of magnitude early and then slowly
+    ax.set_title(title)
+    save_figure(fig, path)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Make `module` a fixed feature extractor: no gradients, and kept in eval mode even while the network
+    around it trains, so its BatchNorm layers keep the pre-trained statistics instead of drifting."""
+    module.requires_grad_(False)
+    module.train = lambda mode=True: nn.Module.train(module, False)  # model.train() calls this on each child
+    return module
