@@ -1,0 +1,120 @@
+"""Stage 5: fine-tune a trained CNN with pseudo-labels on unlabeled clips (Lee 2013, the seed's schedule).
+
+Starts from the stage-3 model --cnn_param_file (with its JSON, in --model_save_and_load_path). Each epoch walks the
+unlabeled clips in batches: the model labels a batch in eval mode, then trains on it with weight alpha(step); after
+every 25th unlabeled batch (the first included) comes one full pass over the labeled training set, and `step`
+advances once per labeled pass. alpha is 0 before --T1, rises linearly to --af at --T2 and stays there.
+The best epoch by validation weighted F1 is saved as --pseudolabeling_param_file (+ JSON, metrics, plots) and scored
+on the test set; the starting model's and the pseudo-labeled model's test metrics are printed side by side and
+saved as {pseudolabeling stem}_comparison.json.
+
+The unlabeled CSV lists Audio_file_path (spectrograms made on the fly with the labeled images' parameters) or
+Image_file_path. `make_demo_data.py --unlabeled_actors N` writes one for the demo corpus.
+"""
+from __future__ import annotations
+
+import os
+
+from models import MODEL_NAMES, canonical_name
+from toolkit.cli import (get_args_parser, in_folder, non_negative, pick_device, positive_int, run_main, seed_everything,
+                         split_csv)
+from toolkit.data import input_meta, input_options, load_images, move_to_device
+from toolkit.engine import RunFiles, evaluate, fit, predict_logits, public
+from toolkit.errors import ToolkitError
+from toolkit.fileio import write_json
+from toolkit.inference import load_trained_model, sidecar_path
+from toolkit.labels import CLASSES, check_category
+from toolkit.pseudo import compare, format_comparison, label_counts, load_unlabeled, make_train_step
+
+
+def main(argv: list[str] | None = None) -> None:
+    # The seed's loop, not stage 3's recipe: constant learning rate, no augmentation, best epoch by validation F1.
+    p = get_args_parser(__doc__, epochs=150, recipe=False)
+    p.add_argument("--weight_decay", type=non_negative(float), default=0.0, help="AdamW weight decay")
+    p.add_argument("--patience", type=non_negative(int), default=0,
+                   help="stop after this many epochs without a better validation F1 (0 = never)")
+    p.add_argument("--unlabeled_csv", default="unlabeled.csv",
+                   help="CSV of unlabeled clips (Audio_file_path or Image_file_path), in --csv_load_path unless a path")
+    p.add_argument("--model", default="cnn3", help=f"network of --cnn_param_file: {', '.join(MODEL_NAMES)}")
+    p.add_argument("--model_save_and_load_path", "--model_load_and_save_path", dest="model_save_and_load_path",
+                   default="Models/", help="folder holding --cnn_param_file; the pseudo-labeled model is saved there")
+    p.add_argument("--cnn_param_file", default=None, help="the stage-3 model to start from (default {model}_{category}.pt)")
+    p.add_argument("--pseudolabeling_param_file", default=None,
+                   help="file name of the pseudo-labeled model (default {model}_{category}_PL.pt)")
+    p.add_argument("--T1", type=int, default=100, help="step where the pseudo-label weight starts rising from 0")
+    p.add_argument("--T2", type=int, default=700, help="step where it reaches --af")
+    p.add_argument("--af", type=float, default=0.5, help="final weight of the pseudo-label loss")
+    p.add_argument("--start_step", type=int, default=None,
+                   help="step at the first epoch (default --T1, as the seed: the stage-3 model is the warm-up)")
+    p.add_argument("--confidence_threshold", type=float, default=0.0,
+                   help="ignore pseudo-labels whose softmax confidence is below this (0: use all, as the seed)")
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+                   help="processes making spectrograms when --unlabeled_csv lists audio")
+    args = p.parse_args(argv)
+    if args.T2 <= args.T1:
+        p.error(f"--T2 ({args.T2}) must be greater than --T1 ({args.T1})")
+    if not 0 <= args.confidence_threshold <= 1:
+        p.error(f"--confidence_threshold must be between 0 and 1, got {args.confidence_threshold}")
+    category = check_category(args.category)
+    name = canonical_name(args.model)
+    classes = CLASSES[category]
+    folder = args.model_save_and_load_path
+    start_path = in_folder(args.cnn_param_file or f"{name}_{category}.pt", folder)
+    pl_path = in_folder(args.pseudolabeling_param_file or f"{name}_{category}_PL.pt", folder)
+    if os.path.abspath(pl_path) == os.path.abspath(start_path):
+        raise ToolkitError(f"{pl_path}: would overwrite the starting model; pass another --pseudolabeling_param_file")
+    device = pick_device(args.device, args.threads)
+    seed_everything(args.seed)
+
+    model, sidecar = load_trained_model(start_path, device)
+    for key, wanted in (("model", name), ("category", category), ("classes", classes)):
+        if sidecar.get(key, wanted) != wanted:
+            raise ToolkitError(f"{start_path}: a {sidecar.get('model')} model for {sidecar.get('category')} "
+                               f"{sidecar.get('classes')} (see {sidecar_path(start_path)}), not {name} for {category}; "
+                               f"pass the matching --model/--category or another --cnn_param_file")
+    # Inputs made exactly as the starting model saw them (image size, time axis), whatever stage 3's recipe was.
+    options = input_options(sidecar)
+    train, val, test = (load_images(split_csv(args, s), category, desc=s, **options) for s in ("train", "val", "test"))
+    if sidecar.get("spectrogram") and train.spectrogram and sidecar["spectrogram"] != train.spectrogram:
+        raise ToolkitError(f"{start_path}: trained on spectrograms made with {sidecar['spectrogram']}, but the images "
+                           f"of {split_csv(args, 'train')} were made with {train.spectrogram}; use matching data")
+    spectrogram = sidecar.get("spectrogram") or train.spectrogram
+    unlabeled_csv = split_csv(args, "unlabeled")
+    unlabeled = move_to_device(load_unlabeled(unlabeled_csv, spectrogram, options, args.workers), device)
+
+    # The starting point, measured the same way as the result will be.
+    before_val = evaluate(model, val, args.batch_size, device, len(classes))
+    before_test = evaluate(model, test, args.batch_size, device, len(classes))
+    counts = label_counts(predict_logits(model, unlabeled.images, args.batch_size, device).argmax(1).numpy(), classes)
+    print(f"{len(unlabeled)} unlabeled clips; the starting model labels them "
+          + ", ".join(f"{c} {n} ({n / len(unlabeled):.0%})" for c, n in counts.items()))
+
+    start_step = args.T1 if args.start_step is None else args.start_step
+    train_step = make_train_step(train, unlabeled, args.batch_size, device, args.seed, args.T1, args.T2, args.af,
+                                 start_step, args.confidence_threshold)
+    run = RunFiles(os.path.dirname(pl_path) or ".", os.path.splitext(os.path.basename(pl_path))[0])
+    settings = {"T1": args.T1, "T2": args.T2, "af": args.af, "start_step": start_step,
+                "confidence_threshold": args.confidence_threshold}
+    inputs = input_meta(options["time_axis"], options["frames"], options["size"])
+    meta = {"model": name, "category": category, "classes": classes, **inputs, "spectrogram": spectrogram,
+            "pretrained": sidecar.get("pretrained", False), "started_from": os.path.abspath(start_path),
+            "train_csv": split_csv(args, "train"), "unlabeled_csv": unlabeled_csv, "unlabeled_clips": len(unlabeled),
+            "pseudo_labeling": settings, "args": vars(args)}
+    results = fit(model, train, val, test, classes, args, run, meta, device, train_step=train_step)
+
+    comparison = {
+        "starting_model": os.path.abspath(start_path), "pseudo_labeled_model": os.path.abspath(run.weights),
+        "category": category, "classes": classes, "best_epoch": results["epoch"], "test_clips": len(test),
+        "unlabeled_csv": unlabeled_csv, "unlabeled_clips": len(unlabeled), "starting_pseudo_labels": counts,
+        "pseudo_labeling": settings,
+        "test": compare(public(before_test), results["test"]), "val": compare(public(before_val), results["val"]),
+        "test_confusion_matrix": {"before": before_test["confusion_matrix"], "after": results["test"]["confusion_matrix"]},
+    }
+    write_json(comparison, run.path("_comparison.json"))
+    print(f"\nbefore = {start_path}, after = {run.weights}")
+    print(format_comparison(comparison["test"], f"test ({len(test)})"))
+    print(f"saved {run.path('_comparison.json')}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,165 @@
+"""Semi-supervised pseudo-labeling (Lee 2013) as the seed ran it: the alpha ramp, the unlabeled set, the train step.
+
+One epoch is one shuffled pass over the unlabeled batches (the seed's structure, kept so results compare):
+
+    for each unlabeled batch b:
+        label it with the model in eval mode (argmax; BatchNorm uses its running statistics and leaves them alone),
+        then train on it in train mode with loss alpha(step) * cross_entropy(model(x), pseudo_labels)
+        after batch 0, 25, 50, ... (every LABELED_EVERY batches): one full pass over the labeled training set; step += 1
+
+So `step` counts labeled passes, not epochs or batches: an epoch of U unlabeled batches advances it by ceil(U / 25).
+alpha(step) is 0 before T1, rises linearly to af at T2 and stays there. The seed started at step = T1 = 100: the
+stage-3 model already is the supervised warm-up T1 stands for, so the start step defaults to T1 and alpha starts
+ramping at once. Because step follows from the epoch number, --resume continues the ramp exactly.
+
+Two deliberate departures from the seed: an unlabeled batch whose alpha is 0 is skipped (the seed's zero-weighted
+Adam step still moved the weights through the optimizer's momentum), and a confidence threshold can leave out
+pseudo-labels the model is unsure of (0, the default, keeps them all as the seed did).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .audio import MelParams, audio_images
+from .data import ImageSet, batches, load_images, prepare_image, read_csv
+from .engine import TrainStep, autocast, train_one_epoch
+from .errors import ToolkitError
+from .fileio import resolve_from_csv
+
+LABELED_EVERY = 25  # unlabeled batches between full labeled passes (the seed's)
+AUDIO, IMAGE = "Audio_file_path", "Image_file_path"
+COMPARED = ("accuracy", "f1", "precision", "recall", "uar", "loss")
+
+
+def alpha_weight(step: int, T1: int, T2: int, af: float) -> float:
+    """Weight of the pseudo-label loss: 0 before T1, af * (step - T1) / (T2 - T1) from T1 to T2, af after T2."""
+    if step < T1:
+        return 0.0
+    if step > T2:
+        return af
+    return af * (step - T1) / (T2 - T1)
+
+
+def labeled_passes_per_epoch(n_unlabeled: int, batch_size: int) -> int:
+    """How far one epoch advances `step`: a labeled pass after unlabeled batch 0, 25, 50, ..."""
+    return math.ceil(math.ceil(n_unlabeled / batch_size) / LABELED_EVERY)
+
+
+@torch.no_grad()
+def pseudo_label(model: nn.Module, x: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Argmax labels of a batch in eval mode, and which of them reach a softmax confidence of `threshold`.
+
+    Eval mode matters: in train mode BatchNorm would normalise with this batch's own statistics and update its
+    running averages with unlabeled data every time a label is asked for. The caller switches back to train mode.
+    """
+    model.eval()
+    with autocast(x.device):
+        probs = torch.softmax(model(x).float(), 1)
+    confidence, labels = probs.max(1)
+    return labels, confidence >= threshold
+
+
+def make_train_step(
+    train: ImageSet, unlabeled: ImageSet, batch_size: int, device: torch.device, seed: int,
+    T1: int, T2: int, af: float, start_step: int, threshold: float = 0.0,
+) -> TrainStep:
+    """The epoch of pseudo-label training described in the module docstring, as toolkit.engine.fit's train_step."""
+    passes = labeled_passes_per_epoch(len(unlabeled), batch_size)
+
+    def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> dict:
+        # Seeded per epoch (not carried over) so that a resumed run sees the same order as an uninterrupted one.
+        generator = torch.Generator().manual_seed(seed + epoch)
+        step = start_step + (epoch - 1) * passes
+        labeled_losses, unlabeled_loss, used, seen = [], torch.zeros((), device=device), 0, 0
+        for b, (x, _) in enumerate(batches(unlabeled, batch_size, device, generator)):
+            alpha = alpha_weight(step, T1, T2, af)
+            if alpha > 0:
+                labels, keep = pseudo_label(model, x, threshold)
+                seen += len(x)
+                if keep.sum() > 1:  # BatchNorm in train mode needs two items
+                    model.train()
+                    with autocast(device):
+                        loss = F.cross_entropy(model(x[keep]), labels[keep])
+                    optimizer.zero_grad(set_to_none=True)
+                    (alpha * loss).backward()
+                    optimizer.step()
+                    n = int(keep.sum())
+                    unlabeled_loss += loss.detach().float() * n
+                    used += n
+            if b % LABELED_EVERY == 0:
+                labeled_losses.append(train_one_epoch(model, train, optimizer, batch_size, device, generator))
+                step += 1
+        return {"train_loss": float(np.mean(labeled_losses)), "step": step, "alpha": alpha_weight(step, T1, T2, af),
+                "pseudo_used": used, "pseudo_kept": used / seen if seen else 0.0,
+                "unlabeled_loss": float(unlabeled_loss) / used if used else 0.0}
+
+    return train_step
+
+
+def load_unlabeled(csv_path: str, spectrogram: dict, inputs: dict | None = None, workers: int = 1) -> ImageSet:
+    """The clips an unlabeled CSV lists, as network inputs (labels -1) made like the starting model's.
+
+    Image_file_path: the images as they are (they must have been made like the labeled ones). Otherwise
+    Audio_file_path: each clip becomes a spectrogram in memory with `spectrogram` (the labeled images' parameters).
+    `inputs`: prepare_image options (toolkit.data.input_options of the model's sidecar). Every clip is seen as
+    evaluation sees it (with time_axis 'pad': the centred window), so labeling and training use the same input.
+    Rows that cannot be used are reported and left out; none usable is a one-line error naming the CSV.
+    """
+    inputs = inputs or {}
+    df = read_csv(csv_path, [])
+    if IMAGE in df.columns:
+        data = load_images(csv_path, None, desc="unlabeled", **inputs)
+        data.canvas = data.lengths = None  # no random training windows: see above
+        if data.spectrogram and spectrogram and data.spectrogram != spectrogram:
+            raise ToolkitError(f"{csv_path}: its images were made with other spectrogram parameters "
+                               f"({data.spectrogram}) than the labeled ones ({spectrogram}); list Audio_file_path "
+                               f"instead, or remake the images with the labeled data's stage-2 flags")
+        return data
+    if AUDIO not in df.columns:
+        raise ToolkitError(f"{csv_path}: needs an {AUDIO} or {IMAGE} column; found {list(df.columns)}")
+    df = df[df[AUDIO].notna() & (df[AUDIO].astype(str).str.strip() != "")].reset_index(drop=True)
+    if df.empty:
+        raise ToolkitError(f"{csv_path}: no row has an {AUDIO}; list one unlabeled clip per row")
+    if not spectrogram:
+        raise ToolkitError(f"{csv_path}: lists audio, but the spectrogram parameters of the labeled images are unknown "
+                           f"(no params.json beside them, none in the model's JSON); list {IMAGE} instead")
+    paths = [resolve_from_csv(p, csv_path) for p in df[AUDIO].astype(str)]
+    results = audio_images(paths, MelParams.from_dict(spectrogram), workers)
+    keep = [i for i, (image, _) in enumerate(results) if image is not None]
+    errors = [error for _, error in results if error]
+    if errors:
+        print(f"warning: {len(errors)} of {len(paths)} unlabeled clip(s) in {csv_path} are left out, e.g. {errors[0]}")
+    if not keep:
+        raise ToolkitError(f"{csv_path}: none of its {len(paths)} clips could be used ({errors[0]}); fix its {AUDIO} column")
+    return ImageSet(
+        images=torch.from_numpy(np.stack([prepare_image(results[i][0], **inputs) for i in keep])),
+        labels=torch.full((len(keep),), -1, dtype=torch.long),
+        paths=[paths[i] for i in keep],
+        frame=df.iloc[keep].reset_index(drop=True),
+        spectrogram=dict(spectrogram),
+    )
+
+
+def compare(before: dict, after: dict) -> dict:
+    """{metric: {before, after, change}} for the metrics both have."""
+    return {k: {"before": before[k], "after": after[k], "change": after[k] - before[k]}
+            for k in COMPARED if k in before and k in after}
+
+
+def format_comparison(table: dict, title: str) -> str:
+    lines = [f"{title:<12}{'before':>10}{'after':>10}{'change':>10}"]
+    for k, v in table.items():
+        lines.append(f"{k:<12}{v['before']:>10.4f}{v['after']:>10.4f}{v['change']:>+10.4f}")
+    return "\n".join(lines)
+
+
+def label_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    """How many clips the model put in each class (a collapse onto one class shows here first)."""
+    counts = pd.Series(labels).value_counts()
+    return {c: int(counts.get(i, 0)) for i, c in enumerate(classes)}
