@@ -1,0 +1,151 @@
+"""Collect every training run under RUNS_DIR into one results table (like Table 1 of the seed's paper).
+
+Example:
+    python3 summarize_runs.py Models/sweep/
+
+Finds the *_metrics.json files that train_cnn.py, cnn_classifier.py and pseudo_labeling_semisupervised.py write
+(at any depth; cross-validation folds are left out: their summary is the run's _cv.json), prints one markdown
+row per run (category, model, pre-training, split, training recipe, epochs, best epoch, test accuracy, weighted F1, precision,
+recall, seconds), and saves it as CSV plus a bar chart of test weighted F1 per category and model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+
+import pandas as pd
+
+from models import MODEL_NAMES
+from toolkit.cli import Parser, run_main, split_csv
+from toolkit.errors import ToolkitError
+from toolkit.fileio import read_json, write_csv
+from toolkit.labels import CATEGORIES
+from toolkit.plots import plot_grouped_bars
+
+COLUMNS = ["category", "model", "pre-training", "split", "recipe", "epochs", "best epoch", "test accuracy", "weighted F1",
+           "precision", "recall", "seconds", "run"]
+CV_FOLD = re.compile(r"_cv[/\\]fold\d+[/\\]")  # toolkit.crossval puts each fold's run in {stem}_cv/fold{i}/
+
+
+def get_args_parser() -> Parser:
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs_dir", metavar="RUNS_DIR", help="folder searched (with its subfolders) for *_metrics.json")
+    p.add_argument("--out", default=None, metavar="CSV", help="the table as CSV (default: RUNS_DIR/runs_summary.csv)")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="bar chart of test weighted F1 per category and model (default: RUNS_DIR/runs_f1.png)")
+    return p
+
+
+def find_runs(runs_dir: str) -> list[str]:
+    """Every *_metrics.json below runs_dir, sorted, cross-validation folds excluded."""
+    found = []
+    for folder, dirs, files in os.walk(runs_dir):
+        dirs.sort()
+        found += [os.path.join(folder, f) for f in sorted(files) if f.endswith("_metrics.json")]
+    return [f for f in found if not CV_FOLD.search(os.path.relpath(f, runs_dir))]
+
+
+def pretraining(run: dict) -> str:
+    """What the network started from, read off the keys each training stage records."""
+    parts = []
+    if run.get("pretrained"):  # torchvision ImageNet weights (train_cnn.py; carried over by pseudo-labeling)
+        parts.append("imagenet")
+    if "encoder_file" in run:  # cnn_classifier.py: the autoencoder's encoder
+        parts.append("autoencoder (frozen)" if run.get("freeze_encoder") else "autoencoder")
+    if "pseudo_labeling" in run or "started_from" in run:  # pseudo_labeling_semisupervised.py
+        parts.append("pseudo-label")
+    return " + ".join(parts) or "none"
+
+
+def split_kind(run: dict) -> str:
+    """'speaker' when no speaker of the test CSV is in the training CSV, 'random' otherwise, '?' if unreadable.
+
+    Stage 2 does not record its --split anywhere a run can see, so it is measured from the CSVs themselves.
+    """
+    if run.get("split"):
+        return str(run["split"])
+    args = run.get("args") or {}
+    try:
+        train_csv = run.get("train_csv") or split_csv(argparse.Namespace(**args), "train")
+        test_csv = split_csv(argparse.Namespace(**args), "test")
+        train, test = (set(pd.read_csv(c, usecols=["ActorID"])["ActorID"]) for c in (train_csv, test_csv))
+    except (AttributeError, TypeError, ValueError, OSError):  # paths relative to another folder, or no ActorID
+        return "?"
+    return "random" if train & test else "speaker"
+
+
+def recipe(run: dict) -> str:
+    """The --recipe a run trained with; runs from before recipes existed used the seed's."""
+    return (run.get("recipe") or {}).get("recipe") or (run.get("args") or {}).get("recipe") or "seed"
+
+
+def table_row(path: str, run: dict, runs_dir: str) -> dict:
+    test = run["test"]
+    return {
+        "category": run.get("category", "?"), "model": run.get("model", "?"), "pre-training": pretraining(run),
+        "split": split_kind(run), "recipe": recipe(run), "epochs": len(run.get("history", [])) or (run.get("args") or {}).get("epochs"),
+        "best epoch": run.get("epoch"), "test accuracy": test["accuracy"], "weighted F1": test["f1"],
+        "precision": test["precision"], "recall": test["recall"], "seconds": run.get("seconds"),
+        "run": os.path.relpath(path, runs_dir).removesuffix("_metrics.json"),
+    }
+
+
+def collect(runs_dir: str) -> pd.DataFrame:
+    """One row per run; files that are not a classifier's metrics are reported and skipped."""
+    if not os.path.isdir(runs_dir):
+        raise ToolkitError(f"{runs_dir}: folder not found; pass the --model_save_path folder(s) of your training runs")
+    rows = []
+    for path in find_runs(runs_dir):
+        try:
+            run = read_json(path)
+            rows.append(table_row(path, run, runs_dir))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+            print(f"warning: {path}: not the metrics of a finished classifier run (no test scores); skipped")
+    if not rows:
+        raise ToolkitError(f"{runs_dir}: no finished training run found (no *_metrics.json with test scores); "
+                           f"train with train_cnn.py --model_save_path inside this folder first")
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    # The paper's order: category, then model as the registry lists them, then pre-training (none first).
+    order = {c: i for i, c in enumerate(CATEGORIES + MODEL_NAMES + ["none"])}
+    return table.sort_values(["category", "model", "pre-training", "run"],
+                             key=lambda s: s.map(lambda v: (order.get(v, len(order)), str(v)))).reset_index(drop=True)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    def cell(column: str, v) -> str:
+        if pd.isna(v):
+            return ""
+        if column == "seconds":
+            return f"{v:.1f}"
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "|".join(" --- " for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(cell(c, v) for c, v in row.items()) + " |" for row in table.to_dict("records")]
+    return "\n".join(lines)
+
+
+def f1_by_category(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """{category: {bar label: test F1}}; a label is the model (+ its pre-training), made unique by the run name."""
+    values: dict[str, dict[str, float]] = {}
+    for row in table.to_dict("records"):
+        label = row["model"] if row["pre-training"] == "none" else f"{row['model']} + {row['pre-training']}"
+        bars = values.setdefault(row["category"], {})
+        bars[label if label not in bars else f"{label} ({row['run']})"] = row["weighted F1"]
+    return values
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
+    table = collect(args.runs_dir)
+    out = args.out or os.path.join(args.runs_dir, "runs_summary.csv")
+    plot = args.plot or os.path.join(args.runs_dir, "runs_f1.png")
+    print(to_markdown(table))
+    write_csv(table.round(4), out)
+    plot_grouped_bars(f1_by_category(table), plot, "test weighted F1", f"{len(table)} run(s) in {args.runs_dir}")
+    print(f"\n{len(table)} run(s); wrote {out} and {plot}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,115 @@
+"""predict.py: audio files -> the same predictions the evaluate loop makes on the stored test images."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+import predict
+from conftest import run_script
+from models import build_model
+from toolkit.labels import CLASSES
+
+
+@pytest.fixture(scope="module")
+def test_clips(sex_data):
+    """The stage-3 test split: audio paths (absolute) in CSV order."""
+    table = pd.read_csv(sex_data / "sex_test.csv")
+    return [str((sex_data / p).resolve()) for p in table["Audio_file_path"]]
+
+
+def predictions(out_csv) -> pd.DataFrame:
+    return pd.read_csv(out_csv, keep_default_na=False).set_index("file")
+
+
+def test_matches_the_evaluate_loop_on_test_images(trained_cnn3, sex_data, test_clips, tmp_path):
+    out = tmp_path / "pred.csv"
+    predict.main(["--model_dir", str(trained_cnn3), "--model_file", "cnn3_sex.pt", *test_clips[:4], "--out", str(out), "--device", "cpu"])
+    # What fit() wrote after scoring the saved best epoch on the stored test images (the evaluate loop).
+    expected = pd.read_csv(trained_cnn3 / "cnn3_sex_test_predictions.csv")
+    expected.index = [str((sex_data / p).resolve()) for p in expected["Audio_file_path"]]
+    got = predictions(out)
+    assert list(got.index) == test_clips[:4]
+    for clip in test_clips[:4]:
+        assert got.loc[clip, "sex"] == expected.loc[clip, "predicted"]
+        for c in CLASSES["sex"]:
+            assert abs(got.loc[clip, f"sex_p_{c}"] - expected.loc[clip, f"p_{c}"]) < 1e-5
+        assert got.loc[clip, "error"] == ""
+
+
+def test_several_models_give_one_row_per_file_and_plots(trained_cnn3, test_clips, tmp_path, capsys):
+    # A second, untrained model for another category: the plumbing, not the accuracy, is under test.
+    models = tmp_path / "models"
+    shutil.copytree(trained_cnn3, models, ignore=shutil.ignore_patterns("*_last.pt", "*.png", "*.csv"))
+    torch.manual_seed(0)
+    torch.save(build_model("cnn3", 6).state_dict(), models / "cnn3_emotion.pt")
+    sidecar = json.loads((models / "cnn3_sex.json").read_text())
+    (models / "cnn3_emotion.json").write_text(json.dumps({**sidecar, "category": "emotion", "classes": CLASSES["emotion"]}))
+
+    out, plots = tmp_path / "pred.csv", tmp_path / "plots"
+    predict.main(["--model_dir", str(models), "--model_file", "cnn3_sex.pt", "--model_file", "cnn3_emotion.pt",
+                  *test_clips[:2], "--out", str(out), "--plot", str(plots), "--device", "cpu"])
+    got = predictions(out)
+    assert list(got.columns) == ["sex", "sex_p_Male", "sex_p_Female", "emotion"] + [f"emotion_p_{c}" for c in CLASSES["emotion"]] + ["error"]
+    assert len(got) == 2 and set(got["emotion"]) <= set(CLASSES["emotion"])
+    np.testing.assert_allclose(got[[f"emotion_p_{c}" for c in CLASSES["emotion"]]].sum(axis=1), 1.0, atol=1e-4)
+    printed = capsys.readouterr().out
+    assert all(clip in printed for clip in test_clips[:2]) and "sex: " in printed and "emotion: " in printed
+    pngs = sorted(plots.glob("*.png"))
+    assert len(pngs) == 2 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_stereo_44k_predicts_like_mono_16k_and_folders_expand(trained_cnn3, sex_data, tmp_path):
+    # The model is barely trained: take the clips it is surest about, so resampling cannot flip a coin toss.
+    scored = pd.read_csv(trained_cnn3 / "cnn3_sex_test_predictions.csv")
+    clips = [str(sex_data / p) for p in scored.loc[(scored["p_Male"] - 0.5).abs().nlargest(3).index, "Audio_file_path"]]
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for i, clip in enumerate(clips):
+        y, sr = sf.read(clip, dtype="float32")
+        assert sr == 16000 and y.ndim == 1
+        sf.write(folder / f"{i}_mono16k.wav", y, sr)
+        y44 = soxr.resample(y, sr, 44100)
+        sf.write(folder / f"{i}_stereo44k.flac", np.stack([y44, 0.6 * y44], axis=1), 44100)  # unequal channels
+    (folder / "notes.txt").write_text("not audio")
+
+    out = tmp_path / "pred.csv"
+    predict.main(["--model_dir", str(trained_cnn3), "--model_file", "cnn3_sex.pt", str(folder), "--out", str(out), "--device", "cpu"])
+    got = predictions(out)
+    assert len(got) == 6 and not any(f.endswith(".txt") for f in got.index)
+    for i in range(len(clips)):
+        mono, stereo = got.loc[str(folder / f"{i}_mono16k.wav")], got.loc[str(folder / f"{i}_stereo44k.flac")]
+        assert mono["sex"] == stereo["sex"]
+        assert abs(mono["sex_p_Male"] - stereo["sex_p_Male"]) < 0.01  # resampling twice changes a few pixel values
+
+
+def test_a_bad_clip_is_reported_and_the_others_predicted(trained_cnn3, test_clips, tmp_path):
+    broken, out = tmp_path / "broken.wav", tmp_path / "pred.csv"
+    broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
+    proc = run_script("predict.py", "--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", test_clips[0], broken,
+                      tmp_path / "missing.wav", test_clips[1], "--out", out, "--threads", "1", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "2 of 4 file(s) could not be classified" in proc.stderr
+    assert "broken.wav" in proc.stdout and "missing.wav" in proc.stdout
+    got = predictions(out)
+    assert list(got["sex"]) == [got["sex"].iloc[0], "", "", got["sex"].iloc[3]] and got["sex"].iloc[0] in CLASSES["sex"]
+    assert "broken.wav" in got.loc[str(broken), "error"] and got.loc[test_clips[1], "error"] == ""
+
+
+@pytest.mark.parametrize("problem", ["missing json", "other class count", "other architecture"])
+def test_a_json_that_is_missing_or_does_not_match_is_a_one_line_error(trained_cnn3, test_clips, tmp_path, problem):
+    shutil.copy(trained_cnn3 / "cnn3_sex.pt", tmp_path / "model.pt")
+    sidecar = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())
+    if problem == "other class count":
+        (tmp_path / "model.json").write_text(json.dumps({**sidecar, "category": "emotion", "classes": CLASSES["emotion"]}))
+    elif problem == "other architecture":
+        (tmp_path / "model.json").write_text(json.dumps({**sidecar, "model": "cnn9"}))
+    proc = run_script("predict.py", "--model_dir", tmp_path, "--model_file", "model.pt", test_clips[0], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    named = "model.json: JSON sidecar of model.pt not found" if problem == "missing json" else "model.pt: does not fit"
+    assert named in proc.stderr
