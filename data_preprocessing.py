@@ -10,7 +10,7 @@ import os
 
 from toolkit.cli import Parser, run_main
 from toolkit.corpus import build_category_table
-from toolkit.fileio import relative_to_csv, write_csv
+from toolkit.fileio import output_dir, relative_to_csv, write_csv
 from toolkit.labels import CATEGORIES, check_category
 
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     check_category(args.category)
     csv_file = args.csv_file if os.path.isfile(args.csv_file) else os.path.join(args.csv_path, args.csv_file)
     table, missing = build_category_table(csv_file, args.audio_path, args.category)
-    out = os.path.join(args.csv_path, f"{args.category}_with_audio_path.csv")
+    out = os.path.join(output_dir(args.csv_path, "--csv_path"), f"{args.category}_with_audio_path.csv")
     table["Audio_file_path"] = [relative_to_csv(p, out) for p in table["Audio_file_path"]]
     write_csv(table, out)
     if missing:

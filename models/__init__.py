@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import ToolkitError
+from toolkit.fileio import load_checkpoint
 
 from .autoencoder import AutoEncoder, Decoder
 from .cnn import CNN3, CNN9, Encoder
@@ -35,13 +36,11 @@ def _imagenet_state_dict(name: str, weights_path: str | None) -> dict:
     import torchvision.models as tvm
 
     if weights_path:
-        if not os.path.isfile(weights_path):
-            raise ToolkitError(f"{weights_path}: weights file not found; fix --weights or pass --no-pretrained")
-        return torch.load(weights_path, map_location="cpu", weights_only=True)
+        return load_checkpoint(weights_path, "fix --weights or pass --no-pretrained")
     weights = getattr(tvm, TORCHVISION[name][1]).DEFAULT
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
     if os.path.isfile(cached):
-        return torch.load(cached, map_location="cpu", weights_only=True)
+        return load_checkpoint(cached, "delete it (a partial download?) or pass --weights PATH or --no-pretrained")
     try:
         return weights.get_state_dict(progress=False)
     except Exception:

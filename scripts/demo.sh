@@ -9,8 +9,8 @@ MODELS=Models/demo        # checkpoints, metrics and plots
 CATEGORY=sex
 EPOCHS=${EPOCHS:-15}
 
-echo "== demo corpus"
-$PYTHON make_demo_data.py --out $DATA
+echo "== demo corpus (+ 4 unlabeled actors for stage 5)"
+$PYTHON make_demo_data.py --out $DATA --unlabeled_actors 4
 
 echo "== stage 1: metadata + audio -> ${CATEGORY}_with_audio_path.csv"
 $PYTHON data_preprocessing.py --csv_file VideoDemographics.csv --csv_path $DATA/ --audio_path $DATA/AudioWAV/ --category $CATEGORY
@@ -21,3 +21,20 @@ $PYTHON generate_mel_spectrograms.py --load_csv_path $DATA/ --save_spec_path $DA
 echo "== stage 3: train cnn3"
 $PYTHON train_cnn.py --csv_load_path $DATA/ --category $CATEGORY --model cnn3 --epochs $EPOCHS --batch_size 64 \
     --learning_rate 1e-3 --model_save_path $MODELS/
+
+echo "== stage 4a: autoencoder pre-training on the training images"
+$PYTHON train_autoencoder.py --csv_load_path $DATA/ --category $CATEGORY --train_csv ${CATEGORY}_train.csv \
+    --epochs ${AE_EPOCHS:-3} --batch_size 64 --learning_rate 1e-3 --model_save_path $MODELS/
+
+echo "== stage 4b: reload the autoencoder, check it reproduces its loss"
+$PYTHON testing_autoencoder.py --csv_load_path $DATA/ --category $CATEGORY --train_csv ${CATEGORY}_train.csv \
+    --model_load_path $MODELS/
+
+echo "== stage 4c: cnn3 classifier from the pre-trained encoder"
+$PYTHON cnn_classifier.py --csv_load_path $DATA/ --category $CATEGORY --epochs ${AE_CLASSIFIER_EPOCHS:-6} --batch_size 64 \
+    --learning_rate 1e-3 --model_save_and_load_path $MODELS/
+
+echo "== stage 5: pseudo-labeling on the unlabeled actors, starting from the stage-3 cnn3"
+$PYTHON pseudo_labeling_semisupervised.py --csv_load_path $DATA/ --category $CATEGORY --unlabeled_csv unlabeled.csv \
+    --epochs ${PL_EPOCHS:-4} --batch_size 64 --learning_rate 1e-3 --model cnn3 --cnn_param_file cnn3_${CATEGORY}.pt \
+    --pseudolabeling_param_file cnn3_${CATEGORY}_PL.pt --model_save_and_load_path $MODELS/ --T1 0 --T2 3

@@ -13,7 +13,7 @@ from .labels import CLASSES, age_bin, check_category
 CLIP_NAME = re.compile(r"^(?P<ActorID>\d{4})_(?P<Sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<Level>[A-Z]{2})$")
 DEMOGRAPHICS_COLUMNS = ["ActorID", "Age", "Sex", "Race", "Ethnicity"]  # VideoDemographics.csv
 SEED_COLUMNS = ["ActorID", "File Name", "sex", "race", "age"]  # the seed's CREMA_no_path.csv (subset used)
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif", ".opus")
 
 
 def parse_clip_name(name: str) -> dict | None:
@@ -68,7 +68,11 @@ def build_category_table(csv_file: str, audio_path: str, category: str) -> tuple
     table = read_metadata(csv_file, audio_path)
     if category == "race":
         table = table[table["race"] != "Unknown"]
-    table = table[table[category].astype(str).isin(CLASSES[category])]
+    outside = ~table[category].astype(str).isin(CLASSES[category])
+    if outside.any():  # a typo or another coding in the metadata: silently dropping it would shrink the data
+        bad = sorted(set(table.loc[outside, category].astype(str)))
+        raise ToolkitError(f"{csv_file}: {int(outside.sum())} row(s) have {category} label(s) {bad[:5]} outside the class "
+                           f"list {CLASSES[category]}; fix or delete those rows")
     table = table.assign(Audio_file_path=[os.path.join(audio_path, n) for n in table["Audio_file_name"]])
     exists = table["Audio_file_path"].map(os.path.isfile)
     missing = table.loc[~exists, "Audio_file_name"].tolist()

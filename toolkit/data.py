@@ -21,6 +21,8 @@ from .fileio import read_json, resolve_from_csv
 from .labels import encode_labels
 
 IMAGE_SIZE = (128, 128)  # (height, width) the seed's networks were designed for
+TIME_AXES = ("resize", "pad")  # 'resize': stretch every clip to the width (the seed); 'pad': keep the time scale
+TIME_FRAMES = 128  # 'pad': 128 hops of 512 samples at 16 kHz = 4.1 s, so the networks still see 128×128
 PARAMS_FILE = "params.json"  # written by stage 2 beside the images: how they were made
 
 
@@ -42,11 +44,65 @@ def read_csv(path: str, required: list[str]) -> pd.DataFrame:
     return df
 
 
-def prepare_image(image: np.ndarray, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
-    """2-D uint8 spectrogram -> (1, H, W) uint8 network input (the seed stretches the whole clip to the size)."""
-    if image.shape != size:
-        image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
-    return image[None]
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def window_start(length: int, frames: int, generator: torch.Generator | None = None) -> int:
+    """First frame of a `frames`-wide window on a clip `length` frames long; negative = the clip starts later.
+
+    Centred without a generator (evaluation); uniformly random over every placement that keeps as much of the
+    clip as fits with one (training), so a short clip moves around inside the window and a long one is cropped.
+    """
+    if generator is None:
+        return (length - frames) // 2
+    lo, hi = min(0, length - frames), max(0, length - frames)
+    return lo + int(torch.randint(hi - lo + 1, (1,), generator=generator))
+
+
+def paste_window(out, image, length: int, start: int) -> None:
+    """Copy frames [start, start + width of out) of `image` (first `length` columns valid) into `out`.
+
+    Columns outside the clip are left as they are (zero: the dB floor, silence). numpy or torch alike.
+    """
+    lo, hi = max(start, 0), min(length, start + out.shape[-1])
+    if hi > lo:
+        out[..., lo - start : hi - start] = image[..., lo:hi]
+
+
+def prepare_image(image: np.ndarray, size: tuple[int, int] = IMAGE_SIZE, time_axis: str = "resize",
+                  frames: int | None = None) -> np.ndarray:
+    """2-D uint8 spectrogram -> (1, H, W) uint8 network input, as stage 3 and predict.py see it.
+
+    'resize' stretches the whole clip to `size` (the seed's choice: tempo is lost); 'pad' resizes only the
+    frequency axis to size[0] and centres the clip in a window of `frames` columns (padding with silence,
+    cropping longer clips), so one frame is always the same 32 ms.
+    """
+    if time_axis == "resize":
+        return _resize(image, *size)[None]
+    if time_axis != "pad":
+        raise ToolkitError(f"unknown time axis '{time_axis}': choose one of {', '.join(TIME_AXES)}")
+    frames = frames or TIME_FRAMES
+    image = _resize(image, size[0], image.shape[1])
+    out = np.zeros((1, size[0], frames), np.uint8)
+    paste_window(out, image, image.shape[1], window_start(image.shape[1], frames))
+    return out
+
+
+def input_meta(time_axis: str = "resize", frames: int | None = None, size: tuple[int, int] = IMAGE_SIZE) -> dict:
+    """What a training run records in its JSON sidecar about its network inputs (read back by input_options)."""
+    if time_axis == "pad":
+        frames = frames or TIME_FRAMES
+        return {"image_size": [size[0], frames], "time_axis": "pad", "frames": frames}
+    return {"image_size": list(size), "time_axis": "resize", "frames": None}
+
+
+def input_options(sidecar: dict) -> dict:
+    """prepare_image/load_images keyword arguments from a sidecar (or input_meta); old sidecars mean the seed's."""
+    return {"size": tuple(sidecar.get("image_size", IMAGE_SIZE)), "time_axis": sidecar.get("time_axis", "resize"),
+            "frames": sidecar.get("frames")}
 
 
 @dataclass
@@ -56,9 +112,25 @@ class ImageSet:
     paths: list[str]
     frame: pd.DataFrame  # the CSV rows that were loaded, in the same order
     spectrogram: dict = field(default_factory=dict)  # stage 2 parameters, from params.json
+    # time_axis 'pad' only: every clip left-aligned on a wider uint8 canvas (N, 1, H, W') with its length in
+    # frames, so training can take a fresh random window each epoch; `images` holds the centred windows.
+    canvas: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+def subset(data: ImageSet, index) -> ImageSet:
+    """The items at `index` (e.g. one cross-validation fold), as a new ImageSet."""
+    index = torch.as_tensor(np.array(index), dtype=torch.long)
+
+    def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t[index.to(t.device)]
+
+    return ImageSet(images=pick(data.images), labels=pick(data.labels), paths=[data.paths[i] for i in index.tolist()],
+                    frame=data.frame.iloc[index.numpy()].reset_index(drop=True), spectrogram=data.spectrogram,
+                    canvas=pick(data.canvas), lengths=pick(data.lengths))
 
 
 def spectrogram_params(image_path: str) -> dict:
@@ -66,15 +138,25 @@ def spectrogram_params(image_path: str) -> dict:
     return read_json(params) if os.path.isfile(params) else {}
 
 
-def load_images(csv_path: str, category: str | None, size: tuple[int, int] = IMAGE_SIZE, desc: str = "") -> ImageSet:
-    """Load every image a CSV lists (column Image_file_path). Unreadable images are reported and left out."""
-    df = read_csv(csv_path, ["Image_file_path"] + ([category] if category else []))
-    labels = encode_labels(df, category, csv_path) if category else [-1] * len(df)
-    paths = [resolve_from_csv(p, csv_path) for p in df["Image_file_path"].astype(str)]
-    images, keep, failed = [], [], []
-    for i, path in enumerate(tqdm(paths, desc=f"loading {desc or os.path.basename(csv_path)}", unit="img", leave=False)):
+def load_images(csv_path: str | list[str], category: str | None, size: tuple[int, int] = IMAGE_SIZE, desc: str = "",
+                time_axis: str = "resize", frames: int | None = None) -> ImageSet:
+    """Load every image a CSV lists (column Image_file_path); a list of CSVs is loaded as one set.
+
+    Unreadable images are reported and left out. time_axis/frames: see prepare_image.
+    """
+    csvs = [csv_path] if isinstance(csv_path, (str, os.PathLike)) else list(csv_path)
+    csv_path = ", ".join(map(str, csvs))
+    tables = [read_csv(c, ["Image_file_path"] + ([category] if category else [])) for c in csvs]
+    labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c) if category else [-1] * len(t))]
+    paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t["Image_file_path"].astype(str)]
+    df = pd.concat(tables, ignore_index=True)
+    images, keep, failed, canvas = [], [], [], []
+    for i, path in enumerate(tqdm(paths, desc=f"loading {desc or os.path.basename(csvs[0])}", unit="img", leave=False)):
         try:
-            images.append(prepare_image(read_image(path), size))
+            image = read_image(path)
+            images.append(prepare_image(image, size, time_axis, frames))
+            if time_axis == "pad":
+                canvas.append(_resize(image, size[0], image.shape[1]))
             keep.append(i)
         except ClipError as e:
             failed.append(str(e))
@@ -88,7 +170,30 @@ def load_images(csv_path: str, category: str | None, size: tuple[int, int] = IMA
         paths=[paths[i] for i in keep],
         frame=df.iloc[keep].reset_index(drop=True),
         spectrogram=spectrogram_params(paths[keep[0]]),
+        **(_canvas(canvas, frames or TIME_FRAMES) if canvas else {}),
     )
+
+
+def _canvas(images: list[np.ndarray], frames: int) -> dict:
+    """Clips left-aligned on one zero canvas, at most 2 windows wide (longer clips keep their centre)."""
+    width = min(max(frames, max(im.shape[1] for im in images)), 2 * frames)
+    canvas = np.zeros((len(images), 1, images[0].shape[0], width), np.uint8)
+    lengths = []
+    for out, image in zip(canvas, images):
+        length = min(image.shape[1], width)
+        paste_window(out[..., :length], image, image.shape[1], window_start(image.shape[1], length))
+        lengths.append(length)
+    return {"canvas": torch.from_numpy(canvas), "lengths": torch.tensor(lengths)}
+
+
+def random_windows(data: ImageSet, index: torch.Tensor, frames: int, generator: torch.Generator) -> torch.Tensor:
+    """uint8 (B, 1, H, frames): a fresh random window of each clip in `index` (time_axis 'pad', training)."""
+    canvas = data.canvas[index.to(data.canvas.device)].cpu()
+    lengths = data.lengths[index.to(data.lengths.device)].tolist()
+    out = torch.zeros(len(lengths), *canvas.shape[1:3], frames, dtype=torch.uint8)
+    for o, image, length in zip(out, canvas, lengths):
+        paste_window(o, image, length, window_start(length, frames, generator))
+    return out
 
 
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -106,9 +211,12 @@ def batches(
     n = len(data)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     order = order.to(data.images.device)
+    # Training on a 'pad' set draws a new window per clip and epoch: time shifts the model must not care about.
+    crop = generator is not None and data.canvas is not None
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        yield to_input(data.images[idx], device), data.labels[idx].to(device, non_blocking=True)
+        images = random_windows(data, idx, data.images.shape[-1], generator) if crop else data.images[idx]
+        yield to_input(images, device), data.labels[idx].to(device, non_blocking=True)
 
 
 def move_to_device(data: ImageSet, device: torch.device, max_fraction: float = 0.5) -> ImageSet:
@@ -118,6 +226,7 @@ def move_to_device(data: ImageSet, device: torch.device, max_fraction: float = 0
         if data.images.numel() < max_fraction * free:
             data.images = data.images.to(device)
             data.labels = data.labels.to(device)
+            # the canvas stays on the CPU: random windows are cut there, one clip at a time
         else:
             data.images = data.images.pin_memory()
     return data

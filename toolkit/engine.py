@@ -1,12 +1,13 @@
-"""The one training loop: train_one_epoch, evaluate, and fit (best epoch by validation F1, then the test set)."""
+"""The one training loop: train_one_epoch, evaluate, and fit (best epoch by validation F1 or loss, then the test set)."""
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -15,11 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .augment import Augment
 from .data import ImageSet, batches, move_to_device, to_input
 from .errors import ToolkitError
-from .fileio import write_csv, write_json, write_torch
-from .metrics import classification_metrics, format_confusion, format_metrics
-from .plots import plot_confusion_matrix, plot_training_curves
+from .fileio import load_checkpoint, write_csv, write_json, write_torch
+from .metrics import breakdown, classification_metrics, format_confusion, format_metrics
+from .plots import plot_confusion_matrix, plot_speaker_accuracy, plot_training_curves
 
 
 def autocast(device: torch.device):
@@ -29,14 +31,34 @@ def autocast(device: torch.device):
 
 def train_one_epoch(
     model: nn.Module, data: ImageSet, optimizer: torch.optim.Optimizer, batch_size: int,
-    device: torch.device, generator: torch.Generator,
+    device: torch.device, generator: torch.Generator, augment: Augment | None = None,
+    class_weights: torch.Tensor | None = None, num_classes: int | None = None,
 ) -> float:
-    """One pass over `data` in a shuffled order; returns the mean training loss."""
+    """One pass over `data` in a shuffled order, augmented when `augment` is given; returns the mean training loss."""
+    transform = None
+    if augment is not None:
+        num_classes = num_classes or int(data.labels.max()) + 1
+        transform = lambda x, y: augment(x, y, num_classes, generator)  # noqa: E731
+    return train_batches(model, optimizer, batches(data, batch_size, device, generator), device,
+                         transform=transform, class_weights=class_weights)
+
+
+def train_batches(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch_iter: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device, transform: Callable | None = None, class_weights: torch.Tensor | None = None,
+) -> float:
+    """One optimiser step per (inputs, labels) batch, already on `device`; returns the mean training loss.
+
+    `transform(x, y) -> (x, targets)` augments a batch (targets may be class probabilities, e.g. mixup).
+    """
     model.train()
+    weight = None if class_weights is None else class_weights.to(device)
     total, count = 0.0, 0
-    for x, y in batches(data, batch_size, device, generator):
+    for x, y in batch_iter:
+        if transform is not None:
+            x, y = transform(x, y)
         with autocast(device):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x).float(), y, weight=weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -52,8 +74,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, devi
     out = []
     for start in range(0, len(images), batch_size):
         with autocast(device):
-            out.append(model(to_input(images[start : start + batch_size], device)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+            out.append(model(to_input(images[start : start + batch_size], device)).float())
+    return torch.cat(out).cpu() if out else torch.empty(0)  # one device->host copy: no GPU sync per batch
 
 
 def evaluate(model: nn.Module, data: ImageSet, batch_size: int, device: torch.device, num_classes: int) -> dict:
@@ -98,77 +120,159 @@ def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) 
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay)
 
 
-TrainStep = Callable[[nn.Module, torch.optim.Optimizer, int], float]
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-epoch learning-rate factor: 'none' 1; 'cosine' from 1 down towards 0; 'onecycle' a linear warm-up over
+    the first 20% of the epochs, then the cosine. Per epoch (not per step) so any train_step works with it."""
+    if schedule not in ("none", "cosine", "onecycle"):
+        raise ToolkitError(f"unknown --lr_schedule '{schedule}': choose none, cosine or onecycle")
+    warmup = max(1, round(0.2 * epochs)) if schedule == "onecycle" else 0
+
+    def factor(done: int) -> float:  # `done` = epochs finished before the one about to run
+        if schedule == "none":
+            return 1.0
+        if done < warmup:
+            return (done + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * (done - warmup) / max(1, epochs - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse class frequency, 1 on average over the training items (classes absent from training get 0)."""
+    counts = torch.bincount(labels.cpu(), minlength=num_classes).float()
+    return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+
+
+def save_last(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+              epoch: int, history: list[dict], **extra) -> None:
+    """Everything needed to continue after `epoch` as if the run had never stopped (what --resume reads)."""
+    write_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history, **extra}, path)
+
+
+def load_last(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict:
+    """Restore what save_last wrote into model, optimizer and RNGs; returns the saved dict (epoch, history, extras)."""
+    state = load_checkpoint(path, "delete it (training restarts from epoch 1) or drop --resume")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError):
+        raise ToolkitError(f"{path}: saved by a different model or class count; delete it or drop --resume")
+    return state
+
+
+def load_weights(model: nn.Module, path: str, hint: str) -> None:
+    """Load a plain state dict file strictly; a missing, unreadable or mismatched file is a one-line error naming it."""
+    state = load_checkpoint(path, hint)
+    expected = model.state_dict()
+    if not isinstance(state, dict):
+        raise ToolkitError(f"{path}: holds a {type(state).__name__}, not a state dict; {hint}")
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or resized:
+        problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+                    ((missing, "missing"), (unexpected, "unexpected"), (resized, "of another shape")) if keys]
+        raise ToolkitError(f"{path}: does not fit {type(model).__name__}: {', '.join(problems)} tensors; {hint}")
+    model.load_state_dict(state, strict=True)
+
+
+# Returns the epoch's training loss, or a dict with `train_loss` and extra numbers to log as history columns.
+TrainStep = Callable[[nn.Module, torch.optim.Optimizer, int], "float | dict"]
 
 
 def fit(
     model: nn.Module, train: ImageSet, val: ImageSet, test: ImageSet, classes: list[str], args, run: RunFiles,
     meta: dict, device: torch.device, train_step: TrainStep | None = None,
 ) -> dict:
-    """Train for args.epochs, keep the best epoch by validation weighted F1 (ties: the later), score it on test.
+    """Train for args.epochs, keep the best epoch by validation weighted F1 or loss (ties: the later), score it on test.
 
+    The recipe flags of toolkit.cli (augmentation, class weights, schedule, patience, select_by) are read from
+    `args`; missing ones mean off, so older callers get the seed's loop. A custom `train_step` does its own
+    batches (build its augmentation with Augment.from_args); the schedule, early stopping and selection still apply.
     Writes the best state dict and its JSON sidecar after every improvement, a resumable `_last.pt` after every
-    epoch, and at the end the metrics (CSV/JSON), the confusion matrix and the training curves.
+    epoch, and at the end the metrics (CSV/JSON), per-class and per-speaker results, and the plots.
     """
     os.makedirs(run.folder, exist_ok=True)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    # --compile: steps run through the compiled wrapper; `model` keeps plain parameter names for the checkpoints
+    net = torch.compile(model) if getattr(args, "compile", False) else model
     for split in (train, val, test):
         move_to_device(split, device)
-    optimizer = make_optimizer(model, args.learning_rate, args.weight_decay)
+    num_classes = len(classes)
+    optimizer = make_optimizer(model, args.learning_rate, getattr(args, "weight_decay", None) or 0.0)
+    scheduler = make_scheduler(optimizer, getattr(args, "lr_schedule", None) or "none", args.epochs)
+    select_by = getattr(args, "select_by", None) or "f1"
+    patience = getattr(args, "patience", None) or 0
     generator = torch.Generator().manual_seed(args.seed)
     if train_step is None:
+        augment = Augment.from_args(args, train.spectrogram)
+        weights = balanced_class_weights(train.labels, num_classes) if getattr(args, "class_weights", None) == "balanced" else None
+
         def train_step(model, optimizer, epoch):
-            return train_one_epoch(model, train, optimizer, args.batch_size, device, generator)
+            return train_one_epoch(model, train, optimizer, args.batch_size, device, generator, augment, weights, num_classes)
 
     history: list[dict] = []
-    best_f1, best_epoch, best_state, start_epoch = -1.0, 0, None, 1
+    best_score, best_epoch, best_state, start_epoch = -math.inf, 0, None, 1
     if getattr(args, "resume", False) and os.path.isfile(run.last):
-        state = torch.load(run.last, map_location="cpu", weights_only=True)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError:
-            raise ToolkitError(f"{run.last}: saved by a different model or class count; delete it or drop --resume")
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history, best_f1, best_epoch = state["history"], state["best_f1"], state["best_epoch"]
+        state = load_last(run.last, model, optimizer, generator)
+        history, best_score, best_epoch = state["history"], state.get("best_score", state.get("best_f1")), state["best_epoch"]
         best_state = state["best_model"]
         start_epoch = state["epoch"] + 1
-        print(f"resuming {run.last} after epoch {state['epoch']} (best epoch {best_epoch}, val F1 {best_f1:.4f})")
+        if "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        print(f"resuming {run.last} after epoch {state['epoch']} (best epoch {best_epoch}, val {select_by} {abs(best_score):.4f})")
+    elif getattr(args, "resume", False):
+        print(f"--resume: no {run.last} yet, starting from epoch 1")
 
-    num_classes = len(classes)
     started = time.time() - sum(h["seconds"] for h in history)
     bar = tqdm(range(start_epoch, args.epochs + 1), desc=f"training {run.stem}", unit="epoch", initial=start_epoch - 1, total=args.epochs)
     for epoch in bar:
+        # Checked before the epoch (not after the last one) so a resumed run that had stopped stays stopped.
+        if patience and epoch - 1 - best_epoch >= patience:
+            bar.write(f"early stop: no better validation {select_by} in the {patience} epochs after epoch {best_epoch}")
+            break
         t0 = time.time()
-        train_loss = train_step(model, optimizer, epoch)
-        val_metrics = evaluate(model, val, args.batch_size, device, num_classes)
-        row = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in public(val_metrics).items() if k != "confusion_matrix"},
-               "seconds": time.time() - t0}
+        lr = optimizer.param_groups[0]["lr"]
+        out = train_step(net, optimizer, epoch)
+        scheduler.step()
+        extra = dict(out) if isinstance(out, dict) else {"train_loss": out}
+        train_loss = extra.pop("train_loss")
+        val_metrics = evaluate(net, val, args.batch_size, device, num_classes)
+        row = {"epoch": epoch, "train_loss": train_loss, **extra, **{f"val_{k}": v for k, v in public(val_metrics).items() if k != "confusion_matrix"},
+               "lr": lr, "seconds": time.time() - t0}
         history.append(row)
-        improved = val_metrics["f1"] >= best_f1
+        score = val_metrics["f1"] if select_by == "f1" else -val_metrics["loss"]
+        improved = score >= best_score  # ties go to the later epoch: as good, and trained longer
         if improved:
-            best_f1, best_epoch = val_metrics["f1"], epoch
+            best_score, best_epoch = score, epoch
             best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
             write_torch(best_state, run.weights)
             write_json({**meta, "epoch": epoch, "val": public(val_metrics)}, run.sidecar)
-        write_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
-                     "best_f1": best_f1, "best_epoch": best_epoch, "best_model": best_state}, run.last)
-        bar.write(f"epoch {epoch:3d}/{args.epochs} train_loss {train_loss:.4f} {format_metrics(val_metrics, 'val_')}"
+        save_last(run.last, model, optimizer, generator, epoch, history, scheduler=scheduler.state_dict(),
+                  best_score=best_score, best_epoch=best_epoch, best_model=best_state)
+        bar.write(f"epoch {epoch:3d}/{args.epochs} train_loss {train_loss:.4f} {''.join(f'{k} {v:.4g} ' for k, v in extra.items())}"
+                  f"{format_metrics(val_metrics, 'val_')}"
                   f"{'  *best' if improved else ''}")
 
     model.load_state_dict(best_state)
-    val_metrics = evaluate(model, val, args.batch_size, device, num_classes)
-    test_metrics = evaluate(model, test, args.batch_size, device, num_classes)
+    val_metrics = evaluate(net, val, args.batch_size, device, num_classes)
+    test_metrics = evaluate(net, test, args.batch_size, device, num_classes)
     seconds = time.time() - started
-    print(f"best epoch {best_epoch} (validation F1 {best_f1:.4f}); test set, {len(test)} clips:")
+    print(f"best epoch {best_epoch} (validation {select_by} {abs(best_score):.4f}); test set, {len(test)} clips:")
     print(f"  {format_metrics(test_metrics, 'test_')}")
     print(format_confusion(test_metrics["confusion_matrix"], classes))
+    test_breakdown = breakdown(test.frame, test.labels.cpu().numpy(), test_metrics["probabilities"].argmax(1), classes)
+    if "worst_speaker" in test_breakdown:
+        w = test_breakdown["worst_speaker"]
+        print(f"  worst test speaker: {w['speaker']} ({w['label']}), accuracy {w['accuracy']:.3f} on {w['clips']} clips")
 
-    results = {**meta, "epoch": best_epoch, "seconds": seconds, "val": public(val_metrics), "test": public(test_metrics)}
+    results = {**meta, "epoch": best_epoch, "seconds": seconds, "val": public(val_metrics),
+               "test": {**public(test_metrics), **test_breakdown}}
     write_json(results, run.sidecar)
     write_json({**results, "history": history}, run.path("_metrics.json"))
     write_csv(pd.DataFrame(history), run.path("_metrics.csv"))
@@ -176,6 +280,8 @@ def fit(
     plot_confusion_matrix(test_metrics["confusion_matrix"], classes, run.path("_confusion_matrix.png"),
                           f"{run.stem}: test F1 {test_metrics['f1']:.3f}")
     plot_training_curves(history, run.path("_training_curves.png"), run.stem)
+    if "per_speaker" in test_breakdown:
+        plot_speaker_accuracy(test_breakdown["per_speaker"], run.path("_speakers.png"), f"{run.stem}: test accuracy per speaker")
     print(f"saved {run.weights} and its metrics and plots in {run.folder}")
     return results
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,13 +11,16 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from .errors import ToolkitError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success rename it over `path` (same filesystem)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    # the pid in the name lets a later run tell a killed run's leftover from a live run's file (remove_stale_temps)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield tmp
@@ -43,6 +47,67 @@ def write_torch(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, hint: str) -> Any:
+    """torch.load a .pt file safely (weights_only: tensors and plain containers, never pickled code to run).
+
+    A missing, truncated or foreign file is a one-line ToolkitError naming it and saying what to do (`hint`).
+    """
+    import torch
+
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path}: file not found; {hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a torch file, or a pickle holding objects other than tensors
+        reason = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        raise ToolkitError(f"{path}: not a readable checkpoint ({reason}); {hint}")
+
+
+_TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")  # atomic_path's temporary files
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete temporary files that a killed run (SIGKILL, power loss) left in `folder`; returns how many.
+
+    A temporary file whose writer is still running is another live run's and is left alone.
+    """
+    removed = 0
+    for name in os.listdir(folder):
+        match = _TEMP_NAME.match(name)
+        if match and int(match["pid"]) != os.getpid() and not _process_alive(int(match["pid"])):
+            try:
+                os.remove(os.path.join(folder, name))
+                removed += 1
+            except FileNotFoundError:  # another run cleaned it first
+                pass
+    return removed
+
+
+def output_dir(path: str | os.PathLike, flag: str) -> str:
+    """Create an output folder before any long work starts, so an unusable path fails at once, not at the end.
+
+    Also sweeps the temporary files a killed run left there. `flag` is the option that named the folder.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ToolkitError(f"{path}: cannot create the output folder ({e.strerror}); pass a writable {flag}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ToolkitError(f"{path}: the output folder is not writable; fix its permissions or pass another {flag}")
+    remove_stale_temps(path)
+    return str(path)
 
 
 def read_json(path: str | os.PathLike) -> Any:

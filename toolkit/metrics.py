@@ -31,3 +31,22 @@ def format_confusion(matrix: list[list[int]], classes: list[str]) -> str:
     for name, row in zip(classes, matrix):
         lines.append(name[:width - 1].ljust(width) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
+
+
+def breakdown(frame, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+    """Per-class precision/recall/F1 and, when `frame` has an ActorID column, per-speaker accuracy and the worst
+    speaker: averages hide the one unusual voice a model gets wrong."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=range(len(classes)), average=None, zero_division=0)
+    out: dict = {"per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                                   "support": int(support[i])} for i, c in enumerate(classes)}}
+    if "ActorID" not in getattr(frame, "columns", []):
+        return out
+    speakers = {}
+    for speaker, rows in frame.groupby(frame["ActorID"].astype(str)).indices.items():
+        own = np.unique(y_true[rows])  # a speaker has one sex/age/race, but every emotion
+        speakers[speaker] = {"accuracy": float(np.mean(y_true[rows] == y_pred[rows])), "clips": int(len(rows)),
+                             "label": classes[int(own[0])] if len(own) == 1 else "mixed"}
+    worst = min(speakers, key=lambda s: (speakers[s]["accuracy"], s))
+    return {**out, "per_speaker": speakers, "worst_speaker": {"speaker": worst, **speakers[worst]}}

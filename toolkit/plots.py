@@ -10,7 +10,7 @@ import numpy as np
 from .fileio import atomic_path
 
 
-def _save(fig: plt.Figure, path: str) -> None:
+def save_figure(fig: plt.Figure, path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -31,7 +31,7 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: str
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_training_curves(history: list[dict], path: str, title: str = "") -> None:
@@ -52,7 +52,7 @@ def plot_training_curves(history: list[dict], path: str, title: str = "") -> Non
     ax_score.set_ylim(0, 1)
     ax_score.legend()
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_spectrogram(image: np.ndarray, path: str, title: str = "", hop_seconds: float | None = None) -> None:
@@ -65,4 +65,56 @@ def plot_spectrogram(image: np.ndarray, path: str, title: str = "", hop_seconds:
     ax.set_xlabel("time (s)" if hop_seconds else "frame")
     ax.set_ylabel("mel band")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
+
+
+def plot_speaker_accuracy(per_speaker: dict, path: str, title: str = "") -> None:
+    """One bar per speaker (worst first), coloured by the speaker's class: who the model fails on."""
+    items = sorted(per_speaker.items(), key=lambda kv: (kv[1]["accuracy"], kv[0]))
+    labels = sorted({v["label"] for _, v in items})
+    colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(labels)}
+    fig, ax = plt.subplots(figsize=(max(5, 0.22 * len(items) + 1.5), 3.4))
+    ax.bar(range(len(items)), [v["accuracy"] for _, v in items], color=[colours[v["label"]] for _, v in items])
+    ax.set_xticks(range(len(items)), [k for k, _ in items], rotation=90, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_xlabel("speaker")
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in labels], labels=labels, fontsize=7)
+    ax.set_title(title)
+    save_figure(fig, path)
+
+
+def plot_folds(folds: list[dict], metrics: tuple[str, ...], path: str, title: str = "") -> None:
+    """Test scores of each cross-validation fold side by side, with the mean as a dashed line."""
+    fig, ax = plt.subplots(figsize=(2 + 1.2 * len(folds), 3.4))
+    width = 0.8 / len(metrics)
+    for j, m in enumerate(metrics):
+        values = [f["test"][m] for f in folds]
+        ax.bar(np.arange(len(folds)) + j * width, values, width, label=f"{m} (mean {np.mean(values):.3f})",
+               color=plt.cm.tab10(j))
+        ax.axhline(np.mean(values), color=plt.cm.tab10(j), linestyle="--", linewidth=1)
+    ax.set_xticks(np.arange(len(folds)) + width * (len(metrics) - 1) / 2, [f"fold {f['fold']}" for f in folds])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test score")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title)
+    save_figure(fig, path)
+
+
+def plot_grouped_bars(values: dict[str, dict[str, float]], path: str, ylabel: str, title: str = "") -> None:
+    """values[group][series]: one cluster per group (e.g. category), one colour per series (e.g. model), labelled."""
+    groups = list(values)
+    series = list(dict.fromkeys(s for g in groups for s in values[g]))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(3 + len(groups) * (0.6 + 0.45 * len(series)), 3.8))
+    for j, s in enumerate(series):
+        present = [i for i, g in enumerate(groups) if s in values[g]]
+        bars = ax.bar([i + j * width for i in present], [values[groups[i]][s] for i in present], width, label=s,
+                      color=plt.cm.tab10(j % 10))
+        ax.bar_label(bars, fmt="%.2f", fontsize=6)
+    ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2, groups)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title(title)
+    save_figure(fig, path)

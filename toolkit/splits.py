@@ -38,10 +38,20 @@ def split_by_speaker(df: pd.DataFrame, label: str, seed: int) -> dict[str, pd.Da
     return {"train": train, "val": val, "test": test}
 
 
-def make_splits(df: pd.DataFrame, label: str, how: str, seed: int) -> dict[str, pd.DataFrame]:
-    """{'train','val','test'} frames (row order sorted by file name so CSVs are stable)."""
-    splits = split_by_speaker(df, label, seed) if how == "speaker" else split_random(df, label, seed)
+def make_splits(df: pd.DataFrame, label: str, how: str, seed: int, source: str = "") -> dict[str, pd.DataFrame]:
+    """{'train','val','test'} frames (row order sorted by file name so CSVs are stable).
+
+    Too little data for the split is a ToolkitError whose message starts with `source` (the CSV the rows came from).
+    """
+    where = f"{source}: " if source else ""
+    try:
+        splits = split_by_speaker(df, label, seed) if how == "speaker" else split_random(df, label, seed)
+    except ToolkitError as e:
+        raise ToolkitError(f"{where}{e}")
+    except ValueError as e:  # sklearn: a class with a single clip, or a split that would round to 0 clips
+        raise ToolkitError(f"{where}{len(df)} clips are too few for a stratified 72/8/20 split by {label} "
+                           f"({str(e).splitlines()[0][:90]}); add clips")
     for name, part in splits.items():
         if part.empty:
-            raise ToolkitError(f"the {name} split is empty ({len(df)} clips); add data or use --split random")
+            raise ToolkitError(f"{where}the {name} split is empty ({len(df)} clips); add data or use --split random")
     return {k: v.sort_values("Audio_file_name").reset_index(drop=True) for k, v in splits.items()}

@@ -1,0 +1,87 @@
+"""Training-time augmentation of spectrogram batches: SpecAugment masks, random gain, mixup.
+
+Every function takes a float batch (B, C, H, W) in [0, 1] as made by data.to_input (0 = the dB floor, i.e. silence;
+low frequencies at the bottom) and draws its randomness from a CPU torch.Generator, so a seeded run is repeatable
+on any device. Nothing here is used at evaluation time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _random_spans(batch: int, count: int, max_width: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """(batch, length) bool mask: `count` spans per row, each 0..max_width long at a random place."""
+    width = torch.randint(0, max_width + 1, (batch, count), generator=generator)
+    start = (torch.rand(batch, count, generator=generator) * (length - width + 1)).long()
+    pos = torch.arange(length)
+    inside = (pos >= start[..., None]) & (pos < (start + width)[..., None])  # (batch, count, length)
+    return inside.any(dim=1)
+
+
+def spec_augment(x: torch.Tensor, generator: torch.Generator, time_masks: int = 2, time_width: int = 12,
+                 freq_masks: int = 2, freq_width: int = 12) -> torch.Tensor:
+    """Blank random time columns and mel rows to the floor (Park et al. 2019, without time warping)."""
+    b, _, h, w = x.shape
+    mask = torch.zeros(b, h, w, dtype=torch.bool)
+    if time_masks and time_width:
+        mask |= _random_spans(b, time_masks, min(time_width, w), w, generator)[:, None, :]
+    if freq_masks and freq_width:
+        mask |= _random_spans(b, freq_masks, min(freq_width, h), h, generator)[:, :, None]
+    return x.masked_fill(mask[:, None].to(x.device), 0.0)
+
+
+def random_gain(x: torch.Tensor, generator: torch.Generator, max_db: float, top_db: float = 80.0) -> torch.Tensor:
+    """Make each clip up to ±max_db louder or quieter: a shift of the dB image, clipped to its range.
+
+    Pixels at the floor stay there: they are silence or padding, whose true level is unknown.
+    """
+    gain_db = (torch.rand(len(x), 1, 1, 1, generator=generator) * 2 - 1) * max_db
+    shifted = (x + (gain_db / top_db).to(x.device, x.dtype)).clamp_(0.0, 1.0)
+    return torch.where(x > 0, shifted, x)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Convex mixes of the batch with a shuffled copy of itself, with soft targets (Zhang et al. 2018)."""
+    # torch's Beta sampler cannot take a generator; seed numpy's from it so the whole run stays repeatable.
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(len(x), generator=generator).to(x.device)
+    targets = F.one_hot(y, num_classes).float()
+    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
+
+
+@dataclass
+class Augment:
+    """The augmentation switches of a training recipe (see toolkit.cli recipe flags); all off by default."""
+
+    time_masks: int = 0
+    time_width: int = 12
+    freq_masks: int = 0
+    freq_width: int = 12
+    gain_db: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) mixing; 0 = off
+    top_db: float = 80.0  # dB range of the images, to turn a gain in dB into grey levels
+
+    @classmethod
+    def from_args(cls, args, spectrogram: dict | None = None) -> "Augment":
+        """From parsed recipe flags (missing ones are off) and the images' spectrogram parameters."""
+        return cls(time_masks=getattr(args, "time_masks", 0) or 0, time_width=getattr(args, "time_width", 12) or 0,
+                   freq_masks=getattr(args, "freq_masks", 0) or 0, freq_width=getattr(args, "freq_width", 12) or 0,
+                   gain_db=getattr(args, "gain_db", 0.0) or 0.0, mixup=getattr(args, "mixup", 0.0) or 0.0,
+                   top_db=float((spectrogram or {}).get("top_db", 80.0)))
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets): targets are class indices, or class probabilities when mixup is on."""
+        if self.gain_db > 0:
+            x = random_gain(x, generator, self.gain_db, self.top_db)
+        if self.time_masks or self.freq_masks:
+            x = spec_augment(x, generator, self.time_masks, self.time_width, self.freq_masks, self.freq_width)
+        if self.mixup > 0:
+            return mixup(x, y, num_classes, self.mixup, generator)
+        return x, y
