@@ -1,0 +1,149 @@
+"""The embedded demo corpus (make_demo_data.py, toolkit/synth.py): layout, format, reproducibility, voices."""
+from __future__ import annotations
+
+import collections
+import csv
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import make_demo_data
+from toolkit import synth
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "crema-d"
+CLIP = re.compile(r"^(\d{4})_(IEO|TIE|IOM|IWW|TAI|MTI|IWL|ITH|DFA|ITS|TSI|WSI)_(ANG|DIS|FEA|HAP|NEU|SAD)_(LO|MD|HI|XX)\.wav$")
+ARGS = ["--actors", "4", "--clips_per_actor", "6", "--seed", "3", "--quiet"]
+
+
+def age_group(age: int) -> str:
+    return "<30s" if age <= 29 else ">60s" if age >= 60 else f"{age // 10 * 10}s"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    make_demo_data.main(["--out", str(out), "--workers", "1", "--unlabeled_actors", "2", *ARGS])
+    return out
+
+
+def wav_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.suffix == ".wav")
+
+
+def test_clip_names_follow_crema_d(corpus):
+    names = wav_names(corpus / "AudioWAV")
+    assert len(names) == 4 * 6
+    assert all(CLIP.match(n) for n in names), names
+    by_actor = collections.defaultdict(set)
+    for n in names:
+        by_actor[int(n[:4])].add(n.split("_")[2])
+    assert sorted(by_actor) == [1001, 1002, 1003, 1004]
+    assert all(emotions == set(synth.EMOTIONS) for emotions in by_actor.values())  # 6 clips: one per emotion
+    assert not [p for p in (corpus / "AudioWAV").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_wavs_are_16k_mono_pcm16_of_crema_d_length(corpus):
+    for name in wav_names(corpus / "AudioWAV"):
+        info = sf.info(str(corpus / "AudioWAV" / name))
+        assert (info.samplerate, info.channels, info.format, info.subtype) == (16000, 1, "WAV", "PCM_16")
+        assert 1.3 <= info.frames / info.samplerate <= 5.0
+        audio, _ = sf.read(str(corpus / "AudioWAV" / name), dtype="int16")
+        assert np.abs(audio).max() > 1000  # not silent
+
+
+def test_demographics_csv_is_quoted_like_the_real_one(corpus):
+    lines = (corpus / "VideoDemographics.csv").read_text().splitlines()
+    assert lines[0] == '"ActorID","Age","Sex","Race","Ethnicity"'
+    row = re.compile(r'^\d{4},\d{2},"(Male|Female)","(Caucasian|African American|Asian|Unknown)","(Hispanic|Not Hispanic)"$')
+    assert len(lines) == 5 and all(row.match(line) for line in lines[1:]), lines
+    if (REAL / "VideoDemographics.csv").exists():  # same header bytes as CREMA-D's own file
+        assert (REAL / "VideoDemographics.csv").read_text().splitlines()[0] == lines[0]
+
+
+def test_same_seed_same_bytes_any_worker_count(corpus, tmp_path):
+    again = tmp_path / "again"
+    make_demo_data.main(["--out", str(again), "--workers", "2", *ARGS])
+    names = wav_names(corpus / "AudioWAV")
+    assert wav_names(again / "AudioWAV") == names
+    for name in names:
+        assert (again / "AudioWAV" / name).read_bytes() == (corpus / "AudioWAV" / name).read_bytes(), name
+    assert (again / "VideoDemographics.csv").read_bytes() == (corpus / "VideoDemographics.csv").read_bytes()
+
+    other = tmp_path / "other"
+    make_demo_data.main(["--out", str(other), "--workers", "1", *ARGS[:-3], "--seed", "4", "--quiet"])
+    name = wav_names(other / "AudioWAV")[0]
+    assert name not in names or (other / "AudioWAV" / name).read_bytes() != (corpus / "AudioWAV" / name).read_bytes()
+
+
+def test_rerun_skips_existing_wavs(corpus, capsys):
+    before = {n: os.stat(corpus / "AudioWAV" / n).st_mtime_ns for n in wav_names(corpus / "AudioWAV")}
+    make_demo_data.main(["--out", str(corpus), "--workers", "1", "--unlabeled_actors", "2", *ARGS])
+    assert " 0 clips written" in capsys.readouterr().out
+    assert before == {n: os.stat(corpus / "AudioWAV" / n).st_mtime_ns for n in wav_names(corpus / "AudioWAV")}
+
+
+def test_unlabeled_csv_lists_existing_files_without_labels(corpus):
+    with open(corpus / "unlabeled.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == ["Audio_file_path", "Audio_file_name"]
+    assert len(rows) == 2 * 6
+    for row in rows:
+        path = corpus / row["Audio_file_path"]
+        assert path.is_file() and path.name == row["Audio_file_name"]
+        assert path.parent == corpus / "Unlabeled" / "AudioWAV"
+        assert re.match(r"^20\d\d_\d{3}\.wav$", row["Audio_file_name"])  # speaker only: no emotion in the name
+    assert not (set(wav_names(corpus / "AudioWAV")) & {r["Audio_file_name"] for r in rows})
+
+
+def test_male_voices_are_lower_than_female(corpus):
+    import librosa
+
+    sexes = {int(r["ActorID"]): r["Sex"] for r in csv.DictReader(open(corpus / "VideoDemographics.csv"))}
+    f0 = collections.defaultdict(list)
+    for name in wav_names(corpus / "AudioWAV"):
+        y, sr = sf.read(str(corpus / "AudioWAV" / name), dtype="float32")
+        pitch = librosa.yin(y, fmin=60, fmax=500, sr=sr, frame_length=1024)
+        energy = librosa.feature.rms(y=y, frame_length=1024, hop_length=256)[0][: len(pitch)]
+        f0[sexes[int(name[:4])]].append(np.median(pitch[: len(energy)][energy > 0.3 * energy.max()]))
+    assert len(f0["Male"]) >= 6 and len(f0["Female"]) >= 6
+    assert np.mean(f0["Female"]) > 1.3 * np.mean(f0["Male"]), {k: np.round(v) for k, v in f0.items()}
+
+
+def test_every_actor_has_crema_d_clip_set():
+    names = synth.clip_names(1001)
+    assert len(names) == len(set(names)) == 82
+    assert sum(n.split("_")[1] == "IEO" for n in names) == 16  # NEU_XX + 5 emotions x LO/MD/HI
+    if (REAL / "SentenceFilenames.csv").exists():
+        real = {r["Filename"] for r in csv.DictReader(open(REAL / "SentenceFilenames.csv")) if r["Filename"].startswith("1001_")}
+        assert set(names) == real
+    subset = synth.choose_clips(1001, 12, seed=0)
+    assert collections.Counter(n.split("_")[2] for n in subset) == {e: 2 for e in synth.EMOTIONS}
+    assert subset == synth.choose_clips(1001, 12, seed=0) and set(subset) <= set(names)
+
+
+def test_default_demographics_cover_every_sex_and_age_group():
+    actors = synth.draw_demographics(30, 1001, seed=0)
+    assert [a["ActorID"] for a in actors] == list(range(1001, 1031))
+    sexes = collections.Counter(a["Sex"] for a in actors)
+    ages = collections.Counter(age_group(a["Age"]) for a in actors)
+    assert min(sexes["Male"], sexes["Female"]) >= 2 and sexes["Male"] >= sexes["Female"]
+    assert set(ages) == {"<30s", "30s", "40s", "50s", ">60s"} and min(ages.values()) >= 2
+    assert ages["<30s"] + ages["30s"] > 15 and all(20 <= a["Age"] <= 74 for a in actors)
+    races = collections.Counter(a["Race"] for a in actors)
+    assert races.most_common(1)[0][0] == "Caucasian" and set(races) <= {"Caucasian", "African American", "Asian", "Unknown"}
+
+
+def test_unseen_voices_get_their_own_ids_and_stay_on_their_side(tmp_path):
+    make_demo_data.main(["--out", str(tmp_path), "--actors", "2", "--clips_per_actor", "1", "--voices", "unseen",
+                         "--workers", "1", "--quiet"])
+    assert [n[:4] for n in wav_names(tmp_path / "AudioWAV")] == ["3001", "3002"]
+    for sex in ("Male", "Female"):
+        actor = dict(ActorID=3001, Age=30, Sex=sex, Race="Asian", Ethnicity="Not Hispanic")
+        standard, unseen = synth.make_voice(actor, 0, "standard"), synth.make_voice(actor, 0, "unseen")
+        assert unseen.pulse != standard.pulse
+        assert (unseen.f0 < 155) if sex == "Male" else (unseen.f0 > 155)
