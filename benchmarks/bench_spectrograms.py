@@ -1,0 +1,172 @@
+"""Stage 2's spectrogram path against the seed's method, clips per second, side by side in one run.
+
+The seed made each image with matplotlib (imshow -> savefig JPG), one clip at a time. Stage 2 computes the log-mel
+with librosa, writes an 8-bit PNG directly and spreads the clips over worker processes. Both run here on the same
+synthetic CREMA-D-shaped clips (toolkit/synth.py), and the full CREMA-D run (7,442 clips, 5.26 h) is extrapolated.
+
+    python3 benchmarks/bench_spectrograms.py                                  # small: about a minute on 2 cores
+    python3 benchmarks/bench_spectrograms.py --clips 1000 --reference_clips 200   # tighter figures
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from generate_mel_spectrograms import make_images  # noqa: E402  (stage 2's own function: the path being timed)
+from toolkit.audio import MelParams  # noqa: E402
+from toolkit.fileio import write_json  # noqa: E402
+from toolkit.synth import build_corpus  # noqa: E402
+
+CREMA_D_CLIPS = 7442
+CREMA_D_SECONDS = 5.26 * 3600
+
+
+def seed_method(wav: str, jpg: str, p: MelParams) -> None:
+    """The seed's way to make one image: a matplotlib figure of the dB mel spectrogram, saved as a JPG.
+
+    Audio is loaded at 16 kHz (what CREMA-D is), not librosa's 22.05 kHz default, so the reference does no
+    resampling: if anything this flatters the seed.
+    """
+    import librosa
+    import matplotlib.pyplot as plt
+
+    y, sr = librosa.load(wav, sr=p.sr)
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=p.n_fft, hop_length=p.hop_length, n_mels=p.n_mels)
+    db = librosa.power_to_db(mel, ref=np.max)
+    fig = plt.figure()
+    plt.imshow(db, origin="lower", aspect="auto")
+    plt.axis("off")
+    fig.savefig(jpg)
+    plt.close(fig)
+
+
+def make_clips(folder: str, clips: int, seed: int, workers: int) -> list[str]:
+    """At least `clips` synthetic clips (12 per speaker, all emotions), reused when the folder already has them."""
+    wavs = sorted(glob.glob(os.path.join(folder, "AudioWAV", "*.wav")))
+    if len(wavs) < clips:
+        build_corpus(folder, actors=-(-clips // 12), clips_per_actor=12, seed=seed, workers=workers, progress=False)
+        wavs = sorted(glob.glob(os.path.join(folder, "AudioWAV", "*.wav")))
+    return wavs[:clips]
+
+
+def audio_seconds(wavs: list[str]) -> float:
+    import soundfile as sf
+
+    return sum(sf.info(w).duration for w in wavs)
+
+
+def time_stage(corpus: str, clips: int, out: str, workers: int) -> float:
+    """Wall seconds of stage 2's make_images on the first `clips` clips, run in a fresh interpreter as a stage-2
+    run is: worker start-up and librosa's first-call cost count (a warm parent would hand them to its workers)."""
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+            f"import bench_spectrograms as b; from toolkit.audio import MelParams; "
+            f"print(b._time_stage(b.make_clips({corpus!r}, {clips}, 0, 1), {out!r}, MelParams(), {workers}))")
+    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"stage 2 run failed (exit {proc.returncode})")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def _time_stage(wavs: list[str], out: str, p: MelParams, workers: int) -> float:
+    """Wall seconds of make_images on fresh output."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    pngs = [os.path.join(out, os.path.splitext(os.path.basename(w))[0] + ".png") for w in wavs]
+    t0 = time.perf_counter()
+    errors = make_images(wavs, pngs, p, workers)
+    seconds = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"stage 2 failed on {len(errors)} clip(s), e.g. {next(iter(errors.values()))}")
+    return seconds
+
+
+def time_reference(wavs: list[str], out: str, p: MelParams) -> float:
+    """Wall seconds of the seed's method, one clip after another (its first-call warm-up done beforehand)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tqdm import tqdm
+
+    os.makedirs(out, exist_ok=True)
+    seed_method(wavs[0], os.path.join(out, "warmup.jpg"), p)
+    t0 = time.perf_counter()
+    for w in tqdm(wavs, desc="seed method", unit="clip"):
+        seed_method(w, os.path.join(out, os.path.splitext(os.path.basename(w))[0] + ".jpg"), p)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=480, help="clips through stage 2's path")
+    ap.add_argument("--reference_clips", type=int, default=48, help="clips through the (slow) seed method")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="stage 2 worker processes")
+    ap.add_argument("--seed", type=int, default=0, help="synthetic corpus seed")
+    ap.add_argument("--work", default=None, help="folder for clips and images (default: a temporary folder, removed)")
+    ap.add_argument("--json", default="runs/bench/spectrograms.json", help="where the figures are written")
+    args = ap.parse_args()
+    if args.clips < 1 or args.reference_clips < 1 or args.workers < 1:
+        ap.error("--clips, --reference_clips and --workers must be at least 1")
+
+    work = args.work or tempfile.mkdtemp(prefix="bench_spectrograms_")
+    try:
+        p = MelParams()
+        corpus = os.path.join(work, "corpus")
+        wavs = make_clips(corpus, max(args.clips, args.reference_clips), args.seed, args.workers)
+        ours_wavs, ref_wavs = wavs[: args.clips], wavs[: args.reference_clips]
+        ours_audio, ref_audio = audio_seconds(ours_wavs), audio_seconds(ref_wavs)
+        print(f"{len(wavs)} synthetic clips, mean {ours_audio / len(ours_wavs):.2f} s (CREMA-D: "
+              f"{CREMA_D_SECONDS / CREMA_D_CLIPS:.2f} s); load average {os.getloadavg()[0]:.2f}")
+
+        runs = {}
+        for name, workers in [(f"stage 2, {args.workers} workers", args.workers), ("stage 2, 1 process", 1)]:
+            seconds = time_stage(corpus, len(ours_wavs), os.path.join(work, "png"), workers)
+            runs[name] = {"clips": len(ours_wavs), "seconds": seconds, "audio_seconds": ours_audio}
+        seconds = time_reference(ref_wavs, os.path.join(work, "jpg"), p)
+        runs["seed method (matplotlib JPG), 1 process"] = {"clips": len(ref_wavs), "seconds": seconds, "audio_seconds": ref_audio}
+        # stage 2 pays a fixed start-up (worker processes, librosa's first call ~1 s each) that a small run cannot
+        # amortise: a run of one clip per worker measures it, apart from the per-clip cost, for the CREMA-D estimate
+        few = ours_wavs[: args.workers]
+        few_seconds = time_stage(corpus, len(few), os.path.join(work, "png"), args.workers)
+
+        for r in runs.values():
+            r["clips_per_second"] = r["clips"] / r["seconds"]
+            r["ms_per_clip"] = 1000 * r["seconds"] / r["clips"]
+        stage, single, ref = runs.values()
+        per_audio_second = (stage["seconds"] - few_seconds) / max(ours_audio - audio_seconds(few), 1e-9)
+        startup = few_seconds
+        # per second of audio, so clips longer or shorter than CREMA-D's do not skew the estimates
+        crema_d = startup + per_audio_second * CREMA_D_SECONDS
+        crema_d_ref = CREMA_D_SECONDS * ref["seconds"] / ref["audio_seconds"]
+        speedup = stage["clips_per_second"] / ref["clips_per_second"]
+        print(f"\n{'path':42s} {'clips':>6s} {'seconds':>8s} {'clips/s':>9s} {'ms/clip':>8s}")
+        for name, r in runs.items():
+            print(f"{name:42s} {r['clips']:6d} {r['seconds']:8.2f} {r['clips_per_second']:9.1f} {r['ms_per_clip']:8.2f}")
+        print(f"\nstage 2 vs the seed method, {stage['clips']} clips: {speedup:.1f}x clips/s "
+              f"({single['clips_per_second'] / ref['clips_per_second']:.1f}x in one process); target >= 20x: "
+              f"{'met' if speedup >= 20 else 'MISSED'}")
+        print(f"stage 2 = {startup:.2f} s start-up + {1000 * per_audio_second * CREMA_D_SECONDS / CREMA_D_CLIPS:.2f} ms "
+              f"per CREMA-D clip (from runs of {len(few)} and {stage['clips']} clips)")
+        print(f"CREMA-D (7,442 clips, 5.26 h): stage 2 {crema_d:.1f} s, seed method {crema_d_ref / 60:.1f} min "
+              f"({crema_d_ref / crema_d:.0f}x); target < 60 s: {'met' if crema_d < 60 else 'MISSED'}")
+        if args.json:
+            write_json({"runs": runs, "speedup": speedup, "startup_seconds": startup, "crema_d_seconds": crema_d,
+                        "crema_d_seed_method_seconds": crema_d_ref, "workers": args.workers, "loadavg": os.getloadavg(),
+                        "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")}, args.json)
+            print(f"wrote {args.json}")
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
