@@ -2,8 +2,8 @@
 
 Example:
     python3 make_demo_data.py --out Data/demo
-    python3 data_preprocessing.py --csv_file VideoDemographics.csv --csv_path Data/demo/ \
-        --audio_path Data/demo/AudioWAV/ --category sex
+    python3 make_demo_data.py --out Data/demo_unseen --actors 10 --voices unseen
+    python3 data_preprocessing.py --csv_file VideoDemographics.csv --csv_path Data/demo/ --audio_path Data/demo/AudioWAV/ --category sex
 
 The voices come from a source-filter model (toolkit/synth.py): sex, age, emotion and (mildly)
 race are audible in the clips, so the toolkit's models have something real to learn.

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     def load(folder: str, **build_args) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         demographics = os.path.join(folder, "VideoDemographics.csv")
         if not os.path.exists(demographics):
-            build_corpus(folder, workers=args.workers, **build_args)
+            build_corpus(folder, workers=args.workers, progress=False, **build_args)
         actors = {int(r["ActorID"]): r for r in csv.DictReader(open(demographics))}
         names = sorted(n for n in os.listdir(os.path.join(folder, "AudioWAV")) if n.endswith(".wav"))
         started = time.time()

@@ -82,7 +82,8 @@ ACCENT_VOWELS = {
     1: {"uw": np.array([1, 1.15, 1, 1]), "uh": np.array([1, 1.15, 1, 1]), "ao": np.array([1, 1.15, 1, 1]),
         "ae": np.array([0.9, 1.08, 1, 1])},  # fronted back vowels, raised /ae/
     2: {"ih": np.array([1.1, 1, 1, 1]), "eh": np.array([1.1, 1, 1, 1]), "ae": np.array([1.1, 1, 1, 1]),
-        "iy": np.array([1.1, 1, 1, 1]), "er": np.array([1, 1, 1.25, 1]), "ah": np.array([1, 0.92, 1, 1])},  # open front vowels, no r-colouring
+        "iy": np.array([1.1, 1, 1, 1]), "er": np.array([1, 1, 1.25, 1]),
+        "ah": np.array([1, 0.92, 1, 1])},  # open front vowels, no r-colouring
 }
 ACCENT_RANGE = {0: 1.0, 1: 1.2, 2: 0.85}  # pitch-accent height factor
 NASAL_FORMANTS = (270, 1100, 2300, 3300)
@@ -187,7 +188,8 @@ def draw_demographics(n: int, first_id: int, seed: int) -> list[dict]:
     ethnicities = [ethnicities[i] for i in rng.permutation(n)]
     actors = []
     for i, ((sex, (_, lo, hi, _)), race, ethnicity) in enumerate(zip(pairs, races, ethnicities)):
-        actors.append(dict(ActorID=first_id + i, Age=int(rng.integers(lo, hi + 1)), Sex=sex, Race=race, Ethnicity=ethnicity))
+        age = int(rng.integers(lo, hi + 1))
+        actors.append(dict(ActorID=first_id + i, Age=age, Sex=sex, Race=race, Ethnicity=ethnicity))
     return actors
 
 
@@ -283,7 +285,8 @@ def _phones(sentence: str, voice: Voice, style: dict, rng: np.random.Generator) 
         fa, fb = _vowel_formants(vowel, voice)
         length = (stressed_long if stressed else unstressed_short) * (1.35 if i == len(syllables) - 1 else 1.0)
         vowel_dur = (0.16 if vowel in DIPHTHONGS else 0.12) * length
-        accent = rng.uniform(0.6, 1.3) * voice.pitch_range * style["range"] * ACCENT_RANGE[voice.accent] if stressed else 0.0
+        accent = rng.uniform(0.6, 1.3) * voice.pitch_range * style["range"] * ACCENT_RANGE[voice.accent]
+        accent = accent if stressed else 0.0
         for c in onset:
             rows.append(_consonant(c, fa))
         rows.append((vowel_dur, 1.0, 0.0, 0, 0.0, 0.0, fa, fb, 3.0 if stressed else 0.0, accent))
