@@ -76,3 +76,10 @@ def test_sweep_script_runs_one_category_one_model_one_epoch(tiny_corpus, tmp_pat
     # a second sweep skips the finished run
     again = subprocess.run(sweep, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "already done" in again.stdout
+
+
+def test_output_piped_into_a_closed_reader_is_not_an_error():
+    """`summarize_runs.py RUNS | head -1`: when the reader leaves early the stage exits 0 without an error line."""
+    code = "from toolkit.cli import run_main\ndef main():\n    raise BrokenPipeError(32, 'Broken pipe')\nrun_main(main)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

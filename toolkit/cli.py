@@ -185,6 +185,9 @@ def run_main(main: Callable[[], None]) -> None:
     except ToolkitError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error, as for any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error while Python flushes
+        sys.exit(0)
     except OSError as e:  # raised by the OS, not by our code: a path the user gave cannot be used
         print(f"error: {os_error_message(e)}", file=sys.stderr)
         sys.exit(2)
