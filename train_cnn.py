@@ -9,6 +9,8 @@ mean ± std of accuracy / weighted F1 / UAR, per-speaker accuracy and the worst 
 """
 from __future__ import annotations
 
+import sys
+
 from models import MODEL_NAMES, build_model, canonical_name
 from toolkit.cli import get_args_parser, in_folder, pick_device, recipe_of, run_main, seed_everything, split_csv
 from toolkit.data import input_meta, input_options, load_images
@@ -22,7 +24,9 @@ SPLITS = ("train", "val", "test")
 def main(argv: list[str] | None = None) -> None:
     p = get_args_parser(__doc__, epochs=30)
     p.add_argument("--model", default="cnn3", help=f"network: {', '.join(MODEL_NAMES)} (or efficientnet_b2)")
-    p.add_argument("--model_save_path", default="Models/", help="folder for the state dict, JSON, metrics and plots")
+    p.add_argument("--model_save_path", "--model_save_and_load_path", "--model_load_and_save_path", dest="model_save_path",
+                   default="Models/", help="folder for the state dict, JSON, metrics and plots (the other two names: "
+                   "the seed README's stage-4c example, which calls train_cnn.py; cnn_classifier.py is that stage)")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                    help="train torchvision models from scratch instead of from ImageNet weights")
     p.add_argument("--weights", default=None, help="ImageNet weights file for a torchvision model (offline use)")
@@ -33,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.folds == 1 or args.folds < 0:
         p.error(f"--folds {args.folds}: use 0 (one train/val/test run) or at least 2 folds")
+    if any(a.startswith(("--model_save_and_load_path", "--model_load_and_save_path")) for a in (argv or sys.argv[1:])):
+        print("note: this trains a new network; for the classifier initialised from the autoencoder's encoder "
+              "(the seed README's stage 4c) run cnn_classifier.py with the same flags")
     category = check_category(args.category)
     name = canonical_name(args.model)
     classes = CLASSES[category]

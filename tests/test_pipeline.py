@@ -87,3 +87,12 @@ def test_corrupt_wav_is_reported_and_skipped(tiny_corpus, tmp_path):
     assert "1 clip(s) could not be used" in proc.stdout and "broken.wav" in proc.stdout
     total = sum(len(pd.read_csv(tmp_path / f"emotion_{s}.csv")) for s in ("train", "val", "test"))
     assert total == len(table) - 1
+
+
+def test_seed_readme_stage4c_example_runs_as_written(sex_data, tmp_path):
+    """The seed README's classifier example calls train_cnn.py with --model_save_and_load_path: it must run."""
+    proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--category", "sex", "--train_csv", "sex_train.csv",
+                      "--val_csv", "sex_val.csv", "--test_csv", "sex_test.csv", "--epochs", "1", "--batch_size", "64",
+                      "--learning_rate", "1e-3", "--model_save_and_load_path", tmp_path, "--threads", "1")
+    assert "run cnn_classifier.py" in proc.stdout
+    assert (tmp_path / "cnn3_sex.pt").is_file()
