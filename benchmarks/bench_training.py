@@ -83,7 +83,7 @@ class DecodeEveryStep:
 
         with Image.open(self.paths[i]) as im:
             x = np.asarray(im.convert("RGB").resize((self.size, self.size), Image.BILINEAR), dtype=np.float32) / 255
-        return torch.from_numpy(x).permute(2, 0, 1), self.labels[i]
+        return torch.from_numpy(x).permute(2, 0, 1).contiguous(), self.labels[i]  # CHW, as ToTensor makes it
 
 
 def tiled(data, n: int):
