@@ -96,3 +96,20 @@ def test_seed_readme_stage4c_example_runs_as_written(sex_data, tmp_path):
                       "--learning_rate", "1e-3", "--model_save_and_load_path", tmp_path, "--threads", "1")
     assert "run cnn_classifier.py" in proc.stdout
     assert (tmp_path / "cnn3_sex.pt").is_file()
+
+
+def test_training_needs_no_audio_libraries(sex_data, tmp_path):
+    """A GPU box with only torch/torchvision can train: stage 3 never imports librosa, soundfile or soxr."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys, runpy\n"
+            "for m in ('librosa', 'soundfile', 'soxr'): sys.modules[m] = None\n"
+            f"sys.argv = ['train_cnn.py', '--csv_load_path', {str(sex_data)!r}, '--epochs', '1', '--threads', '1',"
+            f" '--model_save_path', {str(tmp_path)!r}]\n"
+            "runpy.run_path('train_cnn.py', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "cnn3_sex.pt").is_file()
