@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageSet, batches, to_input
-from .engine import autocast
+from .engine import train_batches
 from .plots import save_figure
 
 ENCODER_FILE = "encoder_3_layers.pt"  # the seed's file names, loaded by cnn_classifier.py
@@ -21,18 +21,8 @@ GRID_IMAGES = 8  # the first images of the CSV, so the grids of training and of 
 def train_epoch(model: nn.Module, data: ImageSet, optimizer: torch.optim.Optimizer, batch_size: int,
                 device: torch.device, generator: torch.Generator) -> float:
     """One shuffled pass minimising the per-pixel MSE between input and reconstruction; returns the mean loss."""
-    model.train()
-    total, count = 0.0, 0
-    for x, _ in batches(data, batch_size, device, generator):
-        with autocast(device):
-            out = model(x)
-        loss = F.mse_loss(out.float(), x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * len(x)  # stays on the device: no sync per step
-        count += len(x)
-    return float(total) / max(count, 1)
+    return train_batches(model, optimizer, batches(data, batch_size, device, generator), device,
+                         loss_fn=lambda out, x, _: F.mse_loss(out, x))
 
 
 @torch.no_grad()

@@ -46,10 +46,12 @@ def train_one_epoch(
 def train_batches(
     model: nn.Module, optimizer: torch.optim.Optimizer, batch_iter: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device, transform: Callable | None = None, class_weights: torch.Tensor | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """One optimiser step per (inputs, labels) batch, already on `device`; returns the mean training loss.
 
     `transform(x, y) -> (x, targets)` augments a batch (targets may be class probabilities, e.g. mixup).
+    `loss_fn(outputs, x, y)` replaces the (class-weighted) cross entropy, e.g. the autoencoder's reconstruction MSE.
     """
     model.train()
     weight = None if class_weights is None else class_weights.to(device)
@@ -58,12 +60,13 @@ def train_batches(
         if transform is not None:
             x, y = transform(x, y)
         with autocast(device):
-            loss = F.cross_entropy(model(x).float(), y, weight=weight)
+            out = model(x).float()
+            loss = F.cross_entropy(out, y, weight=weight) if loss_fn is None else loss_fn(out, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach().float() * len(y)  # stays on the device: no sync per step
-        count += len(y)
+        total += loss.detach().float() * len(x)  # stays on the device: no sync per step
+        count += len(x)
     return float(total) / max(count, 1)
 
 
