@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from toolkit.synth import build_corpus
+from toolkit.synth import VOICE_SETTINGS, build_corpus
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,9 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unlabeled_actors", type=int, default=0,
                         help="extra actors (IDs from 2001) written to {out}/Unlabeled/AudioWAV/ and listed in "
                              "{out}/unlabeled.csv without labels, for pseudo-labeling (default: 0)")
-    parser.add_argument("--voices", choices=["standard", "unseen"], default="standard",
-                        help="'unseen' draws voices from a different generator setting (IDs from 3001, unlabeled "
-                             "from 4001) to test generalisation to new kinds of voices (default: standard)")
+    parser.add_argument("--voices", choices=list(VOICE_SETTINGS), default="standard",
+                        help="'unseen' draws voices from a different generator setting (pitch and formants beyond the "
+                             "training ranges, other noise, another glottal pulse; IDs from 3001, unlabeled from 4001) "
+                             "to test generalisation to new kinds of voices; 'boundary' (IDs from 5001) puts both "
+                             "sexes at the edge of the other's range, a stress test (default: standard)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.actors < 1:

@@ -138,12 +138,20 @@ def test_default_demographics_cover_every_sex_and_age_group():
     assert races.most_common(1)[0][0] == "Caucasian" and set(races) <= {"Caucasian", "African American", "Asian", "Unknown"}
 
 
-def test_unseen_voices_get_their_own_ids_and_stay_on_their_side(tmp_path):
+def test_unseen_voices_get_their_own_ids_and_lie_beyond_the_training_ranges(tmp_path):
     make_demo_data.main(["--out", str(tmp_path), "--actors", "2", "--clips_per_actor", "1", "--voices", "unseen",
                          "--workers", "1", "--quiet"])
     assert [n[:4] for n in wav_names(tmp_path / "AudioWAV")] == ["3001", "3002"]
-    for sex in ("Male", "Female"):
-        actor = dict(ActorID=3001, Age=30, Sex=sex, Race="Asian", Ethnicity="Not Hispanic")
-        standard, unseen = synth.make_voice(actor, 0, "standard"), synth.make_voice(actor, 0, "unseen")
-        assert unseen.pulse != standard.pulse
-        assert (unseen.f0 < 155) if sex == "Male" else (unseen.f0 > 155)
+    standard = synth.VOICE_SETTINGS["standard"]
+    for sex, male in (("Male", True), ("Female", False)):
+        for actor_id in range(3001, 3021):
+            actor = dict(ActorID=actor_id, Age=30, Sex=sex, Race="Asian", Ethnicity="Not Hispanic")
+            voice = synth.make_voice(actor, 0, "unseen")
+            assert voice.pulse != "rosenberg" and voice.noise_db > standard["noise_db"][1]
+            # Each sex moves away from the other: lower and longer for men, higher and shorter for women.
+            if male:
+                assert voice.f0 < standard["f0"][True][0] and voice.formant_scale < standard["formant_scale"][True][1]
+            else:
+                assert voice.f0 > standard["f0"][False][0] + 60 and voice.formant_scale > standard["formant_scale"][False][0]
+        boundary = synth.make_voice(dict(actor, ActorID=5001), 0, "boundary")
+        assert (130 <= boundary.f0 <= 160) if male else (145 <= boundary.f0 <= 180)

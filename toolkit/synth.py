@@ -119,7 +119,20 @@ ADDITIVE = ("pitch", "energy", "tremor", "creak")
 AGE_BINS = [("<30s", 20, 29, 0.37), ("30s", 30, 39, 0.25), ("40s", 40, 49, 0.18), ("50s", 50, 59, 0.13), (">60s", 60, 74, 0.07)]
 RACES = [("Caucasian", 0.60), ("African American", 0.23), ("Asian", 0.13), ("Unknown", 0.04)]
 MALE_SHARE, HISPANIC_SHARE = 0.53, 0.12
-FIRST_ID = {("standard", False): 1001, ("standard", True): 2001, ("unseen", False): 3001, ("unseen", True): 4001}
+# The generator settings a corpus can be drawn from: (female, male) ranges of F0 (Hz) and formant scale, the
+# background noise (dBFS, one-pole colour) and the glottal pulse. 'unseen' is the held-out kind of voice: pitch and
+# vocal tract beyond the training ranges on each class's own side, louder hissy noise and another pulse shape.
+# 'boundary' is a stress test: both sexes pushed toward (and a little past) the edge of the other's range.
+VOICE_SETTINGS = {
+    "standard": dict(f0=((160, 250), (85, 145)), formant_scale=((1.12, 1.24), (0.90, 1.02)),
+                     noise_db=(-60, -53), noise_colour=(0.85, 0.97), pulse="rosenberg"),
+    "unseen": dict(f0=((235, 265), (66, 84)), formant_scale=((1.22, 1.30), (0.84, 0.92)),
+                   noise_db=(-50, -42), noise_colour=(-0.4, 0.2), pulse="klglott"),
+    "boundary": dict(f0=((160, 180), (130, 150)), formant_scale=((1.11, 1.16), (0.99, 1.04)),
+                     noise_db=(-50, -42), noise_colour=(-0.4, 0.2), pulse="klglott"),
+}
+FIRST_ID = {("standard", False): 1001, ("standard", True): 2001, ("unseen", False): 3001, ("unseen", True): 4001,
+            ("boundary", False): 5001, ("boundary", True): 6001}
 
 
 # ----------------------------------------------------------------------------- corpus layout
@@ -225,17 +238,13 @@ def make_voice(actor: dict, seed: int, voices: str = "standard") -> Voice:
     male = actor["Sex"] == "Male"
     age = int(actor["Age"])
     old = np.clip((age - 20) / 50, 0.0, 1.0)
-    if voices == "standard":
-        f0 = rng.uniform(85, 145) if male else rng.uniform(160, 250)
-        formant_scale = rng.uniform(0.90, 1.02) if male else rng.uniform(1.12, 1.24)
-        noise_db, noise_colour, pulse = rng.uniform(-60, -53), rng.uniform(0.85, 0.97), "rosenberg"
-    elif voices == "unseen":
-        # Toward the overlap edge but still on the right side; hissier, louder noise; another pulse.
-        f0 = rng.uniform(130, 150) if male else rng.uniform(160, 180)
-        formant_scale = rng.uniform(0.99, 1.04) if male else rng.uniform(1.11, 1.16)
-        noise_db, noise_colour, pulse = rng.uniform(-50, -42), rng.uniform(-0.4, 0.2), "klglott"
-    else:
-        raise ValueError(f"unknown voices setting '{voices}': choose standard or unseen")
+    if voices not in VOICE_SETTINGS:
+        raise ValueError(f"unknown voices setting '{voices}': choose one of {', '.join(VOICE_SETTINGS)}")
+    setting = VOICE_SETTINGS[voices]
+    f0 = rng.uniform(*setting["f0"][male])
+    formant_scale = rng.uniform(*setting["formant_scale"][male])
+    noise_db, noise_colour = rng.uniform(*setting["noise_db"]), rng.uniform(*setting["noise_colour"])
+    pulse = setting["pulse"]
     # Ageing: women's pitch drops, men's rises late; voices get rougher, breathier, slower.
     f0 *= (1 - 0.08 * old) if not male else (1 + 0.06 * old**2)
     accent = {"Caucasian": 0, "African American": 1, "Asian": 2}.get(actor["Race"], int(rng.integers(3)))
