@@ -50,16 +50,10 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
-def window_start(length: int, frames: int, generator: torch.Generator | None = None) -> int:
-    """First frame of a `frames`-wide window on a clip `length` frames long; negative = the clip starts later.
-
-    Centred without a generator (evaluation); uniformly random over every placement that keeps as much of the
-    clip as fits with one (training), so a short clip moves around inside the window and a long one is cropped.
-    """
-    if generator is None:
-        return (length - frames) // 2
-    lo, hi = min(0, length - frames), max(0, length - frames)
-    return lo + int(torch.randint(hi - lo + 1, (1,), generator=generator))
+def window_start(length: int, frames: int) -> int:
+    """First frame of the centred `frames`-wide window on a clip `length` frames long (negative: the clip is
+    shorter and starts later). Evaluation uses it; training draws random placements (random_windows)."""
+    return (length - frames) // 2
 
 
 def paste_window(out, image, length: int, start: int) -> None:
@@ -187,13 +181,20 @@ def _canvas(images: list[np.ndarray], frames: int) -> dict:
 
 
 def random_windows(data: ImageSet, index: torch.Tensor, frames: int, generator: torch.Generator) -> torch.Tensor:
-    """uint8 (B, 1, H, frames): a fresh random window of each clip in `index` (time_axis 'pad', training)."""
-    canvas = data.canvas[index.to(data.canvas.device)].cpu()
-    lengths = data.lengths[index.to(data.lengths.device)].tolist()
-    out = torch.zeros(len(lengths), *canvas.shape[1:3], frames, dtype=torch.uint8)
-    for o, image, length in zip(out, canvas, lengths):
-        paste_window(o, image, length, window_start(length, frames, generator))
-    return out
+    """uint8 (B, 1, H, frames): a fresh random window of each clip in `index` (time_axis 'pad', training).
+
+    One gather on the canvas's device (no per-clip Python loop, so a GPU is not held up); the placements follow
+    window_start's rule: uniform over every position that keeps as much of the clip as fits.
+    """
+    device = data.canvas.device
+    lengths = data.lengths[index.to(data.lengths.device)].cpu()
+    lo, hi = (lengths - frames).clamp(max=0), (lengths - frames).clamp(min=0)
+    starts = lo + (torch.rand(len(lengths), generator=generator) * (hi - lo + 1)).long().clamp(max=hi - lo)
+    columns = (starts[:, None] + torch.arange(frames)).to(device)  # (B, frames), may fall outside the clip
+    inside = (columns >= 0) & (columns < lengths.to(device)[:, None])
+    canvas = data.canvas[index.to(device)]
+    columns = columns.clamp(0, canvas.shape[-1] - 1)[:, None, None, :].expand(-1, *canvas.shape[1:3], -1)
+    return canvas.gather(-1, columns) * inside[:, None, None, :]
 
 
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -226,7 +227,8 @@ def move_to_device(data: ImageSet, device: torch.device, max_fraction: float = 0
         if data.images.numel() < max_fraction * free:
             data.images = data.images.to(device)
             data.labels = data.labels.to(device)
-            # the canvas stays on the CPU: random windows are cut there, one clip at a time
+            if data.canvas is not None and data.canvas.numel() < max_fraction * free:
+                data.canvas, data.lengths = data.canvas.to(device), data.lengths.to(device)
         else:
             data.images = data.images.pin_memory()
     return data
