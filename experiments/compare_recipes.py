@@ -7,6 +7,10 @@ Every step is the command a user would type (printed as it runs); finished steps
 
     python3 experiments/compare_recipes.py                       # cnn3, sex + emotion, 5 folds (about 30 min, 2 cores)
     python3 experiments/compare_recipes.py --models cnn3 resnet18 --folds 3 --epochs 10
+    python3 experiments/compare_recipes.py --seeds 42 43 44 --variants "mixup=--mixup 0.2" "freq2=--freq_masks 2"
+
+A variant is the default recipe with extra train_cnn.py flags (on the default's images); with several seeds the
+first seed's runs fill the main table and a second table gives every configuration's mean over the seeds.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pandas as pd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,6 +73,23 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_table(results: list[dict]) -> str:
+    """Per configuration, over seeds: the mean of the fold-mean F1, its spread, and the mean fold-to-fold std."""
+    lines = ["| category | model | recipe | weighted F1: mean of seeds (± std of seed means) | fold std of F1: mean "
+             "(per seed) | unseen voices F1 (± std of seed means) |", "|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["category"], r["model"], r["recipe"]), []).append(r)
+    for (category, model, recipe), runs in groups.items():
+        means = [r["cv"]["test"]["f1"]["mean"] for r in runs]
+        stds = [r["cv"]["test"]["f1"]["std"] for r in runs]
+        unseen = [next(iter(r["cv"]["extra_tests"].values()))["f1"]["mean"] for r in runs if r["cv"]["extra_tests"]]
+        lines.append(f"| {category} | {model} | {recipe} | {np.mean(means):.3f} (± {np.std(means, ddof=1):.3f}) | "
+                     f"{np.mean(stds):.3f} ({' '.join(f'{x:.3f}' for x in stds)}) | "
+                     f"{np.mean(unseen):.3f} (± {np.std(unseen, ddof=1):.3f}) |")
+    return "\n".join(lines)
+
+
 START, END = "<!-- compare_recipes.py: table -->", "<!-- /table -->"
 
 
@@ -85,15 +107,17 @@ def write_table(path: str, text: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="Data/compare", help="corpora, images, models and logs")
-    p.add_argument("--actors", type=int, default=30, help="demo corpus speakers")
-    p.add_argument("--clips_per_actor", type=int, default=36)
-    p.add_argument("--unseen_actors", type=int, default=12, help="speakers of the unseen-voice test corpus")
+    p.add_argument("--actors", type=int, default=91, help="demo corpus speakers (CREMA-D has 91)")
+    p.add_argument("--clips_per_actor", type=int, default=24)
+    p.add_argument("--unseen_actors", type=int, default=20, help="speakers of the unseen-voice test corpus")
     p.add_argument("--categories", nargs="+", default=["sex", "emotion"])
     p.add_argument("--models", nargs="+", default=["cnn3"])
     p.add_argument("--recipes", nargs="+", default=["seed", "default"], choices=list(DB_REF))
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--epochs", type=int, default=30, help="per fold (the seed trained 30)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[42], help="one full comparison per seed")
+    p.add_argument("--variants", nargs="*", default=[], metavar="NAME=FLAGS",
+                   help="extra configurations: the default recipe plus these train_cnn.py flags, e.g. 'mixup=--mixup 0.2'")
     p.add_argument("--jobs", type=int, default=2, help="training runs at once (each with --threads 1)")
     p.add_argument("--workers", type=int, default=2, help="processes for corpus and spectrogram generation")
     p.add_argument("--markdown", default=os.path.join(ROOT, "experiments", "RESULTS.md"),
@@ -109,21 +133,24 @@ def main() -> None:
     for corpus in (standard, unseen):
         prepare(corpus, args.categories, args.workers)
 
-    jobs = [(c, m, r) for c in args.categories for m in args.models for r in args.recipes]
+    variants = dict(v.split("=", 1) for v in args.variants)
+    configs = {r: [] for r in args.recipes} | {name: flags.split() for name, flags in variants.items()}
+    jobs = [(c, m, r, seed) for seed in args.seeds for c in args.categories for m in args.models for r in configs]
 
-    def train(job: tuple[str, str, str]) -> dict:
-        category, model, recipe = job
-        models = os.path.join(out, "models", recipe)
+    def train(job: tuple[str, str, str, int]) -> dict:
+        category, model, config, seed = job
+        recipe = config if config in DB_REF else "default"
+        models = os.path.join(out, "models", config if seed == args.seeds[0] else f"{config}_seed{seed}")
         summary = os.path.join(models, f"{model}_{category}_cv.json")
         if not os.path.isfile(summary):
             os.makedirs(models, exist_ok=True)
             run("train_cnn.py", "--csv_load_path", os.path.join(standard, DB_REF[recipe]) + "/", "--category", category,
                 "--model", model, "--no-pretrained", "--recipe", recipe, "--folds", str(args.folds),
-                "--epochs", str(args.epochs), "--seed", str(args.seed), "--threads", "1", "--model_save_path", models + "/",
-                "--extra_test_csv", os.path.join(unseen, DB_REF[recipe], f"{category}_all.csv"),
+                "--epochs", str(args.epochs), "--seed", str(seed), "--threads", "1", "--model_save_path", models + "/",
+                "--extra_test_csv", os.path.join(unseen, DB_REF[recipe], f"{category}_all.csv"), *configs[config],
                 log=os.path.join(models, f"{model}_{category}_cv.log"))
         cv = read_json(summary)
-        return {"category": category, "model": model, "recipe": recipe, "cv": cv,
+        return {"category": category, "model": model, "recipe": config, "seed": seed, "cv": cv,
                 "minutes": sum(f["seconds"] for f in cv["fold_results"]) / 60}
 
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -131,13 +158,18 @@ def main() -> None:
 
     # Both recipes must have been tested on exactly the same speakers in every fold, or the comparison is void.
     for c in args.categories:
-        folds = {tuple(tuple(f["test_speakers"]) for f in r["cv"]["fold_results"]) for r in results if r["category"] == c}
-        assert len(folds) == 1, f"{c}: recipes were scored on different folds"
+        for seed in args.seeds:
+            folds = {tuple(tuple(f["test_speakers"]) for f in r["cv"]["fold_results"])
+                     for r in results if r["category"] == c and r["seed"] == seed}
+            assert len(folds) == 1, f"{c}, seed {seed}: recipes were scored on different folds"
 
+    first = [r for r in results if r["seed"] == args.seeds[0]]
     text = (f"Demo corpus: {args.actors} speakers × {args.clips_per_actor} clips; unseen voices: {args.unseen_actors} "
             f"speakers × {args.clips_per_actor} clips (`--voices unseen`). {args.folds}-fold speaker-grouped CV, "
-            f"{args.epochs} epochs, seed {args.seed}; mean ± std over folds (ddof 1). Worst speaker: lowest accuracy "
-            f"over all folds (each speaker is tested once). Minutes: training time summed over folds.\n\n{table(results)}\n")
+            f"{args.epochs} epochs, seed {args.seeds[0]}; mean ± std over folds (ddof 1). Worst speaker: lowest accuracy "
+            f"over all folds (each speaker is tested once). Minutes: training time summed over folds.\n\n{table(first)}\n")
+    if len(args.seeds) > 1:
+        text += f"\nOver seeds {' '.join(map(str, args.seeds))} (each a new fold assignment and initialisation):\n\n{seed_table(results)}\n"
     write_table(args.markdown, text + f"\nCommand: `python3 experiments/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}`\n")
     print(text)
     print(f"wrote {args.markdown}")
