@@ -20,7 +20,7 @@ RECIPES: dict[str, dict] = {
     "seed": dict(time_axis="resize", weight_decay=0.0, lr_schedule="none", patience=0, select_by="f1",
                  class_weights="none", time_masks=0, freq_masks=0, gain_db=0.0, mixup=0.0),
     "default": dict(time_axis="pad", weight_decay=1e-2, lr_schedule="cosine", patience=10, select_by="loss",
-                    class_weights="balanced", time_masks=2, freq_masks=0, gain_db=6.0, mixup=0.0),
+                    class_weights="balanced", time_masks=2, freq_masks=2, gain_db=6.0, mixup=0.0),
 }
 
 
