@@ -1,0 +1,29 @@
+"""experiments/compare_recipes.py end to end at toy size: corpora, both image kinds, CV per recipe, variant and seed."""
+from __future__ import annotations
+
+import json
+
+from conftest import run_script
+
+
+def test_compare_recipes_runs_every_configuration_on_the_same_folds(tmp_path):
+    markdown = tmp_path / "RESULTS.md"
+    markdown.write_text(f"# notes kept\n\n<!-- compare_recipes.py: table -->\nold table\n<!-- /table -->\n\nanalysis kept\n")
+    run_script("experiments/compare_recipes.py", "--out", tmp_path / "cmp", "--actors", "6", "--clips_per_actor", "6",
+               "--unseen_actors", "4", "--categories", "sex", "--folds", "2", "--epochs", "1", "--seeds", "1", "2",
+               "--workers", "1", "--variants", "nogain=--gain_db 0", "--markdown", markdown)
+    text = markdown.read_text()
+    assert "old table" not in text and text.startswith("# notes kept") and text.rstrip().endswith("analysis kept")
+    main_table = text[: text.index("Over seeds")]
+    for recipe in ("seed", "default", "nogain"):
+        assert f"| sex | cnn3 | {recipe} |" in main_table
+        assert text.count(f"| sex | cnn3 | {recipe} |") == 2  # once per table
+    models = tmp_path / "cmp" / "models"
+    runs = {p.parent.name: json.loads(p.read_text()) for p in models.glob("*/cnn3_sex_cv.json")}
+    assert set(runs) == {"seed", "default", "nogain", "seed_seed2", "default_seed2", "nogain_seed2"}
+    assert runs["nogain"]["args"]["gain_db"] == 0 and runs["default"]["args"]["gain_db"] == 6
+    assert runs["seed"]["spectrogram"]["db_ref"] == "max" and runs["nogain"]["spectrogram"]["db_ref"] == "fixed"
+    for seed in ("", "_seed2"):  # within a seed every configuration was tested on the same speakers
+        folds = {tuple(tuple(f["test_speakers"]) for f in runs[r + seed]["fold_results"]) for r in ("seed", "default", "nogain")}
+        assert len(folds) == 1
+    assert all(len(r["fold_results"]) == 2 and r["extra_tests"] for r in runs.values())
