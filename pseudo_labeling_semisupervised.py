@@ -24,7 +24,7 @@ from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
 from toolkit.inference import load_trained_model, sidecar_path
 from toolkit.labels import CLASSES, check_category
-from toolkit.pseudo import compare, format_comparison, label_counts, load_unlabeled, make_train_step
+from toolkit.pseudo import compare, format_comparison, label_counts, load_unlabeled, make_train_step, warn_about_overlap
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     spectrogram = sidecar.get("spectrogram") or train.spectrogram
     unlabeled_csv = split_csv(args, "unlabeled")
     unlabeled = move_to_device(load_unlabeled(unlabeled_csv, spectrogram, options, args.workers), device)
+    warn_about_overlap(unlabeled, {"validation": val, "test": test})
 
     # The starting point, measured the same way as the result will be.
     before_val = evaluate(model, val, args.batch_size, device, len(classes))

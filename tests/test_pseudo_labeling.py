@@ -155,6 +155,8 @@ def test_end_to_end_writes_the_pl_model_and_its_before_after_json(sex_data, unla
         assert row["change"] == pytest.approx(row["after"] - row["before"])
     assert comparison["best_epoch"] == sidecar["epoch"] and sum(comparison["starting_pseudo_labels"].values()) == 24
     assert "before" in proc.stdout and f"{comparison['test']['f1']['after']:.4f}" in proc.stdout
+    # the fixture's unlabeled clips are the test split's own: the run says so (and not about validation)
+    assert "warning: 24 unlabeled clip(s) are also in the test set" in proc.stdout and "validation set" not in proc.stdout
 
     # --resume continues the ramp where it stopped: step follows from the epoch, not from a counter in memory.
     run_script("pseudo_labeling_semisupervised.py", *proc.args[2:], "--epochs", "3", "--resume")

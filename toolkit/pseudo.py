@@ -19,6 +19,7 @@ pseudo-labels the model is unsure of (0, the default, keeps them all as the seed
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -100,6 +101,20 @@ def make_train_step(
                 "unlabeled_loss": float(unlabeled_loss) / used if used else 0.0}
 
     return train_step
+
+
+def clip_stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def warn_about_overlap(unlabeled: ImageSet, scored: dict[str, ImageSet]) -> None:
+    """Unlabeled clips that are also in the validation or test set leak them into training: say so, once per set."""
+    stems = {clip_stem(p) for p in unlabeled.paths}
+    for name, data in scored.items():
+        shared = sorted(stems & {clip_stem(p) for p in data.paths})
+        if shared:
+            print(f"warning: {len(shared)} unlabeled clip(s) are also in the {name} set (e.g. {shared[0]}): pseudo-labels "
+                  f"on them leak the {name} set into training and flatter its score; leave them out of the unlabeled CSV")
 
 
 def load_unlabeled(csv_path: str, spectrogram: dict, inputs: dict | None = None, workers: int = 1) -> ImageSet:
