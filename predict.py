@@ -50,6 +50,20 @@ def column_prefixes(model_paths: list[str], sidecars: list[dict]) -> list[str]:
     return [c if categories.count(c) == 1 else stem for c, stem in zip(categories, stems)]
 
 
+def unique_png_names(files: list[str]) -> dict[str, str]:
+    """A PNG name per file: its stem, or parent-folder_stem where files from two folders share a name."""
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    names, taken = {}, set()
+    for f, stem in zip(files, stems):
+        name = stem if stems.count(stem) == 1 else f"{os.path.basename(os.path.dirname(os.path.abspath(f)))}_{stem}"
+        base, k = name, 2
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        names[f] = name + ".png"
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     device = pick_device(args.device, args.threads)
@@ -62,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     preps = [Preprocessing.from_sidecar(s) for s in sidecars]
     prefixes = column_prefixes(model_paths, list(sidecars))
     files = expand_audio_paths(args.audio)
+    plot_names = unique_png_names(files)
 
     columns = ["file"] + [c for pre, s in zip(prefixes, sidecars) for c in [pre] + [f"{pre}_p_{k}" for k in s["classes"]]]
     rows, failed = [], []
@@ -89,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.plot:
             mel = preps[0].mel
             title = f"{os.path.basename(path)}: " + ", ".join(f"{pre} {row[pre]} ({row[f'{pre}_p_{row[pre]}']:.2f})" for pre in prefixes)
-            plot_spectrogram(images[preps[0]], os.path.join(args.plot, os.path.splitext(os.path.basename(path))[0] + ".png"),
-                             title, hop_seconds=mel.hop_length / mel.sr)
+            plot_spectrogram(images[preps[0]], os.path.join(args.plot, plot_names[path]), title,
+                             hop_seconds=mel.hop_length / mel.sr)
 
     if args.out:
         write_csv(pd.DataFrame(rows, columns=columns + ["error"]), args.out)

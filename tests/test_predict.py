@@ -113,3 +113,11 @@ def test_a_json_that_is_missing_or_does_not_match_is_a_one_line_error(trained_cn
     assert len(proc.stderr.strip().splitlines()) == 1
     named = "model.json: JSON sidecar of model.pt not found" if problem == "missing json" else "model.pt: does not fit"
     assert named in proc.stderr
+
+
+def test_plots_of_same_named_files_from_two_folders_do_not_overwrite_each_other(tmp_path):
+    files = [str(tmp_path / "a" / "take.wav"), str(tmp_path / "b" / "take.wav"), str(tmp_path / "b" / "other.wav"),
+             str(tmp_path / "x" / "a" / "take.wav")]
+    names = predict.unique_png_names(files)
+    assert names[files[0]] == "a_take.png" and names[files[1]] == "b_take.png" and names[files[2]] == "other.png"
+    assert names[files[3]] == "a_take_2.png" and len(set(names.values())) == 4
