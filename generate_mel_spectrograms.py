@@ -8,11 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from toolkit.audio import MelParams, parallel_map, spectrogram_job, warm_up
+from toolkit.audio import PARAMS_FILE, MelParams, parallel_map, spectrogram_job, warm_up
 from toolkit.cli import Parser, positive_int, run_main
-from toolkit.data import PARAMS_FILE, read_csv
 from toolkit.errors import ToolkitError
-from toolkit.fileio import output_dir, read_json, relative_to_csv, resolve_from_csv, write_csv, write_json
+from toolkit.fileio import output_dir, read_csv, read_json, relative_to_csv, resolve_from_csv, write_csv, write_json
 from toolkit.labels import CATEGORIES, check_category, encode_labels
 from toolkit.splits import make_splits
 

@@ -48,6 +48,7 @@ class ClipError(ToolkitError):
 
 
 MIN_SECONDS = 0.05  # shorter than one STFT hop: nothing to show
+PARAMS_FILE = "params.json"  # written by stage 2 beside the images: how they were made
 FIXED_TOP_DB = 40.0  # with db_ref='fixed': a full-scale sine peaks near +40 dB in one mel band (n_fft 1536)
 
 

@@ -15,33 +15,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .audio import ClipError, read_image
+from .audio import PARAMS_FILE, ClipError, read_image
 from .errors import ToolkitError
-from .fileio import read_json, resolve_from_csv
+from .fileio import read_csv, read_json, resolve_from_csv
 from .labels import encode_labels
 
 IMAGE_SIZE = (128, 128)  # (height, width) the seed's networks were designed for
 TIME_AXES = ("resize", "pad")  # 'resize': stretch every clip to the width (the seed); 'pad': keep the time scale
 TIME_FRAMES = 128  # 'pad': 128 hops of 512 samples at 16 kHz = 4.1 s, so the networks still see 128×128
-PARAMS_FILE = "params.json"  # written by stage 2 beside the images: how they were made
-
-
-def read_csv(path: str, required: list[str]) -> pd.DataFrame:
-    """A CSV with the named columns, or a one-line error saying what is wrong with it."""
-    if not os.path.isfile(path):
-        raise ToolkitError(f"{path}: CSV not found; check the folder and file name flags (run the earlier stage first?)")
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise ToolkitError(f"{path}: the CSV is empty; re-run the stage that writes it")
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ToolkitError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})")
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ToolkitError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
-    if df.empty:
-        raise ToolkitError(f"{path}: the CSV has no rows; re-run the stage that writes it with more data")
-    return df
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:

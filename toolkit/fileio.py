@@ -134,3 +134,21 @@ def resolve_from_csv(path: str, csv_path: str | os.PathLike) -> str:
         return path
     beside_csv = os.path.join(os.path.dirname(os.path.abspath(csv_path)), path)
     return beside_csv if os.path.exists(beside_csv) or not os.path.exists(path) else path
+
+
+def read_csv(path: str, required: list[str]) -> pd.DataFrame:
+    """A CSV with the named columns, or a one-line error saying what is wrong with it."""
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path}: CSV not found; check the folder and file name flags (run the earlier stage first?)")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ToolkitError(f"{path}: the CSV is empty; re-run the stage that writes it")
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ToolkitError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ToolkitError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    if df.empty:
+        raise ToolkitError(f"{path}: the CSV has no rows; re-run the stage that writes it with more data")
+    return df

@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .audio import MelParams, audio_images
-from .data import ImageSet, batches, load_images, prepare_image, read_csv
+from .data import ImageSet, batches, load_images, prepare_image
 from .engine import TrainStep, autocast, train_one_epoch
 from .errors import ToolkitError
-from .fileio import resolve_from_csv
+from .fileio import read_csv, resolve_from_csv
 
 LABELED_EVERY = 25  # unlabeled batches between full labeled passes (the seed's)
 AUDIO, IMAGE = "Audio_file_path", "Image_file_path"
