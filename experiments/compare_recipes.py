@@ -5,7 +5,7 @@ Builds the demo corpus (plus a held-out corpus of unseen kinds of voices), runs 
 for every category × model × recipe, each fold model also scored on the unseen voices, and writes a markdown table.
 Every step is the command a user would type (printed as it runs); finished steps are skipped on a re-run.
 
-    python3 experiments/compare_recipes.py                       # cnn3, sex + emotion, 5 folds, 30 epochs (2 cores: ~25 min)
+    python3 experiments/compare_recipes.py                       # cnn3, sex + emotion, 5 folds, 30 epochs (2 cores: ~20 min)
     python3 experiments/compare_recipes.py --models cnn3 resnet18 --folds 3 --epochs 10
     python3 experiments/compare_recipes.py --seeds 42 43 44 --variants "mixup=--mixup 0.2" "nofreq=--freq_masks 0"
 
