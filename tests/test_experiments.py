@@ -8,7 +8,7 @@ from conftest import run_script
 
 def test_compare_recipes_runs_every_configuration_on_the_same_folds(tmp_path):
     markdown = tmp_path / "RESULTS.md"
-    markdown.write_text(f"# notes kept\n\n<!-- compare_recipes.py: table -->\nold table\n<!-- /table -->\n\nanalysis kept\n")
+    markdown.write_text("# notes kept\n\n<!-- compare_recipes.py: table -->\nold table\n<!-- /table -->\n\nanalysis kept\n")
     run_script("experiments/compare_recipes.py", "--out", tmp_path / "cmp", "--actors", "6", "--clips_per_actor", "6",
                "--unseen_actors", "4", "--categories", "sex", "--folds", "2", "--epochs", "1", "--seeds", "1", "2",
                "--workers", "1", "--variants", "nogain=--gain_db 0", "--markdown", markdown)

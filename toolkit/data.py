@@ -164,8 +164,9 @@ def _canvas(images: list[np.ndarray], frames: int) -> dict:
 def random_windows(data: ImageSet, index: torch.Tensor, frames: int, generator: torch.Generator) -> torch.Tensor:
     """uint8 (B, 1, H, frames): a fresh random window of each clip in `index` (time_axis 'pad', training).
 
-    One gather on the canvas's device (no per-clip Python loop, so a GPU is not held up); the placements follow
-    window_start's rule: uniform over every position that keeps as much of the clip as fits.
+    One gather on the canvas's device (no per-clip Python loop, so a GPU is not held up). Placements are uniform
+    over every position that keeps as much of the clip as fits: a short clip moves around inside the window
+    (silence either side), a long one is cropped.
     """
     device = data.canvas.device
     lengths = data.lengths[index.to(data.lengths.device)].cpu()
