@@ -123,6 +123,10 @@ def main() -> None:
     p.add_argument("--markdown", default=os.path.join(ROOT, "experiments", "RESULTS.md"),
                    help="the table goes between the markers of this file (created if missing)")
     args = p.parse_args()
+    for v in args.variants:
+        name = v.split("=", 1)[0]
+        if "=" not in v or not name.isidentifier() or name in DB_REF:
+            p.error(f"--variants {v!r}: write NAME=FLAGS with a new name, e.g. 'mixup=--mixup 0.2'")
 
     out = os.path.abspath(args.out)
     standard, unseen = os.path.join(out, "demo"), os.path.join(out, "unseen")

@@ -27,3 +27,10 @@ def test_compare_recipes_runs_every_configuration_on_the_same_folds(tmp_path):
         folds = {tuple(tuple(f["test_speakers"]) for f in runs[r + seed]["fold_results"]) for r in ("seed", "default", "nogain")}
         assert len(folds) == 1
     assert all(len(r["fold_results"]) == 2 and r["extra_tests"] for r in runs.values())
+
+
+def test_a_malformed_variant_is_a_one_line_error(tmp_path):
+    proc = run_script("experiments/compare_recipes.py", "--out", tmp_path, "--variants", "mixup", check=False)
+    assert proc.returncode == 2 and not any(tmp_path.iterdir())
+    assert proc.stderr.strip().splitlines()[-1] == ("compare_recipes.py: error: --variants 'mixup': write NAME=FLAGS "
+                                                    "with a new name, e.g. 'mixup=--mixup 0.2'")
