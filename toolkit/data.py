@@ -168,13 +168,15 @@ def random_windows(data: ImageSet, index: torch.Tensor, frames: int, generator: 
     over every position that keeps as much of the clip as fits: a short clip moves around inside the window
     (silence either side), a long one is cropped.
     """
-    device = data.canvas.device
-    lengths = data.lengths[index.to(data.lengths.device)].cpu()
+    device = data.canvas.device  # the canvas and its lengths move together (move_to_device)
+    index = index.to(device)
+    lengths = data.lengths[index]
     lo, hi = (lengths - frames).clamp(max=0), (lengths - frames).clamp(min=0)
-    starts = lo + (torch.rand(len(lengths), generator=generator) * (hi - lo + 1)).long().clamp(max=hi - lo)
-    columns = (starts[:, None] + torch.arange(frames)).to(device)  # (B, frames), may fall outside the clip
-    inside = (columns >= 0) & (columns < lengths.to(device)[:, None])
-    canvas = data.canvas[index.to(device)]
+    draws = torch.rand(len(index), generator=generator).to(device)  # the CPU generator keeps runs repeatable
+    starts = lo + (draws * (hi - lo + 1)).long().clamp(max=hi - lo)
+    columns = starts[:, None] + torch.arange(frames, device=device)  # (B, frames), may fall outside the clip
+    inside = (columns >= 0) & (columns < lengths[:, None])
+    canvas = data.canvas[index]
     columns = columns.clamp(0, canvas.shape[-1] - 1)[:, None, None, :].expand(-1, *canvas.shape[1:3], -1)
     return canvas.gather(-1, columns) * inside[:, None, None, :]
 
