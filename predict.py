@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections import Counter
 
 import pandas as pd
 from tqdm import tqdm
@@ -53,9 +54,10 @@ def column_prefixes(model_paths: list[str], sidecars: list[dict]) -> list[str]:
 def unique_png_names(files: list[str]) -> dict[str, str]:
     """A PNG name per file: its stem, or parent-folder_stem where files from two folders share a name."""
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    counts = Counter(stems)
     names, taken = {}, set()
     for f, stem in zip(files, stems):
-        name = stem if stems.count(stem) == 1 else f"{os.path.basename(os.path.dirname(os.path.abspath(f)))}_{stem}"
+        name = stem if counts[stem] == 1 else f"{os.path.basename(os.path.dirname(os.path.abspath(f)))}_{stem}"
         base, k = name, 2
         while name in taken:
             name, k = f"{base}_{k}", k + 1
