@@ -1,33 +1,35 @@
 """Stage 4c: a cnn3 classifier whose encoder starts from the autoencoder's (stage 4a's encoder_3_layers.pt).
 
 The encoder is loaded strictly from {model_save_and_load_path}/encoder_3_layers.pt, a Linear(64 -> classes) layer
-goes on top, and the network is trained like train_cnn.py: best epoch by validation weighted F1, scored on the
-test set, saved as {model_save_and_load_path}/cnn3_ae_{category}.pt with the same JSON, metrics and plots. The
-result is an ordinary cnn3 state dict, usable wherever a --model cnn3 checkpoint is.
+goes on top, and the network is trained like train_cnn.py: best epoch by validation, scored on the test set, saved
+as {model_save_and_load_path}/cnn3_ae_{category}.pt with the same run card, metrics and plots. The result is an
+ordinary cnn3 state dict, usable wherever a --model cnn3 checkpoint is.
 """
 from __future__ import annotations
 
 import os
 
-from models import build_model
+from models import build_model, check_input
 from toolkit.autoencoding import ENCODER_FILE, STEM, freeze
-from toolkit.cli import get_args_parser, in_folder, pick_device, recipe_of, run_main, seed_everything, split_csv
-from toolkit.data import input_meta, input_options, load_images
+from toolkit.cli import get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
+from toolkit.config import train_config
+from toolkit.data import load_split
 from toolkit.engine import RunFiles, fit, load_weights
-from toolkit.fileio import read_json
 from toolkit.labels import CLASSES, check_category
+from toolkit.runcard import RunCard, read_card
+from toolkit.splits import split_of_run
 
 
-def warn_if_pretrained_on_other_inputs(ae_sidecar: str, inputs: dict, spectrogram: dict) -> None:
+def warn_if_pretrained_on_other_inputs(ae_card: str, options: dict, params: dict) -> None:
     """Loading still works, but an encoder pre-trained on differently made images is a poor start: say so."""
-    if not os.path.isfile(ae_sidecar):
+    if not os.path.isfile(ae_card):
         return
-    ae = read_json(ae_sidecar)
-    if ae.get("time_axis", "resize") != inputs["time_axis"]:
-        print(f"warning: the autoencoder ({ae_sidecar}) was trained with --time_axis {ae.get('time_axis', 'resize')}, "
-              f"this classifier uses {inputs['time_axis']}; pass the same --time_axis to both")
-    if ae.get("spectrogram") != spectrogram:
-        print(f"warning: the autoencoder ({ae_sidecar}) was trained on spectrograms made with other parameters")
+    ae = read_card(ae_card)
+    if ae.input.get("time_axis") != options["time_axis"]:
+        print(f"warning: the autoencoder ({ae_card}) was trained with --time_axis {ae.input.get('time_axis')}, "
+              f"this classifier uses {options['time_axis']}; pass the same --time_axis to both")
+    if ae.features["params"] != params:
+        print(f"warning: the autoencoder ({ae_card}) was trained on spectrograms made with other parameters")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,25 +41,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--freeze_encoder", action="store_true",
                    help="train only the classification layer; the encoder (BatchNorm statistics too) stays as pre-trained")
     args = p.parse_args(argv)
+    config = train_config(args)
     category = check_category(args.category)
     classes = CLASSES[category]
     folder = args.model_save_and_load_path
     encoder_path = in_folder(args.encoder_file, folder)
     device = pick_device(args.device, args.threads)
-    seed_everything(args.seed)
+    seed_everything(config.seed)
     model = build_model("cnn3", len(classes))
     load_weights(model.encoder, encoder_path, "run train_autoencoder.py first, or point --model_save_and_load_path "
                  "(or --encoder_file) at the encoder_3_layers.pt it wrote")
     if args.freeze_encoder:
         freeze(model.encoder)
-
-    inputs = input_meta(args.time_axis, args.frames)
-    train, val, test = (load_images(split_csv(args, s), category, desc=s, **input_options(inputs)) for s in ("train", "val", "test"))
-    warn_if_pretrained_on_other_inputs(os.path.join(os.path.dirname(encoder_path), STEM + ".json"), inputs, train.spectrogram)
-    meta = {"model": "cnn3", "category": category, "classes": classes, **inputs, "spectrogram": train.spectrogram,
-            "pretrained": False, "encoder_file": os.path.abspath(encoder_path), "freeze_encoder": args.freeze_encoder,
-            "recipe": recipe_of(args), "train_csv": split_csv(args, "train"), "args": vars(args)}
-    fit(model, train, val, test, classes, args, RunFiles(folder, f"cnn3_ae_{category}"), meta, device)
+    csvs = {s: split_csv(args, s) for s in ("train", "val", "test")}
+    train, val, test = (load_split(csvs[s], category, config, normalize=config.normalize, desc=s) for s in csvs)
+    check_input("cnn3", train.feature.kind, train.input_shape(), csvs["train"])
+    warn_if_pretrained_on_other_inputs(os.path.join(os.path.dirname(encoder_path), STEM + ".json"), train.options, train.params)
+    card = RunCard.new("cnn3", category, classes, train, config, split_of_run(csvs, category), vars(args), init=["autoencoder"],
+                       init_detail={"encoder_file": os.path.abspath(encoder_path), "freeze_encoder": args.freeze_encoder})
+    fit(model, train, val, test, config, RunFiles(folder, f"cnn3_ae_{category}"), card, device,
+        resume=args.resume, compile=args.compile)
 
 
 if __name__ == "__main__":

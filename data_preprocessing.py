@@ -5,7 +5,6 @@ CREMA_no_path.csv (one row per clip).
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 from toolkit.cli import Parser, run_main
@@ -15,7 +14,7 @@ from toolkit.labels import CATEGORIES, check_category
 
 
 def get_args_parser() -> Parser:
-    p = Parser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--csv_file", default="VideoDemographics.csv",
                    help="metadata CSV (VideoDemographics.csv or CREMA_no_path.csv), looked up in --csv_path if not a path")
     p.add_argument("--csv_path", default="Data/", help="folder of the metadata CSV; the output CSV is written here")

@@ -1,34 +1,40 @@
-"""Stage 2: audio -> log-mel spectrogram PNGs + {category}_train/val/test.csv (72/8/20, stratified).
+"""Stage 2: audio -> features (log-mel spectrogram PNGs by default) + {category}_train/val/test.csv (72/8/20, stratified).
 
-Images go to {save_spec_path}/mel_spectrograms/{parameter tag}/, one lossless 8-bit PNG per clip; clips whose
-image already exists for the same parameters are skipped, so an interrupted run continues where it stopped.
+--features mel (default): one lossless 8-bit PNG per clip in {save_spec_path}/mel_spectrograms/{parameter tag}/.
+--features egemaps: openSMILE's eGeMAPSv02 functionals (88 values per clip), one .npy per clip in
+{save_spec_path}/egemaps/{parameter tag}/.
+Clips whose feature file already exists for the same parameters are skipped, so an interrupted run continues where
+it stopped. The split is written as CSVs (one row per clip, with the feature file's path) and a manifest
+{category}_split.json that the training stages copy into their run cards.
 """
 from __future__ import annotations
 
-import argparse
 import os
 
-from toolkit.audio import PARAMS_FILE, MelParams, parallel_map, spectrogram_job, warm_up
-from toolkit.cli import Parser, positive_int, run_main
+from toolkit.audio import PARAMS_FILE, parallel_map
+from toolkit.cli import Parser, run_main
+from toolkit.config import positive_int
 from toolkit.errors import ToolkitError
+from toolkit.features import FEATURES, FeatureParams, FeatureType, feature_file_job, get_feature
 from toolkit.fileio import output_dir, read_csv, read_json, relative_to_csv, resolve_from_csv, write_csv, write_json
 from toolkit.labels import CATEGORIES, check_category, encode_labels
-from toolkit.splits import make_splits
+from toolkit.splits import make_splits, manifest_path, split_manifest
+
+SPLITS = ("train", "val", "test")
 
 
 def get_args_parser() -> Parser:
-    p = Parser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--load_csv_path", default="Data/", help="folder with {category}_with_audio_path.csv (stage 1)")
-    p.add_argument("--save_spec_path", default="Data/", help="images go to {save_spec_path}/mel_spectrograms/")
+    p.add_argument("--save_spec_path", default="Data/", help="feature files go to {save_spec_path}/{mel_spectrograms,egemaps,...}/")
     p.add_argument("--save_csv_path", default="Data/", help="folder for the train/val/test CSVs")
     p.add_argument("--category", default="sex", help=f"label: {', '.join(CATEGORIES)}")
-    p.add_argument("--sr", type=positive_int, default=16000, help="sample rate audio is resampled to")
-    p.add_argument("--n_fft", type=positive_int, default=1536, help="STFT window length (samples)")
-    p.add_argument("--hop_length", type=positive_int, default=512, help="STFT hop (samples)")
-    p.add_argument("--n_mels", type=positive_int, default=180, help="mel bands (image height)")
-    p.add_argument("--db_ref", choices=["max", "fixed"], default="fixed",
-                   help="dB reference: 'fixed' = full scale, window -40..+40 dB, so loudness survives (measured in "
-                        "experiments/RESULTS.md); 'max' = each clip's own peak, as the seed (loudness lost)")
+    p.add_argument("--features", choices=list(FEATURES), default="mel",
+                   help="what each clip becomes: 'mel' log-mel spectrogram images (the seed's; CNNs), 'egemaps' "
+                        "openSMILE eGeMAPSv02 functionals (88 values; linear/mlp)")
+    p.add_argument("--sr", type=positive_int, default=FeatureParams.sr, help="sample rate audio is resampled to")
+    for feature in FEATURES.values():
+        feature.add_args(p.add_argument_group(f"--features {feature.name}"))
     p.add_argument("--split", choices=["speaker", "random"], default="speaker",
                    help="'speaker': no speaker in two splits; 'random': clips shuffled (the seed's)")
     p.add_argument("--seed", type=int, default=42, help="random seed of the split")
@@ -36,55 +42,79 @@ def get_args_parser() -> Parser:
     return p
 
 
-def make_images(audio_paths: list[str], image_paths: list[str], params: MelParams, workers: int) -> dict[str, str]:
-    """Compute the missing images in parallel; returns {image path: error} for clips that failed."""
-    # only the missing images go to the workers: a re-run of a finished stage starts no processes
-    jobs = [(a, i, params) for a, i in zip(audio_paths, image_paths) if not os.path.exists(i)]
+def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_paths: list[str], params: FeatureParams,
+                       workers: int) -> dict[str, str]:
+    """Compute the missing feature files in parallel; returns {file path: error} for clips that failed."""
+    # only the missing files go to the workers: a re-run of a finished stage starts no processes
+    jobs = [(feature, a, o, params) for a, o in zip(audio_paths, out_paths) if not os.path.exists(o)]
     workers = min(workers, len(jobs))
-    print(f"{len(audio_paths)} clips, {len(audio_paths) - len(jobs)} images already made, {len(jobs)} to make with {workers} worker(s)")
+    print(f"{len(audio_paths)} clips, {len(audio_paths) - len(jobs)} {feature.name} files already made, "
+          f"{len(jobs)} to make with {workers} worker(s)")
     if jobs:
-        warm_up(params)
-    return {image: error for image, error in parallel_map(spectrogram_job, jobs, workers, desc="spectrograms") if error}
+        feature.warm_up(params)
+    return {out: error for out, error in parallel_map(feature_file_job, jobs, workers, desc=feature.name) if error}
+
+
+def check_not_overwriting_other_features(feature: type[FeatureType], csv: str) -> None:
+    """Split CSVs of another feature type in the same folder would be replaced by these: refuse, naming the fix."""
+    if not os.path.isfile(csv):
+        return
+    try:
+        columns = read_csv(csv, []).columns
+    except ToolkitError:
+        return  # an empty or broken CSV: nothing worth keeping
+    others = [f.name for f in FEATURES.values() if f is not feature and f.column() in columns]
+    if others:
+        raise ToolkitError(f"{csv}: holds the {others[0]} split of this category; pass another --save_csv_path for "
+                           f"--features {feature.name} (or delete those CSVs)")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     check_category(args.category)
-    params = MelParams(sr=args.sr, n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels, db_ref=args.db_ref)
+    feature = get_feature(args.features)
+    params = feature.params_from_args(args)
     in_csv = os.path.join(args.load_csv_path, f"{args.category}_with_audio_path.csv")
     table = read_csv(in_csv, [args.category, "Audio_file_name", "Audio_file_path", "ActorID"])
-    encode_labels(table, args.category, in_csv)  # a label outside the class list fails now, not after the images
+    encode_labels(table, args.category, in_csv)  # a label outside the class list fails now, not after the features
     make_splits(table, args.category, args.split, args.seed, source=in_csv)  # so does too little data to split
     output_dir(args.save_csv_path, "--save_csv_path")
-    image_dir = output_dir(os.path.join(args.save_spec_path, "mel_spectrograms", params.tag()), "--save_spec_path")
-    params_file = os.path.join(image_dir, PARAMS_FILE)
+    outs = {s: os.path.join(args.save_csv_path, f"{args.category}_{s}.csv") for s in SPLITS}
+    for out in outs.values():
+        check_not_overwriting_other_features(feature, out)
+    folder = output_dir(os.path.join(args.save_spec_path, feature.folder, params.tag()), "--save_spec_path")
+    params_file = os.path.join(folder, PARAMS_FILE)
     if not os.path.isfile(params_file) or read_json(params_file) != params.to_dict():
         write_json(params.to_dict(), params_file)
 
     audio = [resolve_from_csv(p, in_csv) for p in table["Audio_file_path"].astype(str)]
-    # basename: a file name in a CSV never places an image outside image_dir
-    images = [os.path.join(image_dir, os.path.splitext(os.path.basename(n))[0] + ".png") for n in table["Audio_file_name"].astype(str)]
-    errors = make_images(audio, images, params, args.workers)
-    table["Image_file_path"] = images
-    failed = table[[i in errors for i in images]]
-    table = table[[i not in errors for i in images]]
+    # basename: a file name in a CSV never places a feature file outside its folder
+    files = [os.path.join(folder, os.path.splitext(os.path.basename(n))[0] + feature.suffix)
+             for n in table["Audio_file_name"].astype(str)]
+    errors = make_feature_files(feature, audio, files, params, args.workers)
+    column = feature.column()
+    table[column] = files
+    failed = table[[f in errors for f in files]]
+    table = table[[f not in errors for f in files]]
     failed_csv = os.path.join(args.save_csv_path, f"{args.category}_failed_clips.csv")
     if errors:
-        write_csv(failed[["Audio_file_name", "ActorID", args.category]].assign(error=[errors[i] for i in failed["Image_file_path"]]),
+        write_csv(failed[["Audio_file_name", "ActorID", args.category]].assign(error=[errors[f] for f in failed[column]]),
                   failed_csv)
     elif os.path.isfile(failed_csv):
         os.remove(failed_csv)  # from an earlier run whose problems are fixed now
     if table.empty:
-        raise ToolkitError(f"{in_csv}: no clip could be turned into a spectrogram; the reasons are in {failed_csv}")
+        raise ToolkitError(f"{in_csv}: no clip could be turned into {feature.name} features; the reasons are in {failed_csv}")
 
     splits = make_splits(table, args.category, args.split, args.seed, source=in_csv)
     for name, part in splits.items():
-        out = os.path.join(args.save_csv_path, f"{args.category}_{name}.csv")
-        part = part.assign(Image_file_path=[relative_to_csv(p, out) for p in part["Image_file_path"]],
-                           Audio_file_path=[relative_to_csv(resolve_from_csv(p, in_csv), out) for p in part["Audio_file_path"]])
+        out = outs[name]
+        part = part.assign(**{column: [relative_to_csv(p, out) for p in part[column]],
+                              "Audio_file_path": [relative_to_csv(resolve_from_csv(p, in_csv), out) for p in part["Audio_file_path"]]})
         write_csv(part, out)
         counts = ", ".join(f"{k} {v}" for k, v in part[args.category].value_counts().items())
         print(f"wrote {out}: {len(part)} clips, {part['ActorID'].nunique()} speakers ({counts})")
+    write_json(split_manifest(splits, args.split, args.seed, args.category, feature.name, outs),
+               manifest_path(args.save_csv_path, args.category))
     if errors:  # the summary comes last, where it is seen: which clips were left out and why
         print(f"warning: {len(errors)} clip(s) could not be used and are left out (all listed in {failed_csv}):")
         for error in list(errors.values())[:10]:

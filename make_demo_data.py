@@ -5,7 +5,7 @@ Example:
     python3 make_demo_data.py --out Data/demo_unseen --actors 10 --voices unseen
     python3 data_preprocessing.py --csv_file VideoDemographics.csv --csv_path Data/demo/ --audio_path Data/demo/AudioWAV/ --category sex
 
-The voices come from a source-filter model (toolkit/synth.py): sex, age, emotion and (mildly)
+The voices come from a source-filter model (demo/synth.py): sex, age, emotion and (mildly)
 race are audible in the clips, so the toolkit's models have something real to learn.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from toolkit.synth import VOICE_SETTINGS, build_corpus
+from demo.synth import VOICE_SETTINGS, build_corpus
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,27 +14,31 @@ Image_file_path. `make_demo_data.py --unlabeled_actors N` writes one for the dem
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from models import MODEL_NAMES, canonical_name
-from toolkit.cli import (get_args_parser, in_folder, non_negative, pick_device, positive_int, run_main, seed_everything,
-                         split_csv)
-from toolkit.data import input_meta, input_options, load_images, move_to_device
+from toolkit.cli import get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
+from toolkit.config import RECIPES, add_recipe_flags, positive_int, train_config
+from toolkit.data import load_split, move_to_device
 from toolkit.engine import RunFiles, evaluate, fit, predict_logits, public
 from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
-from toolkit.inference import load_trained_model, sidecar_path
+from toolkit.inference import load_trained_model
 from toolkit.labels import CLASSES, check_category
 from toolkit.pseudo import compare, format_comparison, label_counts, load_unlabeled, make_train_step, warn_about_overlap
+from toolkit.runcard import RunCard, card_path
+from toolkit.splits import split_of_run
+
+# The seed's loop, not stage 3's recipe: constant learning rate, no augmentation, best epoch by validation F1.
+RECIPE = RECIPES["seed"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    # The seed's loop, not stage 3's recipe: constant learning rate, no augmentation, best epoch by validation F1.
     p = get_args_parser(__doc__, epochs=150, recipe=False)
-    p.add_argument("--weight_decay", type=non_negative(float), default=0.0, help="AdamW weight decay")
-    p.add_argument("--patience", type=non_negative(int), default=0,
-                   help="stop after this many epochs without a better validation F1 (0 = never)")
+    add_recipe_flags(p, names=("weight_decay", "patience"), base=RECIPE)
     p.add_argument("--unlabeled_csv", default="unlabeled.csv",
-                   help="CSV of unlabeled clips (Audio_file_path or Image_file_path), in --csv_load_path unless a path")
+                   help="CSV of unlabeled clips (Audio_file_path, or the model's feature column such as "
+                        "Image_file_path), in --csv_load_path unless a path")
     p.add_argument("--model", default="cnn3", help=f"network of --cnn_param_file: {', '.join(MODEL_NAMES)}")
     p.add_argument("--model_save_and_load_path", "--model_load_and_save_path", dest="model_save_and_load_path",
                    default="Models/", help="folder holding --cnn_param_file; the pseudo-labeled model is saved there")
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--confidence_threshold", type=float, default=0.0,
                    help="ignore pseudo-labels whose softmax confidence is below this (0: use all, as the seed)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
-                   help="processes making spectrograms when --unlabeled_csv lists audio")
+                   help="processes making features when --unlabeled_csv lists audio")
     args = p.parse_args(argv)
     if args.T2 <= args.T1:
         p.error(f"--T2 ({args.T2}) must be greater than --T1 ({args.T1})")
@@ -66,27 +70,32 @@ def main(argv: list[str] | None = None) -> None:
     device = pick_device(args.device, args.threads)
     seed_everything(args.seed)
 
-    model, sidecar = load_trained_model(start_path, device)
+    model, start = load_trained_model(start_path, device)
     for key, wanted in (("model", name), ("category", category), ("classes", classes)):
-        if sidecar.get(key, wanted) != wanted:
-            raise ToolkitError(f"{start_path}: a {sidecar.get('model')} model for {sidecar.get('category')} "
-                               f"{sidecar.get('classes')} (see {sidecar_path(start_path)}), not {name} for {category}; "
-                               f"pass the matching --model/--category or another --cnn_param_file")
-    # Inputs made exactly as the starting model saw them (image size, time axis), whatever stage 3's recipe was.
-    options = input_options(sidecar)
-    train, val, test = (load_images(split_csv(args, s), category, desc=s, **options) for s in ("train", "val", "test"))
-    if sidecar.get("spectrogram") and train.spectrogram and sidecar["spectrogram"] != train.spectrogram:
-        raise ToolkitError(f"{start_path}: trained on spectrograms made with {sidecar['spectrogram']}, but the images "
-                           f"of {split_csv(args, 'train')} were made with {train.spectrogram}; use matching data")
-    spectrogram = sidecar.get("spectrogram") or train.spectrogram
+        if getattr(start, key) != wanted:
+            raise ToolkitError(f"{start_path}: a {start.model} model for {start.category} {start.classes} (see "
+                               f"{card_path(start_path)}), not {name} for {category}; pass the matching --model/--category "
+                               f"or another --cnn_param_file")
+    # Inputs made exactly as the starting model saw them (features, input options, normalisation), whatever stage 3's recipe was.
+    config = replace(train_config(args, base=RECIPE), normalize=start.normalize,
+                     **{k: v for k, v in start.input_options.items() if k in ("time_axis", "frames") and v is not None})
+    csvs = {s: split_csv(args, s) for s in ("train", "val", "test")}
+    train, val, test = (load_split(csvs[s], category, options=start.input_options, normalize=start.normalize, desc=s)
+                        for s in csvs)
+    if train.feature is not start.feature or (start.features["params"] and train.params and start.features["params"] != train.params):
+        raise ToolkitError(f"{start_path}: trained on {start.features['type']} features made with {start.features['params']}, "
+                           f"but {csvs['train']} lists {train.feature.name} features made with {train.params}; use matching data")
+    for split in (train, val, test):
+        split.stats = start.features["stats"]
     unlabeled_csv = split_csv(args, "unlabeled")
-    unlabeled = move_to_device(load_unlabeled(unlabeled_csv, spectrogram, options, args.workers), device)
+    unlabeled = move_to_device(load_unlabeled(unlabeled_csv, start, args.workers), device)
+    unlabeled.stats = start.features["stats"]
     warn_about_overlap(unlabeled, {"validation": val, "test": test})
 
     # The starting point, measured the same way as the result will be.
     before_val = evaluate(model, val, args.batch_size, device, len(classes))
     before_test = evaluate(model, test, args.batch_size, device, len(classes))
-    counts = label_counts(predict_logits(model, unlabeled.images, args.batch_size, device).argmax(1).numpy(), classes)
+    counts = label_counts(predict_logits(model, unlabeled, args.batch_size, device).argmax(1).numpy(), classes)
     print(f"{len(unlabeled)} unlabeled clips; the starting model labels them "
           + ", ".join(f"{c} {n} ({n / len(unlabeled):.0%})" for c, n in counts.items()))
 
@@ -96,13 +105,15 @@ def main(argv: list[str] | None = None) -> None:
     run = RunFiles(os.path.dirname(pl_path) or ".", os.path.splitext(os.path.basename(pl_path))[0])
     settings = {"T1": args.T1, "T2": args.T2, "af": args.af, "start_step": start_step,
                 "confidence_threshold": args.confidence_threshold}
-    inputs = input_meta(options["time_axis"], options["frames"], options["size"])
-    meta = {"model": name, "category": category, "classes": classes, **inputs, "spectrogram": spectrogram,
-            "pretrained": sidecar.get("pretrained", False), "started_from": os.path.abspath(start_path),
-            "train_csv": split_csv(args, "train"), "unlabeled_csv": unlabeled_csv, "unlabeled_clips": len(unlabeled),
-            "pseudo_labeling": settings, "args": vars(args)}
-    results = fit(model, train, val, test, classes, args, run, meta, device, train_step=train_step)
+    card = RunCard.new(name, category, classes, train, config, split_of_run(csvs, category), vars(args),
+                       init=[*start.init, "pseudo-label"],
+                       init_detail={**start.init_detail, "started_from": os.path.abspath(start_path)})
+    card.features = dict(start.features)  # the starting model's parameters and input standardisation
+    card.training["pseudo_labeling"] = {**settings, "unlabeled_csv": unlabeled_csv, "unlabeled_clips": len(unlabeled)}
+    card = fit(model, train, val, test, config, run, card, device, train_step=train_step, resume=args.resume,
+               compile=args.compile)
 
+    results = card.metrics
     comparison = {
         "starting_model": os.path.abspath(start_path), "pseudo_labeled_model": os.path.abspath(run.weights),
         "category": category, "classes": classes, "best_epoch": results["epoch"], "test_clips": len(test),

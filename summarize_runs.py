@@ -5,8 +5,8 @@ Example:
 
 Finds the *_metrics.json files that train_cnn.py, cnn_classifier.py and pseudo_labeling_semisupervised.py write
 (at any depth; cross-validation folds are left out: their summary is the run's _cv.json), prints one markdown
-row per run (category, model, pre-training, split, training recipe, epochs, best epoch, test accuracy, weighted F1, precision,
-recall, seconds), and saves it as CSV plus a bar chart of test weighted F1 per category and model.
+row per run (category, model, features, pre-training, split, training recipe, epochs, best epoch, test accuracy,
+weighted F1, precision, recall, seconds), and saves it as CSV plus a bar chart of test weighted F1 per category and model.
 """
 from __future__ import annotations
 
@@ -22,15 +22,16 @@ from toolkit.cli import Parser, run_main, split_csv
 from toolkit.errors import ToolkitError
 from toolkit.fileio import read_json, write_csv
 from toolkit.labels import CATEGORIES
+from toolkit.runcard import RunCard
 from toolkit.plots import plot_grouped_bars
 
-COLUMNS = ["category", "model", "pre-training", "split", "recipe", "epochs", "best epoch", "test accuracy", "weighted F1",
+COLUMNS = ["category", "model", "features", "pre-training", "split", "recipe", "epochs", "best epoch", "test accuracy", "weighted F1",
            "precision", "recall", "seconds", "run"]
 CV_FOLD = re.compile(r"_cv[/\\]fold\d+[/\\]")  # toolkit.crossval puts each fold's run in {stem}_cv/fold{i}/
 
 
 def get_args_parser() -> Parser:
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="folder searched (with its subfolders) for *_metrics.json")
     p.add_argument("--out", default=None, metavar="CSV", help="the table as CSV (default: RUNS_DIR/runs_summary.csv)")
     p.add_argument("--plot", default=None, metavar="PNG",
@@ -47,47 +48,35 @@ def find_runs(runs_dir: str) -> list[str]:
     return [f for f in found if not CV_FOLD.search(os.path.relpath(f, runs_dir))]
 
 
-def pretraining(run: dict) -> str:
-    """What the network started from, read off the keys each training stage records."""
-    parts = []
-    if run.get("pretrained"):  # torchvision ImageNet weights (train_cnn.py; carried over by pseudo-labeling)
-        parts.append("imagenet")
-    if "encoder_file" in run:  # cnn_classifier.py: the autoencoder's encoder
-        parts.append("autoencoder (frozen)" if run.get("freeze_encoder") else "autoencoder")
-    if "pseudo_labeling" in run or "started_from" in run:  # pseudo_labeling_semisupervised.py
-        parts.append("pseudo-label")
-    return " + ".join(parts) or "none"
-
-
-def split_kind(run: dict) -> str:
-    """'speaker' when no speaker of the test CSV is in the training CSV, 'random' otherwise, '?' if unreadable.
-
-    Stage 2 does not record its --split anywhere a run can see, so it is measured from the CSVs themselves.
-    """
-    if run.get("split"):
-        return str(run["split"])
-    args = run.get("args") or {}
+def split_kind(card: RunCard) -> str:
+    """The split the run trained on, from its card ('speaker', 'random', ...); for cards that do not know it (runs
+    from before stage 2 wrote a manifest, hand-made CSVs) measured from the CSVs themselves: 'speaker' when no
+    speaker of the test CSV is in the training CSV, 'random' otherwise, '?' when they cannot be read."""
+    kind = card.split.get("kind", "unknown")
+    if kind != "unknown":
+        return str(kind)
+    csvs = dict(card.split.get("csvs") or {})
+    if "test" not in csvs:  # a card of an earlier version: its command line names the CSVs
+        try:
+            args = argparse.Namespace(**card.args)
+            csvs = {"train": csvs.get("train") or split_csv(args, "train"), "test": split_csv(args, "test")}
+        except (AttributeError, TypeError):
+            return "?"
     try:
-        train_csv = run.get("train_csv") or split_csv(argparse.Namespace(**args), "train")
-        test_csv = split_csv(argparse.Namespace(**args), "test")
-        train, test = (set(pd.read_csv(c, usecols=["ActorID"])["ActorID"]) for c in (train_csv, test_csv))
-    except (AttributeError, TypeError, ValueError, OSError):  # paths relative to another folder, or no ActorID
+        train, test = (set(pd.read_csv(csvs[s], usecols=["ActorID"])["ActorID"]) for s in ("train", "test"))
+    except (KeyError, TypeError, ValueError, OSError):  # paths relative to another folder, or no ActorID
         return "?"
     return "random" if train & test else "speaker"
 
 
-def recipe(run: dict) -> str:
-    """The --recipe a run trained with; runs from before recipes existed used the seed's."""
-    return (run.get("recipe") or {}).get("recipe") or (run.get("args") or {}).get("recipe") or "seed"
-
-
-def table_row(path: str, run: dict, runs_dir: str) -> dict:
-    test = run["test"]
+def table_row(path: str, card: RunCard, history: list, runs_dir: str) -> dict:
+    test = card.metrics["test"]
     return {
-        "category": run.get("category", "?"), "model": run.get("model", "?"), "pre-training": pretraining(run),
-        "split": split_kind(run), "recipe": recipe(run), "epochs": len(run.get("history", [])) or (run.get("args") or {}).get("epochs"),
-        "best epoch": run.get("epoch"), "test accuracy": test["accuracy"], "weighted F1": test["f1"],
-        "precision": test["precision"], "recall": test["recall"], "seconds": run.get("seconds"),
+        "category": card.category, "model": card.model, "features": card.features["type"],
+        "pre-training": card.pretraining(), "split": split_kind(card), "recipe": card.training.get("recipe", "seed"),
+        "epochs": len(history) or card.training.get("epochs"), "best epoch": card.metrics.get("epoch"),
+        "test accuracy": test["accuracy"], "weighted F1": test["f1"], "precision": test["precision"],
+        "recall": test["recall"], "seconds": card.metrics.get("seconds"),
         "run": os.path.relpath(path, runs_dir).removesuffix("_metrics.json"),
     }
 
@@ -99,9 +88,10 @@ def collect(runs_dir: str) -> pd.DataFrame:
     rows = []
     for path in find_runs(runs_dir):
         try:
-            run = read_json(path)
-            rows.append(table_row(path, run, runs_dir))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+            saved = read_json(path)
+            card = RunCard.from_dict(saved, path)
+            rows.append(table_row(path, card, saved.get("history") or [], runs_dir))
+        except (json.JSONDecodeError, UnicodeDecodeError, ToolkitError, KeyError, TypeError, AttributeError):
             print(f"warning: {path}: not the metrics of a finished classifier run (no test scores); skipped")
     if not rows:
         raise ToolkitError(f"{runs_dir}: no finished training run found (no *_metrics.json with test scores); "

@@ -1,8 +1,9 @@
 """Stage 4b: reload the saved autoencoder and re-measure its reconstruction loss on the training images.
 
 Nothing is trained (no backward pass, no weight update). The eval-mode loss must equal the one that
-train_autoencoder.py saved in autoencoder_3_layers.json within 1e-5 relative; otherwise the script says so and
-exits with status 1. Writes autoencoder_3_layers_reloaded.json and a grid of the reloaded model's reconstructions.
+train_autoencoder.py saved in its run card autoencoder_3_layers.json within 1e-5 relative; otherwise the script says
+so and exits with status 1. Writes autoencoder_3_layers_reloaded.json and a grid of the reloaded model's
+reconstructions.
 """
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import sys
 
 from models import AutoEncoder
 from toolkit.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_reconstructions, reconstruction_loss
-from toolkit.cli import get_args_parser, pick_device, positive_int, run_main, split_csv
-from toolkit.data import input_options, load_images, move_to_device
+from toolkit.cli import get_args_parser, pick_device, run_main, split_csv
+from toolkit.config import positive_int
+from toolkit.data import load_split, move_to_device
 from toolkit.engine import load_weights
 from toolkit.errors import ToolkitError
-from toolkit.fileio import read_json, write_json
+from toolkit.fileio import write_json
 from toolkit.labels import check_category
+from toolkit.runcard import read_card
 
 TOLERANCE = 1e-5  # relative; CPU reruns agree exactly, GPU kernels may differ in the last bits
 
@@ -32,31 +35,33 @@ def main(argv: list[str] | None = None) -> None:
     check_category(args.category)
     device = pick_device(args.device, args.threads)
     folder = args.model_load_path
-    sidecar = os.path.join(folder, STEM + ".json")
-    if not os.path.isfile(sidecar):
-        raise ToolkitError(f"{sidecar}: not found; run train_autoencoder.py with --model_save_path {folder} first")
-    saved = read_json(sidecar)
+    card_file = os.path.join(folder, STEM + ".json")
+    if not os.path.isfile(card_file):
+        raise ToolkitError(f"{card_file}: not found; run train_autoencoder.py with --model_save_path {folder} first")
+    card = read_card(card_file)
+    saved = card.metrics["loss"]
     model = AutoEncoder()
     hint = f"re-run train_autoencoder.py --model_save_path {folder}"
     load_weights(model.encoder, os.path.join(folder, ENCODER_FILE), hint)
     load_weights(model.decoder, os.path.join(folder, DECODER_FILE), hint)
 
     train_csv = split_csv(args, "train")
-    # the images exactly as training saw them in its final measurement (time axis from the JSON)
-    train = move_to_device(load_images(train_csv, None, desc="train", **input_options(saved)), device)
+    # the images exactly as training saw them in its final measurement (time axis from the run card)
+    train = move_to_device(load_split(train_csv, None, options=card.input_options, desc="train"), device)
     measured = reconstruction_loss(model.to(device), train, args.batch_size, device)
-    relative = abs(measured - saved["loss"]) / max(abs(saved["loss"]), 1e-12)
+    relative = abs(measured - saved) / max(abs(saved), 1e-12)
     passed = relative <= TOLERANCE
     print(f"reconstruction loss (eval mode, {len(train)} training images): reloaded {measured:.8g}, "
-          f"saved by training {saved['loss']:.8g}, relative difference {relative:.1e} (tolerance {TOLERANCE:.0e})")
-    write_json({"train_csv": os.path.abspath(train_csv), "images": len(train), "loss": measured, "saved_loss": saved["loss"],
+          f"saved by training {saved:.8g}, relative difference {relative:.1e} (tolerance {TOLERANCE:.0e})")
+    write_json({"train_csv": os.path.abspath(train_csv), "images": len(train), "loss": measured, "saved_loss": saved,
                 "relative_difference": relative, "tolerance": TOLERANCE, "passed": passed}, os.path.join(folder, f"{STEM}_reloaded.json"))
     plot_reconstructions(model, train, device, os.path.join(folder, f"{STEM}_reloaded_reconstructions.png"),
                          f"reloaded {STEM}: eval-mode MSE {measured:.5f}")
     if not passed:
-        same_data = os.path.abspath(train_csv) == saved.get("train_csv") and len(train) == saved.get("images")
+        trained_on = card.split.get("csvs", {}).get("train")
+        same_data = os.path.abspath(train_csv) == trained_on and len(train) == card.metrics.get("images")
         why = ("the weight files changed after training" if same_data else
-               f"training measured {saved.get('images')} images of {saved.get('train_csv')}: pass that --train_csv")
+               f"training measured {card.metrics.get('images')} images of {trained_on}: pass that --train_csv")
         print(f"FAILED: the reloaded loss does not match the saved one; {why}", file=sys.stderr)
         sys.exit(1)
     print("OK: the saved autoencoder reloads and reproduces its loss")

@@ -2,7 +2,7 @@
 
 The seed made each image with matplotlib (imshow -> savefig JPG), one clip at a time. Stage 2 computes the log-mel
 with librosa, writes an 8-bit PNG directly and spreads the clips over worker processes. Both run here on the same
-synthetic CREMA-D-shaped clips (toolkit/synth.py), and the full CREMA-D run (7,442 clips, 5.26 h) is extrapolated.
+synthetic CREMA-D-shaped clips (demo/synth.py), and the full CREMA-D run (7,442 clips, 5.26 h) is extrapolated.
 
     python3 benchmarks/bench_spectrograms.py                                  # small: about a minute on 2 cores
     python3 benchmarks/bench_spectrograms.py --clips 1000 --reference_clips 200   # tighter figures
@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from generate_mel_spectrograms import make_images  # noqa: E402  (stage 2's own function: the path being timed)
-from toolkit.audio import MelParams  # noqa: E402
+from demo.synth import build_corpus  # noqa: E402
+from generate_mel_spectrograms import make_feature_files  # noqa: E402  (stage 2's own function: the path being timed)
+from toolkit.features.mel import Mel, MelParams  # noqa: E402
 from toolkit.fileio import write_json  # noqa: E402
-from toolkit.synth import build_corpus  # noqa: E402
 
 CREMA_D_CLIPS = 7442
 CREMA_D_SECONDS = 5.26 * 3600
@@ -66,10 +66,10 @@ def audio_seconds(wavs: list[str]) -> float:
 
 
 def time_stage(corpus: str, clips: int, out: str, workers: int) -> float:
-    """Wall seconds of stage 2's make_images on the first `clips` clips, run in a fresh interpreter as a stage-2
+    """Wall seconds of stage 2's make_feature_files on the first `clips` clips, run in a fresh interpreter as a stage-2
     run is: worker start-up and librosa's first-call cost count (a warm parent would hand them to its workers)."""
     code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-            f"import bench_spectrograms as b; from toolkit.audio import MelParams; "
+            f"import bench_spectrograms as b; from toolkit.features.mel import MelParams; "
             f"print(b._time_stage(b.make_clips({corpus!r}, {clips}, 0, 1), {out!r}, MelParams(), {workers}))")
     proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -78,12 +78,12 @@ def time_stage(corpus: str, clips: int, out: str, workers: int) -> float:
 
 
 def _time_stage(wavs: list[str], out: str, p: MelParams, workers: int) -> float:
-    """Wall seconds of make_images on fresh output."""
+    """Wall seconds of make_feature_files on fresh output."""
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     pngs = [os.path.join(out, os.path.splitext(os.path.basename(w))[0] + ".png") for w in wavs]
     t0 = time.perf_counter()
-    errors = make_images(wavs, pngs, p, workers)
+    errors = make_feature_files(Mel, wavs, pngs, p, workers)
     seconds = time.perf_counter() - t0
     if errors:
         raise SystemExit(f"stage 2 failed on {len(errors)} clip(s), e.g. {next(iter(errors.values()))}")

@@ -32,7 +32,9 @@ sys.path.insert(0, ROOT)
 
 from toolkit.fileio import read_json, write_csv, write_json  # noqa: E402
 
-MODELS = ["cnn3", "cnn9", "resnet18", "resnet34", "vgg16", "efficientnet_b2"]
+from models import MODELS as REGISTRY  # noqa: E402
+
+MODELS = [name for name, spec in REGISTRY.items() if spec.takes == "image"]
 CPU_STEPS = {"cnn3": 24, "cnn9": 3}  # the torchvision models take seconds per step on 2 cores: 2 steps each
 CREMA_D_SPLIT = {"train": 5358, "val": 596, "test": 1488}  # 72/8/20 of 7,442 clips
 
@@ -52,7 +54,7 @@ def make_images(folder: str, n: int, seed: int = 0, jpg: bool = True) -> pd.Data
     from matplotlib import colormaps
     from PIL import Image
 
-    from toolkit.audio import save_png
+    from toolkit.features.mel import save_png
 
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -102,9 +104,9 @@ def measure(name: str, opts: dict) -> dict:
     import torch
 
     from models import build_model
-    from toolkit.augment import Augment
-    from toolkit.cli import RECIPES, pick_device
-    from toolkit.data import batches, load_images, move_to_device
+    from toolkit.cli import pick_device
+    from toolkit.config import RECIPES
+    from toolkit.data import batches, load_split, move_to_device
     from toolkit.engine import make_optimizer, train_batches, train_one_epoch
 
     device = pick_device(opts["device"], opts["threads"])
@@ -114,9 +116,8 @@ def measure(name: str, opts: dict) -> dict:
     warmup = opts["warmup"] if opts["warmup"] is not None else (10 if cuda else 1)
     bs = opts["batch_size"]
     recipe = RECIPES[opts["recipe"]]
-    augment = Augment.from_args(argparse.Namespace(**recipe))
-
-    base = load_images(opts["csv"], "sex", desc="images", time_axis=recipe["time_axis"])
+    base = load_split(opts["csv"], "sex", recipe, desc="images")
+    augment = base.feature.augmentation(recipe, base.params)
     warm, data = tiled(base, warmup * bs), tiled(base, steps * bs)
     rss_loaded = peak_rss_mb()
     model = build_model(name, 2).to(device)
@@ -145,7 +146,7 @@ def measure(name: str, opts: dict) -> dict:
 
     result = {"model": name, "device": str(device), "recipe": opts["recipe"], "steps": steps, "batch_size": bs,
               "compile": opts["compile"], "images_per_s": timed(in_memory),
-              "split_bytes_per_image": base.images[0].numel() * base.images.element_size(),
+              "split_bytes_per_image": base.x[0].numel() * base.x.element_size(),
               "peak_rss_mb": peak_rss_mb(), "rss_after_loading_mb": rss_loaded}
     if cuda:
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -192,7 +193,7 @@ def full_run(folder: str, frame: pd.DataFrame, opts: dict) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"train_cnn.py failed:\n{proc.stderr[-2000:]}")
-    fit_seconds = read_json(os.path.join(folder, "models", "cnn3_sex.json"))["seconds"]
+    fit_seconds = read_json(os.path.join(folder, "models", "cnn3_sex.json"))["metrics"]["seconds"]
     return {"epochs": opts["full_run_epochs"], "train_images": CREMA_D_SPLIT["train"], "wall_seconds": wall,
             "fit_seconds": fit_seconds, "command": " ".join(cmd)}
 

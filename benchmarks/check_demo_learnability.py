@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from toolkit.synth import build_corpus
+    from demo.synth import build_corpus
 
     def load(folder: str, **build_args) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         demographics = os.path.join(folder, "VideoDemographics.csv")

@@ -1,7 +1,9 @@
-"""One registry for every network: build_model(name, num_classes, pretrained=..., weights=...)."""
+"""One registry for every network: a model is one MODELS entry; build_model(name, num_classes, input_shape, ...)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -12,23 +14,60 @@ from toolkit.fileio import load_checkpoint
 from .autoencoder import AutoEncoder, Decoder
 from .cnn import CNN3, CNN9, Encoder
 
-MODEL_NAMES = ["cnn3", "cnn9", "resnet18", "resnet34", "vgg16", "efficientnet"]
-ALIASES = {"efficientnet_b2": "efficientnet", "renset34": "resnet34"}  # renset34: the seed README's typo
-TORCHVISION = {  # our name -> (torchvision builder, weights enum name)
-    "resnet18": ("resnet18", "ResNet18_Weights"),
-    "resnet34": ("resnet34", "ResNet34_Weights"),
-    "vgg16": ("vgg16", "VGG16_Weights"),
-    "efficientnet": ("efficientnet_b2", "EfficientNet_B2_Weights"),
-}
 
-__all__ = ["build_model", "canonical_name", "MODEL_NAMES", "AutoEncoder", "Encoder", "Decoder", "CNN3", "CNN9"]
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[[int, tuple[int, ...]], nn.Module]  # (num_classes, input shape of one item) -> network
+    takes: str  # the feature kind it accepts: "image" (3×H×W) or "vector" (D, or L×D stacks)
+    imagenet: str | None = None  # torchvision's weights enum, where ImageNet weights exist
+    image_size: tuple[int, int] | None = None  # the only H×W it can take (a Linear layer sized for it)
+
+
+def torchvision_model(builder: str, weights: str) -> ModelSpec:
+    def build(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+        import torchvision.models as tvm
+
+        return getattr(tvm, builder)(weights=None)  # 1000 ImageNet classes; build_model replaces the head
+
+    return ModelSpec(build, "image", imagenet=weights)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "cnn3": ModelSpec(lambda n, shape: CNN3(n), "image", image_size=(128, 128)),
+    "cnn9": ModelSpec(lambda n, shape: CNN9(n), "image"),
+    "resnet18": torchvision_model("resnet18", "ResNet18_Weights"),
+    "resnet34": torchvision_model("resnet34", "ResNet34_Weights"),
+    "vgg16": torchvision_model("vgg16", "VGG16_Weights"),
+    "efficientnet": torchvision_model("efficientnet_b2", "EfficientNet_B2_Weights"),
+}
+MODEL_NAMES = list(MODELS)
+ALIASES = {"efficientnet_b2": "efficientnet", "renset34": "resnet34"}  # renset34: the seed README's typo
+
+__all__ = ["build_model", "canonical_name", "check_input", "MODELS", "MODEL_NAMES", "AutoEncoder", "Encoder",
+           "Decoder", "CNN3", "CNN9"]
 
 
 def canonical_name(name: str) -> str:
     name = ALIASES.get(name, name)
-    if name not in MODEL_NAMES:
+    if name not in MODELS:
         raise ToolkitError(f"unknown model '{name}': choose one of {', '.join(MODEL_NAMES)} (or efficientnet_b2)")
     return name
+
+
+def models_taking(kind: str) -> list[str]:
+    return [name for name, spec in MODELS.items() if spec.takes == kind]
+
+
+def check_input(name: str, kind: str, shape: tuple[int, ...] | list[int], source: str) -> None:
+    """A model given features it cannot take is a one-line error naming where the features came from."""
+    spec = MODELS[canonical_name(name)]
+    if spec.takes != kind:
+        raise ToolkitError(f"{source}: holds {kind} features, but {name} takes {spec.takes} features; "
+                           f"use one of {', '.join(models_taking(kind))}")
+    if spec.image_size and tuple(shape[-2:]) != spec.image_size:
+        raise ToolkitError(f"{source}: {name} takes {spec.image_size[0]}×{spec.image_size[1]} images (its Linear layer "
+                           f"is sized for them), these are {shape[-2]}×{shape[-1]}; use --frames {spec.image_size[1]} "
+                           f"or another model ({', '.join(n for n in models_taking('image') if n != name)})")
 
 
 def _imagenet_state_dict(name: str, weights_path: str | None) -> dict:
@@ -37,7 +76,7 @@ def _imagenet_state_dict(name: str, weights_path: str | None) -> dict:
 
     if weights_path:
         return load_checkpoint(weights_path, "fix --weights or pass --no-pretrained")
-    weights = getattr(tvm, TORCHVISION[name][1]).DEFAULT
+    weights = getattr(tvm, MODELS[name].imagenet).DEFAULT
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
     if os.path.isfile(cached):
         return load_checkpoint(cached, "delete it (a partial download?) or pass --weights PATH or --no-pretrained")
@@ -50,28 +89,25 @@ def _imagenet_state_dict(name: str, weights_path: str | None) -> dict:
         )
 
 
-def _replace_head(net: nn.Module, name: str, num_classes: int) -> None:
-    if name.startswith("resnet"):
-        net.fc = nn.Linear(net.fc.in_features, num_classes)
-    else:  # vgg16 and efficientnet end their `classifier` Sequential with the Linear layer
-        net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, num_classes)
+def replace_head(net: nn.Module, num_classes: int) -> None:
+    """Put a fresh Linear(in_features -> num_classes) where the network's last Linear layer is."""
+    name, last = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent, _, attr = name.rpartition(".")
+    setattr(net.get_submodule(parent), attr, nn.Linear(last.in_features, num_classes))
 
 
-def build_model(name: str, num_classes: int, pretrained: bool = False, weights: str | None = None) -> nn.Module:
-    """A network for 3×H×W inputs (128×128 by default) with `num_classes` outputs."""
+def build_model(name: str, num_classes: int, input_shape: tuple[int, ...] = (3, 128, 128), pretrained: bool = False,
+                weights: str | None = None) -> nn.Module:
+    """The network `name` for items of `input_shape` with `num_classes` outputs (ImageNet-initialised on request)."""
     name = canonical_name(name)
-    if name == "cnn3":
-        return CNN3(num_classes)
-    if name == "cnn9":
-        return CNN9(num_classes)
-    import torchvision.models as tvm
-
-    net = getattr(tvm, TORCHVISION[name][0])(weights=None)
-    if pretrained or weights:
+    spec = MODELS[name]
+    net = spec.build(num_classes, tuple(input_shape))
+    if spec.imagenet and (pretrained or weights):
         state = _imagenet_state_dict(name, weights)
         try:
             net.load_state_dict(state)
         except RuntimeError:
             raise ToolkitError(f"{weights or name}: these are not ImageNet weights for {name}; pass the right file or --no-pretrained")
-    _replace_head(net, name, num_classes)
+    if spec.imagenet:
+        replace_head(net, num_classes)
     return net

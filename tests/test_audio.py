@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from toolkit.audio import ClipError, MelParams, audio_to_image, load_audio, log_mel, read_image, save_png, to_image
+from toolkit.audio import ClipError, load_audio
+from toolkit.features.mel import Mel, MelParams, log_mel, read_image, save_png, to_image
 
 
 def tone(seconds=1.0, sr=16000, f0=150.0, amp=0.3):
@@ -41,8 +42,8 @@ def test_stereo_44k_gives_the_same_image_as_mono_16k(tmp_path):
     y = tone(2.0, sr=44100)
     sf.write(tmp_path / "stereo.wav", np.stack([y, y], 1), 44100, subtype="PCM_16")
     sf.write(tmp_path / "mono.wav", soxr.resample(y, 44100, 16000), 16000, subtype="PCM_16")
-    a = audio_to_image(str(tmp_path / "stereo.wav"), MelParams())
-    b = audio_to_image(str(tmp_path / "mono.wav"), MelParams())
+    a = Mel.from_audio(str(tmp_path / "stereo.wav"), MelParams())
+    b = Mel.from_audio(str(tmp_path / "mono.wav"), MelParams())
     assert a.shape == b.shape
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 3
 

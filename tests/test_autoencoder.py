@@ -39,9 +39,10 @@ def test_training_saves_weights_loss_and_plots(autoencoder):
     model = AutoEncoder()
     model.encoder.load_state_dict(torch.load(autoencoder / ENCODER_FILE, weights_only=True), strict=True)
     model.decoder.load_state_dict(torch.load(autoencoder / DECODER_FILE, weights_only=True), strict=True)
-    sidecar = json.loads((autoencoder / f"{STEM}.json").read_text())
-    assert sidecar["epochs"] == 4 and sidecar["images"] > 0 and 0 < sidecar["loss"] < 1
-    assert sidecar["spectrogram"]["n_mels"] == 180
+    card = json.loads((autoencoder / f"{STEM}.json").read_text())
+    assert card["model"] == "autoencoder" and card["classes"] == [] and card["schema"] == 1
+    assert card["metrics"]["epochs"] == 4 and card["metrics"]["images"] > 0 and 0 < card["metrics"]["loss"] < 1
+    assert card["features"]["params"]["n_mels"] == 180
 
 
 def test_training_loss_falls(autoencoder):
@@ -56,8 +57,8 @@ def test_resume_continues_to_the_same_result(autoencoder, sex_data, tmp_path):
     proc = run_script("train_autoencoder.py", "--csv_load_path", sex_data, *AE_ARGS, "--epochs", "4", "--resume",
                       "--model_save_path", tmp_path)
     assert "resuming" in proc.stdout
-    resumed = json.loads((tmp_path / f"{STEM}.json").read_text())["loss"]
-    straight = json.loads((autoencoder / f"{STEM}.json").read_text())["loss"]
+    resumed = json.loads((tmp_path / f"{STEM}.json").read_text())["metrics"]["loss"]
+    straight = json.loads((autoencoder / f"{STEM}.json").read_text())["metrics"]["loss"]
     assert resumed == pytest.approx(straight, rel=1e-6)
 
 
@@ -68,7 +69,7 @@ def test_end_to_end_4a_4b_4c(autoencoder, sex_data):
                       "--model_load_path", autoencoder)
     assert "OK" in proc.stdout
     check = json.loads((autoencoder / f"{STEM}_reloaded.json").read_text())
-    saved = json.loads((autoencoder / f"{STEM}.json").read_text())["loss"]
+    saved = json.loads((autoencoder / f"{STEM}.json").read_text())["metrics"]["loss"]
     assert check["passed"] and check["loss"] == pytest.approx(saved, rel=1e-5)
     assert (autoencoder / f"{STEM}_reloaded_reconstructions.png").stat().st_size > 0
     assert weights == {name: (autoencoder / name).read_bytes() for name in weights}  # testing trained nothing
@@ -76,9 +77,10 @@ def test_end_to_end_4a_4b_4c(autoencoder, sex_data):
     run_script("cnn_classifier.py", "--csv_load_path", sex_data, "--category", "sex", "--train_csv", "sex_train.csv",
                "--val_csv", "sex_val.csv", "--test_csv", "sex_test.csv", "--epochs", "2", "--batch_size", "16",
                "--learning_rate", "1e-3", "--model_load_and_save_path", autoencoder, "--threads", "1")
-    sidecar = json.loads((autoencoder / "cnn3_ae_sex.json").read_text())
-    assert sidecar["model"] == "cnn3" and sidecar["classes"] == ["Male", "Female"] and 1 <= sidecar["epoch"] <= 2
-    assert {"accuracy", "f1", "precision", "recall", "confusion_matrix"} <= set(sidecar["test"])
+    card = json.loads((autoencoder / "cnn3_ae_sex.json").read_text())
+    assert card["model"] == "cnn3" and card["classes"] == ["Male", "Female"] and 1 <= card["metrics"]["epoch"] <= 2
+    assert card["init"] == ["autoencoder"] and card["init_detail"]["encoder_file"].endswith("encoder_3_layers.pt")
+    assert {"accuracy", "f1", "precision", "recall", "confusion_matrix"} <= set(card["metrics"]["test"])
     for suffix in ("_metrics.csv", "_metrics.json", "_confusion_matrix.png", "_training_curves.png", "_test_predictions.csv"):
         assert (autoencoder / f"cnn3_ae_sex{suffix}").is_file(), suffix
     build_model("cnn3", 2).load_state_dict(torch.load(autoencoder / "cnn3_ae_sex.pt", weights_only=True), strict=True)
@@ -87,9 +89,9 @@ def test_end_to_end_4a_4b_4c(autoencoder, sex_data):
 def test_testing_fails_when_the_loss_is_not_reproduced(autoencoder, sex_data, tmp_path):
     for name in (ENCODER_FILE, DECODER_FILE, f"{STEM}.json"):
         shutil.copy(autoencoder / name, tmp_path / name)
-    sidecar = json.loads((tmp_path / f"{STEM}.json").read_text())
-    sidecar["loss"] *= 1.001
-    (tmp_path / f"{STEM}.json").write_text(json.dumps(sidecar))
+    card = json.loads((tmp_path / f"{STEM}.json").read_text())
+    card["metrics"]["loss"] *= 1.001
+    (tmp_path / f"{STEM}.json").write_text(json.dumps(card))
     proc = run_script("testing_autoencoder.py", "--csv_load_path", sex_data, *AE_ARGS, "--model_load_path", tmp_path, check=False)
     assert proc.returncode == 1 and "FAILED" in proc.stderr
     assert json.loads((tmp_path / f"{STEM}_reloaded.json").read_text())["passed"] is False

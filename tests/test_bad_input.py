@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 
 from conftest import run_script
-from toolkit.audio import read_image
+from toolkit.features.mel import read_image
 from toolkit.fileio import resolve_from_csv
 
 SPLITS = ("train", "val", "test")
@@ -270,7 +270,7 @@ STAGE3_CASES = {
     # name: (split to spoil, how, expected in the error)
     "empty CSV": ("train", "", ["sex_train.csv: the CSV is empty"]),
     "header only (empty split)": ("val", lambda d: d.head(0), ["sex_val.csv: the CSV has no rows"]),
-    "missing column": ("test", lambda d: d.drop(columns="Image_file_path"), ["sex_test.csv: missing column(s) ['Image_file_path']"]),
+    "missing column": ("test", lambda d: d.drop(columns="Image_file_path"), ["sex_test.csv: no feature column (Image_file_path"]),
     "label outside the class list": ("train", lambda d: d.assign(sex=d["sex"].where(d.index > 0, "M")),
                                      ["sex_train.csv: label(s) ['M'] in column 'sex' are not in the class list"]),
     "no image exists": ("val", lambda d: d.assign(Image_file_path="nowhere/" + d["Image_file_path"].str.split("/").str[-1]),
@@ -295,7 +295,7 @@ def test_stage3_missing_image_is_reported_and_left_out(splits_copy, tmp_path):
     spoil(splits_copy, "train", lambda d: d.assign(Image_file_path=d["Image_file_path"].where(d.index > 0, "gone.png")))
     proc = train(splits_copy, tmp_path / "models")
     assert proc.returncode == 0, proc.stderr
-    assert "warning: 1 image(s) listed in" in proc.stdout and "gone.png: image not found" in proc.stdout
+    assert "warning: 1 feature file(s) listed in" in proc.stdout and "gone.png: image not found" in proc.stdout
     assert (tmp_path / "models" / "cnn3_sex.pt").is_file()
 
 

@@ -21,8 +21,10 @@ def test_compare_recipes_runs_every_configuration_on_the_same_folds(tmp_path):
     models = tmp_path / "cmp" / "models"
     runs = {p.parent.name: json.loads(p.read_text()) for p in models.glob("*/cnn3_sex_cv.json")}
     assert set(runs) == {"seed", "default", "nogain", "seed_seed2", "default_seed2", "nogain_seed2"}
-    assert runs["nogain"]["args"]["gain_db"] == 0 and runs["default"]["args"]["gain_db"] == 6
-    assert runs["seed"]["spectrogram"]["db_ref"] == "max" and runs["nogain"]["spectrogram"]["db_ref"] == "fixed"
+    training = {name: run["run"]["training"] for name, run in runs.items()}
+    assert training["nogain"]["gain_db"] == 0 and training["default"]["gain_db"] == 6 and training["seed"]["recipe"] == "seed"
+    params = {name: run["run"]["features"]["params"] for name, run in runs.items()}
+    assert params["seed"]["db_ref"] == "max" and params["nogain"]["db_ref"] == "fixed"
     for seed in ("", "_seed2"):  # within a seed every configuration was tested on the same speakers
         folds = {tuple(tuple(f["test_speakers"]) for f in runs[r + seed]["fold_results"]) for r in ("seed", "default", "nogain")}
         assert len(folds) == 1

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script
-from toolkit.audio import read_image
+from toolkit.features.mel import read_image
 
 SPLITS = ("train", "val", "test")
 
@@ -73,11 +73,11 @@ def test_stage2_killed_midway_reruns_to_exactly_the_expected_files(sex_data, tmp
     (image_dir / f".1001_DFA_ANG_XX.png.{proc.pid}.abcd1234.tmp.png").write_bytes(b"\x89PNG half")
 
     rerun = run_script("generate_mel_spectrograms.py", *args)
-    assert f"96 clips, {len(made)} images already made, {96 - len(made)} to make" in rerun.stdout
+    assert f"96 clips, {len(made)} mel files already made, {96 - len(made)} to make" in rerun.stdout
     table = pd.read_csv(sex_data / "sex_with_audio_path.csv")
     expected = {Path(n).stem + ".png" for n in table["Audio_file_name"]} | {"params.json"}
     assert {p.name for p in image_dir.iterdir()} == expected
-    assert sorted(p.name for p in out.iterdir()) == [f"sex_{s}.csv" for s in ("test", "train", "val")]
+    assert sorted(p.name for p in out.iterdir()) == ["sex_split.json"] + [f"sex_{s}.csv" for s in ("test", "train", "val")]
     # same --seed, same split as the fixture's uninterrupted run
     for s in SPLITS:
         ours, theirs = pd.read_csv(out / f"sex_{s}.csv"), pd.read_csv(sex_data / f"sex_{s}.csv")
@@ -98,7 +98,8 @@ def comparable(metrics_json: Path) -> dict:
 
     results = json.loads(metrics_json.read_text())
     history = [{k: v for k, v in row.items() if k != "seconds"} for row in results["history"]]
-    return {"history": history, "epoch": results["epoch"], "val": results["val"], "test": results["test"]}
+    metrics = results["metrics"]
+    return {"history": history, "epoch": metrics["epoch"], "val": metrics["val"], "test": metrics["test"]}
 
 
 def test_stage3_killed_after_an_epoch_resumes_to_the_same_metrics(sex_data, tmp_path):

@@ -7,39 +7,38 @@ import json
 import pytest
 import torch
 
-import toolkit.data
-import toolkit.engine
 from models import build_model
 from toolkit.audio import parallel_map
-from toolkit.data import IMAGE_SIZE, load_images
+from toolkit.config import RECIPES
+from toolkit.data import load_split
+from toolkit.features.mel import IMAGE_SIZE, Mel
 from toolkit.engine import predict_logits, train_one_epoch
 
 
 def test_split_in_memory_is_uint8_and_one_channel(sex_data):
-    data = load_images(str(sex_data / "sex_train.csv"), "sex")
+    data = load_split(str(sex_data / "sex_train.csv"), "sex", RECIPES["seed"])
     n = len(data)
-    assert data.images.dtype == torch.uint8
-    assert tuple(data.images.shape) == (n, 1, *IMAGE_SIZE)
+    assert data.x.dtype == torch.uint8
+    assert tuple(data.x.shape) == (n, 1, *IMAGE_SIZE)
     # the issue's budget is N×128×128×3 bytes; one stored channel is a third of it
-    assert data.images.numel() * data.images.element_size() == n * 128 * 128
+    assert data.x.numel() * data.x.element_size() == n * 128 * 128
 
 
 def test_float_inputs_are_made_one_batch_at_a_time(sex_data, monkeypatch):
     """Training and evaluation convert to float per batch: never a float32 copy of the whole split."""
-    data = load_images(str(sex_data / "sex_train.csv"), "sex")
+    data = load_split(str(sex_data / "sex_train.csv"), "sex", RECIPES["default"])
     seen = []
-    real = toolkit.data.to_input
+    real = Mel.to_input
 
-    def spy(images, device):
-        seen.append(len(images))
-        return real(images, device)
+    def spy(x, device, stats):
+        seen.append(len(x))
+        return real(x, device, stats)
 
-    monkeypatch.setattr(toolkit.data, "to_input", spy)
-    monkeypatch.setattr(toolkit.engine, "to_input", spy)
+    monkeypatch.setattr(Mel, "to_input", spy)
     model = build_model("cnn3", 2)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     train_one_epoch(model, data, optimizer, 8, torch.device("cpu"), torch.Generator().manual_seed(0))
-    predict_logits(model, data.images, 8, torch.device("cpu"))
+    predict_logits(model, data, 8, torch.device("cpu"))
     assert len(data) > 8 and sum(seen) == 2 * len(data)
     assert max(seen) == 8
 

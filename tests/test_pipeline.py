@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 
 from conftest import run_script
-from toolkit.audio import read_image
+from toolkit.features.mel import read_image
 from toolkit.labels import CLASSES
 
 
@@ -46,14 +46,19 @@ def test_stage2_writes_pngs_and_disjoint_splits(sex_data):
 def test_stage2_rerun_skips_existing_images(sex_data):
     proc = run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", sex_data,
                       "--save_csv_path", sex_data, "--category", "sex", "--workers", "1")
-    assert "96 images already made, 0 to make" in proc.stdout
+    assert "96 mel files already made, 0 to make" in proc.stdout
 
 
 def test_stage3_writes_model_metrics_and_plots(trained_cnn3):
-    sidecar = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())
-    assert sidecar["model"] == "cnn3" and sidecar["classes"] == CLASSES["sex"] and sidecar["image_size"] == [128, 128]
-    assert sidecar["spectrogram"]["n_mels"] == 180 and 1 <= sidecar["epoch"] <= 2
-    assert {"accuracy", "f1", "precision", "recall", "confusion_matrix"} <= set(sidecar["test"])
+    card = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())
+    assert card["schema"] == 1 and card["model"] == "cnn3" and card["classes"] == CLASSES["sex"]
+    assert card["input"] == {"kind": "image", "shape": [3, 128, 128], "image_size": [128, 128], "time_axis": "pad", "frames": 128}
+    assert card["features"] == {"type": "mel", "params": {"sr": 16000, "n_fft": 1536, "hop_length": 512, "n_mels": 180,
+                                                          "top_db": 80.0, "db_ref": "fixed"}, "stats": None}
+    assert card["init"] == ["scratch"] and card["training"]["recipe"] == "default" and card["training"]["epochs"] == 2
+    assert card["split"]["kind"] == "speaker" and card["split"]["seed"] == 42 and card["split"]["speakers"]["test"] == 2
+    assert 1 <= card["metrics"]["epoch"] <= 2
+    assert {"accuracy", "f1", "precision", "recall", "confusion_matrix"} <= set(card["metrics"]["test"])
     state = torch.load(trained_cnn3 / "cnn3_sex.pt", weights_only=True)
     assert "encoder.conv.0.weight" in state
     history = pd.read_csv(trained_cnn3 / "cnn3_sex_metrics.csv")

@@ -47,8 +47,8 @@ def test_several_models_give_one_row_per_file_and_plots(trained_cnn3, test_clips
     shutil.copytree(trained_cnn3, models, ignore=shutil.ignore_patterns("*_last.pt", "*.png", "*.csv"))
     torch.manual_seed(0)
     torch.save(build_model("cnn3", 6).state_dict(), models / "cnn3_emotion.pt")
-    sidecar = json.loads((models / "cnn3_sex.json").read_text())
-    (models / "cnn3_emotion.json").write_text(json.dumps({**sidecar, "category": "emotion", "classes": CLASSES["emotion"]}))
+    card = json.loads((models / "cnn3_sex.json").read_text())
+    (models / "cnn3_emotion.json").write_text(json.dumps({**card, "category": "emotion", "classes": CLASSES["emotion"]}))
 
     out, plots = tmp_path / "pred.csv", tmp_path / "plots"
     predict.main(["--model_dir", str(models), "--model_file", "cnn3_sex.pt", "--model_file", "cnn3_emotion.pt",
@@ -103,15 +103,15 @@ def test_a_bad_clip_is_reported_and_the_others_predicted(trained_cnn3, test_clip
 @pytest.mark.parametrize("problem", ["missing json", "other class count", "other architecture"])
 def test_a_json_that_is_missing_or_does_not_match_is_a_one_line_error(trained_cnn3, test_clips, tmp_path, problem):
     shutil.copy(trained_cnn3 / "cnn3_sex.pt", tmp_path / "model.pt")
-    sidecar = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())
+    card = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())
     if problem == "other class count":
-        (tmp_path / "model.json").write_text(json.dumps({**sidecar, "category": "emotion", "classes": CLASSES["emotion"]}))
+        (tmp_path / "model.json").write_text(json.dumps({**card, "category": "emotion", "classes": CLASSES["emotion"]}))
     elif problem == "other architecture":
-        (tmp_path / "model.json").write_text(json.dumps({**sidecar, "model": "cnn9"}))
+        (tmp_path / "model.json").write_text(json.dumps({**card, "model": "cnn9"}))
     proc = run_script("predict.py", "--model_dir", tmp_path, "--model_file", "model.pt", test_clips[0], check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    named = "model.json: JSON sidecar of model.pt not found" if problem == "missing json" else "model.pt: does not fit"
+    named = "model.json: run card of model.pt not found" if problem == "missing json" else "model.pt: does not fit"
     assert named in proc.stderr
 
 

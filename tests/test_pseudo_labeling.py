@@ -10,8 +10,11 @@ import torch
 
 from conftest import run_script
 from models import CNN3
-from toolkit.data import ImageSet, load_images
+from toolkit.config import RECIPES
+from toolkit.data import FeatureSet, load_split
+from toolkit.features.mel import Mel
 from toolkit.errors import ToolkitError
+from toolkit.runcard import RunCard
 from toolkit.pseudo import LABELED_EVERY, alpha_weight, labeled_passes_per_epoch, load_unlabeled, make_train_step, pseudo_label
 
 
@@ -59,7 +62,7 @@ def image_set(n, labels=None, seed=0):
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 1, 128, 128), dtype=torch.uint8, generator=g)
     labels = torch.full((n,), -1) if labels is None else torch.as_tensor(labels)
-    return ImageSet(images, labels.long(), [f"{i}.png" for i in range(n)], pd.DataFrame({"i": range(n)}))
+    return FeatureSet(images, labels.long(), [f"{i}.png" for i in range(n)], pd.DataFrame({"i": range(n)}), Mel)
 
 
 def test_train_step_advances_step_once_per_labeled_pass_and_skips_zero_alpha():
@@ -68,14 +71,14 @@ def test_train_step_advances_step_once_per_labeled_pass_and_skips_zero_alpha():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     train, unlabeled = image_set(4, [0, 1, 0, 1]), image_set(52, seed=1)  # 26 batches of 2: passes after 0 and 25
     step = make_train_step(train, unlabeled, 2, torch.device("cpu"), seed=0, T1=3, T2=5, af=0.5, start_step=1)
-    first = step(model, optimizer, 1)
+    first = step(model, optimizer, 1, None)
     assert first["step"] == 3 and first["alpha"] == 0.0 and first["pseudo_used"] == 0  # steps 1, 2: alpha 0
-    second = step(model, optimizer, 2)  # steps 3 (alpha 0: batches 0) then 4 (alpha 0.25: batches 1..25)
+    second = step(model, optimizer, 2, None)  # steps 3 (alpha 0: batches 0) then 4 (alpha 0.25: batches 1..25)
     assert second["step"] == 5 and second["alpha"] == 0.5 and second["pseudo_used"] == 50
     assert second["pseudo_kept"] == 1.0 and second["unlabeled_loss"] > 0
     assert np.isfinite(second["train_loss"])
     # The step count follows from the epoch, so a resumed run (a fresh train step) continues the ramp.
-    assert make_train_step(train, unlabeled, 2, torch.device("cpu"), 0, 3, 5, 0.5, 1)(model, optimizer, 2)["step"] == 5
+    assert make_train_step(train, unlabeled, 2, torch.device("cpu"), 0, 3, 5, 0.5, 1)(model, optimizer, 2, None)["step"] == 5
 
 
 @pytest.fixture()
@@ -91,18 +94,27 @@ def unlabeled_csvs(sex_data, tmp_path):
     return folder
 
 
+def card_of(data: FeatureSet) -> RunCard:
+    """The run card of a model trained on features made like `data`'s."""
+    return RunCard(model="cnn3", category="sex", classes=["Male", "Female"],
+                   features={"type": data.feature.name, "params": data.params, "stats": None},
+                   input={"kind": data.feature.kind, "shape": data.input_shape(), **data.options})
+
+
 @pytest.mark.parametrize("inputs", [{}, {"time_axis": "pad", "frames": 100}], ids=["resize", "pad"])
 def test_unlabeled_audio_gives_the_same_inputs_as_stage_2_images(sex_data, unlabeled_csvs, inputs):
-    labeled = load_images(str(sex_data / "sex_test.csv"), "sex", **inputs)
-    assert labeled.spectrogram  # params.json beside the stage-2 images
-    from_audio = load_unlabeled(str(unlabeled_csvs / "audio.csv"), labeled.spectrogram, inputs)
-    from_images = load_unlabeled(str(unlabeled_csvs / "images.csv"), labeled.spectrogram, inputs)
-    assert torch.equal(from_audio.images, labeled.images) and torch.equal(from_images.images, labeled.images)
+    from dataclasses import replace
+
+    labeled = load_split(str(sex_data / "sex_test.csv"), "sex", replace(RECIPES["seed"], **inputs))
+    assert labeled.params  # params.json beside the stage-2 images
+    from_audio = load_unlabeled(str(unlabeled_csvs / "audio.csv"), card_of(labeled))
+    from_images = load_unlabeled(str(unlabeled_csvs / "images.csv"), card_of(labeled))
+    assert torch.equal(from_audio.x, labeled.x) and torch.equal(from_images.x, labeled.x)
     assert (from_audio.labels == -1).all() and (from_images.labels == -1).all()
 
 
 def test_unusable_unlabeled_rows_are_left_out_and_none_usable_is_an_error(sex_data, unlabeled_csvs, tmp_path):
-    params = load_images(str(sex_data / "sex_test.csv"), "sex").spectrogram
+    params = card_of(load_split(str(sex_data / "sex_test.csv"), "sex", RECIPES["seed"]))
     audio = pd.read_csv(unlabeled_csvs / "audio.csv")
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"")
@@ -138,8 +150,10 @@ def test_end_to_end_writes_the_pl_model_and_its_before_after_json(sex_data, unla
     CNN3(2).load_state_dict(state)
     for suffix in ("_metrics.csv", "_confusion_matrix.png", "_training_curves.png", "_test_predictions.csv"):
         assert (start_model / f"cnn3_sex_PL{suffix}").is_file()
-    sidecar = json.loads((start_model / "cnn3_sex_PL.json").read_text())
-    assert sidecar["model"] == "cnn3" and sidecar["pseudo_labeling"]["T2"] == 2 and sidecar["unlabeled_clips"] == 24
+    card = json.loads((start_model / "cnn3_sex_PL.json").read_text())
+    assert card["model"] == "cnn3" and card["init"] == ["scratch", "pseudo-label"]
+    assert card["training"]["pseudo_labeling"]["T2"] == 2 and card["training"]["pseudo_labeling"]["unlabeled_clips"] == 24
+    assert card["init_detail"]["started_from"] == str(start_model / "cnn3_sex.pt")
 
     history = pd.read_csv(start_model / "cnn3_sex_PL_metrics.csv")
     # 24 clips = 2 batches of 16: one labeled pass per epoch, step 0 -> 1 -> 2, alpha(1) = 0.25, alpha(2) = 0.5
@@ -147,13 +161,13 @@ def test_end_to_end_writes_the_pl_model_and_its_before_after_json(sex_data, unla
     assert history["pseudo_used"].tolist() == [8, 24]
 
     comparison = json.loads((start_model / "cnn3_sex_PL_comparison.json").read_text())
-    before = json.loads((start_model / "cnn3_sex.json").read_text())["test"]
+    before = json.loads((start_model / "cnn3_sex.json").read_text())["metrics"]["test"]
     for metric in ("accuracy", "f1", "loss"):
         row = comparison["test"][metric]
         assert row["before"] == pytest.approx(before[metric])  # the starting model's own test score
-        assert row["after"] == pytest.approx(sidecar["test"][metric])
+        assert row["after"] == pytest.approx(card["metrics"]["test"][metric])
         assert row["change"] == pytest.approx(row["after"] - row["before"])
-    assert comparison["best_epoch"] == sidecar["epoch"] and sum(comparison["starting_pseudo_labels"].values()) == 24
+    assert comparison["best_epoch"] == card["metrics"]["epoch"] and sum(comparison["starting_pseudo_labels"].values()) == 24
     assert "before" in proc.stdout and f"{comparison['test']['f1']['after']:.4f}" in proc.stdout
     # the fixture's unlabeled clips are the test split's own: the run says so (and not about validation)
     assert "warning: 24 unlabeled clip(s) are also in the test set" in proc.stdout and "validation set" not in proc.stdout

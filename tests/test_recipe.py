@@ -1,8 +1,8 @@
 """The accuracy recipe: time-axis pad/crop, fixed dB reference, augmentation, early stopping, selection,
-speaker-grouped folds, and the sidecar that lets inference rebuild the exact network input."""
+speaker-grouped folds, and the run card that lets inference rebuild the exact network input."""
 from __future__ import annotations
 
-import argparse
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -11,13 +11,16 @@ import torch
 from torch import nn
 
 from conftest import run_script
-from toolkit.audio import MelParams, log_mel, read_image, to_image
 from toolkit.augment import Augment, mixup, random_gain, spec_augment
 from toolkit.cli import get_args_parser
+from toolkit.config import RECIPES, train_config
 from toolkit.crossval import fold_splits, speaker_folds
-from toolkit.data import ImageSet, batches, input_options, load_images, prepare_image
-from toolkit.engine import RunFiles, fit, predict_logits
-from toolkit.fileio import read_json, resolve_from_csv
+from toolkit.data import FeatureSet, batches, load_split
+from toolkit.engine import RunFiles, fit
+from toolkit.features.base import FeatureType
+from toolkit.features.mel import MelParams, log_mel, prepare_image, to_image
+from toolkit.fileio import read_json
+from toolkit.runcard import RunCard
 
 
 def voice(seconds: float = 1.5, amp: float = 0.1, sr: int = 16000) -> np.ndarray:
@@ -54,8 +57,8 @@ def test_training_windows_are_random_but_keep_short_clips_whole(tmp_path):
     for i, im in enumerate(images):
         Image.fromarray(im).save(tmp_path / f"{i}.png")
     pd.DataFrame({"Image_file_path": ["0.png", "1.png"], "sex": ["Male", "Female"]}).to_csv(tmp_path / "s.csv", index=False)
-    data = load_images(str(tmp_path / "s.csv"), "sex", time_axis="pad", frames=128)
-    assert data.images.shape == (2, 1, 128, 128) and data.lengths.tolist() == [50, 200]
+    data = load_split(str(tmp_path / "s.csv"), "sex", replace(RECIPES["seed"], time_axis="pad", frames=128))
+    assert data.x.shape == (2, 1, 128, 128) and data.extra["lengths"].tolist() == [50, 200]
     g = torch.Generator().manual_seed(0)
     seen_short, seen_long = set(), set()
     for _ in range(20):
@@ -69,7 +72,7 @@ def test_training_windows_are_random_but_keep_short_clips_whole(tmp_path):
         seen_long.add(int(row[0]))
     assert len(seen_short) > 5 and len(seen_long) > 5  # it really moves
     x, _ = next(batches(data, 2, torch.device("cpu")))  # no generator: evaluation, the centred windows
-    assert torch.equal((x[:, :1] * 255).round().to(torch.uint8), data.images)
+    assert torch.equal((x[:, :1] * 255).round().to(torch.uint8), data.x)
 
 
 # ---- dB reference --------------------------------------------------------------------------------------------
@@ -111,41 +114,54 @@ def test_augmentations_keep_shapes_and_ranges():
 
 def test_recipe_fills_only_unset_flags():
     p = get_args_parser("t", epochs=3)
-    seed = p.parse_args(["--recipe", "seed", "--time_masks", "2"])
-    assert (seed.time_axis, seed.lr_schedule, seed.patience, seed.time_masks) == ("resize", "none", 0, 2)
-    new = p.parse_args([])
-    assert new.recipe == "default" and new.time_axis == "pad" and new.patience > 0
-    assert p.parse_args(["--weight_decay", "0"]).weight_decay == 0.0
+    seed = train_config(p.parse_args(["--recipe", "seed", "--time_masks", "2"]))
+    assert seed == replace(RECIPES["seed"], epochs=3, time_masks=2)
+    new = train_config(p.parse_args([]))
+    assert new == replace(RECIPES["default"], epochs=3) and new.time_axis == "pad" and new.patience > 0
+    assert train_config(p.parse_args(["--weight_decay", "0"])).weight_decay == 0.0
+
+
+def test_help_shows_the_real_defaults():
+    text = get_args_parser("t", epochs=3).format_help()
+    assert "(default: None)" not in text and "(default: True)" not in text and "(default: False)" not in text
+    flat = " ".join(text.split())
+    assert "(default: pad; --recipe seed: resize)" in flat and "(default: 2; --recipe seed: 0)" in flat
+    assert "(default: 3)" in flat  # --epochs: the stage's own default
 
 
 # ---- early stopping and model selection ----------------------------------------------------------------------
 
-def tiny_set(label: int, n: int = 8) -> ImageSet:
+class Toy(FeatureType):
+    """A vector feature with no files, for driving the engine directly."""
+    name, kind = "toy", "vector"
+
+
+def tiny_set(label: int, n: int = 8) -> FeatureSet:
     g = torch.Generator().manual_seed(label)
     frame = pd.DataFrame({"ActorID": [1000 + i % 2 for i in range(n)]})
-    return ImageSet(torch.randint(0, 255, (n, 1, 8, 8), generator=g, dtype=torch.uint8),
-                    torch.full((n,), label), [f"{i}.png" for i in range(n)], frame)
+    return FeatureSet(torch.rand(n, 6, generator=g), torch.full((n,), label), [f"{i}.npy" for i in range(n)], frame, Toy)
 
 
 def run_fit(tmp_path, train_step, **flags) -> tuple[dict, dict]:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
-    args = argparse.Namespace(epochs=10, batch_size=4, learning_rate=1e-3, seed=0, **flags)
+    model = nn.Linear(6, 2)
+    config = replace(RECIPES["seed"], epochs=10, batch_size=4, seed=0, **flags)
     run = RunFiles(str(tmp_path), "toy")
-    results = fit(model, tiny_set(1), tiny_set(1), tiny_set(1), ["a", "b"], args, run, {}, torch.device("cpu"),
-                  train_step=lambda m, o, e: train_step(model, e))
-    return results, read_json(run.path("_metrics.json"))
+    card = RunCard(model="linear", category="c", classes=["a", "b"], features={"type": "mel"}, input={"kind": "vector"})
+    card = fit(model, tiny_set(1), tiny_set(1), tiny_set(1), config, run, card, torch.device("cpu"),
+               train_step=lambda m, o, e, g: train_step(model, e))
+    return card.metrics, read_json(run.path("_metrics.json"))
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")  # the toy steps never call optimizer.step
 def test_early_stopping_keeps_the_best_epoch(tmp_path):
     def worse_every_epoch(model, epoch):  # pushes towards the wrong class: validation loss rises every epoch
         with torch.no_grad():
-            model[1].bias += torch.tensor([1.0, -1.0])
+            model.bias += torch.tensor([1.0, -1.0])
         return 0.0
 
     results, metrics = run_fit(tmp_path, worse_every_epoch, patience=3, select_by="loss")
     assert results["epoch"] == 1 and len(metrics["history"]) == 4  # epoch 1, then 3 without improvement
-    kept = torch.load(tmp_path / "toy.pt", weights_only=True)["1.bias"]
+    kept = torch.load(tmp_path / "toy.pt", weights_only=True)["bias"]
     first = metrics["history"][0]["val_loss"]
     assert results["val"]["loss"] == pytest.approx(first, rel=1e-5) and kept.shape == (2,)
 
@@ -175,7 +191,7 @@ def test_folds_are_speaker_disjoint_and_test_everyone_once():
         assert sum(len(v) for v in part.values()) == len(frame)
 
 
-# ---- end to end: CV and the sidecar that inference reads -----------------------------------------------------
+# ---- end to end: CV and the run card that inference reads -----------------------------------------------------
 
 def test_cross_validation_reports_folds_and_speakers(sex_data, tmp_path):
     run_script("train_cnn.py", "--csv_load_path", sex_data, "--category", "sex", "--folds", "2", "--epochs", "1",
@@ -188,23 +204,15 @@ def test_cross_validation_reports_folds_and_speakers(sex_data, tmp_path):
     assert (tmp_path / "cnn3_sex_cv_speakers.png").is_file() and (tmp_path / "cnn3_sex_cv_folds.png").is_file()
 
 
-def test_sidecar_reproduces_the_training_input(sex_data, tmp_path):
-    """From the JSON alone (as predict.py works), rebuild each test image's network input: same predictions."""
-    fixed = sex_data / "fixed"
-    run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", sex_data,
-               "--save_csv_path", fixed, "--category", "sex", "--db_ref", "fixed", "--workers", "2")
-    run_script("train_cnn.py", "--csv_load_path", fixed, "--category", "sex", "--epochs", "2", "--batch_size", "16",
-               "--time_axis", "pad", "--threads", "1", "--model_save_path", tmp_path)
-    sidecar = read_json(tmp_path / "cnn3_sex.json")
-    assert (sidecar["time_axis"], sidecar["frames"], sidecar["image_size"]) == ("pad", 128, [128, 128])
-    assert sidecar["spectrogram"]["db_ref"] == "fixed" and sidecar["recipe"]["time_axis"] == "pad"
+def test_run_card_reproduces_the_training_input(sex_data, trained_cnn3):
+    """From the run card alone (as predict.py works), rebuild each test image's network input: same predictions."""
+    from toolkit.inference import class_probabilities, load_trained_model
 
-    from models import build_model
-    model = build_model(sidecar["model"], len(sidecar["classes"]))
-    model.load_state_dict(torch.load(tmp_path / "cnn3_sex.pt", weights_only=True))
-    test_csv = fixed / "sex_test.csv"
-    paths = [resolve_from_csv(p, test_csv) for p in pd.read_csv(test_csv)["Image_file_path"]]
-    inputs = torch.from_numpy(np.stack([prepare_image(read_image(p), **input_options(sidecar)) for p in paths]))
-    probs = torch.softmax(predict_logits(model, inputs, 16, torch.device("cpu")), 1).numpy()
-    saved = pd.read_csv(tmp_path / "cnn3_sex_test_predictions.csv")
-    assert np.allclose(probs, saved[[f"p_{c}" for c in sidecar["classes"]]].to_numpy(), atol=1e-5)
+    model, card = load_trained_model(str(trained_cnn3 / "cnn3_sex.pt"))
+    assert card.input_options == {"image_size": [128, 128], "time_axis": "pad", "frames": 128}
+    assert card.features["params"]["db_ref"] == "fixed" and card.training["time_axis"] == "pad"
+    test = load_split(str(sex_data / "sex_test.csv"), None, options=card.input_options)
+    test.stats = card.features["stats"]
+    probs = class_probabilities(model, test, torch.device("cpu"), batch_size=5)  # other batches than training's
+    saved = pd.read_csv(trained_cnn3 / "cnn3_sex_test_predictions.csv")
+    assert np.allclose(probs, saved[[f"p_{c}" for c in card.classes]].to_numpy(), atol=1e-5)

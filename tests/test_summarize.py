@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import summarize_runs
+from toolkit.runcard import RunCard
 from conftest import ROOT, run_script
 
 
@@ -29,31 +30,41 @@ def test_two_runs_give_a_two_row_table_with_their_values(two_runs):
     assert list(table["run"]) == ["a/cnn3_sex", "b/seed/cnn3_sex"]
     for row in table.to_dict("records"):
         saved = json.loads((two_runs / f"{row['run']}_metrics.json").read_text())
-        assert (row["category"], row["model"], row["pre-training"], row["split"]) == ("sex", "cnn3", "none", "speaker")
-        assert row["recipe"] == saved["recipe"]["recipe"]
-        assert row["epochs"] == len(saved["history"]) and row["best epoch"] == saved["epoch"]
+        assert (row["category"], row["model"], row["features"], row["pre-training"], row["split"]) == (
+            "sex", "cnn3", "mel", "none", "speaker")
+        assert row["recipe"] == saved["training"]["recipe"]
+        assert row["epochs"] == len(saved["history"]) and row["best epoch"] == saved["metrics"]["epoch"]
         for column, key in (("test accuracy", "accuracy"), ("weighted F1", "f1"), ("precision", "precision"), ("recall", "recall")):
-            assert row[column] == pytest.approx(saved["test"][key], abs=1e-4)
-        assert row["seconds"] == pytest.approx(saved["seconds"], abs=1e-3)
+            assert row[column] == pytest.approx(saved["metrics"]["test"][key], abs=1e-4)
+        assert row["seconds"] == pytest.approx(saved["metrics"]["seconds"], abs=1e-3)
     assert list(table["epochs"]) == [2, 1] and table["recipe"][1] == "seed"
     # markdown: header, separator, one line per run
     lines = [line for line in proc.stdout.splitlines() if line.startswith("|")]
-    assert len(lines) == 4 and lines[0].startswith("| category | model | pre-training | split | recipe | epochs")
+    assert len(lines) == 4 and lines[0].startswith("| category | model | features | pre-training | split | recipe | epochs")
     assert (two_runs / "runs_f1.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def legacy_card(**entries) -> RunCard:
+    """A run card converted from the JSON sidecar of the version before run cards (no schema)."""
+    sidecar = json.loads((ROOT / "tests" / "fixtures" / "legacy_cnn3_sex.json").read_text())
+    return RunCard.from_dict({**sidecar, **entries}, "legacy.json")
+
+
 def test_pretraining_and_split_are_read_off_the_run(sex_data, tmp_path):
-    assert summarize_runs.pretraining({"pretrained": False}) == "none"
-    assert summarize_runs.pretraining({"pretrained": True}) == "imagenet"
-    assert summarize_runs.pretraining({"pretrained": False, "encoder_file": "/m/encoder_3_layers.pt"}) == "autoencoder"
-    assert summarize_runs.pretraining({"pretrained": True, "pseudo_labeling": {"T1": 100}}) == "imagenet + pseudo-label"
+    assert legacy_card(pretrained=False).pretraining() == "none"
+    assert legacy_card(pretrained=True).pretraining() == "imagenet"
+    assert legacy_card(encoder_file="/m/encoder_3_layers.pt").pretraining() == "autoencoder"
+    assert legacy_card(pretrained=True, pseudo_labeling={"T1": 100}).pretraining() == "imagenet + pseudo-label"
+    # legacy cards do not know their split: it is measured from the CSVs their command line names
     args = {"csv_load_path": str(sex_data), "category": "sex", "train_csv": None, "test_csv": None}
-    assert summarize_runs.split_kind({"args": args}) == "speaker"
+    assert summarize_runs.split_kind(legacy_card(args=args, train_csv=None)) == "speaker"
     # the seed's random split: the same speakers in train and test
     mixed = pd.concat([pd.read_csv(sex_data / "sex_train.csv"), pd.read_csv(sex_data / "sex_test.csv")])
     mixed.to_csv(tmp_path / "mixed.csv", index=False)
-    assert summarize_runs.split_kind({"args": {**args, "train_csv": str(tmp_path / "mixed.csv")}}) == "random"
-    assert summarize_runs.split_kind({"args": {**args, "csv_load_path": str(tmp_path / "gone")}}) == "?"
+    assert summarize_runs.split_kind(legacy_card(args={**args, "train_csv": str(tmp_path / "mixed.csv")}, train_csv=None)) == "random"
+    assert summarize_runs.split_kind(legacy_card(args={**args, "csv_load_path": str(tmp_path / "gone")}, train_csv=None)) == "?"
+    # a card of today names the split stage 2 made
+    assert summarize_runs.split_kind(RunCard.from_dict({**legacy_card().to_dict(), "split": {"kind": "random"}}, "c")) == "random"
 
 
 def test_no_runs_is_a_one_line_error(tmp_path):

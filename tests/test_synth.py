@@ -1,4 +1,4 @@
-"""The embedded demo corpus (make_demo_data.py, toolkit/synth.py): layout, format, reproducibility, voices."""
+"""The embedded demo corpus (make_demo_data.py, demo/synth.py): layout, format, reproducibility, voices."""
 from __future__ import annotations
 
 import collections
@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 import make_demo_data
-from toolkit import synth
+from demo import synth
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "crema-d"
 CLIP = re.compile(r"^(\d{4})_(IEO|TIE|IOM|IWW|TAI|MTI|IWL|ITH|DFA|ITS|TSI|WSI)_(ANG|DIS|FEA|HAP|NEU|SAD)_(LO|MD|HI|XX)\.wav$")

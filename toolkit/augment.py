@@ -1,8 +1,9 @@
-"""Training-time augmentation of spectrogram batches: SpecAugment masks, random gain, mixup.
+"""Training-time augmentation: SpecAugment masks and random gain for spectrogram batches, mixup for any batch.
 
-Every function takes a float batch (B, C, H, W) in [0, 1] as made by data.to_input (0 = the dB floor, i.e. silence;
-low frequencies at the bottom) and draws its randomness from a CPU torch.Generator, so a seeded run is repeatable
-on any device. Nothing here is used at evaluation time.
+The spectrogram functions take a float batch (B, C, H, W) in [0, 1] as made by features.mel (0 = the dB floor, i.e.
+silence; low frequencies at the bottom); mixup takes any batch. Each feature type picks what applies to it (its
+`augmentation`). Every function draws its randomness from a CPU torch.Generator, so a seeded run is repeatable on
+any device. Nothing here is used at evaluation time.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float,
 
 @dataclass
 class Augment:
-    """The augmentation switches of a training recipe (see toolkit.cli recipe flags); all off by default."""
+    """The augmentation switches of a training recipe (toolkit.config); all off by default."""
 
     time_masks: int = 0
     time_width: int = 12
@@ -67,13 +68,8 @@ class Augment:
     mixup: float = 0.0  # Beta(alpha, alpha) mixing; 0 = off
     top_db: float = 80.0  # dB range of the images, to turn a gain in dB into grey levels
 
-    @classmethod
-    def from_args(cls, args, spectrogram: dict | None = None) -> "Augment":
-        """From parsed recipe flags (missing ones are off) and the images' spectrogram parameters."""
-        return cls(time_masks=getattr(args, "time_masks", 0) or 0, time_width=getattr(args, "time_width", 12) or 0,
-                   freq_masks=getattr(args, "freq_masks", 0) or 0, freq_width=getattr(args, "freq_width", 12) or 0,
-                   gain_db=getattr(args, "gain_db", 0.0) or 0.0, mixup=getattr(args, "mixup", 0.0) or 0.0,
-                   top_db=float((spectrogram or {}).get("top_db", 80.0)))
+    def active(self) -> bool:
+        return bool(self.gain_db > 0 or self.time_masks or self.freq_masks or self.mixup > 0)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,17 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageSet, batches, to_input
+from .data import FeatureSet, batches
 from .engine import train_batches
 from .plots import save_figure
 
 ENCODER_FILE = "encoder_3_layers.pt"  # the seed's file names, loaded by cnn_classifier.py
 DECODER_FILE = "decoder_3_layers.pt"
-STEM = "autoencoder_3_layers"  # {STEM}.json (the final loss), _metrics.csv, _loss_curve.png, _reconstructions.png
+STEM = "autoencoder_3_layers"  # {STEM}.json (its run card: the final loss), _metrics.csv, _loss_curve.png, _reconstructions.png
 GRID_IMAGES = 8  # the first images of the CSV, so the grids of training and of testing show the same clips
 
 
-def train_epoch(model: nn.Module, data: ImageSet, optimizer: torch.optim.Optimizer, batch_size: int,
+def train_epoch(model: nn.Module, data: FeatureSet, optimizer: torch.optim.Optimizer, batch_size: int,
                 device: torch.device, generator: torch.Generator) -> float:
     """One shuffled pass minimising the per-pixel MSE between input and reconstruction; returns the mean loss."""
     return train_batches(model, optimizer, batches(data, batch_size, device, generator), device,
@@ -26,7 +26,7 @@ def train_epoch(model: nn.Module, data: ImageSet, optimizer: torch.optim.Optimiz
 
 
 @torch.no_grad()
-def reconstruction_loss(model: nn.Module, data: ImageSet, batch_size: int, device: torch.device) -> float:
+def reconstruction_loss(model: nn.Module, data: FeatureSet, batch_size: int, device: torch.device) -> float:
     """Eval-mode per-pixel MSE over all of `data`.
 
     Full precision (no autocast), a float64 sum in CSV order and, on a GPU, the same deterministic cuDNN
@@ -44,10 +44,10 @@ def reconstruction_loss(model: nn.Module, data: ImageSet, batch_size: int, devic
 
 
 @torch.no_grad()
-def plot_reconstructions(model: nn.Module, data: ImageSet, device: torch.device, path: str, title: str = "") -> None:
+def plot_reconstructions(model: nn.Module, data: FeatureSet, device: torch.device, path: str, title: str = "") -> None:
     """Inputs (top row) above their eval-mode reconstructions (bottom row)."""
     model.eval()
-    x = to_input(data.images[:GRID_IMAGES], device)
+    x = data.to_input(data.x[:GRID_IMAGES], device)
     out = model(x).float().mean(1).cpu()  # the 3 output channels all model the same grey image
     fig, axes = plt.subplots(2, len(x), figsize=(1.6 * len(x), 3.6), squeeze=False)
     for i in range(len(x)):

@@ -6,6 +6,7 @@ validation (model selection and early stopping), so the test speakers never infl
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import Callable
 
@@ -16,13 +17,15 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 
 from .cli import seed_everything
-from .data import ImageSet, subset
+from .config import TrainConfig
+from .data import FeatureSet, subset
 from .engine import RunFiles, evaluate, fit, public
 from .errors import ToolkitError
 from .fileio import write_csv, write_json
 from .metrics import breakdown, classification_metrics
 from .plots import plot_folds, plot_speaker_accuracy
-from .splits import _hold_out_groups
+from .runcard import RunCard
+from .splits import hold_out_groups
 
 FOLD_METRICS = ("accuracy", "f1", "uar")
 VAL_FRACTION = 0.15  # of each fold's training speakers, held out for validation
@@ -43,12 +46,12 @@ def fold_splits(frame: pd.DataFrame, label: str, k: int, seed: int) -> list[dict
     out = []
     for test in speaker_folds(frame, label, k, seed):
         rest = frame.drop(index=test)
-        train, val = _hold_out_groups(rest, label, VAL_FRACTION, seed)
+        train, val = hold_out_groups(rest, label, VAL_FRACTION, seed)
         out.append({"train": train.index.to_numpy(), "val": val.index.to_numpy(), "test": np.asarray(test)})
     return out
 
 
-def sort_by_clip(data: ImageSet) -> ImageSet:
+def sort_by_clip(data: FeatureSet) -> FeatureSet:
     """Rows in clip-name order, so the same clips give the same folds whatever images (or CSV order) they come with."""
     return subset(data, np.argsort(data.frame["Audio_file_name"].astype(str).to_numpy(), kind="stable"))
 
@@ -59,11 +62,14 @@ def mean_std(values: list[float]) -> dict:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "folds": v.tolist()}
 
 
-def score_extra_tests(model: nn.Module, sets: dict[str, ImageSet], classes: list[str], batch_size: int,
-                      device: torch.device, path: str) -> dict:
-    """Score a trained model on more labelled sets (per class and per speaker too); written to `path` as JSON."""
+def score_extra_tests(model: nn.Module, sets: dict[str, FeatureSet], classes: list[str], batch_size: int,
+                      device: torch.device, path: str, stats: dict | None = None) -> dict:
+    """Score a trained model on more labelled sets (per class and per speaker too); written to `path` as JSON.
+
+    `stats`: the input standardisation the model was trained with (its run card's)."""
     out = {}
     for name, data in sets.items():
+        data.stats = stats
         m = evaluate(model, data, batch_size, device, len(classes))
         out[name] = {**public(m), **breakdown(data.frame, data.labels.cpu().numpy(), m["probabilities"].argmax(1), classes)}
         print(f"  {name} ({len(data)} clips): accuracy {m['accuracy']:.4f} f1 {m['f1']:.4f} uar {m['uar']:.4f}")
@@ -73,27 +79,31 @@ def score_extra_tests(model: nn.Module, sets: dict[str, ImageSet], classes: list
 
 
 def cross_validate(
-    data: ImageSet, classes: list[str], category: str, args, make_model: Callable[[], nn.Module], run: RunFiles,
-    meta: dict, device: torch.device, extra_tests: dict[str, ImageSet] | None = None,
+    data: FeatureSet, k: int, config: TrainConfig, make_model: Callable[[], nn.Module], run: RunFiles,
+    card: RunCard, device: torch.device, extra_tests: dict[str, FeatureSet] | None = None,
 ) -> dict:
-    """Train args.folds models with `fit`; write {stem}_cv.json, _cv_speakers.csv and two plots in run.folder.
+    """Train k models (one per speaker-grouped fold) with `fit`; write {stem}_cv.json, _cv_speakers.csv and two plots in run.folder.
 
     extra_tests: more labelled sets (e.g. a corpus of unseen kinds of voices) every fold's model is scored on.
     """
+    classes, category = card.classes, card.category
     data = sort_by_clip(data)
-    splits = fold_splits(data.frame, category, args.folds, args.seed)
+    splits = fold_splits(data.frame, category, k, config.seed)
     extra_tests = extra_tests or {}
     folds, predictions = [], []
     for i, part in enumerate(splits, 1):
         print(f"== fold {i}/{len(splits)}: test speakers {sorted(data.frame['ActorID'].iloc[part['test']].astype(str).unique())}")
-        seed_everything(args.seed)  # every fold starts from the same initial weights
+        seed_everything(config.seed)  # every fold starts from the same initial weights
         model = make_model()
         fold_run = RunFiles(os.path.join(run.folder, f"{run.stem}_cv", f"fold{i}"), run.stem)
         test = subset(data, part["test"])
-        result = fit(model, subset(data, part["train"]), subset(data, part["val"]), test, classes, args, fold_run,
-                     {**meta, "fold": i, "folds": len(splits)}, device)
-        extra = score_extra_tests(model, extra_tests, classes, args.batch_size, device, fold_run.path("_extra_tests.json"))
-        folds.append({"fold": i, "epoch": result["epoch"], "seconds": result["seconds"], "test": {k: result["test"][k] for k in FOLD_METRICS},
+        fold_card = copy.deepcopy(card)
+        fold_card.split = {**card.split, "fold": i, "folds": len(splits)}
+        result = fit(model, subset(data, part["train"]), subset(data, part["val"]), test, config, fold_run, fold_card, device)
+        extra = score_extra_tests(model, extra_tests, classes, config.batch_size, device, fold_run.path("_extra_tests.json"),
+                                  result.features["stats"])
+        metrics = result.metrics
+        folds.append({"fold": i, "epoch": metrics["epoch"], "seconds": metrics["seconds"], "test": {k: metrics["test"][k] for k in FOLD_METRICS},
                       "test_speakers": sorted(test.frame["ActorID"].astype(str).unique()), "extra_tests": extra})
         pred = pd.read_csv(fold_run.path("_test_predictions.csv"))
         predictions.append(pred.assign(fold=i))
@@ -105,7 +115,7 @@ def cross_validate(
     detail = breakdown(pooled, y_true, y_pred, classes)
     pooled_metrics = classification_metrics(y_true, y_pred, len(classes))
     summary = {
-        **meta, "folds": len(splits), "fold_results": folds,
+        "run": card.to_dict(), "folds": len(splits), "fold_results": folds,
         "test": {k: mean_std([f["test"][k] for f in folds]) for k in FOLD_METRICS},
         "extra_tests": {name: {k: mean_std([f["extra_tests"][name][k] for f in folds]) for k in FOLD_METRICS}
                         for name in extra_tests},

@@ -1,4 +1,9 @@
-"""The one training loop: train_one_epoch, evaluate, and fit (best epoch by validation F1 or loss, then the test set)."""
+"""The one training loop and what runs in it.
+
+train_one_epoch / evaluate: one pass over a FeatureSet. train_loop: the epochs (resume, early stopping, the best
+epoch, checkpoints) around any `train_step`, shared by every training stage. fit: train_loop for a classifier, then
+`report` (the test set, the run card, metrics, predictions and plots).
+"""
 from __future__ import annotations
 
 import copy
@@ -16,12 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .augment import Augment
-from .data import ImageSet, batches, move_to_device, to_input
+from .config import LR_SCHEDULES, TrainConfig
+from .data import FeatureSet, batches, move_to_device
 from .errors import ToolkitError
-from .fileio import load_checkpoint, write_csv, write_json, write_torch
+from .fileio import load_checkpoint, write_csv, write_torch
 from .metrics import breakdown, classification_metrics, format_confusion, format_metrics
 from .plots import plot_confusion_matrix, plot_speaker_accuracy, plot_training_curves
+from .runcard import RunCard
 
 
 def autocast(device: torch.device):
@@ -30,8 +36,8 @@ def autocast(device: torch.device):
 
 
 def train_one_epoch(
-    model: nn.Module, data: ImageSet, optimizer: torch.optim.Optimizer, batch_size: int,
-    device: torch.device, generator: torch.Generator, augment: Augment | None = None,
+    model: nn.Module, data: FeatureSet, optimizer: torch.optim.Optimizer, batch_size: int,
+    device: torch.device, generator: torch.Generator, augment: Callable | None = None,
     class_weights: torch.Tensor | None = None, num_classes: int | None = None,
 ) -> float:
     """One pass over `data` in a shuffled order, augmented when `augment` is given; returns the mean training loss."""
@@ -71,19 +77,19 @@ def train_batches(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Eval-mode logits (float32, CPU) for uint8 images (N,1,H,W)."""
+def predict_logits(model: nn.Module, data: FeatureSet, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Eval-mode logits (float32, CPU) of every item of `data`, in order."""
     model.eval()
     out = []
-    for start in range(0, len(images), batch_size):
+    for x, _ in batches(data, batch_size, device):
         with autocast(device):
-            out.append(model(to_input(images[start : start + batch_size], device)).float())
+            out.append(model(x).float())
     return torch.cat(out).cpu() if out else torch.empty(0)  # one device->host copy: no GPU sync per batch
 
 
-def evaluate(model: nn.Module, data: ImageSet, batch_size: int, device: torch.device, num_classes: int) -> dict:
+def evaluate(model: nn.Module, data: FeatureSet, batch_size: int, device: torch.device, num_classes: int) -> dict:
     """Loss and classification metrics of `model` on a labelled split (predictions kept for later use)."""
-    logits = predict_logits(model, data.images, batch_size, device)
+    logits = predict_logits(model, data, batch_size, device)
     labels = data.labels.cpu()
     metrics = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), num_classes)
     metrics["loss"] = float(F.cross_entropy(logits, labels))
@@ -93,7 +99,7 @@ def evaluate(model: nn.Module, data: ImageSet, batch_size: int, device: torch.de
 
 @dataclass
 class RunFiles:
-    """Where a training run writes: {folder}/{stem}.pt, .json, _metrics.csv/json, _last.pt and the plots."""
+    """Where a training run writes: {folder}/{stem}.pt, its run card .json, _metrics.csv/json, _last.pt, plots."""
 
     folder: str
     stem: str
@@ -106,7 +112,7 @@ class RunFiles:
         return self.path(".pt")
 
     @property
-    def sidecar(self) -> str:
+    def card(self) -> str:
         return self.path(".json")
 
     @property
@@ -126,8 +132,8 @@ def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-epoch learning-rate factor: 'none' 1; 'cosine' from 1 down towards 0; 'onecycle' a linear warm-up over
     the first 20% of the epochs, then the cosine. Per epoch (not per step) so any train_step works with it."""
-    if schedule not in ("none", "cosine", "onecycle"):
-        raise ToolkitError(f"unknown --lr_schedule '{schedule}': choose none, cosine or onecycle")
+    if schedule not in LR_SCHEDULES:
+        raise ToolkitError(f"unknown --lr_schedule '{schedule}': choose one of {', '.join(LR_SCHEDULES)}")
     warmup = max(1, round(0.2 * epochs)) if schedule == "onecycle" else 0
 
     def factor(done: int) -> float:  # `done` = epochs finished before the one about to run
@@ -182,91 +188,147 @@ def load_weights(model: nn.Module, path: str, hint: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-# Returns the epoch's training loss, or a dict with `train_loss` and extra numbers to log as history columns.
-TrainStep = Callable[[nn.Module, torch.optim.Optimizer, int], "float | dict"]
+# One epoch of training: (network, optimizer, epoch number, the run's generator) -> the epoch's training loss, or a
+# dict with `train_loss` and extra numbers to log as history columns.
+TrainStep = Callable[[nn.Module, torch.optim.Optimizer, int, torch.Generator], "float | dict"]
+
+
+@dataclass
+class LoopResult:
+    history: list[dict]  # one row per epoch: train_loss, extras, val_* metrics, lr, seconds
+    best_epoch: int  # the epoch whose weights are best_state (the last one when there is no validation)
+    best_score: float
+    best_state: dict  # a CPU copy of its state dict
+    seconds: float  # training time, the epochs before a --resume included
+
+
+def train_loop(
+    model: nn.Module, config: TrainConfig, run: RunFiles, device: torch.device, train_step: TrainStep,
+    validate: Callable[[nn.Module], dict] | None = None, on_improve: Callable[[int, dict, dict], None] | None = None,
+    resume: bool = False, compile: bool = False,
+) -> LoopResult:
+    """Train `model` for config.epochs with AdamW and config's schedule; every training stage's epoch loop.
+
+    After each epoch `validate(net)` (metrics with 'f1' and 'loss') scores it; the best epoch by config.select_by
+    (ties: the later epoch, as good and trained longer) is kept and passed to `on_improve(epoch, metrics, state)`,
+    and config.patience epochs without a better one stop the run. Without `validate` every epoch is the best so far.
+    A resumable `{stem}_last.pt` is written after every epoch; with `resume` the run continues from it exactly as if
+    it had never stopped (model, optimizer, schedule, RNG states, history), and refuses a changed config.
+    """
+    # --compile: steps run through the compiled wrapper; `model` keeps plain parameter names for the checkpoints
+    net = torch.compile(model) if compile else model
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
+    scheduler = make_scheduler(optimizer, config.lr_schedule, config.epochs)
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict] = []
+    best_score, best_epoch, best_state, start_epoch = -math.inf, 0, None, 1
+    if resume and os.path.isfile(run.last):
+        state = load_last(run.last, model, optimizer, generator)
+        check_resumable(run.last, state, config)
+        history, best_score, best_epoch = state["history"], state.get("best_score", -math.inf), state.get("best_epoch", 0)
+        best_state = state.get("best_model")
+        start_epoch = state["epoch"] + 1
+        if "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        print(f"resuming {run.last} after epoch {state['epoch']}" +
+              (f" (best epoch {best_epoch}, val {config.select_by} {abs(best_score):.4f})" if validate else ""))
+    elif resume:
+        print(f"--resume: no {run.last} yet, starting from epoch 1")
+
+    started = time.time() - sum(h["seconds"] for h in history)
+    bar = tqdm(range(start_epoch, config.epochs + 1), desc=f"training {run.stem}", unit="epoch", initial=start_epoch - 1,
+               total=config.epochs)
+    for epoch in bar:
+        # Checked before the epoch (not after the last one) so a resumed run that had stopped stays stopped.
+        if validate and config.patience and epoch - 1 - best_epoch >= config.patience:
+            bar.write(f"early stop: no better validation {config.select_by} in the {config.patience} epochs after epoch {best_epoch}")
+            break
+        t0 = time.time()
+        lr = optimizer.param_groups[0]["lr"]
+        out = train_step(net, optimizer, epoch, generator)
+        scheduler.step()
+        extra = dict(out) if isinstance(out, dict) else {"train_loss": out}
+        train_loss = extra.pop("train_loss")
+        val = validate(net) if validate else {}
+        history.append({"epoch": epoch, "train_loss": train_loss, **extra,
+                        **{f"val_{k}": v for k, v in public(val).items() if k != "confusion_matrix"},
+                        "lr": lr, "seconds": time.time() - t0})
+        score = (val["f1"] if config.select_by == "f1" else -val["loss"]) if validate else float(epoch)
+        improved = score >= best_score
+        if improved:
+            best_score, best_epoch = score, epoch
+            best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+            if on_improve:
+                on_improve(epoch, val, best_state)
+        save_last(run.last, model, optimizer, generator, epoch, history, scheduler=scheduler.state_dict(),
+                  best_score=best_score, best_epoch=best_epoch, best_model=best_state, config=config.to_dict())
+        bar.write(f"epoch {epoch:3d}/{config.epochs} train_loss {train_loss:.4g} "
+                  f"{''.join(f'{k} {v:.4g} ' for k, v in extra.items())}{format_metrics(val, 'val_')}"
+                  f"{'  *best' if improved and validate else ''}")
+    model.load_state_dict(best_state)
+    return LoopResult(history, best_epoch, best_score, best_state, time.time() - started)
+
+
+def check_resumable(path: str, state: dict, config: TrainConfig) -> None:
+    """--resume continues the run that wrote `path`: a changed training flag (other than --epochs) would mix two runs."""
+    if "config" not in state:  # written before configs were saved: nothing to compare
+        return
+    changed = TrainConfig.from_dict(state["config"]).changed(config)
+    if changed:
+        flags = ", ".join(f"--{k} {new} (was {old})" for k, (old, new) in changed.items())
+        raise ToolkitError(f"{path}: --resume with other training flags than the interrupted run: {flags}; "
+                           f"resume with the run's own flags (only --epochs may change), or delete it to start afresh")
 
 
 def fit(
-    model: nn.Module, train: ImageSet, val: ImageSet, test: ImageSet, classes: list[str], args, run: RunFiles,
-    meta: dict, device: torch.device, train_step: TrainStep | None = None,
-) -> dict:
-    """Train for args.epochs, keep the best epoch by validation weighted F1 or loss (ties: the later), score it on test.
+    model: nn.Module, train: FeatureSet, val: FeatureSet, test: FeatureSet, config: TrainConfig, run: RunFiles,
+    card: RunCard, device: torch.device, train_step: TrainStep | None = None, resume: bool = False,
+    compile: bool = False,
+) -> RunCard:
+    """Train a classifier (train_loop), keep its best epoch by validation, score it on test (report).
 
-    The recipe flags of toolkit.cli (augmentation, class weights, schedule, patience, select_by) are read from
-    `args`; missing ones mean off, so older callers get the seed's loop. A custom `train_step` does its own
-    batches (build its augmentation with Augment.from_args); the schedule, early stopping and selection still apply.
-    Writes the best state dict and its JSON sidecar after every improvement, a resumable `_last.pt` after every
-    epoch, and at the end the metrics (CSV/JSON), per-class and per-speaker results, and the plots.
+    The inputs are standardised with statistics of `train` (vector features; kept in the card) unless the card
+    already has them (a run that continues another model). The default train_step is one epoch of the recipe in
+    `config` (augmentation of the feature type, class weights); a custom one does its own batches (stage 5).
+    Returns the finished run card, also written beside the weights.
     """
+    card = copy.deepcopy(card)
+    classes = card.classes
     os.makedirs(run.folder, exist_ok=True)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    # --compile: steps run through the compiled wrapper; `model` keeps plain parameter names for the checkpoints
-    net = torch.compile(model) if getattr(args, "compile", False) else model
+    stats = card.features.get("stats") or train.feature.fit_stats(train.x)
     for split in (train, val, test):
+        split.stats = stats
         move_to_device(split, device)
-    num_classes = len(classes)
-    optimizer = make_optimizer(model, args.learning_rate, getattr(args, "weight_decay", None) or 0.0)
-    scheduler = make_scheduler(optimizer, getattr(args, "lr_schedule", None) or "none", args.epochs)
-    select_by = getattr(args, "select_by", None) or "f1"
-    patience = getattr(args, "patience", None) or 0
-    generator = torch.Generator().manual_seed(args.seed)
+    card.features["stats"] = stats
+    card.input["shape"] = train.input_shape()
     if train_step is None:
-        augment = Augment.from_args(args, train.spectrogram)
-        weights = balanced_class_weights(train.labels, num_classes) if getattr(args, "class_weights", None) == "balanced" else None
+        augment = train.feature.augmentation(config, train.params)
+        weights = balanced_class_weights(train.labels, len(classes)) if config.class_weights == "balanced" else None
 
-        def train_step(model, optimizer, epoch):
-            return train_one_epoch(model, train, optimizer, args.batch_size, device, generator, augment, weights, num_classes)
+        def train_step(net, optimizer, epoch, generator):
+            return train_one_epoch(net, train, optimizer, config.batch_size, device, generator, augment, weights, len(classes))
 
-    history: list[dict] = []
-    best_score, best_epoch, best_state, start_epoch = -math.inf, 0, None, 1
-    if getattr(args, "resume", False) and os.path.isfile(run.last):
-        state = load_last(run.last, model, optimizer, generator)
-        history, best_score, best_epoch = state["history"], state.get("best_score", state.get("best_f1")), state["best_epoch"]
-        best_state = state["best_model"]
-        start_epoch = state["epoch"] + 1
-        if "scheduler" in state:
-            scheduler.load_state_dict(state["scheduler"])
-        print(f"resuming {run.last} after epoch {state['epoch']} (best epoch {best_epoch}, val {select_by} {abs(best_score):.4f})")
-    elif getattr(args, "resume", False):
-        print(f"--resume: no {run.last} yet, starting from epoch 1")
+    def on_improve(epoch: int, val_metrics: dict, state: dict) -> None:
+        write_torch(state, run.weights)
+        card.metrics = {"epoch": epoch, "val": public(val_metrics)}
+        card.save(run.card)
 
-    started = time.time() - sum(h["seconds"] for h in history)
-    bar = tqdm(range(start_epoch, args.epochs + 1), desc=f"training {run.stem}", unit="epoch", initial=start_epoch - 1, total=args.epochs)
-    for epoch in bar:
-        # Checked before the epoch (not after the last one) so a resumed run that had stopped stays stopped.
-        if patience and epoch - 1 - best_epoch >= patience:
-            bar.write(f"early stop: no better validation {select_by} in the {patience} epochs after epoch {best_epoch}")
-            break
-        t0 = time.time()
-        lr = optimizer.param_groups[0]["lr"]
-        out = train_step(net, optimizer, epoch)
-        scheduler.step()
-        extra = dict(out) if isinstance(out, dict) else {"train_loss": out}
-        train_loss = extra.pop("train_loss")
-        val_metrics = evaluate(net, val, args.batch_size, device, num_classes)
-        row = {"epoch": epoch, "train_loss": train_loss, **extra, **{f"val_{k}": v for k, v in public(val_metrics).items() if k != "confusion_matrix"},
-               "lr": lr, "seconds": time.time() - t0}
-        history.append(row)
-        score = val_metrics["f1"] if select_by == "f1" else -val_metrics["loss"]
-        improved = score >= best_score  # ties go to the later epoch: as good, and trained longer
-        if improved:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-            write_torch(best_state, run.weights)
-            write_json({**meta, "epoch": epoch, "val": public(val_metrics)}, run.sidecar)
-        save_last(run.last, model, optimizer, generator, epoch, history, scheduler=scheduler.state_dict(),
-                  best_score=best_score, best_epoch=best_epoch, best_model=best_state)
-        bar.write(f"epoch {epoch:3d}/{args.epochs} train_loss {train_loss:.4f} {''.join(f'{k} {v:.4g} ' for k, v in extra.items())}"
-                  f"{format_metrics(val_metrics, 'val_')}"
-                  f"{'  *best' if improved else ''}")
+    loop = train_loop(model, config, run, device, train_step,
+                      validate=lambda net: evaluate(net, val, config.batch_size, device, len(classes)),
+                      on_improve=on_improve, resume=resume, compile=compile)
+    return report(model, loop, val, test, config, run, card, device)
 
-    model.load_state_dict(best_state)
-    val_metrics = evaluate(net, val, args.batch_size, device, num_classes)
-    test_metrics = evaluate(net, test, args.batch_size, device, num_classes)
-    seconds = time.time() - started
-    print(f"best epoch {best_epoch} (validation {select_by} {abs(best_score):.4f}); test set, {len(test)} clips:")
+
+def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet, config: TrainConfig,
+           run: RunFiles, card: RunCard, device: torch.device) -> RunCard:
+    """Score the best epoch on validation and test; print and write the card, metrics, predictions and plots."""
+    classes = card.classes
+    val_metrics = evaluate(model, val, config.batch_size, device, len(classes))
+    test_metrics = evaluate(model, test, config.batch_size, device, len(classes))
+    print(f"best epoch {loop.best_epoch} (validation {config.select_by} {abs(loop.best_score):.4f}); test set, {len(test)} clips:")
     print(f"  {format_metrics(test_metrics, 'test_')}")
     print(format_confusion(test_metrics["confusion_matrix"], classes))
     test_breakdown = breakdown(test.frame, test.labels.cpu().numpy(), test_metrics["probabilities"].argmax(1), classes)
@@ -274,22 +336,22 @@ def fit(
         w = test_breakdown["worst_speaker"]
         print(f"  worst test speaker: {w['speaker']} ({w['label']}), accuracy {w['accuracy']:.3f} on {w['clips']} clips")
 
-    results = {**meta, "epoch": best_epoch, "seconds": seconds, "val": public(val_metrics),
-               "test": {**public(test_metrics), **test_breakdown}}
-    write_json(results, run.sidecar)
-    write_json({**results, "history": history}, run.path("_metrics.json"))
-    write_csv(pd.DataFrame(history), run.path("_metrics.csv"))
+    card.metrics = {"epoch": loop.best_epoch, "seconds": loop.seconds, "val": public(val_metrics),
+                    "test": {**public(test_metrics), **test_breakdown}}
+    card.save(run.card)
+    card.save(run.path("_metrics.json"), history=loop.history)
+    write_csv(pd.DataFrame(loop.history), run.path("_metrics.csv"))
     write_test_predictions(test, test_metrics, classes, run.path("_test_predictions.csv"))
     plot_confusion_matrix(test_metrics["confusion_matrix"], classes, run.path("_confusion_matrix.png"),
                           f"{run.stem}: test F1 {test_metrics['f1']:.3f}")
-    plot_training_curves(history, run.path("_training_curves.png"), run.stem)
+    plot_training_curves(loop.history, run.path("_training_curves.png"), run.stem)
     if "per_speaker" in test_breakdown:
         plot_speaker_accuracy(test_breakdown["per_speaker"], run.path("_speakers.png"), f"{run.stem}: test accuracy per speaker")
-    print(f"saved {run.weights} and its metrics and plots in {run.folder}")
-    return results
+    print(f"saved {run.weights} and its run card, metrics and plots in {run.folder}")
+    return card
 
 
-def write_test_predictions(data: ImageSet, metrics: dict, classes: list[str], path: str) -> None:
+def write_test_predictions(data: FeatureSet, metrics: dict, classes: list[str], path: str) -> None:
     """Per-clip predictions, so per-speaker and per-class errors can be looked at."""
     probs = metrics["probabilities"]
     frame = data.frame.copy()

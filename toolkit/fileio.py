@@ -146,9 +146,13 @@ def read_csv(path: str, required: list[str]) -> pd.DataFrame:
         raise ToolkitError(f"{path}: the CSV is empty; re-run the stage that writes it")
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ToolkitError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})")
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ToolkitError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    require_columns(df, required, path)
     if df.empty:
         raise ToolkitError(f"{path}: the CSV has no rows; re-run the stage that writes it with more data")
     return df
+
+
+def require_columns(df: pd.DataFrame, required: list[str], source: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ToolkitError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")

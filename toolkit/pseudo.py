@@ -27,14 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio import MelParams, audio_images
-from .data import ImageSet, batches, load_images, prepare_image
+from .data import SPEAKER_COLUMN, FeatureSet, batches, load_split, normalize_by_speaker
 from .engine import TrainStep, autocast, train_one_epoch
 from .errors import ToolkitError
+from .features import features_from_audio
 from .fileio import read_csv, resolve_from_csv
+from .runcard import RunCard
 
 LABELED_EVERY = 25  # unlabeled batches between full labeled passes (the seed's)
-AUDIO, IMAGE = "Audio_file_path", "Image_file_path"
+AUDIO = "Audio_file_path"
 COMPARED = ("accuracy", "f1", "precision", "recall", "uar", "loss")
 
 
@@ -67,13 +68,13 @@ def pseudo_label(model: nn.Module, x: torch.Tensor, threshold: float = 0.0) -> t
 
 
 def make_train_step(
-    train: ImageSet, unlabeled: ImageSet, batch_size: int, device: torch.device, seed: int,
+    train: FeatureSet, unlabeled: FeatureSet, batch_size: int, device: torch.device, seed: int,
     T1: int, T2: int, af: float, start_step: int, threshold: float = 0.0,
 ) -> TrainStep:
     """The epoch of pseudo-label training described in the module docstring, as toolkit.engine.fit's train_step."""
     passes = labeled_passes_per_epoch(len(unlabeled), batch_size)
 
-    def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> dict:
+    def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, _: torch.Generator) -> dict:
         # Seeded per epoch (not carried over) so that a resumed run sees the same order as an uninterrupted one.
         generator = torch.Generator().manual_seed(seed + epoch)
         step = start_step + (epoch - 1) * passes
@@ -107,7 +108,7 @@ def clip_stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def warn_about_overlap(unlabeled: ImageSet, scored: dict[str, ImageSet]) -> None:
+def warn_about_overlap(unlabeled: FeatureSet, scored: dict[str, FeatureSet]) -> None:
     """Unlabeled clips that are also in the validation or test set leak them into training: say so, once per set."""
     stems = {clip_stem(p) for p in unlabeled.paths}
     for name, data in scored.items():
@@ -117,48 +118,51 @@ def warn_about_overlap(unlabeled: ImageSet, scored: dict[str, ImageSet]) -> None
                   f"on them leak the {name} set into training and flatter its score; leave them out of the unlabeled CSV")
 
 
-def load_unlabeled(csv_path: str, spectrogram: dict, inputs: dict | None = None, workers: int = 1) -> ImageSet:
-    """The clips an unlabeled CSV lists, as network inputs (labels -1) made like the starting model's.
+def load_unlabeled(csv_path: str, card: RunCard, workers: int = 1) -> FeatureSet:
+    """The clips an unlabeled CSV lists, as network inputs (labels -1) made like the starting model's (`card`).
 
-    Image_file_path: the images as they are (they must have been made like the labeled ones). Otherwise
-    Audio_file_path: each clip becomes a spectrogram in memory with `spectrogram` (the labeled images' parameters).
-    `inputs`: prepare_image options (toolkit.data.input_options of the model's sidecar). Every clip is seen as
-    evaluation sees it (with time_axis 'pad': the centred window), so labeling and training use the same input.
-    Rows that cannot be used are reported and left out; none usable is a one-line error naming the CSV.
+    The model's feature column (Image_file_path for mel): the stored files as they are (they must have been made
+    with the model's parameters). Otherwise Audio_file_path: each clip's features are made in memory with the
+    model's parameters. Every clip is seen as evaluation sees it (mel with time_axis 'pad': the centred window),
+    so labeling and training use the same input. Rows that cannot be used are reported and left out; none usable
+    is a one-line error naming the CSV.
     """
-    inputs = inputs or {}
+    feature, column = card.feature, card.feature.column()
     df = read_csv(csv_path, [])
-    if IMAGE in df.columns:
-        data = load_images(csv_path, None, desc="unlabeled", **inputs)
-        data.canvas = data.lengths = None  # no random training windows: see above
-        if data.spectrogram and spectrogram and data.spectrogram != spectrogram:
-            raise ToolkitError(f"{csv_path}: its images were made with other spectrogram parameters "
-                               f"({data.spectrogram}) than the labeled ones ({spectrogram}); list Audio_file_path "
-                               f"instead, or remake the images with the labeled data's stage-2 flags")
+    if card.normalize == "speaker" and SPEAKER_COLUMN not in df.columns:
+        raise ToolkitError(f"{csv_path}: the model normalises each speaker's features (--normalize speaker), so the "
+                           f"unlabeled CSV needs an {SPEAKER_COLUMN} column; add it")
+    if column in df.columns:
+        data = load_split(csv_path, None, options=card.input_options, normalize=card.normalize, desc="unlabeled")
+        data.extra = {}  # no random training windows: see above
+        if data.params and card.features["params"] and data.params != card.features["params"]:
+            raise ToolkitError(f"{csv_path}: its {feature.name} files were made with other parameters ({data.params}) "
+                               f"than the model's ({card.features['params']}); list {AUDIO} instead, or remake them "
+                               f"with the labeled data's stage-2 flags")
         return data
     if AUDIO not in df.columns:
-        raise ToolkitError(f"{csv_path}: needs an {AUDIO} or {IMAGE} column; found {list(df.columns)}")
+        raise ToolkitError(f"{csv_path}: needs an {AUDIO} or {column} column; found {list(df.columns)}")
     df = df[df[AUDIO].notna() & (df[AUDIO].astype(str).str.strip() != "")].reset_index(drop=True)
     if df.empty:
         raise ToolkitError(f"{csv_path}: no row has an {AUDIO}; list one unlabeled clip per row")
-    if not spectrogram:
-        raise ToolkitError(f"{csv_path}: lists audio, but the spectrogram parameters of the labeled images are unknown "
-                           f"(no params.json beside them, none in the model's JSON); list {IMAGE} instead")
+    if not card.features["params"]:
+        raise ToolkitError(f"{csv_path}: lists audio, but the feature parameters of the labeled data are unknown "
+                           f"(no params.json beside them, none in the model's run card); list {column} instead")
     paths = [resolve_from_csv(p, csv_path) for p in df[AUDIO].astype(str)]
-    results = audio_images(paths, MelParams.from_dict(spectrogram), workers)
-    keep = [i for i, (image, _) in enumerate(results) if image is not None]
+    results = features_from_audio(feature, paths, card.feature_params, workers)
+    keep = [i for i, (f, _) in enumerate(results) if f is not None]
     errors = [error for _, error in results if error]
     if errors:
         print(f"warning: {len(errors)} of {len(paths)} unlabeled clip(s) in {csv_path} are left out, e.g. {errors[0]}")
     if not keep:
         raise ToolkitError(f"{csv_path}: none of its {len(paths)} clips could be used ({errors[0]}); fix its {AUDIO} column")
-    return ImageSet(
-        images=torch.from_numpy(np.stack([prepare_image(results[i][0], **inputs) for i in keep])),
-        labels=torch.full((len(keep),), -1, dtype=torch.long),
-        paths=[paths[i] for i in keep],
-        frame=df.iloc[keep].reset_index(drop=True),
-        spectrogram=dict(spectrogram),
-    )
+    frame = df.iloc[keep].reset_index(drop=True)
+    features = [results[i][0] for i in keep]
+    if card.normalize == "speaker":
+        features = normalize_by_speaker(feature, features, frame[SPEAKER_COLUMN].astype(str).tolist())
+    return FeatureSet(x=feature.stack(features, card.input_options)["x"],
+                      labels=torch.full((len(keep),), -1, dtype=torch.long), paths=[paths[i] for i in keep], frame=frame,
+                      feature=feature, params=dict(card.features["params"]), options=card.input_options)
 
 
 def compare(before: dict, after: dict) -> dict:

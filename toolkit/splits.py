@@ -1,10 +1,13 @@
 """Train/val/test splits: speaker-disjoint (default) or random (the seed's), both stratified by label."""
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .errors import ToolkitError
+from .fileio import read_json
 
 TEST_FRACTION = 0.20
 VAL_FRACTION = 0.08  # of the whole: 72/8/20
@@ -17,7 +20,7 @@ def split_random(df: pd.DataFrame, label: str, seed: int) -> dict[str, pd.DataFr
     return {"train": train, "val": val, "test": test}
 
 
-def _hold_out_groups(df: pd.DataFrame, label: str, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def hold_out_groups(df: pd.DataFrame, label: str, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out about `fraction` of the rows as whole speakers, keeping the label mix (StratifiedGroupKFold fold 0)."""
     n_groups = df["ActorID"].nunique()
     n_splits = min(max(2, round(1 / fraction)), n_groups)
@@ -33,8 +36,8 @@ def split_by_speaker(df: pd.DataFrame, label: str, seed: int) -> dict[str, pd.Da
             f"a speaker-disjoint split needs at least 3 speakers, found {df['ActorID'].nunique()}; "
             "add speakers or use --split random"
         )
-    rest, test = _hold_out_groups(df, label, TEST_FRACTION, seed)
-    train, val = _hold_out_groups(rest, label, VAL_FRACTION / (1 - TEST_FRACTION), seed)
+    rest, test = hold_out_groups(df, label, TEST_FRACTION, seed)
+    train, val = hold_out_groups(rest, label, VAL_FRACTION / (1 - TEST_FRACTION), seed)
     return {"train": train, "val": val, "test": test}
 
 
@@ -55,3 +58,32 @@ def make_splits(df: pd.DataFrame, label: str, how: str, seed: int, source: str =
         if part.empty:
             raise ToolkitError(f"{where}the {name} split is empty ({len(df)} clips); add data or use --split random")
     return {k: v.sort_values("Audio_file_name").reset_index(drop=True) for k, v in splits.items()}
+
+
+def manifest_path(folder: str, category: str) -> str:
+    """Where stage 2 writes the split manifest: beside the split CSVs."""
+    return os.path.join(folder, f"{category}_split.json")
+
+
+def split_manifest(splits: dict[str, pd.DataFrame], how: str, seed: int, category: str, features: str,
+                   csvs: dict[str, str]) -> dict:
+    """What a run card records about the split it trained on, written once by stage 2 (nobody re-derives it)."""
+    return {"kind": how, "seed": seed, "fractions": {"train": 1 - VAL_FRACTION - TEST_FRACTION, "val": VAL_FRACTION,
+                                                    "test": TEST_FRACTION},
+            "category": category, "features": features, "clips": {k: len(v) for k, v in splits.items()},
+            "speakers": {k: int(v["ActorID"].nunique()) for k, v in splits.items()},
+            "csvs": {k: os.path.basename(p) for k, p in csvs.items()}}
+
+
+def split_of_run(csvs: dict[str, str], category: str) -> dict:
+    """The split a run trains on: stage 2's manifest when the CSVs are the ones it wrote, else what is known."""
+    path = manifest_path(os.path.dirname(csvs["train"]), category)
+    paths = {k: os.path.abspath(p) for k, p in csvs.items()}
+    if os.path.isfile(path):
+        try:
+            manifest = read_json(path)
+        except ValueError:
+            manifest = None
+        if isinstance(manifest, dict) and manifest.get("csvs") == {k: os.path.basename(p) for k, p in csvs.items()}:
+            return {**manifest, "csvs": paths}
+    return {"kind": "unknown", "csvs": paths}

@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from multiprocessing import Pool
 
 import numpy as np
 from scipy import signal
 
+from toolkit.fileio import atomic_path
+from toolkit.labels import CLASSES
+
 SR = 16000
 BLOCK = 128  # the vocal tract is re-tuned every 8 ms (formant movements are slower than that)
 MIN_SECONDS, MAX_SECONDS = 1.3, 5.0
 
-EMOTIONS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+EMOTIONS = CLASSES["emotion"]
 LEVELS = ["LO", "MD", "HI"]
 LEVEL_SCALE = {"LO": 0.5, "MD": 1.0, "HI": 1.5, "XX": 1.0}
 
@@ -116,8 +118,8 @@ EMOTION_STYLE = {
 ADDITIVE = ("pitch", "energy", "tremor", "creak")
 
 # Demographic proportions of the real corpus (VideoDemographics.csv, 91 actors).
-AGE_BINS = [("<30s", 20, 29, 0.37), ("30s", 30, 39, 0.25), ("40s", 40, 49, 0.18), ("50s", 50, 59, 0.13), (">60s", 60, 74, 0.07)]
-RACES = [("Caucasian", 0.60), ("African American", 0.23), ("Asian", 0.13), ("Unknown", 0.04)]
+AGE_BINS = [(20, 29, 0.37), (30, 39, 0.25), (40, 49, 0.18), (50, 59, 0.13), (60, 74, 0.07)]  # CLASSES["age"]: years, share
+RACES = list(zip(CLASSES["race"] + ["Unknown"], [0.60, 0.23, 0.13, 0.04]))
 MALE_SHARE, HISPANIC_SHARE = 0.53, 0.12
 # The generator settings a corpus can be drawn from: (female, male) ranges of F0 (Hz) and formant scale, the
 # background noise (dBFS, one-pole colour) and the glottal pulse. 'unseen' is the held-out kind of voice: pitch and
@@ -189,7 +191,7 @@ def draw_demographics(n: int, first_id: int, seed: int) -> list[dict]:
     """
     rng = np.random.default_rng([seed, first_id, 7])
     n_male = min(max(round(MALE_SHARE * n), min(2, n // 2)), n - min(2, n // 2))
-    bins = [b for b, count in zip(AGE_BINS, _apportion(n, [b[3] for b in AGE_BINS], minimum=2)) for _ in range(count)]
+    bins = [b for b, count in zip(AGE_BINS, _apportion(n, [b[2] for b in AGE_BINS], minimum=2)) for _ in range(count)]
     # Spread the sexes evenly along the age-sorted list so each age bin gets both where it can.
     sexes = ["Male" if (i + 1) * n_male // n > i * n_male // n else "Female" for i in range(n)]
     pairs = list(zip(sexes, bins))
@@ -200,7 +202,7 @@ def draw_demographics(n: int, first_id: int, seed: int) -> list[dict]:
     races = [races[i] for i in rng.permutation(n)]
     ethnicities = [ethnicities[i] for i in rng.permutation(n)]
     actors = []
-    for i, ((sex, (_, lo, hi, _)), race, ethnicity) in enumerate(zip(pairs, races, ethnicities)):
+    for i, ((sex, (lo, hi, _)), race, ethnicity) in enumerate(zip(pairs, races, ethnicities)):
         age = int(rng.integers(lo, hi + 1))
         actors.append(dict(ActorID=first_id + i, Age=age, Sex=sex, Race=race, Ethnicity=ethnicity))
     return actors
@@ -481,32 +483,19 @@ def to_pcm16(audio: np.ndarray) -> np.ndarray:
 
 
 def write_wav(path: str, audio: np.ndarray) -> None:
-    """16 kHz mono PCM_16 WAV, written to a temp file beside `path` and renamed (never half-written)."""
+    """16 kHz mono PCM_16 WAV, written atomically (never half-written)."""
     import soundfile as sf
 
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, to_pcm16(audio), SR, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_csv_rows(path: str, header: list[str], rows: list[list], quoting: int = csv.QUOTE_MINIMAL) -> None:
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f, quoting=quoting, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """A CSV quoted as CREMA-D's own (VideoDemographics.csv quotes every text field), written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f, quoting=quoting, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def _make_clip(job: tuple) -> float:
@@ -565,7 +554,3 @@ def build_corpus(out: str, actors: int = 30, seed: int = 0, clips_per_actor: int
     return dict(written=todo, clips=len(jobs), actors=actors, unlabeled_actors=unlabeled_actors,
                 hours=sum(durations) / 3600, seconds=time.time() - started)
 
-
-def voice_table(actors: list[dict], seed: int, voices: str = "standard") -> list[dict]:
-    """The drawn voice parameters per actor (for inspection and tests)."""
-    return [asdict(make_voice(a, seed, voices)) for a in actors]

@@ -1,0 +1,1 @@
+"""The embedded demo corpus (make_demo_data.py): synthetic CREMA-D-shaped voices, not part of the toolkit proper."""

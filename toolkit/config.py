@@ -1,0 +1,139 @@
+"""The training configuration: one typed record of everything that decides how a network is trained.
+
+Flags are parsed once into a TrainConfig; a recipe is a TrainConfig instance, and a recipe flag left off the command
+line takes its recipe's value (`--recipe seed --time_masks 2` changes one thing). The run card records the config,
+and --resume refuses a changed one. Each default is defined here, once.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    recipe: str = "default"
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 42
+    time_axis: str = "pad"  # mel: 'resize' stretches a clip to the window, 'pad' keeps its time scale
+    frames: int = 128  # 'pad': window width in frames (128 hops of 512 samples at 16 kHz = 4.1 s)
+    weight_decay: float = 1e-2
+    lr_schedule: str = "cosine"
+    patience: int = 10
+    select_by: str = "loss"
+    class_weights: str = "balanced"
+    time_masks: int = 2
+    time_width: int = 12
+    freq_masks: int = 2
+    freq_width: int = 12
+    gain_db: float = 6.0
+    mixup: float = 0.0
+    normalize: str = "none"  # 'speaker': each speaker's own mean and spread removed (within-speaker traits)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def changed(self, other: "TrainConfig", ignore: tuple[str, ...] = ("epochs",)) -> dict[str, tuple]:
+        """{field: (self's value, other's)} where the two differ (for --resume)."""
+        return {f.name: (getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+                if f.name not in ignore and getattr(self, f.name) != getattr(other, f.name)}
+
+
+# The measured default (experiments/RESULTS.md) and the seed project's training.
+RECIPES: dict[str, TrainConfig] = {
+    "default": TrainConfig(),
+    "seed": TrainConfig(recipe="seed", time_axis="resize", weight_decay=0.0, lr_schedule="none", patience=0,
+                        select_by="f1", class_weights="none", time_masks=0, freq_masks=0, gain_db=0.0),
+}
+TIME_AXES = ("resize", "pad")
+LR_SCHEDULES = ("none", "cosine", "onecycle")
+SELECT_BY = ("f1", "loss")
+CLASS_WEIGHTS = ("none", "balanced")
+NORMALIZE = ("none", "speaker")
+
+
+def non_negative(kind: type):
+    def parse(text: str):
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+        return value
+    return parse
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+# flag -> (argparse keywords, help). The defaults come from the recipes above, never from here.
+RECIPE_FLAGS: dict[str, tuple[dict, str]] = {
+    "time_axis": (dict(choices=TIME_AXES), "mel: 'resize' stretches each clip to 128 frames (tempo lost); 'pad' keeps "
+                                           "the time scale and pads/crops to --frames (random window in training)"),
+    "frames": (dict(type=positive_int), "time_axis pad: window width in frames (128 = 4.1 s)"),
+    "weight_decay": (dict(type=non_negative(float)), "AdamW weight decay"),
+    "lr_schedule": (dict(choices=LR_SCHEDULES), "learning rate over the epochs: constant, cosine decay to 0, or "
+                                                "one-cycle (warm-up then decay)"),
+    "patience": (dict(type=non_negative(int)), "stop after this many epochs without a better validation score (0 = never)"),
+    "select_by": (dict(choices=SELECT_BY), "best epoch by validation weighted F1 or validation loss (ties: the later epoch)"),
+    "class_weights": (dict(choices=CLASS_WEIGHTS), "'balanced': weight the loss by inverse class frequency (imbalanced age/race)"),
+    "time_masks": (dict(type=non_negative(int)), "mel: SpecAugment time masks per clip"),
+    "time_width": (dict(type=non_negative(int)), "mel: widest time mask (frames)"),
+    "freq_masks": (dict(type=non_negative(int)), "mel: SpecAugment frequency masks per clip"),
+    "freq_width": (dict(type=non_negative(int)), "mel: widest frequency mask (image rows)"),
+    "gain_db": (dict(type=non_negative(float)), "mel: random gain of up to ± this many dB"),
+    "mixup": (dict(type=non_negative(float)), "mixup Beta(a, a) parameter a (0 = off)"),
+    "normalize": (dict(choices=NORMALIZE), "'speaker': remove each speaker's own mean and spread (per value; per mel "
+                                           "band), computed from the speaker's clips with no labels; for traits that "
+                                           "vary within a speaker (emotion). It removes the signal of traits constant "
+                                           "per speaker (sex, age, race)"),
+}
+
+
+def _default_text(name: str, base: TrainConfig | None) -> str:
+    if base is not None:
+        return f"default: {getattr(base, name)}"
+    default, seed = getattr(RECIPES["default"], name), getattr(RECIPES["seed"], name)
+    return f"default: {default}" + (f"; --recipe seed: {seed}" if seed != default else "")
+
+
+def add_training_flags(p: argparse.ArgumentParser, epochs: int) -> None:
+    """The seed's training flags (epochs, batch size, learning rate, seed) and --resume / --compile."""
+    p.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
+    p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="clips per batch")
+    p.add_argument("--learning_rate", type=float, default=TrainConfig.learning_rate, help="optimiser learning rate")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="random seed: same seed, same run (on CPU)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved epoch")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network: faster steps on a GPU after a warm-up of a minute or so "
+                        "(needs a C++ compiler; rarely worth it on a CPU)")
+
+
+def add_recipe_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None = None,
+                     base: TrainConfig | None = None) -> None:
+    """The recipe flags. With `base` (a stage with one fixed recipe) only `names` are offered, defaulting to base's;
+    without, --recipe chooses the recipe and every flag is offered. Unset flags stay unset (SUPPRESS), so that
+    train_config can tell them from a value the user typed."""
+    g = p.add_argument_group("training recipe" + ("" if base else " (unset flags take the value of --recipe)"))
+    if base is None:
+        g.add_argument("--recipe", choices=list(RECIPES), default="default",
+                       help="'default': the measured recipe (experiments/RESULTS.md); 'seed': the seed project's "
+                            "(stretched images, no augmentation, constant learning rate, best epoch by F1)")
+    for name in names or RECIPE_FLAGS:
+        kwargs, text = RECIPE_FLAGS[name]
+        g.add_argument(f"--{name}", default=argparse.SUPPRESS, help=f"{text} ({_default_text(name, base)})", **kwargs)
+
+
+def train_config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """The TrainConfig of parsed flags: the chosen recipe (or `base`), with every flag the user gave on top."""
+    start = base if base is not None else RECIPES[args.recipe]
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "recipe" and hasattr(args, f.name)}
+    return replace(start, **given)

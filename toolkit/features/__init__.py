@@ -1,0 +1,45 @@
+"""Feature types: what a clip becomes before a network sees it. One module per type; this registry names them."""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from ..audio import PARAMS_FILE
+from ..errors import ToolkitError
+from ..fileio import read_json
+from .base import FeatureParams, FeatureSet, FeatureType, feature_file_job, features_from_audio, subset
+from .mel import Mel
+
+FEATURES: dict[str, type[FeatureType]] = {
+    "mel": Mel,
+}
+
+__all__ = ["FEATURES", "FeatureParams", "FeatureSet", "FeatureType", "feature_file_job", "features_from_audio",
+           "get_feature", "feature_of_table", "params_beside", "subset"]
+
+
+def get_feature(name: str) -> type[FeatureType]:
+    if name not in FEATURES:
+        raise ToolkitError(f"unknown feature type '{name}': choose one of {', '.join(FEATURES)}")
+    return FEATURES[name]
+
+
+def feature_of_table(table: pd.DataFrame, source: str) -> type[FeatureType]:
+    """The feature type a split CSV lists, told by its file column (Image_file_path: mel, egemaps_file_path, ...)."""
+    found = [f for f in FEATURES.values() if f.column() in table.columns]
+    if not found:
+        raise ToolkitError(f"{source}: no feature column ({' or '.join(f.column() for f in FEATURES.values())}); "
+                           f"found {list(table.columns)}; pass a split CSV written by generate_mel_spectrograms.py")
+    if len(found) > 1:
+        raise ToolkitError(f"{source}: more than one feature column ({', '.join(f.column() for f in found)}); "
+                           f"keep the one of the features to train on")
+    return found[0]
+
+
+def params_beside(feature_path: str) -> dict:
+    """How a stored feature file was made: the params.json stage 2 writes beside it ({} when there is none)."""
+    params = os.path.join(os.path.dirname(feature_path), PARAMS_FILE)
+    if not os.path.isfile(params):
+        return {}
+    return read_json(params)

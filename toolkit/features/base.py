@@ -1,0 +1,214 @@
+"""The feature-type interface, and FeatureSet: one split's features in memory, batched without a DataLoader.
+
+A feature type turns a clip's audio into one array (a log-mel image, an eGeMAPS vector, ...), stores it as one file
+per clip (stage 2), stacks a split's arrays into one tensor (stage 3, predict.py, stage 5), and turns a batch of that
+tensor into what a network takes. Everything that differs between types is a method of the type, in its own module;
+everything here is shared.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..audio import load_audio, parallel_map
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """How a feature type's values are made. Subclasses are frozen dataclasses; `sr` is the rate audio is loaded at."""
+
+    sr: int = 16000
+
+    def tag(self) -> str:
+        """The folder name of this parameter set: it changes whenever a parameter does, so stale files are never used."""
+        return f"{self.tag_prefix()}_{self.digest()}"
+
+    def tag_prefix(self) -> str:
+        return f"sr{self.sr}"
+
+    def digest(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureParams":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+class FeatureType:
+    """One kind of feature. A subclass sets the class attributes and implements extract/save/read/stack/to_input;
+    the other methods have defaults for vector features (one float array per clip)."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # "image": uint8 (N, 1, H, W) for the CNNs; "vector": float32 (N, ..., D) for linear/mlp
+    folder: ClassVar[str]  # stage 2 writes {save_spec_path}/{folder}/{params tag}/{clip}{suffix}
+    suffix: ClassVar[str]
+    Params: ClassVar[type[FeatureParams]]
+
+    @classmethod
+    def column(cls) -> str:
+        """The split CSVs' column that lists each clip's feature file; it also tells stage 3 the feature type."""
+        return f"{cls.name}_file_path"
+
+    # ---- stage 2: audio -> one file per clip
+    @classmethod
+    def add_args(cls, parser) -> None:
+        """Stage-2 flags of this type (beyond --sr, which every type has)."""
+
+    @classmethod
+    def params_from_args(cls, args) -> FeatureParams:
+        return cls.Params(sr=args.sr)
+
+    @classmethod
+    def extract(cls, audio: np.ndarray, params: FeatureParams) -> np.ndarray:
+        """One clip's feature from its mono float32 waveform at params.sr."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_audio(cls, path: str, params: FeatureParams) -> np.ndarray:
+        return cls.extract(load_audio(path, params.sr), params)
+
+    @classmethod
+    def warm_up(cls, params: FeatureParams) -> None:
+        """Pay one-off start-up costs in the parent, so worker processes forked afterwards inherit them."""
+
+    @classmethod
+    def save(cls, feature: np.ndarray, path: str) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def read(cls, path: str) -> np.ndarray:
+        raise NotImplementedError
+
+    # ---- stage 3: a split's arrays -> one tensor -> network inputs
+    @classmethod
+    def input_options(cls, config) -> dict:
+        """What the run card records about how stored features become network inputs (read back by `stack`)."""
+        return {}
+
+    @classmethod
+    def stack(cls, features: list[np.ndarray], options: dict) -> dict[str, torch.Tensor]:
+        """{'x': one tensor of the split, plus any extra per-item tensors FeatureSet keeps (e.g. canvas, lengths)}."""
+        return {"x": torch.from_numpy(np.stack(features).astype(np.float32))}
+
+    @classmethod
+    def speaker_normalize(cls, features: list[np.ndarray]) -> list[np.ndarray]:
+        """One speaker's clips with the speaker's own mean and spread removed (z-scores per value; no labels used)."""
+        stacked = np.stack(features).astype(np.float64)
+        mean, std = stacked.mean(0), stacked.std(0)
+        return [((f - mean) / np.maximum(std, 1e-6)).astype(np.float32) for f in features]
+
+    @classmethod
+    def fit_stats(cls, x: torch.Tensor) -> dict | None:
+        """Input standardisation from the training split (per value mean and std), kept in the run card."""
+        x = x.double()
+        return {"mean": x.mean(0).tolist(), "std": x.std(0).clamp(min=1e-6).tolist()}
+
+    @classmethod
+    def take(cls, data: "FeatureSet", index: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The stored values of a batch; a type may draw something random for training (generator given)."""
+        return data.x[index.to(data.x.device)]
+
+    @classmethod
+    def to_input(cls, x: torch.Tensor, device: torch.device, stats: dict | None) -> torch.Tensor:
+        """A batch as the network takes it, on `device` (float)."""
+        x = x.to(device, non_blocking=True).float()
+        if stats:
+            mean = torch.tensor(stats["mean"], dtype=torch.float32, device=device)
+            std = torch.tensor(stats["std"], dtype=torch.float32, device=device)
+            x = (x - mean) / std
+        return x
+
+    @classmethod
+    def augmentation(cls, config, params: dict) -> Callable | None:
+        """The training-time augmentation of this type for a TrainConfig (None: none applies)."""
+        from ..augment import Augment
+
+        return Augment(mixup=config.mixup) if config.mixup else None
+
+
+@dataclass
+class FeatureSet:
+    """One split in memory: the stacked features, labels and the CSV rows they came from, in the same order."""
+
+    x: torch.Tensor  # what the feature type stacked: uint8 images (N, 1, H, W) or float vectors (N, ..., D)
+    labels: torch.Tensor  # (N,) int64; -1 where unlabeled
+    paths: list[str]
+    frame: pd.DataFrame
+    feature: type[FeatureType]
+    params: dict = None  # how the features were made (the type's Params as a dict; {} when unknown)
+    options: dict = None  # how they became network inputs (FeatureType.input_options)
+    stats: dict | None = None  # input standardisation, from the training split
+    extra: dict = None  # per-item tensors of the type (mel, time_axis 'pad': the whole clips and their lengths)
+
+    def __post_init__(self) -> None:
+        self.params = self.params or {}
+        self.options = self.options or {}
+        self.extra = self.extra or {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to_input(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return self.feature.to_input(x, device, self.stats)
+
+    def input_shape(self) -> list[int]:
+        """The shape of one item as the network sees it (run card)."""
+        return list(self.to_input(self.x[:1], torch.device("cpu")).shape[1:])
+
+
+def subset(data: FeatureSet, index) -> FeatureSet:
+    """The items at `index` (e.g. one cross-validation fold), as a new FeatureSet."""
+    index = torch.as_tensor(np.array(index), dtype=torch.long)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t[index.to(t.device)]
+
+    return FeatureSet(x=pick(data.x), labels=pick(data.labels), paths=[data.paths[i] for i in index.tolist()],
+                      frame=data.frame.iloc[index.numpy()].reset_index(drop=True), feature=data.feature,
+                      params=data.params, options=data.options, stats=data.stats,
+                      extra={k: pick(v) for k, v in data.extra.items()})
+
+
+
+def _error_text(audio_path: str, e: Exception) -> str:
+    from ..errors import ToolkitError
+
+    return str(e) if isinstance(e, ToolkitError) else f"{audio_path}: {type(e).__name__}: {e}"
+
+
+def feature_file_job(job: tuple[type[FeatureType], str, str, FeatureParams]) -> tuple[str, str | None]:
+    """Stage 2's worker: make one clip's feature file unless it exists. Returns (file path, error or None)."""
+    feature, audio_path, out_path, params = job
+    if os.path.exists(out_path):
+        return out_path, None
+    try:
+        feature.save(feature.from_audio(audio_path, params), out_path)
+        return out_path, None
+    except Exception as e:  # a failing clip never kills a long run
+        return out_path, _error_text(audio_path, e)
+
+
+def feature_job(job: tuple[type[FeatureType], str, FeatureParams]) -> tuple[np.ndarray | None, str | None]:
+    """Worker: one clip's feature in memory, or (None, message) when the clip cannot be used."""
+    feature, audio_path, params = job
+    try:
+        return feature.from_audio(audio_path, params), None
+    except Exception as e:  # a failing clip never kills a long run
+        return None, _error_text(audio_path, e)
+
+
+def features_from_audio(feature: type[FeatureType], paths: list[str], params: FeatureParams,
+                        workers: int = 1) -> list[tuple[np.ndarray | None, str | None]]:
+    """Features of many clips made on the fly (no files written): (feature, None) or (None, error) each."""
+    feature.warm_up(params)
+    return list(parallel_map(feature_job, [(feature, path, params) for path in paths], workers, desc=feature.name))

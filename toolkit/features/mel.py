@@ -1,0 +1,253 @@
+"""Log-mel spectrogram images: the seed's feature, made exactly as librosa makes it, stored as lossless 8-bit PNGs.
+
+A clip becomes (n_mels, frames) dB values, scaled to uint8 grey levels with low frequencies at the bottom. Stage 3
+resizes the frequency axis to 128 rows and either stretches the time axis to 128 columns (the seed's 'resize') or
+keeps its scale and pads/crops to a window of `frames` columns ('pad': a random window per epoch in training, the
+centred one for evaluation). Networks see the grey levels scaled to [0, 1] and repeated over 3 channels.
+librosa is imported lazily so that training (which only reads images) runs where librosa is absent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..audio import ClipError
+from ..fileio import atomic_path
+from .base import FeatureParams, FeatureSet, FeatureType
+
+IMAGE_SIZE = (128, 128)  # (height, width) the seed's networks were designed for
+TIME_AXES = ("resize", "pad")  # 'resize': stretch every clip to the width (the seed); 'pad': keep the time scale
+FIXED_TOP_DB = 40.0  # with db_ref='fixed': a full-scale sine peaks near +40 dB in one mel band (n_fft 1536)
+NORMALIZED_CENTRE, NORMALIZED_SCALE = 128, 32  # --normalize speaker: a band's z-score z is stored as 128 + 32 z
+
+
+@dataclass(frozen=True)
+class MelParams(FeatureParams):
+    n_fft: int = 1536
+    hop_length: int = 512
+    n_mels: int = 180
+    top_db: float = 80.0  # dynamic range kept below the reference, the seed's power_to_db default
+    db_ref: str = "max"  # 'max': each clip against its own peak (the seed); 'fixed': against full scale
+
+    def tag_prefix(self) -> str:
+        return f"sr{self.sr}_fft{self.n_fft}_hop{self.hop_length}_mels{self.n_mels}"
+
+
+_MEL_BASIS: dict[tuple, np.ndarray] = {}
+
+
+def log_mel(y: np.ndarray, p: MelParams) -> np.ndarray:
+    """(n_mels, frames) dB values in [-top_db, 0]; equals librosa melspectrogram + power_to_db."""
+    import librosa
+
+    key = (p.sr, p.n_fft, p.n_mels)
+    if key not in _MEL_BASIS:
+        _MEL_BASIS[key] = librosa.filters.mel(sr=p.sr, n_fft=p.n_fft, n_mels=p.n_mels)
+    power = np.abs(librosa.stft(y, n_fft=p.n_fft, hop_length=p.hop_length)) ** 2
+    mel = _MEL_BASIS[key] @ power
+    ref = np.max if p.db_ref == "max" else 1.0
+    db = librosa.power_to_db(mel, ref=ref, top_db=None)
+    # 'max' puts every clip's peak at 0 dB (loudness is lost); 'fixed' keeps a fixed window, so loudness survives.
+    top = 0.0 if p.db_ref == "max" else FIXED_TOP_DB
+    return np.clip(db, top - p.top_db, top) - top
+
+
+def to_image(db: np.ndarray, p: MelParams) -> np.ndarray:
+    """dB in [-top_db, 0] -> uint8 image, low frequencies at the bottom as people draw spectrograms."""
+    scaled = np.round((db + p.top_db) * (255.0 / p.top_db))
+    return np.flipud(scaled).clip(0, 255).astype(np.uint8)
+
+
+def save_png(image: np.ndarray, path: str) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(image, mode="L").save(tmp, format="PNG")
+
+
+def read_image(path: str) -> np.ndarray:
+    """A spectrogram image as a 2-D uint8 array (colour images from other tools are converted to grey)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"))
+    except FileNotFoundError:
+        raise ClipError(f"{path}: image not found; re-run generate_mel_spectrograms.py")
+    except Exception as e:
+        raise ClipError(f"{path}: not a readable image ({type(e).__name__}); delete it and re-run stage 2")
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def window_start(length: int, frames: int) -> int:
+    """First frame of the centred `frames`-wide window on a clip `length` frames long (negative: the clip is
+    shorter and starts later). Evaluation uses it; training draws random placements (random_windows)."""
+    return (length - frames) // 2
+
+
+def paste_window(out, image, length: int, start: int) -> None:
+    """Copy frames [start, start + width of out) of `image` (first `length` columns valid) into `out`.
+
+    Columns outside the clip are left as they are (zero: the dB floor, silence). numpy or torch alike.
+    """
+    lo, hi = max(start, 0), min(length, start + out.shape[-1])
+    if hi > lo:
+        out[..., lo - start : hi - start] = image[..., lo:hi]
+
+
+def prepare_image(image: np.ndarray, size: tuple[int, int] = IMAGE_SIZE, time_axis: str = "resize",
+                  frames: int | None = None) -> np.ndarray:
+    """2-D uint8 spectrogram -> (1, H, W) uint8 network input, as stage 3 and predict.py see it.
+
+    'resize' stretches the whole clip to `size` (the seed's choice: tempo is lost); 'pad' resizes only the
+    frequency axis to size[0] and centres the clip in a window of `frames` columns (padding with silence,
+    cropping longer clips), so one frame is always the same 32 ms.
+    """
+    if time_axis == "resize":
+        return _resize(image, *size)[None]
+    image = _resize(image, size[0], image.shape[1])
+    out = np.zeros((1, size[0], frames), np.uint8)
+    paste_window(out, image, image.shape[1], window_start(image.shape[1], frames))
+    return out
+
+
+def _canvas(images: list[np.ndarray], frames: int) -> dict[str, torch.Tensor]:
+    """Clips left-aligned on one zero canvas, at most 2 windows wide (longer clips keep their centre)."""
+    width = min(max(frames, max(im.shape[1] for im in images)), 2 * frames)
+    canvas = np.zeros((len(images), 1, images[0].shape[0], width), np.uint8)
+    lengths = []
+    for out, image in zip(canvas, images):
+        length = min(image.shape[1], width)
+        paste_window(out[..., :length], image, image.shape[1], window_start(image.shape[1], length))
+        lengths.append(length)
+    return {"canvas": torch.from_numpy(canvas), "lengths": torch.tensor(lengths)}
+
+
+def random_windows(data: FeatureSet, index: torch.Tensor, frames: int, generator: torch.Generator) -> torch.Tensor:
+    """uint8 (B, 1, H, frames): a fresh random window of each clip in `index` (time_axis 'pad', training).
+
+    One gather on the canvas's device (no per-clip Python loop, so a GPU is not held up). Placements are uniform
+    over every position that keeps as much of the clip as fits: a short clip moves around inside the window
+    (silence either side), a long one is cropped.
+    """
+    canvas_all, lengths_all = data.extra["canvas"], data.extra["lengths"]
+    device = canvas_all.device  # the canvas and its lengths move together (move_to_device)
+    index = index.to(device)
+    lengths = lengths_all[index]
+    lo, hi = (lengths - frames).clamp(max=0), (lengths - frames).clamp(min=0)
+    draws = torch.rand(len(index), generator=generator).to(device)  # the CPU generator keeps runs repeatable
+    starts = lo + (draws * (hi - lo + 1)).long().clamp(max=hi - lo)
+    columns = starts[:, None] + torch.arange(frames, device=device)  # (B, frames), may fall outside the clip
+    inside = (columns >= 0) & (columns < lengths[:, None])
+    canvas = canvas_all[index]
+    columns = columns.clamp(0, canvas.shape[-1] - 1)[:, None, None, :].expand(-1, *canvas.shape[1:3], -1)
+    return canvas.gather(-1, columns) * inside[:, None, None, :]
+
+
+class Mel(FeatureType):
+    name = "mel"
+    kind = "image"
+    folder = "mel_spectrograms"
+    suffix = ".png"
+    Params = MelParams
+
+    @classmethod
+    def column(cls) -> str:
+        return "Image_file_path"  # the seed's name
+
+    @classmethod
+    def add_args(cls, p) -> None:
+        from ..config import positive_int
+
+        p.add_argument("--n_fft", type=positive_int, default=MelParams.n_fft, help="STFT window length (samples)")
+        p.add_argument("--hop_length", type=positive_int, default=MelParams.hop_length, help="STFT hop (samples)")
+        p.add_argument("--n_mels", type=positive_int, default=MelParams.n_mels, help="mel bands (image height)")
+        p.add_argument("--db_ref", choices=["max", "fixed"], default="fixed",
+                       help="dB reference: 'fixed' = full scale, window -40..+40 dB, so loudness survives (measured in "
+                            "experiments/RESULTS.md); 'max' = each clip's own peak, as the seed (loudness lost)")
+
+    @classmethod
+    def params_from_args(cls, args) -> MelParams:
+        return MelParams(sr=args.sr, n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels, db_ref=args.db_ref)
+
+    @classmethod
+    def extract(cls, audio: np.ndarray, params: MelParams) -> np.ndarray:
+        return to_image(log_mel(audio, params), params)
+
+    @classmethod
+    def warm_up(cls, params: MelParams) -> None:
+        # librosa's first call costs ~1 s of scipy imports: paid once here, inherited by the forked workers
+        log_mel(np.ones(params.n_fft, np.float32), params)
+
+    @classmethod
+    def save(cls, feature: np.ndarray, path: str) -> None:
+        save_png(feature, path)
+
+    @classmethod
+    def read(cls, path: str) -> np.ndarray:
+        return read_image(path)
+
+    @classmethod
+    def input_options(cls, config) -> dict:
+        if config.time_axis == "pad":
+            return {"image_size": [IMAGE_SIZE[0], config.frames], "time_axis": "pad", "frames": config.frames}
+        return {"image_size": list(IMAGE_SIZE), "time_axis": "resize", "frames": None}
+
+    @classmethod
+    def stack(cls, features: list[np.ndarray], options: dict) -> dict[str, torch.Tensor]:
+        size, time_axis, frames = tuple(options["image_size"]), options["time_axis"], options["frames"]
+        out = {"x": torch.from_numpy(np.stack([prepare_image(f, size, time_axis, frames) for f in features]))}
+        if time_axis == "pad":  # whole clips too, so that training can draw a fresh window every epoch
+            out.update(_canvas([_resize(f, size[0], f.shape[1]) for f in features], frames))
+        return out
+
+    @classmethod
+    def speaker_normalize(cls, features: list[np.ndarray]) -> list[np.ndarray]:
+        """Remove one speaker's mean and spread per mel band (over the speaker's non-silent pixels of all clips).
+
+        The images stay uint8: a z-score z is stored as 128 + 32 z (clipped to 1..255); silent pixels (0, the dB
+        floor) stay 0, so padding, masks and the floor keep their meaning.
+        """
+        pixels = np.concatenate(features, axis=1).astype(np.float64)
+        valid = pixels > 0
+        count = np.maximum(valid.sum(1, keepdims=True), 1)
+        mean = (pixels * valid).sum(1, keepdims=True) / count
+        std = np.sqrt((((pixels - mean) * valid) ** 2).sum(1, keepdims=True) / count)
+        std = np.maximum(std, 1.0)  # a band with one grey level: at least one level of spread
+        out = []
+        for f in features:
+            z = (f - mean) / std
+            scaled = np.clip(np.round(NORMALIZED_CENTRE + NORMALIZED_SCALE * z), 1, 255)
+            out.append(np.where(f > 0, scaled, 0).astype(np.uint8))
+        return out
+
+    @classmethod
+    def fit_stats(cls, x: torch.Tensor) -> dict | None:
+        return None  # grey levels are already on one fixed scale
+
+    @classmethod
+    def take(cls, data: FeatureSet, index: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if generator is not None and "canvas" in data.extra:  # training on 'pad': a new window per clip and epoch
+            return random_windows(data, index, data.x.shape[-1], generator)
+        return data.x[index.to(data.x.device)]
+
+    @classmethod
+    def to_input(cls, x: torch.Tensor, device: torch.device, stats: dict | None) -> torch.Tensor:
+        """uint8 (B,1,H,W) -> float (B,3,H,W) in [0, 1] on `device`."""
+        x = x.to(device, non_blocking=True).float().div_(255).expand(-1, 3, -1, -1)
+        if device.type == "cuda":
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()
+
+    @classmethod
+    def augmentation(cls, config, params: dict):
+        from ..augment import Augment
+
+        augment = Augment(time_masks=config.time_masks, time_width=config.time_width, freq_masks=config.freq_masks,
+                          freq_width=config.freq_width, gain_db=config.gain_db, mixup=config.mixup,
+                          top_db=float(params.get("top_db", MelParams.top_db)))
+        return augment if augment.active() else None

@@ -1,0 +1,161 @@
+"""The run card: the one versioned record, written as JSON beside every trained .pt, of what a run made and how to
+use it. Every training stage writes it and every reader loads it through `read_card` (predict.py, stage 5, stage 4c,
+summarize_runs.py, cross-validation), so nobody guesses keys. Cards written before the schema existed (no "schema"
+key: the JSON sidecars of earlier versions) still load; a card from a newer toolkit is a one-line error.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import ToolkitError
+from .fileio import read_json, write_json
+
+SCHEMA = 1
+INITS = ("scratch", "imagenet", "autoencoder", "pseudo-label", "pretrained-speech")
+AUTOENCODER = "autoencoder"  # stage 4a's card: a model with no classes (metrics: its reconstruction loss)
+
+
+@dataclass
+class RunCard:
+    model: str  # a models.MODELS name
+    category: str  # the label column it classifies
+    classes: list[str]  # label index = position
+    features: dict  # {"type": a toolkit.features name, "params": how they were made, "stats": input standardisation}
+    input: dict  # {"kind": "image"|"vector", "shape": one item as the network sees it, + the type's input options}
+    normalize: str = "none"  # 'speaker': features were normalised per speaker before the network (see config)
+    init: list[str] = field(default_factory=lambda: ["scratch"])  # what the weights started from, in order
+    init_detail: dict = field(default_factory=dict)  # the files they came from (weights, encoder, starting model)
+    training: dict = field(default_factory=dict)  # the TrainConfig, plus a stage's own settings
+    split: dict = field(default_factory=dict)  # stage 2's split manifest and the CSVs trained on
+    metrics: dict = field(default_factory=dict)  # epoch (the one saved), seconds, val, test, calibration
+    args: dict = field(default_factory=dict)  # the command line, for the record
+    schema: int = SCHEMA
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {"schema": d.pop("schema"), **d}
+
+    def save(self, path: str, **extra) -> None:
+        """Write the card (with `extra` top-level entries, e.g. a metrics file's history) atomically."""
+        write_json({**self.to_dict(), **extra}, path)
+
+    @property
+    def feature(self):
+        from .features import get_feature
+
+        return get_feature(self.features["type"])
+
+    @property
+    def feature_params(self):
+        return self.feature.Params.from_dict(self.features.get("params") or {})
+
+    @property
+    def input_options(self) -> dict:
+        """How stored features become network inputs (FeatureType.input_options), without kind and shape."""
+        return {k: v for k, v in self.input.items() if k not in ("kind", "shape")}
+
+    def pretraining(self) -> str:
+        """'none', 'imagenet', 'autoencoder', 'pseudo-label', ... joined with ' + ' (summarize_runs.py)."""
+        parts = [("autoencoder (frozen)" if i == "autoencoder" and self.init_detail.get("freeze_encoder") else i)
+                 for i in self.init if i != "scratch"]
+        return " + ".join(parts) or "none"
+
+    @classmethod
+    def new(cls, model: str, category: str, classes: list[str], data, config, split: dict, args: dict,
+            init: list[str] | None = None, init_detail: dict | None = None) -> "RunCard":
+        """The card of a run about to train `model` on `data` (a FeatureSet) with `config` (a TrainConfig)."""
+        return cls(model=model, category=category, classes=list(classes),
+                   features={"type": data.feature.name, "params": data.params, "stats": None},
+                   input={"kind": data.feature.kind, "shape": data.input_shape(), **data.options},
+                   normalize=config.normalize, init=list(init or ["scratch"]), init_detail=dict(init_detail or {}),
+                   training=config.to_dict(), split=split, args=args)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str) -> "RunCard":
+        """A card from its JSON dict; the sidecars of earlier versions are converted; anything else is an error."""
+        if not isinstance(d, dict):
+            raise ToolkitError(f"{source}: not a run card (a JSON {type(d).__name__}); restore it from the training run's folder")
+        if "schema" not in d:
+            d = _from_legacy_sidecar(d, source)
+        schema = d["schema"]
+        if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+            raise ToolkitError(f"{source}: run card schema {schema!r} is not a version number; restore the file")
+        if schema > SCHEMA:
+            raise ToolkitError(f"{source}: run card schema {schema} is newer than this toolkit's ({SCHEMA}); "
+                               f"update the toolkit to use this model")
+        known = {f.name for f in fields(cls)}
+        missing = [k for k in ("model", "category", "classes", "features", "input") if k not in d]
+        if missing:
+            raise ToolkitError(f"{source}: run card without {missing}; it is not a card written by this toolkit")
+        card = cls(**{k: v for k, v in d.items() if k in known})
+        _check(card, source)
+        return card
+
+
+def _check(card: RunCard, source: str) -> None:
+    """The values a reader relies on, checked once here so that a hand-edited card fails with one line."""
+    from .features import FEATURES
+
+    classes = card.classes
+    if card.model == AUTOENCODER and classes == []:
+        pass
+    elif not isinstance(classes, list) or len(classes) < 2 or len(set(map(str, classes))) != len(classes):
+        raise ToolkitError(f"{source}: 'classes' must list at least 2 distinct class names, got {classes!r}; restore the file")
+    if not isinstance(card.features, dict) or card.features.get("type") not in FEATURES:
+        raise ToolkitError(f"{source}: unknown feature type {card.features.get('type') if isinstance(card.features, dict) else card.features!r}"
+                           f" (this toolkit has {', '.join(FEATURES)}); restore the file or update the toolkit")
+    if not isinstance(card.input, dict) or card.input.get("kind") != card.feature.kind:
+        raise ToolkitError(f"{source}: input kind {card.input.get('kind') if isinstance(card.input, dict) else None!r} does not "
+                           f"match feature type {card.features['type']}; restore the file")
+
+
+def _from_legacy_sidecar(d: dict, source: str) -> dict:
+    """The JSON sidecar of a version before run cards (flat keys: image_size, time_axis, spectrogram, recipe, ...)."""
+    autoencoder = d.get("model") == "autoencoder_3_layers"  # stage 4a's JSON of earlier versions
+    if autoencoder:
+        d = {**d, "model": AUTOENCODER, "classes": []}
+    if "model" not in d or "classes" not in d:
+        raise ToolkitError(f"{source}: no ['model', 'classes'] entry; it is not the run card of a classifier trained by this toolkit")
+    init = [name for name, present in (("imagenet", d.get("pretrained")), ("autoencoder", "encoder_file" in d),
+                                       ("pseudo-label", "pseudo_labeling" in d or "started_from" in d)) if present]
+    image_size = d.get("image_size", [128, 128])
+    args = d.get("args") or {}
+    training = {**(d.get("recipe") or {"recipe": "seed"}),
+                **{k: args[k] for k in ("epochs", "batch_size", "learning_rate", "seed") if k in args}}
+    if "pseudo_labeling" in d:
+        training["pseudo_labeling"] = d["pseudo_labeling"]
+    card = {
+        "schema": 1, "model": d["model"], "category": d.get("category"), "classes": d["classes"],
+        "features": {"type": "mel", "params": d.get("spectrogram") or {}, "stats": None},
+        "input": {"kind": "image", "shape": [3, *image_size], "image_size": image_size,
+                  "time_axis": d.get("time_axis", "resize"), "frames": d.get("frames")},
+        "init": init or ["scratch"],
+        "init_detail": {k: d[k] for k in ("encoder_file", "freeze_encoder", "started_from") if k in d},
+        "training": training, "split": {"kind": "unknown", "csvs": {"train": d["train_csv"]}} if d.get("train_csv") else {},
+        "metrics": {k: d[k] for k in ("epoch", "seconds", "val", "test") if k in d}, "args": args,
+    }
+    if autoencoder:
+        card["metrics"] = {k: d[k] for k in ("loss", "loss_definition", "images", "epochs", "seconds") if k in d}
+        card["init_detail"] = {k: d[k] for k in ("encoder_file", "decoder_file") if k in d}
+    return card
+
+
+def card_path(pt_path: str) -> str:
+    """`cnn3_sex.pt` -> `cnn3_sex.json`: where the training stages put the run card of the weights."""
+    return os.path.splitext(pt_path)[0] + ".json"
+
+
+def read_card(path: str, what: str | None = None) -> RunCard:
+    """The run card at `path` (a .json, or the .pt it belongs to); a missing or broken file is a one-line error."""
+    if path.endswith(".pt"):
+        what, path = what or os.path.basename(path), card_path(path)
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path}: run card{f' of {what}' if what else ''} not found; the training stage writes it "
+                           f"beside the .pt: copy it along with the weights (or re-train)")
+    try:
+        d = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ToolkitError(f"{path}: not valid JSON ({e}); restore it from the training run's folder")
+    return RunCard.from_dict(d, path)
