@@ -13,6 +13,7 @@ from toolkit.fileio import load_checkpoint
 
 from .autoencoder import AutoEncoder, Decoder
 from .cnn import CNN3, CNN9, Encoder
+from .heads import VectorHead
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ MODELS: dict[str, ModelSpec] = {
     "resnet34": torchvision_model("resnet34", "ResNet34_Weights"),
     "vgg16": torchvision_model("vgg16", "VGG16_Weights"),
     "efficientnet": torchvision_model("efficientnet_b2", "EfficientNet_B2_Weights"),
+    "linear": ModelSpec(lambda n, shape: VectorHead(shape, n), "vector"),
+    "mlp": ModelSpec(lambda n, shape: VectorHead(shape, n, hidden=(256,)), "vector"),
 }
 MODEL_NAMES = list(MODELS)
 ALIASES = {"efficientnet_b2": "efficientnet", "renset34": "resnet34"}  # renset34: the seed README's typo

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -5,7 +7,7 @@ from models import MODEL_NAMES, AutoEncoder, build_model, canonical_name
 from toolkit.errors import ToolkitError
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES + ["efficientnet_b2", "renset34"])
+@pytest.mark.parametrize("name", [n for n in MODEL_NAMES if n not in ("linear", "mlp")] + ["efficientnet_b2", "renset34"])
 def test_every_model_builds_and_runs_forward(name):
     model = build_model(name, num_classes=5).eval()
     with torch.no_grad():
@@ -62,3 +64,55 @@ def test_weights_file_is_used(tmp_path):
     model = build_model("resnet18", 3, weights=str(tmp_path / "r18.pth"))
     assert torch.equal(model.conv1.weight, reference.conv1.weight)
     assert model.fc.out_features == 3
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp"])
+@pytest.mark.parametrize("shape", [(88,), (13, 32)], ids=["vector", "layer stack"])
+def test_vector_heads_take_vectors_and_layer_stacks(name, shape):
+    model = build_model(name, 4, shape).eval()
+    with torch.no_grad():
+        out = model(torch.rand(5, *shape))
+    assert out.shape == (5, 4) and torch.isfinite(out).all()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears[0].in_features == shape[-1] and linears[-1].out_features == 4
+    assert len(linears) == (1 if name == "linear" else 2)
+    stacked = [p for n, p in model.named_parameters() if n.startswith("layers.")]
+    assert [tuple(p.shape) for p in stacked] == ([(shape[0],)] if len(shape) == 2 else [])
+
+
+def test_layer_weights_learn_which_layer_carries_the_label():
+    torch.manual_seed(0)
+    x = torch.randn(256, 4, 8)
+    y = (x[:, 2, 0] > 0).long()  # only layer 2 knows the class
+    model = build_model("linear", 2, (4, 8))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    assert int(torch.softmax(model.layers.weights, 0).argmax()) == 2
+    assert (model(x).argmax(1) == y).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("name, kind, shape, message", [
+    ("cnn3", "vector", (88,), "holds vector features, but cnn3 takes image features; use one of linear, mlp"),
+    ("mlp", "image", (3, 128, 128), "holds image features, but mlp takes vector features; use one of cnn3"),
+    ("cnn3", "image", (3, 128, 64), "cnn3 takes 128×128 images (its Linear layer is sized for them), these are 128×64"),
+])
+def test_a_model_given_features_it_cannot_take_is_a_clear_error(name, kind, shape, message):
+    from models import check_input
+
+    with pytest.raises(ToolkitError, match=re.escape(message)):
+        check_input(name, kind, shape, "x_train.csv")
+    check_input("cnn9", "image", (3, 128, 64), "x_train.csv")  # adaptive pooling: any size
+
+
+def test_the_registry_is_the_one_list_of_models():
+    from models import MODELS, replace_head
+
+    assert MODEL_NAMES == list(MODELS) and {"linear", "mlp"} <= set(MODELS)
+    imagenet = {n for n, spec in MODELS.items() if spec.imagenet}
+    assert imagenet == {"resnet18", "resnet34", "vgg16", "efficientnet"}
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(8, 1000)))
+    replace_head(net, 3)  # the last Linear, wherever it sits
+    assert net[1][1].out_features == 3 and net[0].out_features == 8
