@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..audio import load_audio, parallel_map
+from ..audio import ClipError, load_audio, parallel_map
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,11 @@ class FeatureType:
 
     @classmethod
     def from_audio(cls, path: str, params: FeatureParams) -> np.ndarray:
-        return cls.extract(load_audio(path, params.sr), params)
+        audio = load_audio(path, params.sr)
+        try:
+            return cls.extract(audio, params)
+        except ClipError as e:  # extract's reasons name no file
+            raise ClipError(f"{path}: {e}")
 
     @classmethod
     def warm_up(cls, params: FeatureParams) -> None:
