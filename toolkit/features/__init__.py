@@ -9,10 +9,12 @@ from ..audio import PARAMS_FILE
 from ..errors import ToolkitError
 from ..fileio import read_json
 from .base import FeatureParams, FeatureSet, FeatureType, feature_file_job, features_from_audio, subset
+from .egemaps import Egemaps
 from .mel import Mel
 
 FEATURES: dict[str, type[FeatureType]] = {
     "mel": Mel,
+    "egemaps": Egemaps,
 }
 
 __all__ = ["FEATURES", "FeatureParams", "FeatureSet", "FeatureType", "feature_file_job", "features_from_audio",
