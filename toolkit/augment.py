@@ -23,8 +23,8 @@ def _random_spans(batch: int, count: int, max_width: int, length: int, generator
     return inside.any(dim=1)
 
 
-def spec_augment(x: torch.Tensor, generator: torch.Generator, time_masks: int = 2, time_width: int = 12,
-                 freq_masks: int = 2, freq_width: int = 12) -> torch.Tensor:
+def spec_augment(x: torch.Tensor, generator: torch.Generator, time_masks: int, time_width: int,
+                 freq_masks: int, freq_width: int) -> torch.Tensor:
     """Blank random time columns and mel rows to the floor (Park et al. 2019, without time warping)."""
     b, _, h, w = x.shape
     mask = torch.zeros(b, h, w, dtype=torch.bool)
@@ -35,7 +35,7 @@ def spec_augment(x: torch.Tensor, generator: torch.Generator, time_masks: int = 
     return x.masked_fill(mask[:, None].to(x.device), 0.0)
 
 
-def random_gain(x: torch.Tensor, generator: torch.Generator, max_db: float, top_db: float = 80.0) -> torch.Tensor:
+def random_gain(x: torch.Tensor, generator: torch.Generator, max_db: float, top_db: float) -> torch.Tensor:
     """Make each clip up to ±max_db louder or quieter: a shift of the dB image, clipped to its range.
 
     Pixels at the floor stay there: they are silence or padding, whose true level is unknown.
@@ -58,15 +58,15 @@ def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float,
 
 @dataclass
 class Augment:
-    """The augmentation switches of a training recipe (toolkit.config); all off by default."""
+    """The augmentation switches of a training recipe (toolkit.config, where their defaults live); all off here."""
 
     time_masks: int = 0
-    time_width: int = 12
+    time_width: int = 0
     freq_masks: int = 0
-    freq_width: int = 12
+    freq_width: int = 0
     gain_db: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) mixing; 0 = off
-    top_db: float = 80.0  # dB range of the images, to turn a gain in dB into grey levels
+    top_db: float = 0.0  # dB range of the images, to turn a gain in dB into grey levels (needed with gain_db)
 
     def active(self) -> bool:
         return bool(self.gain_db > 0 or self.time_masks or self.freq_masks or self.mixup > 0)

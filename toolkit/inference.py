@@ -17,6 +17,7 @@ from torch import nn
 from models import build_model
 
 from .corpus import AUDIO_SUFFIXES
+from .config import TrainConfig
 from .data import normalize_by_speaker
 from .engine import load_weights, predict_logits
 from .errors import ToolkitError
@@ -75,7 +76,8 @@ def model_inputs(card: RunCard, features: list[np.ndarray], speakers: list | Non
                       stats=card.features.get("stats"))
 
 
-def class_probabilities(model: nn.Module, data: FeatureSet, device: torch.device, batch_size: int = 64) -> np.ndarray:
+def class_probabilities(model: nn.Module, data: FeatureSet, device: torch.device,
+                        batch_size: int = TrainConfig.batch_size) -> np.ndarray:
     """Softmax probabilities (N, classes), through the evaluate loop's code."""
     return torch.softmax(predict_logits(model, data, batch_size, device), 1).numpy()
 

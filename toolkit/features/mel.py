@@ -19,7 +19,6 @@ from ..fileio import atomic_path
 from .base import FeatureParams, FeatureSet, FeatureType
 
 IMAGE_SIZE = (128, 128)  # (height, width) the seed's networks were designed for
-TIME_AXES = ("resize", "pad")  # 'resize': stretch every clip to the width (the seed); 'pad': keep the time scale
 FIXED_TOP_DB = 40.0  # with db_ref='fixed': a full-scale sine peaks near +40 dB in one mel band (n_fft 1536)
 NORMALIZED_CENTRE, NORMALIZED_SCALE = 128, 32  # --normalize speaker: a band's z-score z is stored as 128 + 32 z
 
