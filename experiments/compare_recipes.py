@@ -1,16 +1,21 @@
-"""The seed-compatible recipe and the new defaults side by side, on the same speaker-grouped folds of the demo corpus.
+"""The seed-compatible recipe, the new defaults and other features side by side, on the same speaker-grouped folds.
 
-Builds the demo corpus (plus a held-out corpus of unseen kinds of voices), runs stages 1-2 once per dB reference
-(the seed recipe reads per-clip-max images, the default one fixed-reference images), then `train_cnn.py --folds K`
-for every category × model × recipe, each fold model also scored on the unseen voices, and writes a markdown table.
-Every step is the command a user would type (printed as it runs); finished steps are skipped on a re-run.
+Builds the demo corpus (plus a held-out corpus of unseen kinds of voices), runs stages 1-2 once per kind of feature
+(the seed recipe reads per-clip-max images, the default one fixed-reference images; eGeMAPS vectors for the vector
+models), then `train_cnn.py --folds K` for every category × model × configuration, each fold model also scored on
+the unseen voices, and writes a markdown table. Every step is the command a user would type (printed as it runs);
+finished steps are skipped on a re-run.
 
     python3 experiments/compare_recipes.py                       # cnn3, sex + emotion, 5 folds, 30 epochs (2 cores: ~20 min)
     python3 experiments/compare_recipes.py --models cnn3 resnet18 --folds 3 --epochs 10
     python3 experiments/compare_recipes.py --seeds 42 43 44 --variants "mixup=--mixup 0.2" "nofreq=--freq_masks 0"
+    python3 experiments/compare_recipes.py --recipes default --vector_models mlp --variants "spknorm=--normalize speaker" \
+        --section features                                     # cnn3 and eGeMAPS + mlp, with speaker normalisation
 
-A variant is the default recipe with extra train_cnn.py flags (on the default's images); with several seeds the
-first seed's runs fill the main table and a second table gives every configuration's mean over the seeds.
+A variant is the default recipe with extra train_cnn.py flags (on the default's images, and on eGeMAPS for the
+vector models); with several seeds the first seed's runs fill the main table and a second table gives every
+configuration's mean over the seeds. --section names the markers the table goes between, so several experiments
+can share one write-up.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ sys.path.insert(0, ROOT)
 from toolkit.fileio import atomic_path, read_json, write_csv  # noqa: E402
 
 DB_REF = {"seed": "max", "default": "fixed"}  # which stage-2 images each recipe trains on
-METRICS = ("accuracy", "f1", "uar")
+VECTORS = "egemaps"  # the stage-2 features of the vector models (their CSVs go to {corpus}/egemaps/)
 
 
 def run(*cmd: str, log: str | None = None) -> None:
@@ -42,16 +47,19 @@ def run(*cmd: str, log: str | None = None) -> None:
         sys.exit(f"error: {' '.join(cmd)} exited {proc.returncode}" + (f"; see {log}" if log else ""))
 
 
-def prepare(corpus: str, categories: list[str], workers: int) -> None:
-    """Stages 1-2 for every category and dB reference; CSVs go to {corpus}/{db_ref}/."""
+def prepare(corpus: str, categories: list[str], workers: int, vectors: bool) -> None:
+    """Stages 1-2 for every category: images per dB reference in {corpus}/{db_ref}/, eGeMAPS in {corpus}/egemaps/."""
+    features = {db_ref: ["--db_ref", db_ref] for db_ref in DB_REF.values()}
+    if vectors:
+        features[VECTORS] = ["--features", VECTORS]
     for category in categories:
         run("data_preprocessing.py", "--csv_file", "VideoDemographics.csv", "--csv_path", corpus + "/",
             "--audio_path", os.path.join(corpus, "AudioWAV") + "/", "--category", category)
-        for db_ref in DB_REF.values():
-            out = os.path.join(corpus, db_ref)
+        for folder, flags in features.items():
+            out = os.path.join(corpus, folder)
             os.makedirs(out, exist_ok=True)
             run("generate_mel_spectrograms.py", "--load_csv_path", corpus + "/", "--save_spec_path", corpus + "/",
-                "--save_csv_path", out + "/", "--category", category, "--db_ref", db_ref, "--workers", str(workers))
+                "--save_csv_path", out + "/", "--category", category, *flags, "--workers", str(workers))
             # The unseen-voice corpus is only ever a test set: one CSV with all of its clips.
             parts = [pd.read_csv(os.path.join(out, f"{category}_{s}.csv")) for s in ("train", "val", "test")]
             write_csv(pd.concat(parts, ignore_index=True), os.path.join(out, f"{category}_all.csv"))
@@ -62,12 +70,12 @@ def fmt(m: dict) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| category | model | recipe | accuracy | weighted F1 | UAR | worst speaker (acc.) | unseen voices F1 | minutes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| category | model | features | recipe | accuracy | weighted F1 | UAR | worst speaker (acc.) | "
+             "unseen voices F1 | minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         cv, w = r["cv"], r["cv"]["pooled_test"]["worst_speaker"]
         unseen = next(iter(cv["extra_tests"].values()), None)
-        lines.append(f"| {r['category']} | {r['model']} | {r['recipe']} | {fmt(cv['test']['accuracy'])} | "
+        lines.append(f"| {r['category']} | {r['model']} | {r['features']} | {r['recipe']} | {fmt(cv['test']['accuracy'])} | "
                      f"{fmt(cv['test']['f1'])} | {fmt(cv['test']['uar'])} | {w['speaker']} ({w['accuracy']:.2f}) | "
                      f"{fmt(unseen['f1']) if unseen else '-'} | {r['minutes']:.1f} |")
     return "\n".join(lines)
@@ -75,31 +83,30 @@ def table(results: list[dict]) -> str:
 
 def seed_table(results: list[dict]) -> str:
     """Per configuration, over seeds: the mean of the fold-mean F1, its spread, and the mean fold-to-fold std."""
-    lines = ["| category | model | recipe | weighted F1: mean of seeds (± std of seed means) | fold std of F1: mean "
-             "(per seed) | unseen voices F1 (± std of seed means) |", "|---|---|---|---|---|---|"]
+    lines = ["| category | model | features | recipe | weighted F1: mean of seeds (± std of seed means) | fold std of "
+             "F1: mean (per seed) | unseen voices F1 (± std of seed means) |", "|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        groups.setdefault((r["category"], r["model"], r["recipe"]), []).append(r)
-    for (category, model, recipe), runs in groups.items():
+        groups.setdefault((r["category"], r["model"], r["features"], r["recipe"]), []).append(r)
+    for (category, model, features, recipe), runs in groups.items():
         means = [r["cv"]["test"]["f1"]["mean"] for r in runs]
         stds = [r["cv"]["test"]["f1"]["std"] for r in runs]
         unseen = [next(iter(r["cv"]["extra_tests"].values()))["f1"]["mean"] for r in runs if r["cv"]["extra_tests"]]
-        lines.append(f"| {category} | {model} | {recipe} | {np.mean(means):.3f} (± {np.std(means, ddof=1):.3f}) | "
+        lines.append(f"| {category} | {model} | {features} | {recipe} | {np.mean(means):.3f} (± {np.std(means, ddof=1):.3f}) | "
                      f"{np.mean(stds):.3f} ({' '.join(f'{x:.3f}' for x in stds)}) | "
                      f"{np.mean(unseen):.3f} (± {np.std(unseen, ddof=1):.3f}) |")
     return "\n".join(lines)
 
 
-START, END = "<!-- compare_recipes.py: table -->", "<!-- /table -->"
-
-
-def write_table(path: str, text: str) -> None:
-    """Put the table between the markers of an existing write-up (the analysis around it stays), else a new file."""
+def write_table(path: str, text: str, section: str = "table") -> None:
+    """Put the table between the section's markers of an existing write-up (the analysis around it stays); a section
+    the file lacks is appended, a missing file is created."""
+    start, end = f"<!-- compare_recipes.py: {section} -->", f"<!-- /{section} -->"
     old = open(path).read() if os.path.isfile(path) else ""
-    if START in old and END in old:
-        new = old[: old.index(START) + len(START)] + "\n" + text + old[old.index(END):]
+    if start in old and end in old:
+        new = old[: old.index(start) + len(start)] + "\n" + text + old[old.index(end):]
     else:
-        new = f"# Seed recipe vs new defaults\n\n{START}\n{text}{END}\n"
+        new = (old.rstrip() + "\n\n" if old else "# Recipe and feature comparisons\n\n") + f"{start}\n{text}{end}\n"
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(new)
 
@@ -111,7 +118,8 @@ def main() -> None:
     p.add_argument("--clips_per_actor", type=int, default=24)
     p.add_argument("--unseen_actors", type=int, default=20, help="speakers of the unseen-voice test corpus")
     p.add_argument("--categories", nargs="+", default=["sex", "emotion"])
-    p.add_argument("--models", nargs="+", default=["cnn3"])
+    p.add_argument("--models", nargs="+", default=["cnn3"], help="image models (on mel spectrograms)")
+    p.add_argument("--vector_models", nargs="*", default=[], help="vector models on eGeMAPS, e.g. mlp linear")
     p.add_argument("--recipes", nargs="+", default=["seed", "default"], choices=list(DB_REF))
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=30, help="per fold (the seed trained 30)")
@@ -122,6 +130,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="processes for corpus and spectrogram generation")
     p.add_argument("--markdown", default=os.path.join(ROOT, "experiments", "RESULTS.md"),
                    help="the table goes between the markers of this file (created if missing)")
+    p.add_argument("--section", default="table", help="the markers' name: <!-- compare_recipes.py: SECTION -->")
     args = p.parse_args()
     for v in args.variants:
         name = v.split("=", 1)[0]
@@ -135,27 +144,33 @@ def main() -> None:
     run("make_demo_data.py", "--out", unseen, "--actors", str(args.unseen_actors), "--clips_per_actor", str(args.clips_per_actor),
         "--seed", "1", "--workers", str(args.workers), "--voices", "unseen", "--quiet")
     for corpus in (standard, unseen):
-        prepare(corpus, args.categories, args.workers)
+        prepare(corpus, args.categories, args.workers, vectors=bool(args.vector_models))
 
-    variants = dict(v.split("=", 1) for v in args.variants)
-    configs = {r: [] for r in args.recipes} | {name: flags.split() for name, flags in variants.items()}
-    jobs = [(c, m, r, seed) for seed in args.seeds for c in args.categories for m in args.models for r in configs]
+    variants = {name: flags.split() for name, flags in (v.split("=", 1) for v in args.variants)}
+    image_configs = {r: [] for r in args.recipes} | variants
+    vector_configs = {"default": []} | variants  # the seed had no vector features: no seed recipe to reproduce
+    jobs = [(c, m, r, seed) for seed in args.seeds for c in args.categories
+            for models, configs in ((args.models, image_configs), (args.vector_models, vector_configs))
+            for m in models for r in configs]
 
     def train(job: tuple[str, str, str, int]) -> dict:
         category, model, config, seed = job
         recipe = config if config in DB_REF else "default"
-        models = os.path.join(out, "models", config if seed == args.seeds[0] else f"{config}_seed{seed}")
+        vector = model in args.vector_models
+        data = VECTORS if vector else DB_REF[recipe]
+        name = f"{VECTORS}_{config}" if vector else config
+        models = os.path.join(out, "models", name if seed == args.seeds[0] else f"{name}_seed{seed}")
         summary = os.path.join(models, f"{model}_{category}_cv.json")
         if not os.path.isfile(summary):
             os.makedirs(models, exist_ok=True)
-            run("train_cnn.py", "--csv_load_path", os.path.join(standard, DB_REF[recipe]) + "/", "--category", category,
+            run("train_cnn.py", "--csv_load_path", os.path.join(standard, data) + "/", "--category", category,
                 "--model", model, "--no-pretrained", "--recipe", recipe, "--folds", str(args.folds),
                 "--epochs", str(args.epochs), "--seed", str(seed), "--threads", "1", "--model_save_path", models + "/",
-                "--extra_test_csv", os.path.join(unseen, DB_REF[recipe], f"{category}_all.csv"), *configs[config],
+                "--extra_test_csv", os.path.join(unseen, data, f"{category}_all.csv"), *(variants.get(config) or []),
                 log=os.path.join(models, f"{model}_{category}_cv.log"))
         cv = read_json(summary)
-        return {"category": category, "model": model, "recipe": config, "seed": seed, "cv": cv,
-                "minutes": sum(f["seconds"] for f in cv["fold_results"]) / 60}
+        return {"category": category, "model": model, "features": VECTORS if vector else "mel", "recipe": config,
+                "seed": seed, "cv": cv, "minutes": sum(f["seconds"] for f in cv["fold_results"]) / 60}
 
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(train, jobs))
@@ -174,7 +189,7 @@ def main() -> None:
             f"over all folds (each speaker is tested once). Minutes: training time summed over folds.\n\n{table(first)}\n")
     if len(args.seeds) > 1:
         text += f"\nOver seeds {' '.join(map(str, args.seeds))} (each a new fold assignment and initialisation):\n\n{seed_table(results)}\n"
-    write_table(args.markdown, text + f"\nCommand: `python3 experiments/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}`\n")
+    write_table(args.markdown, text + f"\nCommand: `python3 experiments/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}`\n", args.section)
     print(text)
     print(f"wrote {args.markdown}")
 
