@@ -58,20 +58,21 @@ CLASS_WEIGHTS = ("none", "balanced")
 NORMALIZE = ("none", "speaker")
 
 
-def non_negative(kind: type):
+def at_least(minimum: float, kind: type = int):
+    """An argparse type: a number of `kind` no smaller than `minimum`."""
     def parse(text: str):
         value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
     return parse
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def non_negative(kind: type):
+    return at_least(0, kind)
+
+
+positive_int = at_least(1, int)
 
 
 # flag -> (argparse keywords, help). The defaults come from the recipes above, never from here.

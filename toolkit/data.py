@@ -67,14 +67,25 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
         print(f"warning: {len(failed)} feature file(s) listed in {csv_path} could not be read and are left out, e.g. {failed[0]}")
     if not keep:
         raise ToolkitError(f"{csv_path}: none of its {len(df)} feature files could be read; re-run generate_mel_spectrograms.py")
-    frame = df.iloc[keep].reset_index(drop=True)
+    return make_feature_set(feature, features, df.iloc[keep].reset_index(drop=True),
+                            options if options is not None else feature.input_options(config),
+                            labels=[labels[i] for i in keep], paths=[paths[i] for i in keep],
+                            params=params_beside(paths[keep[0]]), normalize=normalize)
+
+
+def make_feature_set(feature: type[FeatureType], features: list[np.ndarray], frame: pd.DataFrame, options: dict,
+                     labels: list[int] | None = None, paths: list[str] | None = None, params: dict | None = None,
+                     normalize: str = "none", speakers: list | None = None, stats: dict | None = None) -> FeatureSet:
+    """A FeatureSet of per-clip features (rows of `frame`, in order): speaker-normalised when asked (speakers from
+    `speakers`, else the frame's ActorID column), then stacked as `options` say. labels default to -1 (unlabeled)."""
     if normalize == "speaker":
-        features = normalize_by_speaker(feature, features, frame[SPEAKER_COLUMN].astype(str).tolist())
-    options = options if options is not None else feature.input_options(config)
+        speakers = speakers if speakers is not None else frame[SPEAKER_COLUMN].astype(str).tolist()
+        features = normalize_by_speaker(feature, features, speakers)
     stacked = feature.stack(features, options)
-    return FeatureSet(x=stacked.pop("x"), labels=torch.tensor([labels[i] for i in keep], dtype=torch.long),
-                      paths=[paths[i] for i in keep], frame=frame, feature=feature,
-                      params=params_beside(paths[keep[0]]), options=options, extra=stacked)
+    return FeatureSet(x=stacked.pop("x"), labels=torch.tensor(labels if labels is not None else [-1] * len(features),
+                                                              dtype=torch.long),
+                      paths=paths or [], frame=frame, feature=feature, params=params, options=options, stats=stats,
+                      extra=stacked)
 
 
 def batches(

@@ -18,7 +18,7 @@ from models import build_model
 
 from .corpus import AUDIO_SUFFIXES
 from .config import TrainConfig
-from .data import normalize_by_speaker
+from .data import make_feature_set
 from .engine import load_weights, predict_logits
 from .errors import ToolkitError
 from .features import FeatureParams, FeatureSet, FeatureType
@@ -64,16 +64,14 @@ class Extraction:
 
 def model_inputs(card: RunCard, features: list[np.ndarray], speakers: list | None = None) -> FeatureSet:
     """Stored features -> the FeatureSet a model's evaluation sees (speaker-normalised when its card says so)."""
-    if card.normalize == "speaker":
-        if speakers is None:
-            raise ToolkitError(f"{card.model} for {card.category} was trained with --normalize speaker: say which file "
-                               f"is whose voice (predict.py --speakers)")
-        features = normalize_by_speaker(card.feature, features, speakers)
-    stacked = card.feature.stack(features, card.input_options)
-    return FeatureSet(x=stacked.pop("x"), labels=torch.full((len(features),), -1, dtype=torch.long), paths=[],
-                      frame=pd.DataFrame(index=range(len(features))),
-                      feature=card.feature, params=card.features.get("params"), options=card.input_options,
-                      stats=card.features.get("stats"))
+    if card.normalize == "speaker" and speakers is None:
+        raise ToolkitError(f"{card.model} for {card.category} was trained with --normalize speaker: say which file "
+                           f"is whose voice (predict.py --speakers)")
+    data = make_feature_set(card.feature, features, pd.DataFrame(index=range(len(features))), card.input_options,
+                            params=card.features.get("params"), normalize=card.normalize, speakers=speakers,
+                            stats=card.features.get("stats"))
+    data.extra = {}  # evaluation takes the centred windows: no whole clips needed
+    return data
 
 
 def class_probabilities(model: nn.Module, data: FeatureSet, device: torch.device,

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import SPEAKER_COLUMN, FeatureSet, batches, load_split, normalize_by_speaker
+from .data import SPEAKER_COLUMN, FeatureSet, batches, load_split, make_feature_set
 from .engine import TrainStep, autocast, train_one_epoch
 from .errors import ToolkitError
 from .features import features_from_audio
@@ -156,13 +156,11 @@ def load_unlabeled(csv_path: str, card: RunCard, workers: int = 1) -> FeatureSet
         print(f"warning: {len(errors)} of {len(paths)} unlabeled clip(s) in {csv_path} are left out, e.g. {errors[0]}")
     if not keep:
         raise ToolkitError(f"{csv_path}: none of its {len(paths)} clips could be used ({errors[0]}); fix its {AUDIO} column")
-    frame = df.iloc[keep].reset_index(drop=True)
-    features = [results[i][0] for i in keep]
-    if card.normalize == "speaker":
-        features = normalize_by_speaker(feature, features, frame[SPEAKER_COLUMN].astype(str).tolist())
-    return FeatureSet(x=feature.stack(features, card.input_options)["x"],
-                      labels=torch.full((len(keep),), -1, dtype=torch.long), paths=[paths[i] for i in keep], frame=frame,
-                      feature=feature, params=dict(card.features["params"]), options=card.input_options)
+    data = make_feature_set(feature, [results[i][0] for i in keep], df.iloc[keep].reset_index(drop=True),
+                            card.input_options, paths=[paths[i] for i in keep], params=dict(card.features["params"]),
+                            normalize=card.normalize)
+    data.extra = {}  # no random training windows: see above
+    return data
 
 
 def compare(before: dict, after: dict) -> dict:
