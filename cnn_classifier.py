@@ -7,6 +7,7 @@ ordinary cnn3 state dict, usable wherever a --model cnn3 checkpoint is.
 """
 from __future__ import annotations
 
+import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import os
 
 from models import build_model, check_input
@@ -15,6 +16,7 @@ from toolkit.cli import get_args_parser, in_folder, pick_device, run_main, seed_
 from toolkit.config import train_config
 from toolkit.data import load_split
 from toolkit.engine import RunFiles, fit, load_weights
+from toolkit.errors import ToolkitError
 from toolkit.labels import CLASSES, check_category
 from toolkit.runcard import RunCard, read_card
 from toolkit.splits import split_of_run
@@ -24,7 +26,11 @@ def warn_if_pretrained_on_other_inputs(ae_card: str, options: dict, params: dict
     """Loading still works, but an encoder pre-trained on differently made images is a poor start: say so."""
     if not os.path.isfile(ae_card):
         return
-    ae = read_card(ae_card)
+    try:
+        ae = read_card(ae_card)
+    except ToolkitError as e:  # only a comparison rests on it: say so and go on
+        print(f"warning: the autoencoder's run card cannot be read ({e}); its inputs are not compared with these")
+        return
     if ae.input.get("time_axis") != options["time_axis"]:
         print(f"warning: the autoencoder ({ae_card}) was trained with --time_axis {ae.input.get('time_axis')}, "
               f"this classifier uses {options['time_axis']}; pass the same --time_axis to both")

@@ -3,20 +3,25 @@
 --features mel (default): one lossless 8-bit PNG per clip in {save_spec_path}/mel_spectrograms/{parameter tag}/.
 --features egemaps: openSMILE's eGeMAPSv02 functionals (88 values per clip), one .npy per clip in
 {save_spec_path}/egemaps/{parameter tag}/.
-Clips whose feature file already exists for the same parameters are skipped, so an interrupted run continues where
-it stopped. The split is written as CSVs (one row per clip, with the feature file's path) and a manifest
+A feature file is named after its clip and a hash of the clip's audio ({clip}.{hash}.png), so one that already exists
+for the same parameters and the same audio is reused (an interrupted run continues where it stopped), and one made
+from other audio under the same name (another corpus, a replaced recording) never is. The split is written as CSVs (one row per clip, with the feature file's path) and a manifest
 {category}_split.json that the training stages copy into their run cards.
 """
 from __future__ import annotations
 
+import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import os
 
-from toolkit.audio import PARAMS_FILE, parallel_map
+from tqdm import tqdm
+
+from toolkit.audio import MAX_SECONDS, PARAMS_FILE, fingerprint, parallel_map
 from toolkit.cli import Parser, run_main
-from toolkit.config import positive_int
+from toolkit.config import positive_float, positive_int, seed_value
+from toolkit.corpus import one_row_per
 from toolkit.errors import ToolkitError
 from toolkit.features import FEATURES, FeatureParams, FeatureType, feature_file_job, get_feature
-from toolkit.fileio import output_dir, read_csv, read_json, relative_to_csv, resolve_from_csv, write_csv, write_json
+from toolkit.fileio import output_dir, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
 from toolkit.labels import CATEGORIES, check_category, encode_labels
 from toolkit.splits import make_splits, manifest_path, split_manifest
 
@@ -37,21 +42,30 @@ def get_args_parser() -> Parser:
         feature.add_args(p.add_argument_group(f"--features {feature.name}"))
     p.add_argument("--split", choices=["speaker", "random"], default="speaker",
                    help="'speaker': no speaker in two splits; 'random': clips shuffled (the seed's)")
-    p.add_argument("--seed", type=int, default=42, help="random seed of the split")
+    p.add_argument("--seed", type=seed_value, default=42, help="random seed of the split")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="parallel processes")
+    p.add_argument("--max_seconds", type=positive_float, default=MAX_SECONDS,
+                   help="a clip longer than this is reported and left out (its header is read first: memory stays bounded)")
     return p
 
 
+def feature_files(feature: type[FeatureType], folder: str, audio_paths: list[str], names: list[str]) -> list[str]:
+    """Each clip's feature file: {folder}/{clip stem}.{hash of its audio}{suffix}. The basename of the clip's name
+    is used, so a name in a CSV never places a file outside `folder`."""
+    hashes = [fingerprint(a) for a in tqdm(audio_paths, desc="hashing audio", unit="clip", leave=False,
+                                           disable=len(audio_paths) < 1000)]
+    return [os.path.join(folder, f"{os.path.splitext(os.path.basename(n))[0]}.{h}{feature.suffix}")
+            for n, h in zip(names, hashes)]
+
+
 def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_paths: list[str], params: FeatureParams,
-                       workers: int) -> dict[str, str]:
+                       workers: int, max_seconds: float = MAX_SECONDS) -> dict[str, str]:
     """Compute the missing feature files in parallel; returns {file path: error} for clips that failed."""
     # only the missing files go to the workers: a re-run of a finished stage starts no processes
-    jobs = [(feature, a, o, params) for a, o in zip(audio_paths, out_paths) if not os.path.exists(o)]
+    jobs = [(feature, a, o, params, max_seconds) for a, o in zip(audio_paths, out_paths) if not os.path.exists(o)]
     workers = min(workers, len(jobs))
     print(f"{len(audio_paths)} clips, {len(audio_paths) - len(jobs)} {feature.name} files already made, "
           f"{len(jobs)} to make with {workers} worker(s)")
-    if jobs:
-        feature.warm_up(params)
     return {out: error for out, error in parallel_map(feature_file_job, jobs, workers, desc=feature.name) if error}
 
 
@@ -74,8 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     check_category(args.category)
     feature = get_feature(args.features)
     params = feature.params_from_args(args)
+    params.check("generate_mel_spectrograms.py")
+    feature.warm_up(params)  # also the check that needs the feature's library (e.g. empty mel bands)
     in_csv = os.path.join(args.load_csv_path, f"{args.category}_with_audio_path.csv")
     table = read_csv(in_csv, [args.category, "Audio_file_name", "Audio_file_path", "ActorID"])
+    table = one_row_per(without_blanks(table, ["Audio_file_name", "Audio_file_path"], in_csv), "Audio_file_name", in_csv, "clip")
     encode_labels(table, args.category, in_csv)  # a label outside the class list fails now, not after the features
     make_splits(table, args.category, args.split, args.seed, source=in_csv)  # so does too little data to split
     output_dir(args.save_csv_path, "--save_csv_path")
@@ -83,15 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     for out in outs.values():
         check_not_overwriting_other_features(feature, out)
     folder = output_dir(os.path.join(args.save_spec_path, feature.folder, params.tag()), "--save_spec_path")
-    params_file = os.path.join(folder, PARAMS_FILE)
-    if not os.path.isfile(params_file) or read_json(params_file) != params.to_dict():
-        write_json(params.to_dict(), params_file)
+    write_json(params.to_dict(), os.path.join(folder, PARAMS_FILE))  # (re)written: a damaged one is repaired
 
     audio = [resolve_from_csv(p, in_csv) for p in table["Audio_file_path"].astype(str)]
-    # basename: a file name in a CSV never places a feature file outside its folder
-    files = [os.path.join(folder, os.path.splitext(os.path.basename(n))[0] + feature.suffix)
-             for n in table["Audio_file_name"].astype(str)]
-    errors = make_feature_files(feature, audio, files, params, args.workers)
+    files = feature_files(feature, folder, audio, table["Audio_file_name"].astype(str).tolist())
+    errors = make_feature_files(feature, audio, files, params, args.workers, args.max_seconds)
     column = feature.column()
     table[column] = files
     failed = table[[f in errors for f in files]]

@@ -10,6 +10,7 @@ race are audible in the clips, so the toolkit's models have something real to le
 """
 from __future__ import annotations
 
+import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import argparse
 import os
 

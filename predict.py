@@ -13,6 +13,7 @@ are still classified, and the exit status is 2 at the end. A file name that star
 """
 from __future__ import annotations
 
+import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import os
 from collections import Counter
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from toolkit.cli import Parser, add_device_flags, in_folder, pick_device, run_main
 from toolkit.errors import ToolkitError
 from toolkit.features.mel import Mel, MelParams
-from toolkit.fileio import read_csv, write_csv
+from toolkit.fileio import output_dir, read_csv, write_csv
 from toolkit.inference import Extraction, class_probabilities, expand_audio_paths, load_trained_model, model_inputs
 from toolkit.plots import plot_spectrogram
 
@@ -82,6 +83,9 @@ def speakers_of(files: list[str], how: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
+    for path, flag in ((args.out and os.path.dirname(os.path.abspath(args.out)), "--out"), (args.plot, "--plot")):
+        if path:  # an unusable output folder fails now, not after every file was classified
+            output_dir(path, flag)
     device = pick_device(args.device, args.threads)
     model_paths = [in_folder(f, args.model_dir) for f in args.model_file]
     models, cards = zip(*(load_trained_model(p, device) for p in model_paths))
@@ -94,28 +98,30 @@ def main(argv: list[str] | None = None) -> None:
         raise ToolkitError(f"{normalized[0]}: trained with --normalize speaker; pass --speakers folder (one folder per "
                            f"speaker) or --speakers list.csv (columns file, speaker)")
     prefixes = column_prefixes(model_paths, [c.category for c in cards])
-    files = expand_audio_paths(args.audio)
-    speakers = speakers_of(files, args.speakers) if args.speakers else None
+    found, errors = expand_audio_paths(args.audio)
+    files = found + list(errors)
+    speakers = speakers_of(found, args.speakers) if args.speakers else None
 
     # Each distinct feature extraction runs once per file, whatever number of models share it.
     extractions = list(dict.fromkeys(Extraction.from_card(c) for c in cards))
     plotted = next((e for e in extractions if e.feature is Mel), Extraction(Mel, MelParams(db_ref="fixed")))
     if args.plot:
         extractions = list(dict.fromkeys(extractions + [plotted]))
+    for e in extractions:
+        e.feature.warm_up(e.params)  # a setting that cannot work (e.g. empty mel bands) fails once, here
     features: dict[Extraction, dict[str, object]] = {e: {} for e in extractions}
-    errors: dict[str, str] = {}
-    for path in tqdm(files, desc="features", unit="file", leave=False, disable=len(files) < 10):
+    for path in tqdm(found, desc="features", unit="file", leave=False, disable=len(found) < 10):
         try:
             for e in extractions:
                 features[e][path] = e(path)
         except Exception as exc:  # one bad file never stops the others (ClipError says what is wrong with it)
             errors[path] = str(exc) if isinstance(exc, ToolkitError) else f"{path}: {type(exc).__name__}: {exc}"
-    good = [f for f in files if f not in errors]
+    good = [f for f in found if f not in errors]
 
     rows = {f: {"file": f, "error": errors.get(f, "")} for f in files}
     columns = ["file"] + [c for pre, card in zip(prefixes, cards) for c in [pre] + [f"{pre}_p_{k}" for k in card.classes]]
     if good:
-        speaker_of = dict(zip(files, speakers)) if speakers else {}
+        speaker_of = dict(zip(found, speakers)) if speakers else {}
         for model, card, pre in zip(models, cards, prefixes):
             e = Extraction.from_card(card)
             spk = [speaker_of[f] for f in good] if speakers else None

@@ -13,6 +13,7 @@ Image_file_path. `make_demo_data.py --unlabeled_actors N` writes one for the dem
 """
 from __future__ import annotations
 
+import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import os
 from dataclasses import replace
 

@@ -10,8 +10,8 @@ weighted F1, precision, recall, seconds), and saves it as CSV plus a bar chart o
 """
 from __future__ import annotations
 
+import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import argparse
-import json
 import os
 import re
 
@@ -20,7 +20,7 @@ import pandas as pd
 from models import MODEL_NAMES
 from toolkit.cli import Parser, run_main, split_csv
 from toolkit.errors import ToolkitError
-from toolkit.fileio import read_json, write_csv
+from toolkit.fileio import output_dir, read_csv, read_json, write_csv
 from toolkit.labels import CATEGORIES
 from toolkit.runcard import RunCard
 from toolkit.plots import plot_grouped_bars
@@ -62,21 +62,32 @@ def split_kind(card: RunCard) -> str:
             csvs = {"train": csvs.get("train") or split_csv(args, "train"), "test": split_csv(args, "test")}
         except (AttributeError, TypeError):
             return "?"
-    try:
-        train, test = (set(pd.read_csv(csvs[s], usecols=["ActorID"])["ActorID"]) for s in ("train", "test"))
-    except (KeyError, TypeError, ValueError, OSError):  # paths relative to another folder, or no ActorID
+    try:  # paths from a card are only followed to regular files of a sane size (never /dev/zero or a FIFO)
+        train, test = (set(read_csv(str(csvs[s]), ["ActorID"])["ActorID"]) for s in ("train", "test"))
+    except (ToolkitError, TypeError, KeyError):  # paths relative to another folder, or no ActorID
         return "?"
     return "random" if train & test else "speaker"
+
+
+def number(value, what: str) -> float | None:
+    """A metric read from a card as a number (None when absent); anything else makes the run's card unusable."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ToolkitError(f"{what} is {value!r}, not a number")
+    return float(value)
 
 
 def table_row(path: str, card: RunCard, history: list, runs_dir: str) -> dict:
     test = card.metrics["test"]
     return {
         "category": card.category, "model": card.model, "features": card.features["type"],
-        "pre-training": card.pretraining(), "split": split_kind(card), "recipe": card.training.get("recipe", "seed"),
-        "epochs": len(history) or card.training.get("epochs"), "best epoch": card.metrics.get("epoch"),
-        "test accuracy": test["accuracy"], "weighted F1": test["f1"], "precision": test["precision"],
-        "recall": test["recall"], "seconds": card.metrics.get("seconds"),
+        "pre-training": card.pretraining(), "split": split_kind(card), "recipe": str(card.training.get("recipe", "seed")),
+        "epochs": len(history) or number(card.training.get("epochs"), "epochs"),
+        "best epoch": number(card.metrics.get("epoch"), "epoch"),
+        **{column: number(test[key], key) for column, key in (("test accuracy", "accuracy"), ("weighted F1", "f1"),
+                                                               ("precision", "precision"), ("recall", "recall"))},
+        "seconds": number(card.metrics.get("seconds"), "seconds"),
         "run": os.path.relpath(path, runs_dir).removesuffix("_metrics.json"),
     }
 
@@ -91,8 +102,9 @@ def collect(runs_dir: str) -> pd.DataFrame:
             saved = read_json(path)
             card = RunCard.from_dict(saved, path)
             rows.append(table_row(path, card, saved.get("history") or [], runs_dir))
-        except (json.JSONDecodeError, UnicodeDecodeError, ToolkitError, KeyError, TypeError, AttributeError):
-            print(f"warning: {path}: not the metrics of a finished classifier run (no test scores); skipped")
+        except (ToolkitError, KeyError, TypeError, AttributeError) as e:
+            why = str(e) if isinstance(e, ToolkitError) else "no test scores"
+            print(f"warning: {path}: not the metrics of a finished classifier run ({why}); skipped")
     if not rows:
         raise ToolkitError(f"{runs_dir}: no finished training run found (no *_metrics.json with test scores); "
                            f"train with train_cnn.py --model_save_path inside this folder first")
@@ -128,9 +140,12 @@ def f1_by_category(table: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    table = collect(args.runs_dir)
     out = args.out or os.path.join(args.runs_dir, "runs_summary.csv")
     plot = args.plot or os.path.join(args.runs_dir, "runs_f1.png")
+    if os.path.isdir(args.runs_dir):  # an unusable output folder fails now, not after reading every run
+        for path, flag in ((out, "--out"), (plot, "--plot")):
+            output_dir(os.path.dirname(os.path.abspath(path)), flag)
+    table = collect(args.runs_dir)
     print(to_markdown(table))
     write_csv(table.round(4), out)
     plot_grouped_bars(f1_by_category(table), plot, "test weighted F1", f"{len(table)} run(s) in {args.runs_dir}")

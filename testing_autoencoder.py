@@ -7,6 +7,8 @@ reconstructions.
 """
 from __future__ import annotations
 
+import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
+import math
 import os
 import sys
 
@@ -19,7 +21,7 @@ from toolkit.engine import load_weights
 from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
 from toolkit.labels import check_category
-from toolkit.runcard import read_card
+from toolkit.runcard import AUTOENCODER, read_card
 
 TOLERANCE = 1e-5  # relative; CPU reruns agree exactly, GPU kernels may differ in the last bits
 
@@ -40,7 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     if not os.path.isfile(card_file):
         raise ToolkitError(f"{card_file}: not found; run train_autoencoder.py with --model_save_path {folder} first")
     card = read_card(card_file)
-    saved = card.metrics["loss"]
+    saved = card.metrics.get("loss")
+    if card.model != AUTOENCODER or not isinstance(saved, (int, float)) or not math.isfinite(saved):
+        raise ToolkitError(f"{card_file}: not an autoencoder's run card with its final loss (metrics.loss {saved!r}); "
+                           f"re-run train_autoencoder.py --model_save_path {folder}")
     model = AutoEncoder()
     hint = f"re-run train_autoencoder.py --model_save_path {folder}"
     load_weights(model.encoder, os.path.join(folder, ENCODER_FILE), hint)

@@ -7,6 +7,7 @@ inputs above their reconstructions. cnn_classifier.py then starts a classifier f
 """
 from __future__ import annotations
 
+import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import os
 from dataclasses import replace
 
@@ -49,19 +50,21 @@ def main(argv: list[str] | None = None) -> None:
     def train_step(net, optimizer, epoch, generator):
         return train_epoch(net, train, optimizer, config.batch_size, device, generator)
 
-    loop = train_loop(model, config, run, device, train_step, resume=args.resume, compile=args.compile)
-    # The number testing_autoencoder.py checks: eval mode (BatchNorm running statistics), no weight updates.
-    final = reconstruction_loss(model, train, config.batch_size, device)
-    write_torch({k: v.cpu() for k, v in model.encoder.state_dict().items()}, os.path.join(run.folder, ENCODER_FILE))
-    write_torch({k: v.cpu() for k, v in model.decoder.state_dict().items()}, os.path.join(run.folder, DECODER_FILE))
-    card = RunCard.new(AUTOENCODER, category, [], train, config, {"kind": "unknown", "csvs": {"train": os.path.abspath(train_csv)}},
-                       vars(args), init_detail={"encoder_file": ENCODER_FILE, "decoder_file": DECODER_FILE})
-    card.metrics = {"loss": final, "loss_definition": "eval-mode mean squared error per pixel on the training images, inputs in [0, 1]",
-                    "images": len(train), "epochs": len(loop.history), "seconds": loop.seconds}
-    card.save(run.card)
-    write_csv(pd.DataFrame(loop.history), run.path("_metrics.csv"))
-    plot_loss_curve(loop.history, run.path("_loss_curve.png"), f"{STEM} on {os.path.basename(train_csv)}")
-    plot_reconstructions(model, train, device, run.path("_reconstructions.png"), f"{STEM}: eval-mode MSE {final:.5f}")
+    with run.lock():
+        loop = train_loop(model, config, run, device, train_step, resume=args.resume, compile=args.compile)
+        # The number testing_autoencoder.py checks: eval mode (BatchNorm running statistics), no weight updates.
+        final = reconstruction_loss(model, train, config.batch_size, device)
+        write_torch({k: v.cpu() for k, v in model.encoder.state_dict().items()}, os.path.join(run.folder, ENCODER_FILE))
+        write_torch({k: v.cpu() for k, v in model.decoder.state_dict().items()}, os.path.join(run.folder, DECODER_FILE))
+        card = RunCard.new(AUTOENCODER, category, [], train, config,
+                           {"kind": "unknown", "csvs": {"train": os.path.abspath(train_csv)}}, vars(args),
+                           init_detail={"encoder_file": ENCODER_FILE, "decoder_file": DECODER_FILE})
+        card.metrics = {"loss": final, "images": len(train), "epochs": len(loop.history), "seconds": loop.seconds,
+                        "loss_definition": "eval-mode mean squared error per pixel on the training images, inputs in [0, 1]"}
+        card.save(run.card)
+        write_csv(pd.DataFrame(loop.history), run.path("_metrics.csv"))
+        plot_loss_curve(loop.history, run.path("_loss_curve.png"), f"{STEM} on {os.path.basename(train_csv)}")
+        plot_reconstructions(model, train, device, run.path("_reconstructions.png"), f"{STEM}: eval-mode MSE {final:.5f}")
     print(f"final reconstruction loss (eval mode, {len(train)} training images): {final:.8g}")
     print(f"saved {ENCODER_FILE}, {DECODER_FILE}, {STEM}.json, metrics and plots in {run.folder}")
 

@@ -10,6 +10,7 @@ mean ± std of accuracy / weighted F1 / UAR, per-speaker accuracy and the worst 
 """
 from __future__ import annotations
 
+import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import os
 import sys
 

@@ -38,7 +38,8 @@ class CNN3(nn.Module):
 
 
 class CNN9(nn.Module):
-    """Nine 3×3 convolutions, ReLU then BatchNorm each; zero-pad after 1–8, max-pool after 2, 4, 6, 8."""
+    """Nine 3×3 convolutions, ReLU then BatchNorm each; zero-pad after 1–8, max-pool after 2, 4, 6, 8, and a last
+    ReLU after the ninth BatchNorm (the seed's forward ends `act(convnorm9(act(conv9(x))))`)."""
 
     WIDTHS = [3, 16, 32, 64, 128, 256, 256, 256, 256, 256]
 
@@ -51,6 +52,7 @@ class CNN9(nn.Module):
                 layers.append(nn.ZeroPad2d(2))
             if i in (2, 4, 6, 8):
                 layers.append(nn.MaxPool2d(2))
+        layers.append(nn.ReLU())  # last: the parameter names of the layers before it stay as they were
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(256, num_classes)

@@ -9,6 +9,7 @@ Unknown category / model and a missing split CSV for stage 3 are in test_pipelin
 """
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -78,7 +79,7 @@ STAGE1_CASES = {
     "unknown category": (None, ["--category", "height"], ["unknown category 'height'", "sex, age, race, emotion"]),
     "missing CSV": (lambda c, p: p / "nope.csv", ["--category", "sex"], ["nope.csv: file not found"]),
     "empty CSV": (empty_csv, ["--category", "sex"], ["empty.csv: cannot read it as CSV"]),
-    "missing column": (without_sex_column, ["--category", "sex"], ["d.csv: expected CREMA-D's VideoDemographics.csv columns"]),
+    "missing column": (without_sex_column, ["--category", "sex"], ["d.csv: neither CREMA-D's VideoDemographics.csv (one row per actor"]),
     "label outside the class list": (one_actor_coded_m, ["--category", "sex"],
                                      ["d.csv: 12 row(s) have sex label(s) ['M'] outside the class list", "fix or delete"]),
 }
@@ -173,7 +174,19 @@ def write_bad_clips(folder: Path, source: Path) -> dict[str, str | None]:
     sf.write(folder / "short_0.1s.wav", y[: sr // 10], sr)
     sf.write(folder / "stereo_44k.wav", np.stack([soxr.resample(y, sr, 44100)] * 2, 1), 44100, subtype="PCM_16")
     sf.write(folder / "rate_8k.wav", soxr.resample(y, sr, 8000), 8000, subtype="PCM_16")
+    sf.write(folder / "quiet_80dB.wav", y / np.abs(y).max() * 1e-4, sr, subtype="FLOAT")  # -80 dBFS
+    sf.write(folder / "antiphase.wav", np.stack([y, -y], 1), sr, subtype="FLOAT")  # the downmix cancels out
+    sf.write(folder / "float_1e20.wav", y * 1e20, sr, subtype="FLOAT")
+    sf.write(folder / "header_1hz.wav", y[:8000], 1, subtype="PCM_16")  # 8 KB that would be resampled 16,000x
+    (folder / "a_folder.wav").mkdir()
+    os.mkfifo(folder / "fifo.wav")  # opening it for reading would wait forever
     return {
+        "quiet_80dB.wav": "too quiet (peak -80 dBFS",
+        "antiphase.wav": "silent clip",
+        "float_1e20.wav": "far outside full scale (±1): not sound",
+        "header_1hz.wav": "sample rate 1 Hz is outside 4000-192000 Hz",
+        "a_folder.wav": "is a folder, not an audio file",
+        "fifo.wav": "is not a regular file, not an audio file",
         "zero_byte.wav": "empty file (0 bytes)",
         "truncated_header.wav": "not a readable WAV file",
         "not_audio.wav": "not a readable WAV file",
@@ -214,13 +227,17 @@ def test_stage2_bad_clips_do_not_stop_the_run(bad_clips_run):
     assert sorted(failed["Audio_file_name"]) == sorted(failing)
 
 
-@pytest.mark.parametrize("name", ["zero_byte.wav", "truncated_header.wav", "not_audio.wav", "silence.wav", "missing.wav"])
+@pytest.mark.parametrize("name", ["zero_byte.wav", "truncated_header.wav", "not_audio.wav", "silence.wav", "missing.wav",
+                                  "quiet_80dB.wav", "antiphase.wav", "float_1e20.wav", "header_1hz.wav", "a_folder.wav",
+                                  "fifo.wav"])
 def test_stage2_bad_clip_is_reported_and_left_out(bad_clips_run, name):
     proc, work, expected, splits, _ = bad_clips_run
-    line = next(l for l in proc.stdout.splitlines() if f"bad/{name}:" in l)
+    failed = pd.read_csv(work / "sex_failed_clips.csv")  # every reason (the screen shows the first 10)
+    line = failed.loc[failed["Audio_file_name"] == name, "error"].iloc[0]
+    assert f"bad/{name}:" in line
     assert expected[name] in line and ";" in line  # what is wrong ; what to do
     assert name not in set(splits["Audio_file_name"])
-    assert not list((work / "mel_spectrograms").rglob(name.replace(".wav", ".png")))
+    assert not list((work / "mel_spectrograms").rglob(name.replace(".wav", ".*.png")))
 
 
 @pytest.mark.parametrize("name", ["truncated_data.wav", "short_0.1s.wav", "stereo_44k.wav", "rate_8k.wav"])
@@ -311,14 +328,13 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-def foreign_last(kind: str, path: Path, tmp_path: Path) -> None:
-    """A `_last.pt` that --resume must refuse."""
+def foreign_last(kind: str, path: Path, tmp_path: Path, real_last: Path) -> None:
+    """A `_last.pt` that --resume must refuse (the first two: a real run's, with another network's weights)."""
     from models import CNN3, CNN9
 
-    if kind == "another model":
-        torch.save({"model": CNN9(2).state_dict()}, path)
-    elif kind == "another class count":
-        torch.save({"model": CNN3(6).state_dict()}, path)
+    if kind in ("another model", "another class count"):
+        state = torch.load(real_last, weights_only=True)
+        torch.save({**state, "model": (CNN9(2) if kind == "another model" else CNN3(6)).state_dict()}, path)
     elif kind == "truncated":
         torch.save({"model": CNN3(2).state_dict()}, path)
         path.write_bytes(path.read_bytes()[:1000])
@@ -333,10 +349,10 @@ def foreign_last(kind: str, path: Path, tmp_path: Path) -> None:
     ("truncated", "not a readable checkpoint"),
     ("pickled code", "not a readable checkpoint"),
 ])
-def test_stage3_resume_refuses_a_foreign_checkpoint(splits_copy, tmp_path, kind, message):
+def test_stage3_resume_refuses_a_foreign_checkpoint(splits_copy, trained_cnn3, tmp_path, kind, message):
     models = tmp_path / "models"
     models.mkdir()
-    foreign_last(kind, models / "cnn3_sex_last.pt", tmp_path)
+    foreign_last(kind, models / "cnn3_sex_last.pt", tmp_path, trained_cnn3 / "cnn3_sex_last.pt")
     line = assert_user_error(train(splits_copy, models, "--resume"), "cnn3_sex_last.pt", message)
     assert "--resume" in line
     assert not (tmp_path / "pwned").exists()  # weights_only: the pickle's code never ran

@@ -21,7 +21,8 @@ def test_age_bins(age, group):
 def test_real_metadata_gives_the_real_counts():
     demographics = pd.read_csv(SHARED_CREMA_D / "VideoDemographics.csv")
     names = [line.split()[0] for line in (SHARED_CREMA_D / "AudioWAV-sizes.txt").read_text().splitlines() if line.strip()]
-    clips = clips_from_names(names, demographics)
+    clips, reports = clips_from_names(names, demographics)
+    assert reports == []
     assert len(clips) == 7442 and clips["ActorID"].nunique() == 91
     assert clips["sex"].value_counts().to_dict() == {"Male": 3930, "Female": 3512}
     assert (clips["race"] == "Unknown").sum() == 82

@@ -54,7 +54,8 @@ def test_stage3_writes_model_metrics_and_plots(trained_cnn3):
     assert card["schema"] == 1 and card["model"] == "cnn3" and card["classes"] == CLASSES["sex"]
     assert card["input"] == {"kind": "image", "shape": [3, 128, 128], "image_size": [128, 128], "time_axis": "pad", "frames": 128}
     assert card["features"] == {"type": "mel", "params": {"sr": 16000, "n_fft": 1536, "hop_length": 512, "n_mels": 180,
-                                                          "top_db": 80.0, "db_ref": "fixed"}, "stats": None}
+                                                          "top_db": 80.0, "db_ref": "fixed", "mel_scale": "slaney",
+                                                          "pad_mode": "constant"}, "stats": None}
     assert card["init"] == ["scratch"] and card["training"]["recipe"] == "default" and card["training"]["epochs"] == 2
     assert card["split"]["kind"] == "speaker" and card["split"]["seed"] == 42 and card["split"]["speakers"]["test"] == 2
     assert 1 <= card["metrics"]["epoch"] <= 2

@@ -20,39 +20,74 @@ class ClipError(ToolkitError):
 
 
 MIN_SECONDS = 0.05  # shorter than one STFT hop: nothing to show
+MAX_SECONDS = 3600.0  # longer clips are refused unless asked for: memory stays bounded whatever a file claims
+MIN_RATE, MAX_RATE = 4000, 192000  # sample rates of real recordings; a header outside them is broken or hostile
+QUIET_DBFS = -60.0  # a clip that never gets louder than this is near silence (or a stereo downmix that cancelled out)
+MAX_PEAK = 100.0  # float samples far beyond full scale (±1) are a broken export, not sound
 PARAMS_FILE = "params.json"  # written by stage 2 beside the feature files: how they were made
 
 
-def load_audio(path: str, sr: int) -> np.ndarray:
-    """Mono float32 at `sr`, whatever the file's rate and channel count."""
+def load_audio(path: str, sr: int, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """Mono float32 at `sr`, whatever the file's rate and channel count.
+
+    What cannot be sound is a ClipError saying so: not a regular file, empty, unreadable, a sample rate outside
+    4-192 kHz, longer than `max_seconds` (checked from the header, before anything is read), too short, non-finite
+    or far beyond full scale, silent or too quiet.
+    """
     import soundfile as sf
 
+    if not os.path.exists(path):
+        raise ClipError(f"{path}: audio file not found; check the path (in a CSV: its Audio_file_path column)")
     if not os.path.isfile(path):
-        raise ClipError(f"{path}: audio file not found; fix the path in the CSV or re-run data_preprocessing.py")
+        raise ClipError(f"{path}: is {'a folder' if os.path.isdir(path) else 'not a regular file'}, not an audio file; leave it out")
     if os.path.getsize(path) == 0:
-        raise ClipError(f"{path}: empty file (0 bytes); re-copy or delete it")
+        raise ClipError(f"{path}: empty file (0 bytes); re-copy it or leave it out")
     try:
-        y, file_sr = sf.read(path, dtype="float32", always_2d=True)
-        y = y.mean(axis=1)
+        info = sf.info(path)
     except Exception as e:
         if path.lower().endswith(".wav"):
-            raise ClipError(f"{path}: not a readable WAV file ({str(e).splitlines()[0][:80]}); re-export or delete it")
-        y, file_sr = _load_other_format(path)
+            raise ClipError(f"{path}: not a readable WAV file ({_reason(e)}); convert it to a standard WAV or leave it out")
+        y, file_sr = _load_other_format(path, max_seconds)
+    else:
+        _check_header(path, info.samplerate, info.frames / max(info.samplerate, 1), max_seconds)
+        y, file_sr = sf.read(path, dtype="float32", always_2d=True)
+        y = y.mean(axis=1)
+    if not np.isfinite(y).all():
+        raise ClipError(f"{path}: contains NaN/inf samples (not sound); re-export it or leave it out")
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if peak > MAX_PEAK:
+        raise ClipError(f"{path}: samples reach {peak:.3g}, far outside full scale (±1): not sound; re-export it")
     if file_sr != sr:
         import soxr
 
         y = soxr.resample(y, file_sr, sr).astype(np.float32)
     if len(y) < MIN_SECONDS * sr:
         raise ClipError(f"{path}: too short ({len(y) / sr:.3f} s < {MIN_SECONDS} s); nothing to show, leave it out")
-    if not np.isfinite(y).all():
-        raise ClipError(f"{path}: contains NaN/inf samples; re-export it")
-    if np.max(np.abs(y)) < 1e-6:
+    if peak < 1e-6:
         raise ClipError(f"{path}: silent clip (all samples ~0); check the recording")
+    if 20 * np.log10(peak) < QUIET_DBFS:
+        raise ClipError(f"{path}: too quiet (peak {20 * np.log10(peak):.0f} dBFS, below {QUIET_DBFS:.0f} dBFS: near "
+                        f"silence, or stereo channels that cancel out); check the recording")
     return y
 
 
-def _load_other_format(path: str) -> tuple[np.ndarray, int]:
-    """Formats libsndfile cannot read (e.g. m4a) through librosa's audioread fallback."""
+def _check_header(path: str, rate: float, seconds: float, max_seconds: float) -> None:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ClipError(f"{path}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz (a broken header?); "
+                        f"re-export it")
+    if seconds > max_seconds:
+        raise ClipError(f"{path}: {seconds:.0f} s long, more than --max_seconds {max_seconds:.0f}; cut it into "
+                        f"shorter files or raise --max_seconds")
+
+
+def _reason(e: Exception) -> str:
+    from .fileio import reason_of
+
+    return reason_of(e, 80)
+
+
+def _load_other_format(path: str, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Formats libsndfile cannot read (e.g. m4a) through librosa's audioread fallback, at most max_seconds of it."""
     import warnings
 
     import librosa
@@ -60,9 +95,11 @@ def _load_other_format(path: str) -> tuple[np.ndarray, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return librosa.load(path, sr=None, mono=True)
+            y, rate = librosa.load(path, sr=None, mono=True, duration=max_seconds + 1)
     except Exception as e:
         raise ClipError(f"{path}: not a readable audio file ({type(e).__name__}); convert it to WAV")
+    _check_header(path, rate, len(y) / max(rate, 1), max_seconds)
+    return y, rate
 
 
 def limit_blas_threads(n: int = 1):
@@ -92,7 +129,13 @@ def _init_worker() -> None:
 
 
 def parallel_map(fn: Callable, jobs: list, workers: int, desc: str, unit: str = "clip") -> Iterator:
-    """fn over jobs, results in order, with a progress bar; `workers` > 1 spreads the work over processes."""
+    """fn over jobs, results in order, with a progress bar; `workers` > 1 spreads the work over processes.
+
+    An exception in `fn` (an output that cannot be written) stops the map and cancels the jobs not yet started; a
+    worker that dies (killed, out of memory) is a one-line ToolkitError.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
     from tqdm import tqdm
 
     if workers <= 1:  # no pool start-up cost for small jobs (and tests)
@@ -100,5 +143,28 @@ def parallel_map(fn: Callable, jobs: list, workers: int, desc: str, unit: str = 
             yield from tqdm(map(fn, jobs), total=len(jobs), desc=desc, unit=unit)
         return
     chunk = max(1, min(64, len(jobs) // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+    try:
         yield from tqdm(pool.map(fn, jobs, chunksize=chunk), total=len(jobs), desc=desc, unit=unit)
+    except BrokenProcessPool:
+        raise ToolkitError(f"{desc}: a worker process died (killed, or out of memory?); re-run to continue where it "
+                           f"stopped (finished files are kept), with fewer --workers if memory is short")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def fingerprint(path: str) -> str:
+    """A short hash of a file's bytes ('missing' if it is no readable regular file; never opens a FIFO): feature files
+    are named with it, so a file made from other audio under the same name is never taken for this clip's."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    if not os.path.isfile(path):
+        return "missing"
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return "missing"
+    return digest.hexdigest()[:10]

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import random
+import re
 import signal
 import sys
 from typing import Callable
 
 import numpy as np
 
-from .config import add_recipe_flags, add_training_flags
+from . import INTERRUPTED, was_interrupted
+from .config import add_recipe_flags, add_training_flags, positive_int
 from .errors import ToolkitError
 from .labels import CATEGORIES
 
@@ -59,7 +62,7 @@ def get_args_parser(description: str, epochs: int | None = None, splits: tuple[s
 def add_device_flags(p: argparse.ArgumentParser) -> None:
     """--device and --threads, for every script that runs a network."""
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch (default: all cores)")
 
 
 def split_csv(args: argparse.Namespace, split: str) -> str:
@@ -87,6 +90,8 @@ def pick_device(name: str = "auto", threads: int | None = None):
         torch.set_num_threads(threads)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ToolkitError(f"--device {name!r}: not a device; use auto, cpu, cuda or cuda:N")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ToolkitError(f"--device {name}: no CUDA GPU is visible to PyTorch; use --device cpu")
@@ -114,6 +119,8 @@ def os_error_message(e: OSError) -> str:
     path = e.filename or "output"
     if isinstance(e, FileNotFoundError):
         return f"{path}: {e.strerror}; check the path"
+    if e.errno == errno.ENOSPC:
+        return f"{path}: {e.strerror}; free disk space or pass a writable output folder"
     return f"{path}: {e.strerror}; check that the folder exists and is writable, or pass another folder"
 
 
@@ -134,5 +141,8 @@ def run_main(main: Callable[[], None]) -> None:
         print(f"error: {os_error_message(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: finished outputs are kept; re-run (with --resume for training) to continue", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
+    if was_interrupted():  # a library caught the KeyboardInterrupt and carried on: the stage did not finish as asked
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)

@@ -7,6 +7,7 @@ and --resume refuses a changed one. Each default is defined here, once.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 
@@ -73,6 +74,15 @@ def non_negative(kind: type):
 
 
 positive_int = at_least(1, int)
+seed_value = at_least(0, int)  # numpy takes seeds 0 .. 2**32 - 1
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (a learning rate): nan, inf and negatives would train into garbage."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 # flag -> (argparse keywords, help). The defaults come from the recipes above, never from here.
@@ -110,8 +120,8 @@ def add_training_flags(p: argparse.ArgumentParser, epochs: int) -> None:
     """The seed's training flags (epochs, batch size, learning rate, seed) and --resume / --compile."""
     p.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
     p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="clips per batch")
-    p.add_argument("--learning_rate", type=float, default=TrainConfig.learning_rate, help="optimiser learning rate")
-    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="random seed: same seed, same run (on CPU)")
+    p.add_argument("--learning_rate", type=positive_float, default=TrainConfig.learning_rate, help="optimiser learning rate")
+    p.add_argument("--seed", type=seed_value, default=TrainConfig.seed, help="random seed: same seed, same run (on CPU)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved epoch")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network: faster steps on a GPU after a warm-up of a minute or so "

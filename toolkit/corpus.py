@@ -1,4 +1,12 @@
-"""Stage 1: CREMA-D metadata + an audio folder -> one row per clip with its label and audio path."""
+"""Stage 1: CREMA-D metadata + an audio folder -> one row per clip with its label and audio path.
+
+Three metadata layouts are read, told apart by their columns and row shape:
+- per actor: CREMA-D's VideoDemographics.csv (ActorID, Age, Sex, Race, Ethnicity; one row per actor); the clips are
+  the files in the audio folder whose names follow CREMA-D's pattern;
+- per clip: the seed's CREMA_no_path.csv (ActorID, File Name, sex, race, age, ...; one row per clip) and the seed's
+  Emotions-folder CREMA-D_nopath.csv (ActorID, Age, Sex, Race, File Name, emotion, ...; the age group is derived).
+Everything left out is reported (count and examples), never dropped without a word.
+"""
 from __future__ import annotations
 
 import os
@@ -12,8 +20,9 @@ from .labels import CLASSES, age_bin, check_category
 
 CLIP_NAME = re.compile(r"^(?P<ActorID>\d{4})_(?P<Sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<Level>[A-Z]{2})$")
 DEMOGRAPHICS_COLUMNS = ["ActorID", "Age", "Sex", "Race", "Ethnicity"]  # VideoDemographics.csv
-SEED_COLUMNS = ["ActorID", "File Name", "sex", "race", "age"]  # the seed's CREMA_no_path.csv (subset used)
+FILE_COLUMN = "File Name"  # the per-clip layouts' clip name
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif", ".opus")
+EXAMPLES = 5  # names shown in a report
 
 
 def parse_clip_name(name: str) -> dict | None:
@@ -26,46 +35,112 @@ def parse_clip_name(name: str) -> dict | None:
     return row
 
 
-def clips_from_names(names: list[str], demographics: pd.DataFrame) -> pd.DataFrame:
-    """Per-clip rows from clip file names joined with the per-actor demographics."""
+def report(count_of: str, names: list[str], why: str) -> str:
+    """'3 clip(s) ... left out: why, e.g. a, b, c' — how stage 1 names what it leaves out."""
+    return f"{len(names)} {count_of} left out: {why}, e.g. {', '.join(map(str, names[:EXAMPLES]))}"
+
+
+def whole_numbers(table: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """A column of whole numbers (IDs, ages); text, blanks and fractions are a one-line error naming rows."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() | (values != values.round())
+    if bad.any():
+        rows = table.index[bad].tolist()
+        raise ToolkitError(f"{source}: column '{column}' needs whole numbers; row(s) {[r + 2 for r in rows[:EXAMPLES]]} "
+                           f"(line numbers) hold {table.loc[bad, column].tolist()[:EXAMPLES]}; fix those rows")
+    return values.astype(int)
+
+
+def one_row_per(table: pd.DataFrame, key: str, source: str, what: str, repeats: bool = True) -> pd.DataFrame:
+    """Repeated rows of a key with other values are a one-line error; identical ones are dropped with a warning
+    (repeats=True) or are an error too (repeats=False: a second row for an actor doubles all of its clips)."""
+    repeated = table[table[key].duplicated(keep=False)]
+    if repeated.empty:
+        return table
+    conflicting = sorted({k for k, rows in repeated.groupby(key) if len(rows.drop_duplicates()) > 1}, key=str)
+    if conflicting or not repeats:
+        how = "rows that disagree" if conflicting else "more than one row"
+        raise ToolkitError(f"{source}: {len(conflicting or repeated[key].unique())} {what}(s) have {how}, e.g. {key} "
+                           f"{(conflicting or repeated[key].tolist())[0]}; keep one row per {what}")
+    print(f"warning: {source}: {repeated[key].nunique()} {what}(s) are listed more than once with the same values "
+          f"(e.g. {repeated[key].iloc[0]}); each is used once")
+    return table.drop_duplicates()
+
+
+def clips_from_names(names: list[str], demographics: pd.DataFrame, source: str = "demographics") -> tuple[pd.DataFrame, list[str]]:
+    """Per-clip rows from clip file names joined with per-actor demographics, and the reports of what was left out."""
     parsed = [dict(parse_clip_name(n), Audio_file_name=n) for n in names if parse_clip_name(n)]
+    unparsed = [n for n in names if not parse_clip_name(n)]
     clips = pd.DataFrame(parsed, columns=["ActorID", "Sentence", "emotion", "Level", "Audio_file_name"])
     actors = demographics.rename(columns={"Sex": "sex", "Race": "race"})
-    actors = actors.assign(ActorID=actors["ActorID"].astype(int), age=actors["Age"].astype(int).map(age_bin))
-    return clips.merge(actors[["ActorID", "Age", "sex", "race", "Ethnicity", "age"]], on="ActorID", how="inner")
+    actors = actors.assign(ActorID=whole_numbers(actors, "ActorID", source), Age=whole_numbers(actors, "Age", source))
+    actors = one_row_per(actors, "ActorID", source, "actor", repeats=False)
+    actors = actors.assign(age=actors["Age"].map(age_bin))
+    table = clips.merge(actors[["ActorID", "Age", "sex", "race", "Ethnicity", "age"]], on="ActorID", how="left", indicator=True)
+    unknown = table.loc[table["_merge"] == "left_only", "Audio_file_name"].tolist()
+    reports = []
+    if unparsed:
+        reports.append(report("file(s) of the audio folder", unparsed, "their names are not CREMA-D clip names "
+                              "({ActorID}_{Sentence}_{Emotion}_{Level}, upper case)"))
+    if unknown:
+        reports.append(report("clip(s)", unknown, f"their actor is not in {os.path.basename(source)}"))
+    return table[table["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True), reports
 
 
-def read_metadata(csv_file: str, audio_path: str) -> pd.DataFrame:
-    """Read either VideoDemographics.csv (clips found in `audio_path`) or the seed's CREMA_no_path.csv."""
-    try:
-        table = pd.read_csv(csv_file)
-    except FileNotFoundError:
+def per_clip_rows(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The seed's per-clip layouts: columns renamed to stage 1's, the age group derived where the file has none."""
+    table = table.rename(columns={"Sex": "sex", "Race": "race", "Emotion Level": "Level"})
+    names = table[FILE_COLUMN].astype(str)
+    table = table.assign(ActorID=whole_numbers(table, "ActorID", source),
+                         Audio_file_name=[n if n.lower().endswith(AUDIO_SUFFIXES) else n + ".wav" for n in names])
+    if "age" not in table.columns and "Age" in table.columns:
+        table = table.assign(age=whole_numbers(table, "Age", source).map(age_bin))
+    if "emotion" not in table.columns:
+        table = table.assign(emotion=[(parse_clip_name(n) or {}).get("emotion") for n in table["Audio_file_name"]])
+    return one_row_per(table, "Audio_file_name", source, "clip")
+
+
+def read_table(csv_file: str) -> pd.DataFrame:
+    if not os.path.isfile(csv_file):
         raise ToolkitError(f"{csv_file}: file not found; pass --csv_file and --csv_path pointing at it")
+    try:
+        return pd.read_csv(csv_file)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ToolkitError(f"{csv_file}: cannot read it as CSV ({str(e).splitlines()[0]})")
-    if set(DEMOGRAPHICS_COLUMNS) <= set(table.columns):
-        names = sorted(n for n in os.listdir(audio_path) if n.lower().endswith(AUDIO_SUFFIXES))
-        return clips_from_names(names, table)
-    if set(SEED_COLUMNS) <= set(table.columns):
-        names = table["File Name"].astype(str)
-        table = table.assign(Audio_file_name=[n if n.lower().endswith(AUDIO_SUFFIXES) else n + ".wav" for n in names])
-        return table.rename(columns={"Emotion Level": "Level"})
+
+
+def audio_files(audio_path: str) -> list[str]:
+    """The audio files directly in a folder (regular files, hidden ones skipped), sorted."""
+    return sorted(n for n in os.listdir(audio_path) if n.lower().endswith(AUDIO_SUFFIXES) and not n.startswith(".")
+                  and os.path.isfile(os.path.join(audio_path, n)))
+
+
+def read_metadata(csv_file: str, audio_path: str) -> tuple[pd.DataFrame, list[str]]:
+    """Per-clip rows from any of the three layouts (module docstring), and the reports of what was left out."""
+    table = read_table(csv_file)
+    columns = set(table.columns)
+    if FILE_COLUMN in columns and {"ActorID"} <= columns and ({"sex", "race"} <= columns or {"Sex", "Race"} <= columns):
+        return per_clip_rows(table, csv_file), []
+    if set(DEMOGRAPHICS_COLUMNS) <= columns and FILE_COLUMN not in columns:
+        return clips_from_names(audio_files(audio_path), table, csv_file)
     raise ToolkitError(
-        f"{csv_file}: expected CREMA-D's VideoDemographics.csv columns {DEMOGRAPHICS_COLUMNS} "
-        f"or the seed's CREMA_no_path.csv columns {SEED_COLUMNS}; got {list(table.columns)}"
-    )
+        f"{csv_file}: neither CREMA-D's VideoDemographics.csv (one row per actor: {DEMOGRAPHICS_COLUMNS}) nor a seed "
+        f"per-clip CSV (one row per clip: ActorID, '{FILE_COLUMN}', sex/Sex, race/Race); found {list(table.columns)}")
 
 
-def build_category_table(csv_file: str, audio_path: str, category: str) -> tuple[pd.DataFrame, list[str]]:
-    """Rows for one category: label column, Audio_file_name, Audio_file_path, ActorID.
+def build_category_table(csv_file: str, audio_path: str, category: str) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Rows for one category: label column, Audio_file_name, Audio_file_path, ActorID (and the other attributes).
 
-    Returns the table and the names of clips whose audio file is missing (left out).
-    Race 'Unknown' rows are dropped (race only); other labels must be in the class list.
+    Returns the table, the names of clips whose audio file is missing (left out), and reports of anything else left
+    out. Race 'Unknown' rows are dropped (race only); other labels must be in the class list.
     """
     check_category(category)
     if not os.path.isdir(audio_path):
         raise ToolkitError(f"{audio_path}: audio folder not found; pass --audio_path pointing at CREMA-D's AudioWAV/")
-    table = read_metadata(csv_file, audio_path)
+    table, reports = read_metadata(csv_file, audio_path)
+    if category not in table.columns:
+        raise ToolkitError(f"{csv_file}: no '{category}' information (columns {list(table.columns)}); pass the metadata "
+                           f"that has it")
     if category == "race":
         table = table[table["race"] != "Unknown"]
     outside = ~table[category].astype(str).isin(CLASSES[category])
@@ -80,4 +155,4 @@ def build_category_table(csv_file: str, audio_path: str, category: str) -> tuple
     if table.empty:
         raise ToolkitError(f"{csv_file}: no clip with a '{category}' label has its audio in {audio_path}; check --audio_path")
     extra = [c for c in ("Sentence", "emotion", "Level", "sex", "age", "race") if c in table.columns and c != category]
-    return table[[category, "Audio_file_name", "Audio_file_path", "ActorID", *extra]], missing
+    return table[[category, "Audio_file_name", "Audio_file_path", "ActorID", *extra]], missing, reports

@@ -86,10 +86,15 @@ def cross_validate(
 
     extra_tests: more labelled sets (e.g. a corpus of unseen kinds of voices) every fold's model is scored on.
     """
+    with run.lock():
+        return _cross_validate(data, k, config, make_model, run, card, device, extra_tests or {})
+
+
+def _cross_validate(data: FeatureSet, k: int, config: TrainConfig, make_model: Callable[[], nn.Module], run: RunFiles,
+                    card: RunCard, device: torch.device, extra_tests: dict[str, FeatureSet]) -> dict:
     classes, category = card.classes, card.category
     data = sort_by_clip(data)
     splits = fold_splits(data.frame, category, k, config.seed)
-    extra_tests = extra_tests or {}
     folds, predictions = [], []
     for i, part in enumerate(splits, 1):
         print(f"== fold {i}/{len(splits)}: test speakers {sorted(data.frame['ActorID'].iloc[part['test']].astype(str).unique())}")

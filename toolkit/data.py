@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .audio import ClipError
 from .errors import ToolkitError
 from .features import FeatureSet, FeatureType, feature_of_table, params_beside, subset
-from .fileio import read_csv, require_columns, resolve_from_csv
+from .fileio import read_csv, require_columns, resolve_from_csv, without_blanks
 from .labels import encode_labels
 
 SPEAKER_COLUMN = "ActorID"
@@ -53,6 +53,7 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     needed = [feature.column()] + ([category] if category else []) + ([SPEAKER_COLUMN] if normalize == "speaker" else [])
     for c, t in zip(csvs, tables):
         require_columns(t, needed, str(c))
+    tables = [without_blanks(t, [feature.column()], str(c)) for c, t in zip(csvs, tables)]
     labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c) if category else [-1] * len(t))]
     paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[feature.column()].astype(str)]
     df = pd.concat(tables, ignore_index=True)

@@ -10,9 +10,9 @@ import copy
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .config import LR_SCHEDULES, TrainConfig
 from .data import FeatureSet, batches, move_to_device
 from .errors import ToolkitError
-from .fileio import load_checkpoint, write_csv, write_torch
+from .fileio import load_checkpoint, process_alive, write_csv, write_torch
 from .metrics import breakdown, classification_metrics, format_confusion, format_metrics
 from .plots import plot_confusion_matrix, plot_speaker_accuracy, plot_training_curves
 from .runcard import RunCard
@@ -119,6 +119,40 @@ class RunFiles:
     def last(self) -> str:
         return self.path("_last.pt")
 
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold {stem}.lock while the run writes: a second run into the same folder and stem stops at once instead of
+        overwriting this one's files (a lock left by a killed run is taken over)."""
+        path = self.path(".lock")
+        os.makedirs(self.folder, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                holder = _lock_holder(path)
+                if holder and holder != os.getpid() and process_alive(holder):
+                    raise ToolkitError(f"{path}: another run (process {holder}) is writing {self.stem} in {self.folder}; "
+                                       f"wait for it to finish, or pass another output folder")
+                os.remove(path)  # left by a run that no longer exists
+        else:
+            raise ToolkitError(f"{path}: cannot take the run's lock file; delete it if no run is writing there")
+        try:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            yield
+        finally:
+            if os.path.exists(path) and _lock_holder(path) == os.getpid():
+                os.remove(path)
+
+
+def _lock_holder(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
 
 def public(metrics: dict) -> dict:
     """Metrics without the per-item arrays, for JSON and printing."""
@@ -161,20 +195,44 @@ def save_last(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, gen
 
 def load_last(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict:
     """Restore what save_last wrote into model, optimizer and RNGs; returns the saved dict (epoch, history, extras)."""
-    state = load_checkpoint(path, "delete it (training restarts from epoch 1) or drop --resume")
+    hint = "delete it (training restarts from epoch 1) or drop --resume"
+    state = load_checkpoint(path, hint)
+    problem = _resumable_problem(state)
+    if problem:
+        raise ToolkitError(f"{path}: not a resumable checkpoint of a run ({problem}); {hint}")
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
     except (RuntimeError, KeyError, ValueError, TypeError):
-        raise ToolkitError(f"{path}: saved by a different model or class count; delete it or drop --resume")
+        raise ToolkitError(f"{path}: saved by a different model or class count; {hint}")
     return state
+
+
+def _resumable_problem(state) -> str | None:
+    """What is wrong with a _last.pt's structure (None: nothing), so that --resume fails in one line, not later."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}"
+    missing = [k for k in ("model", "optimizer", "epoch", "generator", "torch_rng", "history") if k not in state]
+    if missing:
+        return f"no {', '.join(missing)}"
+    history = state["history"]
+    if not isinstance(state["epoch"], int) or not isinstance(history, list) or len(history) != state["epoch"] or \
+            not all(isinstance(row, dict) and isinstance(row.get("seconds"), (int, float)) for row in history):
+        return "its epoch and per-epoch history do not agree"
+    if state.get("best_epoch", 0) and not isinstance(state.get("best_model"), dict):
+        return f"best epoch {state.get('best_epoch')} without its weights"
+    return None
 
 
 def load_weights(model: nn.Module, path: str, hint: str) -> None:
     """Load a plain state dict file strictly; a missing, unreadable or mismatched file is a one-line error naming it."""
-    state = load_checkpoint(path, hint)
+    load_state(model, load_checkpoint(path, hint), path, hint)
+
+
+def load_state(model: nn.Module, state, path: str, hint: str) -> None:
+    """load_state_dict(strict=True) with a one-line error naming `path` when the tensors do not fit the model."""
     expected = model.state_dict()
     if not isinstance(state, dict):
         raise ToolkitError(f"{path}: holds a {type(state).__name__}, not a state dict; {hint}")
@@ -185,6 +243,10 @@ def load_weights(model: nn.Module, path: str, hint: str) -> None:
         problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
                     ((missing, "missing"), (unexpected, "unexpected"), (resized, "of another shape")) if keys]
         raise ToolkitError(f"{path}: does not fit {type(model).__name__}: {', '.join(problems)} tensors; {hint}")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # a diverged run's weights: every output would be NaN, argmax class 0
+        raise ToolkitError(f"{path}: holds non-finite (NaN/inf) weights, e.g. {broken[0]}: the training that made it "
+                           f"diverged; re-train with a lower --learning_rate")
     model.load_state_dict(state, strict=True)
 
 
@@ -250,6 +312,7 @@ def train_loop(
         extra = dict(out) if isinstance(out, dict) else {"train_loss": out}
         train_loss = extra.pop("train_loss")
         val = validate(net) if validate else {}
+        check_finite(epoch, {"training loss": train_loss, "validation loss": val.get("loss", 0.0)}, config, run, best_epoch)
         history.append({"epoch": epoch, "train_loss": train_loss, **extra,
                         **{f"val_{k}": v for k, v in public(val).items() if k != "confusion_matrix"},
                         "lr": lr, "seconds": time.time() - t0})
@@ -267,6 +330,16 @@ def train_loop(
                   f"{'  *best' if improved and validate else ''}")
     model.load_state_dict(best_state)
     return LoopResult(history, best_epoch, best_score, best_state, time.time() - started)
+
+
+def check_finite(epoch: int, losses: dict[str, float], config: TrainConfig, run: RunFiles, best_epoch: int) -> None:
+    """A NaN or infinite loss means the weights are garbage now: stop before anything of this epoch is saved or
+    selected (the best epoch so far, if any, stays on disk)."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        kept = f"; {run.weights} keeps epoch {best_epoch}" if best_epoch else ""
+        raise ToolkitError(f"training diverged in epoch {epoch} ({', '.join(f'{k} {v}' for k, v in bad.items())}): lower "
+                           f"--learning_rate (now {config.learning_rate:g}) or check the data for broken clips{kept}")
 
 
 def check_resumable(path: str, state: dict, config: TrainConfig) -> None:
@@ -316,10 +389,11 @@ def fit(
         card.metrics = {"epoch": epoch, "val": public(val_metrics)}
         card.save(run.card)
 
-    loop = train_loop(model, config, run, device, train_step,
-                      validate=lambda net: evaluate(net, val, config.batch_size, device, len(classes)),
-                      on_improve=on_improve, resume=resume, compile=compile)
-    return report(model, loop, val, test, config, run, card, device)
+    with run.lock():
+        loop = train_loop(model, config, run, device, train_step,
+                          validate=lambda net: evaluate(net, val, config.batch_size, device, len(classes)),
+                          on_improve=on_improve, resume=resume, compile=compile)
+        return report(model, loop, val, test, config, run, card, device)
 
 
 def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet, config: TrainConfig,

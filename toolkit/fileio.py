@@ -1,4 +1,6 @@
-"""Atomic writes: a file is either the old version or the complete new one, never half-written."""
+"""Files in and out. Atomic writes: a file is either the old version or the complete new one, never half-written;
+a write that fails (full disk) is an OutputError naming the file. Reads take regular files only (a FIFO would hang,
+a device would never end) of a sane size, and say in one line what is wrong with anything else."""
 from __future__ import annotations
 
 import json
@@ -11,20 +13,37 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from .errors import ToolkitError
+from .errors import OutputError, ToolkitError
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: mkstemp makes 0600 files, and outputs are shared data (the mode a plain open() gives)
+MAX_TEXT_BYTES = 1 << 30  # a CSV or JSON larger than this is not one of ours (and would fill the memory)
+
+
+def output_failure(path: str | os.PathLike, reason: str) -> OutputError:
+    return OutputError(f"{path}: cannot write it ({reason}); free disk space or pass a writable output folder")
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside `path`; on success rename it over `path` (same filesystem)."""
+    """Yield a temporary path beside `path`; on success rename it over `path` (same filesystem).
+
+    An OSError while writing (no space, permission lost) becomes an OutputError naming `path`, not the temporary file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the pid in the name lets a later run tell a killed run's leftover from a live run's file (remove_stale_temps)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the pid in the name lets a later run tell a killed run's leftover from a live run's file (remove_stale_temps)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise output_failure(path, e.strerror or type(e).__name__)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+    except OSError as e:
+        raise output_failure(path, e.strerror or str(e))
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -46,7 +65,10 @@ def write_torch(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's writer reports a full disk as "PytorchStreamWriter failed writing file"
+            raise output_failure(path, str(e).strip().splitlines()[-1][:80])
 
 
 def load_checkpoint(path: str | os.PathLike, hint: str) -> Any:
@@ -56,19 +78,35 @@ def load_checkpoint(path: str | os.PathLike, hint: str) -> Any:
     """
     import torch
 
-    if not os.path.isfile(path):
-        raise ToolkitError(f"{path}: file not found; {hint}")
+    regular_file(path, "checkpoint", hint)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or not a torch file, or a pickle holding objects other than tensors
-        reason = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
-        raise ToolkitError(f"{path}: not a readable checkpoint ({reason}); {hint}")
+        raise ToolkitError(f"{path}: not a readable checkpoint ({reason_of(e)}); {hint}")
+
+
+def reason_of(e: Exception, limit: int = 100) -> str:
+    """An exception's first line, cut at a word boundary and without terminal escapes (for one-line errors)."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e)).strip().splitlines()
+    text = text[0] if text else type(e).__name__
+    return text if len(text) <= limit else text[: limit + 1].rsplit(" ", 1)[0] + " ..."
+
+
+def regular_file(path: str | os.PathLike, what: str, hint: str, max_bytes: int | None = None) -> None:
+    """A one-line ToolkitError unless `path` is an existing regular file (of at most max_bytes)."""
+    if not os.path.exists(path):
+        raise ToolkitError(f"{path}: {what} not found; {hint}")
+    if not os.path.isfile(path):
+        kind = "a folder" if os.path.isdir(path) else "not a regular file (a pipe, device or socket)"
+        raise ToolkitError(f"{path}: is {kind}, not a {what}; {hint}")
+    if max_bytes is not None and os.path.getsize(path) > max_bytes:
+        raise ToolkitError(f"{path}: {os.path.getsize(path) / 2**20:.0f} MB is far too large for a {what}; {hint}")
 
 
 _TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")  # atomic_path's temporary files
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -86,7 +124,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> int:
     removed = 0
     for name in os.listdir(folder):
         match = _TEMP_NAME.match(name)
-        if match and int(match["pid"]) != os.getpid() and not _process_alive(int(match["pid"])):
+        if match and int(match["pid"]) != os.getpid() and not process_alive(int(match["pid"])):
             try:
                 os.remove(os.path.join(folder, name))
                 removed += 1
@@ -110,9 +148,14 @@ def output_dir(path: str | os.PathLike, flag: str) -> str:
     return str(path)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
+def read_json(path: str | os.PathLike, what: str = "JSON file", hint: str = "restore it or re-run the stage that wrote it") -> Any:
+    """A JSON file's content; a missing, oversized or unparsable file is a one-line error naming it."""
+    regular_file(path, what, hint, MAX_TEXT_BYTES)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ToolkitError(f"{path}: not valid JSON ({reason_of(e)}); {hint}")
 
 
 def _json_default(o: Any) -> Any:
@@ -138,18 +181,26 @@ def resolve_from_csv(path: str, csv_path: str | os.PathLike) -> str:
 
 def read_csv(path: str, required: list[str]) -> pd.DataFrame:
     """A CSV with the named columns, or a one-line error saying what is wrong with it."""
-    if not os.path.isfile(path):
-        raise ToolkitError(f"{path}: CSV not found; check the folder and file name flags (run the earlier stage first?)")
+    regular_file(path, "CSV", "check the folder and file name flags (run the earlier stage first?)", MAX_TEXT_BYTES)
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise ToolkitError(f"{path}: the CSV is empty; re-run the stage that writes it")
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ToolkitError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})")
+        raise ToolkitError(f"{path}: not a readable CSV ({reason_of(e)})")
     require_columns(df, required, path)
     if df.empty:
         raise ToolkitError(f"{path}: the CSV has no rows; re-run the stage that writes it with more data")
     return df
+
+
+def without_blanks(df: pd.DataFrame, columns: list[str], source: str) -> pd.DataFrame:
+    """The rows with a value in every one of `columns`; the others are reported (a warning) and left out."""
+    blank = df[columns].isna().any(axis=1) | df[columns].astype(str).apply(lambda c: c.str.strip() == "").any(axis=1)
+    if blank.any():
+        print(f"warning: {int(blank.sum())} row(s) of {source} have no {' / '.join(columns)} and are left out "
+              f"(e.g. line {int(blank.idxmax()) + 2})")
+    return df[~blank].reset_index(drop=True)
 
 
 def require_columns(df: pd.DataFrame, required: list[str], source: str) -> None:

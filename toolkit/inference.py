@@ -80,16 +80,17 @@ def class_probabilities(model: nn.Module, data: FeatureSet, device: torch.device
     return torch.softmax(predict_logits(model, data, batch_size, device), 1).numpy()
 
 
-def expand_audio_paths(paths: list[str]) -> list[str]:
-    """Files as given; a folder becomes the audio files directly inside it (sorted, hidden files skipped)."""
-    files = []
+def expand_audio_paths(paths: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(files, problems): files as given, a folder's audio files (regular files directly inside it, sorted, hidden
+    ones skipped); a folder without any is a problem {folder: message}, reported with the files that fail."""
+    files, problems = [], {}
     for path in paths:
         if os.path.isdir(path):
-            found = sorted(os.path.join(path, n) for n in os.listdir(path)
-                           if n.lower().endswith(AUDIO_SUFFIXES) and not n.startswith("."))
+            found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(AUDIO_SUFFIXES)
+                           and not n.startswith(".") and os.path.isfile(os.path.join(path, n)))
             if not found:
-                raise ToolkitError(f"{path}: folder has no audio files ({', '.join(AUDIO_SUFFIXES)}); pass files or another folder")
+                problems[path] = f"{path}: folder has no audio files ({', '.join(AUDIO_SUFFIXES)}) directly inside it"
             files += found
         else:
             files.append(path)  # a missing file is reported with the other clips that fail, not here
-    return files
+    return files, problems

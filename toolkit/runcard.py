@@ -5,7 +5,6 @@ key: the JSON sidecars of earlier versions) still load; a card from a newer tool
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
@@ -97,7 +96,11 @@ class RunCard:
 def _check(card: RunCard, source: str) -> None:
     """The values a reader relies on, checked once here so that a hand-edited card fails with one line."""
     from .features import FEATURES
+    from .labels import CLASSES
 
+    if not isinstance(card.model, str) or not isinstance(card.category, str):
+        raise ToolkitError(f"{source}: 'model' and 'category' must be names, got {card.model!r} and {card.category!r}; "
+                           f"restore the file")
     classes = card.classes
     if card.model == AUTOENCODER and classes == []:
         pass
@@ -109,6 +112,16 @@ def _check(card: RunCard, source: str) -> None:
     if not isinstance(card.input, dict) or card.input.get("kind") != card.feature.kind:
         raise ToolkitError(f"{source}: input kind {card.input.get('kind') if isinstance(card.input, dict) else None!r} does not "
                            f"match feature type {card.features['type']}; restore the file")
+    shape = card.input.get("shape")
+    if not isinstance(shape, list) or not shape or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise ToolkitError(f"{source}: input shape {shape!r} is not a list of sizes; restore the file")
+    card.feature_params.check(source)
+    card.feature.check_options(card.input_options, shape, source)
+    canonical = CLASSES.get(card.category)
+    if canonical and sorted(classes) == sorted(canonical) and classes != canonical:
+        # the network's output k means canonical[k]: another order would put every prediction under a wrong name
+        raise ToolkitError(f"{source}: classes {classes} are CREMA-D's {card.category} classes in another order than "
+                           f"the one the toolkit trains with ({canonical}); restore the file")
 
 
 def _from_legacy_sidecar(d: dict, source: str) -> dict:
@@ -154,8 +167,4 @@ def read_card(path: str, what: str | None = None) -> RunCard:
     if not os.path.isfile(path):
         raise ToolkitError(f"{path}: run card{f' of {what}' if what else ''} not found; the training stage writes it "
                            f"beside the .pt: copy it along with the weights (or re-train)")
-    try:
-        d = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ToolkitError(f"{path}: not valid JSON ({e}); restore it from the training run's folder")
-    return RunCard.from_dict(d, path)
+    return RunCard.from_dict(read_json(path, "run card", "restore it from the training run's folder"), path)

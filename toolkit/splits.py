@@ -82,7 +82,7 @@ def split_of_run(csvs: dict[str, str], category: str) -> dict:
     if os.path.isfile(path):
         try:
             manifest = read_json(path)
-        except ValueError:
+        except ToolkitError:  # a broken manifest is as good as none: the split is then unknown
             manifest = None
         if isinstance(manifest, dict) and manifest.get("csvs") == {k: os.path.basename(p) for k, p in csvs.items()}:
             return {**manifest, "csvs": paths}

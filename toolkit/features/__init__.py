@@ -44,4 +44,4 @@ def params_beside(feature_path: str) -> dict:
     params = os.path.join(os.path.dirname(feature_path), PARAMS_FILE)
     if not os.path.isfile(params):
         return {}
-    return read_json(params)
+    return read_json(params, "params.json", "delete it and re-run generate_mel_spectrograms.py")

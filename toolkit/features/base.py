@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..audio import ClipError, load_audio, parallel_map
+from ..audio import MAX_RATE, MAX_SECONDS, MIN_RATE, ClipError, load_audio, parallel_map
+from ..errors import ToolkitError
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class FeatureParams:
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureParams":
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def check(self, source: str) -> None:
+        """A one-line ToolkitError (naming `source`: a flag set or a file) when the values cannot make sound features."""
+        if not isinstance(self.sr, int) or not MIN_RATE <= self.sr <= MAX_RATE:
+            raise ToolkitError(f"{source}: sample rate {self.sr!r} is outside {MIN_RATE}-{MAX_RATE} Hz; use e.g. 16000")
 
 
 class FeatureType:
@@ -74,8 +80,8 @@ class FeatureType:
         raise NotImplementedError
 
     @classmethod
-    def from_audio(cls, path: str, params: FeatureParams) -> np.ndarray:
-        audio = load_audio(path, params.sr)
+    def from_audio(cls, path: str, params: FeatureParams, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+        audio = load_audio(path, params.sr, max_seconds)
         try:
             return cls.extract(audio, params)
         except ClipError as e:  # extract's reasons name no file
@@ -94,6 +100,12 @@ class FeatureType:
         raise NotImplementedError
 
     # ---- stage 3: a split's arrays -> one tensor -> network inputs
+    @classmethod
+    def check_options(cls, options: dict, shape: list[int], source: str) -> None:
+        """A one-line ToolkitError when a run card's input options (and item shape) are not ones this type makes."""
+        if options:
+            raise ToolkitError(f"{source}: {cls.name} features take no input options, found {options}; restore the file")
+
     @classmethod
     def input_options(cls, config) -> dict:
         """What the run card records about how stored features become network inputs (read back by `stack`)."""
@@ -185,21 +197,24 @@ def subset(data: FeatureSet, index) -> FeatureSet:
 
 
 def _error_text(audio_path: str, e: Exception) -> str:
-    from ..errors import ToolkitError
-
     return str(e) if isinstance(e, ToolkitError) else f"{audio_path}: {type(e).__name__}: {e}"
 
 
-def feature_file_job(job: tuple[type[FeatureType], str, str, FeatureParams]) -> tuple[str, str | None]:
-    """Stage 2's worker: make one clip's feature file unless it exists. Returns (file path, error or None)."""
-    feature, audio_path, out_path, params = job
+def feature_file_job(job: tuple[type[FeatureType], str, str, FeatureParams, float]) -> tuple[str, str | None]:
+    """Stage 2's worker: make one clip's feature file unless it exists. Returns (file path, error or None).
+
+    A clip that cannot be used is an error returned (reported, the run goes on); a file that cannot be written
+    raises (OutputError): the disk or folder is at fault, not the clip, and the stage must stop.
+    """
+    feature, audio_path, out_path, params, max_seconds = job
     if os.path.exists(out_path):
         return out_path, None
     try:
-        feature.save(feature.from_audio(audio_path, params), out_path)
-        return out_path, None
+        value = feature.from_audio(audio_path, params, max_seconds)
     except Exception as e:  # a failing clip never kills a long run
         return out_path, _error_text(audio_path, e)
+    feature.save(value, out_path)
+    return out_path, None
 
 
 def feature_job(job: tuple[type[FeatureType], str, FeatureParams]) -> tuple[np.ndarray | None, str | None]:

@@ -6,6 +6,7 @@ split's mean and standard deviation (kept in the run card).
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -63,10 +64,11 @@ class Egemaps(FeatureType):
 
     @classmethod
     def read(cls, path: str) -> np.ndarray:
+        if not os.path.isfile(path):  # a FIFO would block forever
+            what = "not a regular file" if os.path.exists(path) else "feature file not found"
+            raise ClipError(f"{path}: {what}; re-run generate_mel_spectrograms.py --features {cls.name}")
         try:
             values = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise ClipError(f"{path}: feature file not found; re-run generate_mel_spectrograms.py --features {cls.name}")
         except Exception as e:
             raise ClipError(f"{path}: not a readable .npy file ({type(e).__name__}); delete it and re-run stage 2")
         if values.ndim != 1 or values.dtype.kind != "f" or not np.isfinite(values).all():

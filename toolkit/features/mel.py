@@ -8,19 +8,33 @@ librosa is imported lazily so that training (which only reads images) runs where
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..audio import ClipError
+from ..errors import ToolkitError
+from ..config import TIME_AXES
 from ..fileio import atomic_path
 from .base import FeatureParams, FeatureSet, FeatureType
 
 IMAGE_SIZE = (128, 128)  # (height, width) the seed's networks were designed for
 FIXED_TOP_DB = 40.0  # with db_ref='fixed': a full-scale sine peaks near +40 dB in one mel band (n_fft 1536)
 NORMALIZED_CENTRE, NORMALIZED_SCALE = 128, 32  # --normalize speaker: a band's z-score z is stored as 128 + 32 z
+MIN_AUDIBLE = 0.01  # a spectrogram with less of its area above the dB floor shows nothing
+
+
+DB_REFS = ("max", "fixed")
+MEL_SCALES = ("slaney", "htk")
+PAD_MODES = ("constant", "reflect")
+# Parameters added after images were first made: at these values they are left out of the folder name's digest, so
+# folders made before they existed are still found (and not remade) by a later stage 2 with the same settings.
+NEWER_PARAMETERS = {"mel_scale": "slaney", "pad_mode": "constant"}
 
 
 @dataclass(frozen=True)
@@ -30,23 +44,74 @@ class MelParams(FeatureParams):
     n_mels: int = 180
     top_db: float = 80.0  # dynamic range kept below the reference, the seed's power_to_db default
     db_ref: str = "max"  # 'max': each clip against its own peak (the seed); 'fixed': against full scale
+    mel_scale: str = "slaney"  # librosa's default filterbank; the seed used 'htk'
+    pad_mode: str = "constant"  # how the STFT pads the clip's ends (librosa >= 0.10's default); the seed's: 'reflect'
 
     def tag_prefix(self) -> str:
         return f"sr{self.sr}_fft{self.n_fft}_hop{self.hop_length}_mels{self.n_mels}"
 
+    def digest(self) -> str:
+        values = {k: v for k, v in asdict(self).items() if NEWER_PARAMETERS.get(k, object()) != v}
+        return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
+
+    def check(self, source: str) -> None:
+        super().check(source)
+        whole = {k: getattr(self, k) for k in ("n_fft", "hop_length", "n_mels")}
+        bad = [f"{k} {v!r}" for k, v in whole.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+        if bad:
+            raise ToolkitError(f"{source}: {', '.join(bad)}: must be whole numbers of at least 1")
+        for name, value, allowed in (("db_ref", self.db_ref, DB_REFS), ("mel_scale", self.mel_scale, MEL_SCALES),
+                                     ("pad_mode", self.pad_mode, PAD_MODES)):
+            if value not in allowed:
+                raise ToolkitError(f"{source}: {name} {value!r} is not one of {', '.join(allowed)}")
+        if not 64 <= self.n_fft <= 16384:
+            raise ToolkitError(f"{source}: n_fft {self.n_fft} gives no usable frequency resolution; use 256-4096 "
+                               f"(the seed: 1536)")
+        if self.hop_length > self.n_fft:
+            raise ToolkitError(f"{source}: hop_length {self.hop_length} is longer than the window (n_fft {self.n_fft}): "
+                               f"samples between windows would be skipped; use at most {self.n_fft}")
+        if not isinstance(self.top_db, (int, float)) or not 10 <= self.top_db <= 200:
+            raise ToolkitError(f"{source}: top_db {self.top_db!r} is outside 10-200 dB")
+
+
+def seed_preset(category: str) -> MelParams:
+    """The seed project's spectrograms for a category: htk mel, reflect padding, every clip against its own peak;
+    age used a longer window and hop (n_fft 2048, hop 1024)."""
+    params = MelParams(db_ref="max", mel_scale="htk", pad_mode="reflect")
+    return replace(params, n_fft=2048, hop_length=1024) if category == "age" else params
+
+
+PRESETS = {"default": lambda category: MelParams(db_ref="fixed"), "seed": seed_preset}
+
 
 _MEL_BASIS: dict[tuple, np.ndarray] = {}
+
+
+def mel_basis(p: MelParams) -> np.ndarray:
+    """librosa's mel filterbank for these parameters (cached: making it costs more than a clip's STFT)."""
+    import warnings
+
+    import librosa
+
+    key = (p.sr, p.n_fft, p.n_mels, p.mel_scale)
+    if key not in _MEL_BASIS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # librosa's "empty filters" warning: said below in one line instead
+            basis = librosa.filters.mel(sr=p.sr, n_fft=p.n_fft, n_mels=p.n_mels, htk=p.mel_scale == "htk")
+        empty = int((basis.sum(axis=1) == 0).sum())
+        if empty:  # such bands are black in every image: garbage a model would happily learn from
+            raise ToolkitError(f"{empty} of {p.n_mels} mel bands are empty with n_fft {p.n_fft} at {p.sr} Hz (too few "
+                               f"FFT bins between band edges); use fewer --n_mels or a larger --n_fft")
+        _MEL_BASIS[key] = basis
+    return _MEL_BASIS[key]
 
 
 def log_mel(y: np.ndarray, p: MelParams) -> np.ndarray:
     """(n_mels, frames) dB values in [-top_db, 0]; equals librosa melspectrogram + power_to_db."""
     import librosa
 
-    key = (p.sr, p.n_fft, p.n_mels)
-    if key not in _MEL_BASIS:
-        _MEL_BASIS[key] = librosa.filters.mel(sr=p.sr, n_fft=p.n_fft, n_mels=p.n_mels)
-    power = np.abs(librosa.stft(y, n_fft=p.n_fft, hop_length=p.hop_length)) ** 2
-    mel = _MEL_BASIS[key] @ power
+    power = np.abs(librosa.stft(y, n_fft=p.n_fft, hop_length=p.hop_length, pad_mode=p.pad_mode)) ** 2
+    mel = mel_basis(p) @ power
     ref = np.max if p.db_ref == "max" else 1.0
     db = librosa.power_to_db(mel, ref=ref, top_db=None)
     # 'max' puts every clip's peak at 0 dB (loudness is lost); 'fixed' keeps a fixed window, so loudness survives.
@@ -67,11 +132,12 @@ def save_png(image: np.ndarray, path: str) -> None:
 
 def read_image(path: str) -> np.ndarray:
     """A spectrogram image as a 2-D uint8 array (colour images from other tools are converted to grey)."""
+    if not os.path.isfile(path):  # a FIFO would block PIL forever
+        what = "not a regular file" if os.path.exists(path) else "image not found"
+        raise ClipError(f"{path}: {what}; re-run generate_mel_spectrograms.py")
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("L"))
-    except FileNotFoundError:
-        raise ClipError(f"{path}: image not found; re-run generate_mel_spectrograms.py")
     except Exception as e:
         raise ClipError(f"{path}: not a readable image ({type(e).__name__}); delete it and re-run stage 2")
 
@@ -160,22 +226,46 @@ class Mel(FeatureType):
 
     @classmethod
     def add_args(cls, p) -> None:
+        import argparse
+
         from ..config import positive_int
 
-        p.add_argument("--n_fft", type=positive_int, default=MelParams.n_fft, help="STFT window length (samples)")
-        p.add_argument("--hop_length", type=positive_int, default=MelParams.hop_length, help="STFT hop (samples)")
-        p.add_argument("--n_mels", type=positive_int, default=MelParams.n_mels, help="mel bands (image height)")
-        p.add_argument("--db_ref", choices=["max", "fixed"], default="fixed",
-                       help="dB reference: 'fixed' = full scale, window -40..+40 dB, so loudness survives (measured in "
-                            "experiments/RESULTS.md); 'max' = each clip's own peak, as the seed (loudness lost)")
+        default, seed, seed_age = PRESETS["default"](""), seed_preset(""), seed_preset("age")
+
+        def values(name: str) -> str:
+            text = f"default: {getattr(default, name)}; --preset seed: {getattr(seed, name)}"
+            return text + (f" ({getattr(seed_age, name)} for age)" if getattr(seed_age, name) != getattr(seed, name) else "")
+
+        p.add_argument("--preset", choices=list(PRESETS), default="default",
+                       help="'default': the measured settings; 'seed': the seed project's spectrograms for --category "
+                            "(htk mel, reflect padding, each clip against its own peak; for age a 2048 window, hop 1024). "
+                            "A flag given on the command line overrides its preset value")
+        for name, kwargs, text in (
+            ("n_fft", dict(type=positive_int), "STFT window length (samples)"),
+            ("hop_length", dict(type=positive_int), "STFT hop (samples)"),
+            ("n_mels", dict(type=positive_int), "mel bands (image height)"),
+            ("db_ref", dict(choices=DB_REFS), "dB reference: 'fixed' = full scale, window -40..+40 dB, so loudness "
+                                              "survives (measured in experiments/RESULTS.md); 'max' = each clip's own peak, "
+                                              "as the seed (loudness lost)"),
+            ("mel_scale", dict(choices=MEL_SCALES), "mel filterbank: librosa's 'slaney' or the 'htk' formula"),
+            ("pad_mode", dict(choices=PAD_MODES), "how the STFT pads the clip's ends: zeros or a mirror image"),
+        ):
+            p.add_argument(f"--{name}", default=argparse.SUPPRESS, help=f"{text} ({values(name)})", **kwargs)
 
     @classmethod
     def params_from_args(cls, args) -> MelParams:
-        return MelParams(sr=args.sr, n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels, db_ref=args.db_ref)
+        given = {k: getattr(args, k) for k in ("n_fft", "hop_length", "n_mels", "db_ref", "mel_scale", "pad_mode")
+                 if hasattr(args, k)}
+        return replace(PRESETS[args.preset](args.category), sr=args.sr, **given)
 
     @classmethod
     def extract(cls, audio: np.ndarray, params: MelParams) -> np.ndarray:
-        return to_image(log_mel(audio, params), params)
+        image = to_image(log_mel(audio, params), params)
+        audible = float((image > 0).mean())
+        if audible < MIN_AUDIBLE:  # an all-black image with a real label teaches nothing but noise
+            raise ClipError(f"too quiet for the spectrogram's dB window ({audible:.1%} of it above the floor); raise the "
+                            f"recording's level, or use --db_ref max")
+        return image
 
     @classmethod
     def warm_up(cls, params: MelParams) -> None:
@@ -189,6 +279,19 @@ class Mel(FeatureType):
     @classmethod
     def read(cls, path: str) -> np.ndarray:
         return read_image(path)
+
+    @classmethod
+    def check_options(cls, options: dict, shape: list[int], source: str) -> None:
+        size, time_axis, frames = options.get("image_size"), options.get("time_axis"), options.get("frames")
+        if time_axis not in TIME_AXES:
+            raise ToolkitError(f"{source}: time_axis {time_axis!r} is not one of {', '.join(TIME_AXES)}; restore the file")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) and 8 <= n <= 4096 for n in size)):
+            raise ToolkitError(f"{source}: image_size {size!r} is not [height, width] in pixels; restore the file")
+        if (frames != size[1]) if time_axis == "pad" else frames is not None:
+            raise ToolkitError(f"{source}: frames {frames!r} does not go with time_axis {time_axis} and image_size "
+                               f"{size}; restore the file")
+        if shape != [3, *size]:
+            raise ToolkitError(f"{source}: input shape {shape} is not that of {size[0]}×{size[1]} images; restore the file")
 
     @classmethod
     def input_options(cls, config) -> dict:
