@@ -17,7 +17,8 @@ from toolkit.config import train_config
 from toolkit.data import load_split
 from toolkit.engine import RunFiles, fit, load_weights
 from toolkit.errors import ToolkitError
-from toolkit.labels import CLASSES, check_category
+from toolkit.fileio import read_csv
+from toolkit.labels import check_category, classes_for
 from toolkit.runcard import RunCard, read_card
 from toolkit.splits import split_of_run
 
@@ -40,7 +41,7 @@ def warn_if_pretrained_on_other_inputs(ae_card: str, options: dict, params: dict
 
 def main(argv: list[str] | None = None) -> None:
     p = get_args_parser(__doc__, epochs=60)
-    p.add_argument("--model_save_and_load_path", "--model_load_and_save_path", dest="model_save_and_load_path",
+    p.add_argument("--model_save_and_load_path", "--model_dir", "--model_load_and_save_path", dest="model_save_and_load_path",
                    default="Models/", help=f"folder holding {ENCODER_FILE}; the classifier is saved there too "
                                            "(--model_load_and_save_path: the seed code's name)")
     p.add_argument("--encoder_file", default=ENCODER_FILE, help="the encoder state dict: a name in that folder, or a path")
@@ -49,21 +50,23 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     config = train_config(args)
     category = check_category(args.category)
-    classes = CLASSES[category]
     folder = args.model_save_and_load_path
     encoder_path = in_folder(args.encoder_file, folder)
     device = pick_device(args.device, args.threads)
+    csvs = {s: split_csv(args, s) for s in ("train", "val", "test")}
+    split = split_of_run(csvs, category)
+    classes = split.get("classes") or classes_for(category, read_csv(csvs["train"], [category])[category])
     seed_everything(config.seed)
     model = build_model("cnn3", len(classes))
     load_weights(model.encoder, encoder_path, "run train_autoencoder.py first, or point --model_save_and_load_path "
                  "(or --encoder_file) at the encoder_3_layers.pt it wrote")
     if args.freeze_encoder:
         freeze(model.encoder)
-    csvs = {s: split_csv(args, s) for s in ("train", "val", "test")}
-    train, val, test = (load_split(csvs[s], category, config, normalize=config.normalize, desc=s) for s in csvs)
+    train, val, test = (load_split(csvs[s], category, config, normalize=config.normalize, desc=s, classes=classes)
+                        for s in csvs)
     check_input("cnn3", train.feature.kind, train.input_shape(), csvs["train"])
     warn_if_pretrained_on_other_inputs(os.path.join(os.path.dirname(encoder_path), STEM + ".json"), train.options, train.params)
-    card = RunCard.new("cnn3", category, classes, train, config, split_of_run(csvs, category), vars(args), init=["autoencoder"],
+    card = RunCard.new("cnn3", category, classes, train, config, split, vars(args), init=["autoencoder"],
                        init_detail={"encoder_file": os.path.abspath(encoder_path), "freeze_encoder": args.freeze_encoder})
     fit(model, train, val, test, config, RunFiles(folder, f"cnn3_ae_{category}"), card, device,
         resume=args.resume, compile=args.compile)

@@ -1,7 +1,16 @@
-"""Stage 1: CREMA-D metadata + AudioWAV/ -> {csv_path}/{category}_with_audio_path.csv.
+"""Stage 1: metadata + audio -> {category}_with_audio_path.csv, one row per clip (label, audio path, speaker).
 
---csv_file may be CREMA-D's own VideoDemographics.csv (clips are found in --audio_path) or one of the seed's per-clip
-CSVs (CREMA_no_path.csv, CREMA-D_nopath.csv). Files and clips left out are reported with examples.
+CREMA-D: --csv_file may be CREMA-D's own VideoDemographics.csv (clips are found in --audio_path) or one of the seed's
+per-clip CSVs (CREMA_no_path.csv, CREMA-D_nopath.csv); --category is sex, age, race or emotion.
+
+Your own data: --label_column NAME makes any CSV a manifest: --audio_column names its audio paths (relative ones are
+taken from --audio_path, else from the CSV's folder), --speaker_column its speakers (without one the split is by clip:
+a speaker may then be in train and test). Each label column becomes a category; its classes are the labels found
+(sorted), or --classes a,b,c (that order; other labels are left out). --from_folders reads --audio_path/<class>/...
+instead of a CSV (a folder below the class folder, if any, is the speaker). Beside each CSV goes a small JSON with the
+category's classes, which the later stages and every model's run card carry.
+
+Files and clips left out are reported with examples.
 """
 from __future__ import annotations
 
@@ -9,36 +18,82 @@ import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below the
 import os
 
 from toolkit.cli import Parser, run_main
-from toolkit.corpus import build_category_table
-from toolkit.fileio import output_dir, relative_to_csv, write_csv
-from toolkit.labels import CATEGORIES, check_category
+from toolkit.corpus import build_category_table, folder_rows, label_manifest_path, manifest_rows, one_category
+from toolkit.fileio import output_dir, relative_to_csv, write_csv, write_json
+from toolkit.labels import CATEGORIES, CLASSES, check_category
+
+CREMA_D_AUDIO = "Data/AudioWAV/"
 
 
 def get_args_parser() -> Parser:
     p = Parser(description=__doc__)
-    p.add_argument("--csv_file", default="VideoDemographics.csv",
-                   help="metadata CSV (VideoDemographics.csv or CREMA_no_path.csv), looked up in --csv_path if not a path")
-    p.add_argument("--csv_path", default="Data/", help="folder of the metadata CSV; the output CSV is written here")
-    p.add_argument("--audio_path", default="Data/AudioWAV/", help="CREMA-D's AudioWAV folder")
-    p.add_argument("--category", default="sex", help=f"label to keep: {', '.join(CATEGORIES)}")
+    p.add_argument("--csv_file", "--manifest", default="VideoDemographics.csv",
+                   help="metadata CSV (VideoDemographics.csv, CREMA_no_path.csv, or your own with --label_column), looked "
+                        "up in --csv_path if not a path")
+    p.add_argument("--csv_path", "--data_dir", default="Data/", help="folder of the metadata CSV; the output CSVs are written here")
+    p.add_argument("--audio_path", default=None,
+                   help=f"CREMA-D's AudioWAV folder (default {CREMA_D_AUDIO}); with --label_column the folder relative audio "
+                        f"paths start from (default: the CSV's folder); with --from_folders the folder of class folders")
+    p.add_argument("--category", default="sex", help=f"CREMA-D's label to keep: {', '.join(CATEGORIES)}")
+    g = p.add_argument_group("your own data")
+    g.add_argument("--label_column", action="append", default=None, metavar="NAME",
+                   help="a label column of --csv_file; repeat it for several (each becomes a category)")
+    g.add_argument("--audio_column", default="file", help="the column holding each clip's audio path")
+    g.add_argument("--speaker_column", default=None,
+                   help="the column naming each clip's speaker (default: none, and the split is by clip)")
+    g.add_argument("--classes", default=None, metavar="A,B,C",
+                   help="the classes of the (one) label column, in this order; clips with other labels are left out "
+                        "(default: every label found, sorted)")
+    g.add_argument("--from_folders", action="store_true",
+                   help="no CSV: --audio_path holds one folder per class (the label column is --label_column, default 'label')")
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = get_args_parser().parse_args(argv)
-    check_category(args.category)
-    csv_file = args.csv_file if os.path.isfile(args.csv_file) else os.path.join(args.csv_path, args.csv_file)
-    table, missing, reports = build_category_table(csv_file, args.audio_path, args.category)
-    out = os.path.join(output_dir(args.csv_path, "--csv_path"), f"{args.category}_with_audio_path.csv")
-    table["Audio_file_path"] = [relative_to_csv(p, out) for p in table["Audio_file_path"]]
+def write_category(table, category: str, classes: list[str], folder: str, source: str, speakers: str | None) -> None:
+    out = os.path.join(folder, f"{category}_with_audio_path.csv")
+    table = table.assign(Audio_file_path=[relative_to_csv(p, out) for p in table["Audio_file_path"]])
     write_csv(table, out)
-    if missing:
-        print(f"warning: {len(missing)} clip(s) listed in {csv_file} have no audio file in {args.audio_path} "
-              f"and are left out, e.g. {', '.join(missing[:5])}")
+    write_json({"category": category, "classes": classes, "speaker_column": speakers, "source": os.path.abspath(source)},
+               label_manifest_path(out))
+    counts = ", ".join(f"{k} {v}" for k, v in table[category].value_counts().items())
+    print(f"wrote {out}: {len(table)} clips from {table['ActorID'].nunique()} speakers ({counts})")
+    if speakers is None:
+        print(f"note: {category}: no speaker column, so each clip counts as its own speaker and the split will be by "
+              f"clip (a speaker may be in train and test); pass --speaker_column for a speaker-independent test")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = get_args_parser()
+    args = p.parse_args(argv)
+    given = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    own = bool(args.label_column) or args.from_folders
+    if given and (not own or len(args.label_column or ["label"]) != 1):
+        p.error("--classes goes with exactly one --label_column (or --from_folders)")
+    csv_file = args.csv_file if os.path.isfile(args.csv_file) else os.path.join(args.csv_path, args.csv_file)
+    if own:
+        labels = args.label_column or ["label"]
+        for label in labels:
+            check_category(label)
+        if args.from_folders:
+            table, reports = folder_rows(args.audio_path or args.csv_path, labels[0])
+            source, speakers = args.audio_path or args.csv_path, "folder" if (table["ActorID"] != table["Audio_file_name"]).any() else None
+        else:
+            table, reports = manifest_rows(csv_file, args.audio_path, args.audio_column, labels, args.speaker_column)
+            source, speakers = csv_file, args.speaker_column
+        folder = output_dir(args.csv_path, "--csv_path")
+        for label in labels:
+            part, classes, more = one_category(table, label, given, source)
+            write_category(part, label, classes, folder, source, speakers)
+            reports += more
+    else:
+        category = check_category(args.category)
+        table, missing, reports = build_category_table(csv_file, args.audio_path or CREMA_D_AUDIO, category)
+        if missing:
+            reports.insert(0, f"{len(missing)} clip(s) listed in {csv_file} have no audio file in "
+                              f"{args.audio_path or CREMA_D_AUDIO} and are left out, e.g. {', '.join(missing[:5])}")
+        write_category(table, category, CLASSES[category], output_dir(args.csv_path, "--csv_path"), csv_file, "ActorID")
     for line in reports:
         print(f"warning: {line}")
-    counts = ", ".join(f"{k} {v}" for k, v in table[args.category].value_counts().items())
-    print(f"wrote {out}: {len(table)} clips from {table['ActorID'].nunique()} speakers ({counts})")
 
 
 if __name__ == "__main__":

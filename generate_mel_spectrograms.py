@@ -1,5 +1,9 @@
 """Stage 2: audio -> features (log-mel spectrogram PNGs by default) + {category}_train/val/test.csv (72/8/20, stratified).
 
+The split is speaker-disjoint (--split speaker) and puts at least one speaker of every class into the validation and
+the test part whenever the data allow it; a warning says what the data cannot give (a class missing from a part, a
+part with fewer than 3 speakers). --val_fraction and --test_fraction set the sizes.
+
 --features mel (default): one lossless 8-bit PNG per clip in {save_spec_path}/mel_spectrograms/{parameter tag}/.
 --features egemaps: openSMILE's eGeMAPSv02 functionals (88 values per clip), one .npy per clip in
 {save_spec_path}/egemaps/{parameter tag}/.
@@ -17,23 +21,23 @@ from tqdm import tqdm
 
 from toolkit.audio import MAX_SECONDS, PARAMS_FILE, fingerprint, parallel_map
 from toolkit.cli import Parser, run_main
-from toolkit.config import positive_float, positive_int, seed_value
-from toolkit.corpus import one_row_per
+from toolkit.config import fraction, positive_float, positive_int, seed_value
+from toolkit.corpus import one_row_per, read_label_manifest
 from toolkit.errors import ToolkitError
-from toolkit.features import FEATURES, FeatureParams, FeatureType, feature_file_job, get_feature
+from toolkit.features import FEATURES, FeatureParams, FeatureType, feature_file_job, feature_file_name, get_feature
 from toolkit.fileio import output_dir, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
-from toolkit.labels import CATEGORIES, check_category, encode_labels
-from toolkit.splits import make_splits, manifest_path, split_manifest
+from toolkit.labels import CATEGORIES, check_category, classes_for, encode_labels
+from toolkit.splits import TEST_FRACTION, VAL_FRACTION, coverage_warnings, make_splits, manifest_path, split_manifest
 
 SPLITS = ("train", "val", "test")
 
 
 def get_args_parser() -> Parser:
     p = Parser(description=__doc__)
-    p.add_argument("--load_csv_path", default="Data/", help="folder with {category}_with_audio_path.csv (stage 1)")
+    p.add_argument("--load_csv_path", "--data_dir", default="Data/", help="folder with {category}_with_audio_path.csv (stage 1)")
     p.add_argument("--save_spec_path", default="Data/", help="feature files go to {save_spec_path}/{mel_spectrograms,egemaps,...}/")
     p.add_argument("--save_csv_path", default="Data/", help="folder for the train/val/test CSVs")
-    p.add_argument("--category", default="sex", help=f"label: {', '.join(CATEGORIES)}")
+    p.add_argument("--category", default="sex", help=f"label column (stage 1's category): {', '.join(CATEGORIES)}, or yours")
     p.add_argument("--features", choices=list(FEATURES), default="mel",
                    help="what each clip becomes: 'mel' log-mel spectrogram images (the seed's; CNNs), 'egemaps' "
                         "openSMILE eGeMAPSv02 functionals (88 values; linear/mlp)")
@@ -43,6 +47,8 @@ def get_args_parser() -> Parser:
     p.add_argument("--split", choices=["speaker", "random"], default="speaker",
                    help="'speaker': no speaker in two splits; 'random': clips shuffled (the seed's)")
     p.add_argument("--seed", type=seed_value, default=42, help="random seed of the split")
+    p.add_argument("--val_fraction", type=fraction, default=VAL_FRACTION, help="share of the clips for validation")
+    p.add_argument("--test_fraction", type=fraction, default=TEST_FRACTION, help="share of the clips for the test")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="parallel processes")
     p.add_argument("--max_seconds", type=positive_float, default=MAX_SECONDS,
                    help="a clip longer than this is reported and left out (its header is read first: memory stays bounded)")
@@ -50,12 +56,10 @@ def get_args_parser() -> Parser:
 
 
 def feature_files(feature: type[FeatureType], folder: str, audio_paths: list[str], names: list[str]) -> list[str]:
-    """Each clip's feature file: {folder}/{clip stem}.{hash of its audio}{suffix}. The basename of the clip's name
-    is used, so a name in a CSV never places a file outside `folder`."""
+    """Each clip's feature file in `folder` (feature_file_name: named after the clip and a hash of its audio)."""
     hashes = [fingerprint(a) for a in tqdm(audio_paths, desc="hashing audio", unit="clip", leave=False,
                                            disable=len(audio_paths) < 1000)]
-    return [os.path.join(folder, f"{os.path.splitext(os.path.basename(n))[0]}.{h}{feature.suffix}")
-            for n, h in zip(names, hashes)]
+    return [os.path.join(folder, feature_file_name(n, h, feature.suffix)) for n, h in zip(names, hashes)]
 
 
 def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_paths: list[str], params: FeatureParams,
@@ -84,7 +88,10 @@ def check_not_overwriting_other_features(feature: type[FeatureType], csv: str) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.val_fraction + args.test_fraction >= 1:
+        parser.error(f"--val_fraction {args.val_fraction} and --test_fraction {args.test_fraction} leave nothing to train on")
     check_category(args.category)
     feature = get_feature(args.features)
     params = feature.params_from_args(args)
@@ -93,8 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     in_csv = os.path.join(args.load_csv_path, f"{args.category}_with_audio_path.csv")
     table = read_csv(in_csv, [args.category, "Audio_file_name", "Audio_file_path", "ActorID"])
     table = one_row_per(without_blanks(table, ["Audio_file_name", "Audio_file_path"], in_csv), "Audio_file_name", in_csv, "clip")
-    encode_labels(table, args.category, in_csv)  # a label outside the class list fails now, not after the features
-    make_splits(table, args.category, args.split, args.seed, source=in_csv)  # so does too little data to split
+    labels = read_label_manifest(in_csv)
+    classes = classes_for(args.category, table[args.category], labels.get("classes"))
+    encode_labels(table, args.category, in_csv, classes)  # a label outside the class list fails now, not after the features
+    split = dict(how=args.split, seed=args.seed, source=in_csv, val_fraction=args.val_fraction,
+                 test_fraction=args.test_fraction)
+    make_splits(table, args.category, **split)  # so does too little data to split
     output_dir(args.save_csv_path, "--save_csv_path")
     outs = {s: os.path.join(args.save_csv_path, f"{args.category}_{s}.csv") for s in SPLITS}
     for out in outs.values():
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     if table.empty:
         raise ToolkitError(f"{in_csv}: no clip could be turned into {feature.name} features; the reasons are in {failed_csv}")
 
-    splits = make_splits(table, args.category, args.split, args.seed, source=in_csv)
+    splits = make_splits(table, args.category, **split)
     for name, part in splits.items():
         out = outs[name]
         part = part.assign(**{column: [relative_to_csv(p, out) for p in part[column]],
@@ -126,8 +137,14 @@ def main(argv: list[str] | None = None) -> None:
         write_csv(part, out)
         counts = ", ".join(f"{k} {v}" for k, v in part[args.category].value_counts().items())
         print(f"wrote {out}: {len(part)} clips, {part['ActorID'].nunique()} speakers ({counts})")
-    write_json(split_manifest(splits, args.split, args.seed, args.category, feature.name, outs),
+    by_speaker = args.split == "speaker" and labels.get("speaker_column", "ActorID") is not None
+    kind = args.split if by_speaker or args.split == "random" else "clip (no speaker column)"
+    fractions = {"train": 1 - args.val_fraction - args.test_fraction, "val": args.val_fraction, "test": args.test_fraction}
+    write_json(split_manifest(splits, kind, args.seed, args.category, classes, feature.name, outs, fractions),
                manifest_path(args.save_csv_path, args.category))
+    if by_speaker:
+        for warning in coverage_warnings(splits, args.category):
+            print(f"warning: {warning}")
     if errors:  # the summary comes last, where it is seen: which clips were left out and why
         print(f"warning: {len(errors)} clip(s) could not be used and are left out (all listed in {failed_csv}):")
         for error in list(errors.values())[:10]:

@@ -28,7 +28,7 @@ TOLERANCE = 1e-5  # relative; CPU reruns agree exactly, GPU kernels may differ i
 
 def main(argv: list[str] | None = None) -> None:
     p = get_args_parser(__doc__, splits=("train",))
-    p.add_argument("--model_load_path", "--model_save_path", dest="model_load_path", default="Models/",
+    p.add_argument("--model_load_path", "--model_dir", "--model_save_path", dest="model_load_path", default="Models/",
                    help=f"folder holding {ENCODER_FILE}, {DECODER_FILE} and {STEM}.json (--model_save_path: the seed README's name)")
     p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="images per forward pass")
     p.add_argument("--epochs", type=int, default=5, help="accepted so the seed's commands run; ignored: nothing is trained")

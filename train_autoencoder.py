@@ -31,7 +31,7 @@ RECIPE = replace(RECIPES["seed"], time_axis=RECIPES["default"].time_axis)
 def main(argv: list[str] | None = None) -> None:
     p = get_args_parser(__doc__, epochs=200, splits=("train",), recipe=False)
     add_recipe_flags(p, names=("weight_decay", "time_axis"), base=RECIPE)
-    p.add_argument("--model_save_path", default="Models/", help="folder for the encoder and decoder state dicts, run card and plots")
+    p.add_argument("--model_save_path", "--model_dir", default="Models/", help="folder for the encoder and decoder state dicts, run card and plots")
     args = p.parse_args(argv)
     config = train_config(args, base=RECIPE)
     category = check_category(args.category)

@@ -20,7 +20,7 @@ from toolkit.config import train_config
 from toolkit.data import load_split
 from toolkit.engine import RunFiles, fit
 from toolkit.fileio import output_dir
-from toolkit.labels import CLASSES, check_category
+from toolkit.labels import check_category
 from toolkit.runcard import RunCard
 from toolkit.splits import split_of_run
 
@@ -30,7 +30,7 @@ SPLITS = ("train", "val", "test")
 def main(argv: list[str] | None = None) -> None:
     p = get_args_parser(__doc__, epochs=30)
     p.add_argument("--model", default="cnn3", help=f"network: {', '.join(MODEL_NAMES)} (or efficientnet_b2)")
-    p.add_argument("--model_save_path", "--model_save_and_load_path", "--model_load_and_save_path", dest="model_save_path",
+    p.add_argument("--model_save_path", "--model_dir", "--model_save_and_load_path", "--model_load_and_save_path", dest="model_save_path",
                    default="Models/", help="folder for the state dict, run card, metrics and plots (the other two names: "
                    "the seed README's stage-4c example, which calls train_cnn.py; cnn_classifier.py is that stage)")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
@@ -50,27 +50,28 @@ def main(argv: list[str] | None = None) -> None:
     config = train_config(args)
     category = check_category(args.category)
     name = canonical_name(args.model)
-    classes = CLASSES[category]
     device = pick_device(args.device, args.threads)
     output_dir(args.model_save_path, "--model_save_path")  # an unusable folder fails now, not after training
     pretrained = bool(args.pretrained and MODELS[name].imagenet)
     csvs = {s: split_csv(args, s) for s in SPLITS}
+    split = split_of_run(csvs, category)
 
-    def load(csv, desc):
-        return load_split(csv, category, config, normalize=config.normalize, desc=desc)
+    def load(csv, desc, classes):
+        return load_split(csv, category, config, normalize=config.normalize, desc=desc, classes=classes)
 
     if args.folds:
-        train = load(list(csvs.values()), "all splits")
-        split = {"kind": "speaker-grouped folds", "folds": args.folds, "seed": config.seed,
+        train = load(list(csvs.values()), "all splits", split.get("classes"))
+        split = {"kind": "speaker-grouped folds", "folds": args.folds, "seed": config.seed, "classes": train.classes,
                  "csvs": {k: os.path.abspath(v) for k, v in csvs.items()}}
     else:
-        train, val, test = (load(csvs[s], s) for s in SPLITS)
-        split = split_of_run(csvs, category)
+        train = load(csvs["train"], "train", split.get("classes"))  # stage 2's class list, else the category's
+        val, test = (load(csvs[s], s, train.classes) for s in ("val", "test"))
+    classes = train.classes
     check_input(name, train.feature.kind, train.input_shape(), csvs["train"])
     card = RunCard.new(name, category, classes, train, config, split, vars(args), init=["imagenet" if pretrained else "scratch"],
                        init_detail={"weights": os.path.abspath(args.weights)} if args.weights else {})
     run = RunFiles(args.model_save_path, f"{name}_{category}")
-    extra = {csv: load(in_folder(csv, args.csv_load_path), csv) for csv in args.extra_test_csv}
+    extra = {csv: load(in_folder(csv, args.csv_load_path), csv, classes) for csv in args.extra_test_csv}
 
     def make_model():
         return build_model(name, len(classes), train.input_shape(), pretrained=pretrained, weights=args.weights)

@@ -76,7 +76,7 @@ def one_actor_coded_m(corpus: Path, folder: Path) -> Path:
 
 STAGE1_CASES = {
     # name: (makes the metadata CSV in tmp_path (None: the corpus's own), extra args, expected in the error)
-    "unknown category": (None, ["--category", "height"], ["unknown category 'height'", "sex, age, race, emotion"]),
+    "unknown category": (None, ["--category", "height"], ["no 'height' in CREMA-D's metadata", "sex, age, race, emotion"]),
     "missing CSV": (lambda c, p: p / "nope.csv", ["--category", "sex"], ["nope.csv: file not found"]),
     "empty CSV": (empty_csv, ["--category", "sex"], ["empty.csv: cannot read it as CSV"]),
     "missing column": (without_sex_column, ["--category", "sex"], ["d.csv: neither CREMA-D's VideoDemographics.csv (one row per actor"]),
@@ -122,7 +122,7 @@ def stage2(load: Path, out: Path, *extra: str, spec: Path | None = None):
 
 STAGE2_CASES = {
     # name: (rewrite stage 1's table (None: no input CSV at all), extra args, expected in the error)
-    "unknown category": (lambda t: t, ["--category", "height"], ["unknown category 'height'"]),
+    "unknown category": (lambda t: t, ["--category", "height"], ["height_with_audio_path.csv: CSV not found"]),
     "missing CSV": (None, [], ["sex_with_audio_path.csv: CSV not found"]),
     "empty CSV": ("", [], ["sex_with_audio_path.csv: the CSV is empty"]),
     "missing column": (lambda t: t.drop(columns="ActorID"), [], ["sex_with_audio_path.csv: missing column(s) ['ActorID']"]),

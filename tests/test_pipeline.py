@@ -70,7 +70,7 @@ def test_stage3_writes_model_metrics_and_plots(trained_cnn3):
 
 def test_stage3_errors_are_one_line(sex_data, tmp_path):
     for args, message in (
-        (["--category", "height"], "unknown category 'height'"),
+        (["--category", "height"], "height_train.csv: CSV not found"),
         (["--model", "resnet50"], "unknown model 'resnet50'"),
         (["--train_csv", "nope.csv"], "nope.csv: CSV not found"),
     ):

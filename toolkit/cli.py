@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import os
 import random
@@ -36,7 +37,16 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{self.suggestion(message)} (see --help)\n")
+
+    def suggestion(self, message: str) -> str:
+        """'; did you mean --model_save_path?' for a mistyped flag (argparse's own message names only the typo)."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        guesses = [difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.6)
+                   for word in message.split(":", 1)[1].split() if word.startswith("-")]
+        return "; did you mean " + ", ".join(g[0] for g in guesses if g) + "?" if any(guesses) else ""
 
 
 def get_args_parser(description: str, epochs: int | None = None, splits: tuple[str, ...] = ("train", "val", "test"),
@@ -47,7 +57,7 @@ def get_args_parser(description: str, epochs: int | None = None, splits: tuple[s
     recipe flags, for a stage with a fixed recipe (it adds the few flags it honours with add_recipe_flags' names).
     """
     p = Parser(description=description)
-    p.add_argument("--csv_load_path", default="Data/", help="folder holding the split CSVs")
+    p.add_argument("--csv_load_path", "--data_dir", default="Data/", help="folder holding the split CSVs")
     p.add_argument("--category", default="sex", help=f"what to classify: {', '.join(CATEGORIES)}")
     for split in splits:
         p.add_argument(f"--{split}_csv", default=None, help=f"{split} CSV in --csv_load_path (default {{category}}_{split}.csv)")

@@ -1,6 +1,9 @@
-"""Stage 1: CREMA-D metadata + an audio folder -> one row per clip with its label and audio path.
+"""Stage 1: metadata + audio -> one row per clip with its label(s), audio path and speaker.
 
-Three metadata layouts are read, told apart by their columns and row shape:
+Any data: a CSV with an audio column, one or more label columns and optionally a speaker column (manifest_rows), or
+a folder per class (folder_rows). Every label column becomes a category whose classes come from the data.
+
+CREMA-D: three metadata layouts are read, told apart by their columns and row shape:
 - per actor: CREMA-D's VideoDemographics.csv (ActorID, Age, Sex, Race, Ethnicity; one row per actor); the clips are
   the files in the audio folder whose names follow CREMA-D's pattern;
 - per clip: the seed's CREMA_no_path.csv (ActorID, File Name, sex, race, age, ...; one row per clip) and the seed's
@@ -16,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import ToolkitError
-from .labels import CLASSES, age_bin, check_category
+from .fileio import read_csv, read_json, without_blanks
+from .labels import CATEGORIES, CLASSES, age_bin, check_category, classes_for
 
 CLIP_NAME = re.compile(r"^(?P<ActorID>\d{4})_(?P<Sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<Level>[A-Z]{2})$")
 DEMOGRAPHICS_COLUMNS = ["ActorID", "Age", "Sex", "Race", "Ethnicity"]  # VideoDemographics.csv
@@ -138,9 +142,9 @@ def build_category_table(csv_file: str, audio_path: str, category: str) -> tuple
     if not os.path.isdir(audio_path):
         raise ToolkitError(f"{audio_path}: audio folder not found; pass --audio_path pointing at CREMA-D's AudioWAV/")
     table, reports = read_metadata(csv_file, audio_path)
-    if category not in table.columns:
-        raise ToolkitError(f"{csv_file}: no '{category}' information (columns {list(table.columns)}); pass the metadata "
-                           f"that has it")
+    if category not in CLASSES or category not in table.columns:
+        raise ToolkitError(f"{csv_file}: no '{category}' in CREMA-D's metadata (its categories: {', '.join(CATEGORIES)}); "
+                           f"for a label column of your own data pass --label_column")
     if category == "race":
         table = table[table["race"] != "Unknown"]
     outside = ~table[category].astype(str).isin(CLASSES[category])
@@ -156,3 +160,83 @@ def build_category_table(csv_file: str, audio_path: str, category: str) -> tuple
         raise ToolkitError(f"{csv_file}: no clip with a '{category}' label has its audio in {audio_path}; check --audio_path")
     extra = [c for c in ("Sentence", "emotion", "Level", "sex", "age", "race") if c in table.columns and c != category]
     return table[[category, "Audio_file_name", "Audio_file_path", "ActorID", *extra]], missing, reports
+
+
+# ---------------------------------------------------------------------------------------------- any data
+
+def manifest_rows(csv_file: str, audio_root: str | None, audio_column: str, label_columns: list[str],
+                  speaker_column: str | None) -> tuple[pd.DataFrame, list[str]]:
+    """One row per clip of a user's CSV: Audio_file_name (its path as listed), Audio_file_path (relative paths
+    resolved against `audio_root`, else the CSV's folder), ActorID (the speaker, or the clip itself when there is no
+    speaker column), the label columns and the CSV's other columns. Missing audio and blank rows are reported."""
+    table = read_csv(csv_file, [audio_column, *label_columns, *([speaker_column] if speaker_column else [])])
+    table = without_blanks(table, [audio_column], csv_file)
+    names = table[audio_column].astype(str)
+    base = audio_root or os.path.dirname(os.path.abspath(csv_file))
+    paths = [n if os.path.isabs(n) else os.path.join(base, n) for n in names]
+    speakers = table[speaker_column].astype(str) if speaker_column else names
+    rows = table.drop(columns=[c for c in ("Audio_file_name", "Audio_file_path", "ActorID") if c in table.columns])
+    rows = rows.assign(Audio_file_name=names.values, Audio_file_path=paths, ActorID=speakers.values)
+    return only_existing(one_row_per(rows, "Audio_file_name", csv_file, "clip"), csv_file)
+
+
+def folder_rows(root: str, label_column: str) -> tuple[pd.DataFrame, list[str]]:
+    """One row per audio file of `root`/<label>/...: the label is the first folder; a folder below it, if any,
+    is the speaker (root/<label>/<speaker>/clip.wav), else the clip is its own speaker."""
+    if not os.path.isdir(root):
+        raise ToolkitError(f"{root}: folder not found; pass --audio_path pointing at a folder with one folder per class")
+    rows = []
+    for label in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")):
+        for folder, dirs, files in os.walk(os.path.join(root, label)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.lower().endswith(AUDIO_SUFFIXES) and not name.startswith("."):
+                    relative = os.path.relpath(os.path.join(folder, name), root)
+                    parts = relative.split(os.sep)
+                    rows.append({label_column: label, "Audio_file_name": relative,
+                                 "Audio_file_path": os.path.join(root, relative),
+                                 "ActorID": parts[1] if len(parts) > 2 else relative})
+    if not rows:
+        raise ToolkitError(f"{root}: no audio files in folders below it; put each class's files in a folder named after "
+                           f"the class ({root}/<class>/...)")
+    return pd.DataFrame(rows), []
+
+
+def only_existing(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:
+    exists = table["Audio_file_path"].map(os.path.isfile)
+    reports = [] if exists.all() else [report("clip(s)", table.loc[~exists, "Audio_file_name"].tolist(),
+                                              f"listed in {os.path.basename(source)} but no audio file is there")]
+    return table[exists].reset_index(drop=True), reports
+
+
+def one_category(table: pd.DataFrame, category: str, given: list[str] | None, source: str) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The rows of one label column as stage 1 writes them, its class list, and reports of the rows left out
+    (no label; a label outside --classes)."""
+    check_category(category)
+    labelled = table[table[category].notna() & (table[category].astype(str).str.strip() != "")]
+    reports = [] if len(labelled) == len(table) else [
+        report("clip(s)", table.loc[~table.index.isin(labelled.index), "Audio_file_name"].tolist(), f"no '{category}' label")]
+    labelled = labelled.assign(**{category: labelled[category].astype(str)})
+    classes = classes_for(category, labelled[category], given)
+    outside = ~labelled[category].isin(classes)
+    if outside.any():
+        reports.append(report("clip(s)", labelled.loc[outside, "Audio_file_name"].tolist(),
+                              f"their {category} ({sorted(set(labelled.loc[outside, category]))[:EXAMPLES]}) is not in --classes"))
+    labelled = labelled[~outside]
+    if labelled.empty:
+        raise ToolkitError(f"{source}: no clip has a '{category}' label{' in --classes' if given else ''}; check the column")
+    if len(classes) < 2:
+        raise ToolkitError(f"{source}: '{category}' has only the class {classes}; a classifier needs two or more")
+    others = [c for c in labelled.columns if c not in (category, "Audio_file_name", "Audio_file_path", "ActorID")]
+    return labelled.sort_values("Audio_file_name")[[category, "Audio_file_name", "Audio_file_path", "ActorID", *others]], classes, reports
+
+
+def label_manifest_path(category_csv: str) -> str:
+    """Stage 1's JSON beside {category}_with_audio_path.csv: the category's classes and where its speakers came from."""
+    return os.path.splitext(category_csv)[0] + ".json"
+
+
+def read_label_manifest(category_csv: str) -> dict:
+    """Stage 1's label manifest ({} for a CSV made by hand or by an earlier version)."""
+    path = label_manifest_path(category_csv)
+    return read_json(path, "stage-1 manifest", "delete it and re-run data_preprocessing.py") if os.path.isfile(path) else {}

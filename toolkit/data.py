@@ -18,7 +18,7 @@ from .audio import ClipError
 from .errors import ToolkitError
 from .features import FeatureSet, FeatureType, feature_of_table, params_beside, subset
 from .fileio import read_csv, require_columns, resolve_from_csv, without_blanks
-from .labels import encode_labels
+from .labels import classes_for, encode_labels
 
 SPEAKER_COLUMN = "ActorID"
 NORMALIZE = ("none", "speaker")
@@ -39,12 +39,13 @@ def normalize_by_speaker(feature: type[FeatureType], features: list[np.ndarray],
 
 
 def load_split(csv_path: str | list[str], category: str | None, config=None, options: dict | None = None,
-               normalize: str = "none", desc: str = "") -> FeatureSet:
+               normalize: str = "none", desc: str = "", classes: list[str] | None = None) -> FeatureSet:
     """Load every clip a split CSV lists; a list of CSVs is loaded as one set.
 
     The network-input options come from `options` (a run card's) or from `config` (a TrainConfig, for a new run).
-    Unreadable files are reported and left out. normalize 'speaker': each speaker's clips are normalised with the
-    speaker's own statistics (column ActorID; no labels used).
+    Labels are indices into `classes` (default: labels.classes_for the category and the labels found; kept as
+    the set's `classes`). Unreadable files are reported and left out. normalize 'speaker': each speaker's clips are
+    normalised with the speaker's own statistics (column ActorID; no labels used).
     """
     csvs = [csv_path] if isinstance(csv_path, (str, os.PathLike)) else list(csv_path)
     csv_path = ", ".join(map(str, csvs))
@@ -54,7 +55,11 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     for c, t in zip(csvs, tables):
         require_columns(t, needed, str(c))
     tables = [without_blanks(t, [feature.column()], str(c)) for c, t in zip(csvs, tables)]
-    labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c) if category else [-1] * len(t))]
+    if category:
+        for c, t in zip(csvs, tables):
+            require_columns(t, [category], str(c))
+        classes = classes_for(category, pd.concat([t[category] for t in tables]), classes)
+    labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c, classes) if category else [-1] * len(t))]
     paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[feature.column()].astype(str)]
     df = pd.concat(tables, ignore_index=True)
     features, keep, failed = [], [], []
@@ -68,10 +73,12 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
         print(f"warning: {len(failed)} feature file(s) listed in {csv_path} could not be read and are left out, e.g. {failed[0]}")
     if not keep:
         raise ToolkitError(f"{csv_path}: none of its {len(df)} feature files could be read; re-run generate_mel_spectrograms.py")
-    return make_feature_set(feature, features, df.iloc[keep].reset_index(drop=True),
+    data = make_feature_set(feature, features, df.iloc[keep].reset_index(drop=True),
                             options if options is not None else feature.input_options(config),
                             labels=[labels[i] for i in keep], paths=[paths[i] for i in keep],
                             params=params_beside(paths[keep[0]]), normalize=normalize)
+    data.classes = classes if category else None
+    return data
 
 
 def make_feature_set(feature: type[FeatureType], features: list[np.ndarray], frame: pd.DataFrame, options: dict,

@@ -1,4 +1,9 @@
-"""Train/val/test splits: speaker-disjoint (default) or random (the seed's), both stratified by label."""
+"""Train/val/test splits: speaker-disjoint (default) or random by clip (the seed's), both stratified by label.
+
+A speaker-disjoint split also makes sure, whenever the data allow it, that the validation and the test part each hold
+at least one speaker of every class (the best epoch is chosen on the validation part: with one speaker of one class
+there, validation F1 flips between 0 and 1 per epoch). What the data cannot give is said in a warning.
+"""
 from __future__ import annotations
 
 import os
@@ -11,48 +16,84 @@ from .fileio import read_json
 
 TEST_FRACTION = 0.20
 VAL_FRACTION = 0.08  # of the whole: 72/8/20
+MIN_SPEAKERS = 3  # a part with fewer speakers gives scores that say more about those speakers than about the model
+PARTS = {"train": "training", "val": "validation", "test": "test"}
 
 
-def split_random(df: pd.DataFrame, label: str, seed: int) -> dict[str, pd.DataFrame]:
-    rest, test = train_test_split(df, test_size=TEST_FRACTION, stratify=df[label], random_state=seed)
-    val_of_rest = VAL_FRACTION / (1 - TEST_FRACTION)
-    train, val = train_test_split(rest, test_size=val_of_rest, stratify=rest[label], random_state=seed)
+def split_random(df: pd.DataFrame, label: str, seed: int, val_fraction: float, test_fraction: float) -> dict[str, pd.DataFrame]:
+    rest, test = train_test_split(df, test_size=test_fraction, stratify=df[label], random_state=seed)
+    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=rest[label], random_state=seed)
     return {"train": train, "val": val, "test": test}
 
 
 def hold_out_groups(df: pd.DataFrame, label: str, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out about `fraction` of the rows as whole speakers, keeping the label mix (StratifiedGroupKFold fold 0)."""
+    """Hold out about `fraction` of the rows as whole speakers, keeping the label mix; then, where a class has no
+    speaker in the held-out part but two or more in the rest, move its smallest speaker over (the rest keeps one)."""
     n_groups = df["ActorID"].nunique()
     n_splits = min(max(2, round(1 / fraction)), n_groups)
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     # Of the candidate folds pick the one whose size is closest to the target fraction.
     best = min(folds.split(df, df[label], df["ActorID"]), key=lambda f: abs(len(f[1]) / len(df) - fraction))
-    return df.iloc[best[0]], df.iloc[best[1]]
+    rest, held = df.iloc[best[0]], df.iloc[best[1]]
+    held, rest = _give_every_class(held, rest, label)  # the part that trains needs each class first
+    rest, held = _give_every_class(rest, held, label)
+    return rest, held
 
 
-def split_by_speaker(df: pd.DataFrame, label: str, seed: int) -> dict[str, pd.DataFrame]:
+def _give_every_class(source: pd.DataFrame, target: pd.DataFrame, label: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Move whole speakers from `source` to `target` for each class `target` lacks and `source` has in two or more
+    speakers (so `source` keeps one); the speaker with the fewest clips goes, so the sizes change least."""
+    for cls in sorted(set(source[label]) - set(target[label]), key=str):
+        speakers = source[source[label] == cls].groupby("ActorID").size().sort_values(kind="stable")
+        if len(speakers) < 2:
+            continue
+        moved = source["ActorID"] == speakers.index[0]
+        source, target = source[~moved], pd.concat([target, source[moved]])
+    return source, target
+
+
+def split_by_speaker(df: pd.DataFrame, label: str, seed: int, val_fraction: float, test_fraction: float) -> dict[str, pd.DataFrame]:
     if df["ActorID"].nunique() < 3:
         raise ToolkitError(
             f"a speaker-disjoint split needs at least 3 speakers, found {df['ActorID'].nunique()}; "
             "add speakers or use --split random"
         )
-    rest, test = hold_out_groups(df, label, TEST_FRACTION, seed)
-    train, val = hold_out_groups(rest, label, VAL_FRACTION / (1 - TEST_FRACTION), seed)
+    rest, test = hold_out_groups(df, label, test_fraction, seed)
+    train, val = hold_out_groups(rest, label, val_fraction / (1 - test_fraction), seed)
     return {"train": train, "val": val, "test": test}
 
 
-def make_splits(df: pd.DataFrame, label: str, how: str, seed: int, source: str = "") -> dict[str, pd.DataFrame]:
+def coverage_warnings(parts: dict[str, pd.DataFrame], label: str, where: str = "") -> list[str]:
+    """What a speaker split lacks: a class with no clip in a part, a part with fewer than MIN_SPEAKERS speakers."""
+    classes = sorted(set().union(*(set(p[label]) for p in parts.values())), key=str)
+    warnings = []
+    for name, part in parts.items():
+        missing = [c for c in classes if c not in set(part[label])]
+        if missing:
+            warnings.append(f"{where}the {PARTS.get(name, name)} part has no clip of class(es) {missing} (too few speakers "
+                            f"of them to go round); its scores say nothing about them")
+        speakers = part["ActorID"].nunique()
+        if speakers < MIN_SPEAKERS:
+            warnings.append(f"{where}the {PARTS.get(name, name)} part has {speakers} speaker(s): its scores depend on "
+                            f"those voices more than on the model; use more speakers (or --folds)")
+    return warnings
+
+
+def make_splits(df: pd.DataFrame, label: str, how: str, seed: int, source: str = "", val_fraction: float = VAL_FRACTION,
+                test_fraction: float = TEST_FRACTION) -> dict[str, pd.DataFrame]:
     """{'train','val','test'} frames (row order sorted by file name so CSVs are stable).
 
     Too little data for the split is a ToolkitError whose message starts with `source` (the CSV the rows came from).
     """
     where = f"{source}: " if source else ""
+    split = split_by_speaker if how == "speaker" else split_random
     try:
-        splits = split_by_speaker(df, label, seed) if how == "speaker" else split_random(df, label, seed)
+        splits = split(df, label, seed, val_fraction, test_fraction)
     except ToolkitError as e:
         raise ToolkitError(f"{where}{e}")
     except ValueError as e:  # sklearn: a class with a single clip, or a split that would round to 0 clips
-        raise ToolkitError(f"{where}{len(df)} clips are too few for a stratified 72/8/20 split by {label} "
+        shares = "/".join(f"{100 * f:.0f}" for f in (1 - val_fraction - test_fraction, val_fraction, test_fraction))
+        raise ToolkitError(f"{where}{len(df)} clips are too few for a stratified {shares} split by {label} "
                            f"({str(e).splitlines()[0][:90]}); add clips")
     for name, part in splits.items():
         if part.empty:
@@ -65,12 +106,11 @@ def manifest_path(folder: str, category: str) -> str:
     return os.path.join(folder, f"{category}_split.json")
 
 
-def split_manifest(splits: dict[str, pd.DataFrame], how: str, seed: int, category: str, features: str,
-                   csvs: dict[str, str]) -> dict:
+def split_manifest(splits: dict[str, pd.DataFrame], kind: str, seed: int, category: str, classes: list[str],
+                   features: str, csvs: dict[str, str], fractions: dict[str, float]) -> dict:
     """What a run card records about the split it trained on, written once by stage 2 (nobody re-derives it)."""
-    return {"kind": how, "seed": seed, "fractions": {"train": 1 - VAL_FRACTION - TEST_FRACTION, "val": VAL_FRACTION,
-                                                    "test": TEST_FRACTION},
-            "category": category, "features": features, "clips": {k: len(v) for k, v in splits.items()},
+    return {"kind": kind, "seed": seed, "fractions": fractions, "category": category, "classes": classes,
+            "features": features, "clips": {k: len(v) for k, v in splits.items()},
             "speakers": {k: int(v["ActorID"].nunique()) for k, v in splits.items()},
             "csvs": {k: os.path.basename(p) for k, p in csvs.items()}}
 

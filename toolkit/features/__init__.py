@@ -8,7 +8,8 @@ import pandas as pd
 from ..audio import PARAMS_FILE
 from ..errors import ToolkitError
 from ..fileio import read_json
-from .base import FeatureParams, FeatureSet, FeatureType, feature_file_job, features_from_audio, subset
+from .base import (FeatureParams, FeatureSet, FeatureType, clip_of, feature_file_job, feature_file_name,
+                   features_from_audio, subset)
 from .egemaps import Egemaps
 from .mel import Mel
 
@@ -17,7 +18,8 @@ FEATURES: dict[str, type[FeatureType]] = {
     "egemaps": Egemaps,
 }
 
-__all__ = ["FEATURES", "FeatureParams", "FeatureSet", "FeatureType", "feature_file_job", "features_from_audio",
+__all__ = ["FEATURES", "FeatureParams", "FeatureSet", "FeatureType", "clip_of", "feature_file_job", "feature_file_name",
+           "features_from_audio",
            "get_feature", "feature_of_table", "params_beside", "subset"]
 
 
