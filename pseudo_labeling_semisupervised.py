@@ -3,7 +3,10 @@
 Starts from the stage-3 model --cnn_param_file (with its JSON, in --model_save_and_load_path). Each epoch walks the
 unlabeled clips in batches: the model labels a batch in eval mode, then trains on it with weight alpha(step); after
 every 25th unlabeled batch (the first included) comes one full pass over the labeled training set, and `step`
-advances once per labeled pass. alpha is 0 before --T1, rises linearly to --af at --T2 and stays there.
+advances once per labeled pass. alpha is 0 before --T1, rises linearly to --af at --T2 and stays there. T1 and T2
+are steps (the seed's --T1 100 --T2 700), epochs (3ep) or shares of the run (50%): the default, 0% to 50%, ramps alpha
+up over the first half of the run whatever the size of the data (the seed's 100/700 steps left alpha at 0.0008
+after a demo epoch, and took CREMA-D ~200 epochs to reach af).
 The best epoch by validation weighted F1 is saved as --pseudolabeling_param_file (+ JSON, metrics, plots) and scored
 on the test set; the starting model's and the pseudo-labeled model's test metrics are printed side by side and
 saved as {pseudolabeling stem}_comparison.json.
@@ -25,8 +28,9 @@ from toolkit.engine import RunFiles, evaluate, fit, predict_logits, public
 from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
 from toolkit.inference import load_trained_model
-from toolkit.labels import CLASSES, check_category
-from toolkit.pseudo import compare, format_comparison, label_counts, load_unlabeled, make_train_step, warn_about_overlap
+from toolkit.labels import check_category
+from toolkit.pseudo import (compare, format_comparison, label_counts, labeled_passes_per_epoch, load_unlabeled,
+                            make_train_step, schedule_point, warn_about_overlap)
 from toolkit.runcard import RunCard, card_path
 from toolkit.splits import split_of_run
 
@@ -41,13 +45,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="CSV of unlabeled clips (Audio_file_path, or the model's feature column such as "
                         "Image_file_path), in --csv_load_path unless a path")
     p.add_argument("--model", default="cnn3", help=f"network of --cnn_param_file: {', '.join(MODEL_NAMES)}")
-    p.add_argument("--model_save_and_load_path", "--model_load_and_save_path", dest="model_save_and_load_path",
+    p.add_argument("--model_save_and_load_path", "--model_dir", "--model_load_and_save_path", dest="model_save_and_load_path",
                    default="Models/", help="folder holding --cnn_param_file; the pseudo-labeled model is saved there")
     p.add_argument("--cnn_param_file", default=None, help="the stage-3 model to start from (default {model}_{category}.pt)")
     p.add_argument("--pseudolabeling_param_file", default=None,
                    help="file name of the pseudo-labeled model (default {model}_{category}_PL.pt)")
-    p.add_argument("--T1", type=int, default=100, help="step where the pseudo-label weight starts rising from 0")
-    p.add_argument("--T2", type=int, default=700, help="step where it reaches --af")
+    p.add_argument("--T1", type=schedule_point, default=schedule_point("0%"),
+                   help="where the pseudo-label weight starts rising from 0: a step (100), an epoch (3ep) or a share of "
+                        "the run (10%%) (default: 0%%)")
+    p.add_argument("--T2", type=schedule_point, default=schedule_point("50%"),
+                   help="where it reaches --af, in the same units (default: 50%%; the seed's: 700)")
     p.add_argument("--af", type=float, default=0.5, help="final weight of the pseudo-label loss")
     p.add_argument("--start_step", type=int, default=None,
                    help="step at the first epoch (default --T1, as the seed: the stage-3 model is the warm-up)")
@@ -56,13 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="processes making features when --unlabeled_csv lists audio")
     args = p.parse_args(argv)
-    if args.T2 <= args.T1:
-        p.error(f"--T2 ({args.T2}) must be greater than --T1 ({args.T1})")
     if not 0 <= args.confidence_threshold <= 1:
         p.error(f"--confidence_threshold must be between 0 and 1, got {args.confidence_threshold}")
     category = check_category(args.category)
     name = canonical_name(args.model)
-    classes = CLASSES[category]
     folder = args.model_save_and_load_path
     start_path = in_folder(args.cnn_param_file or f"{name}_{category}.pt", folder)
     pl_path = in_folder(args.pseudolabeling_param_file or f"{name}_{category}_PL.pt", folder)
@@ -72,17 +76,19 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(args.seed)
 
     model, start = load_trained_model(start_path, device)
-    for key, wanted in (("model", name), ("category", category), ("classes", classes)):
+    for key, wanted in (("model", name), ("category", category)):
         if getattr(start, key) != wanted:
             raise ToolkitError(f"{start_path}: a {start.model} model for {start.category} {start.classes} (see "
                                f"{card_path(start_path)}), not {name} for {category}; pass the matching --model/--category "
                                f"or another --cnn_param_file")
+    classes = start.classes
     # Inputs made exactly as the starting model saw them (features, input options, normalisation), whatever stage 3's recipe was.
     config = replace(train_config(args, base=RECIPE), normalize=start.normalize,
+                     eval_windows=start.training.get("eval_windows", "center"),
                      **{k: v for k, v in start.input_options.items() if k in ("time_axis", "frames") and v is not None})
     csvs = {s: split_csv(args, s) for s in ("train", "val", "test")}
-    train, val, test = (load_split(csvs[s], category, options=start.input_options, normalize=start.normalize, desc=s)
-                        for s in csvs)
+    train, val, test = (load_split(csvs[s], category, options=start.input_options, normalize=start.normalize, desc=s,
+                                   classes=classes) for s in csvs)
     if train.feature is not start.feature or (start.features["params"] and train.params and start.features["params"] != train.params):
         raise ToolkitError(f"{start_path}: trained on {start.features['type']} features made with {start.features['params']}, "
                            f"but {csvs['train']} lists {train.feature.name} features made with {train.params}; use matching data")
@@ -94,17 +100,24 @@ def main(argv: list[str] | None = None) -> None:
     warn_about_overlap(unlabeled, {"validation": val, "test": test})
 
     # The starting point, measured the same way as the result will be.
-    before_val = evaluate(model, val, args.batch_size, device, len(classes))
-    before_test = evaluate(model, test, args.batch_size, device, len(classes))
+    windows = config.eval_windows == "all"
+    before_val, before_test = (evaluate(model, split, args.batch_size, device, len(classes), windows, start.temperature)
+                               for split in (val, test))
     counts = label_counts(predict_logits(model, unlabeled, args.batch_size, device).argmax(1).numpy(), classes)
     print(f"{len(unlabeled)} unlabeled clips; the starting model labels them "
           + ", ".join(f"{c} {n} ({n / len(unlabeled):.0%})" for c, n in counts.items()))
 
-    start_step = args.T1 if args.start_step is None else args.start_step
-    train_step = make_train_step(train, unlabeled, args.batch_size, device, args.seed, args.T1, args.T2, args.af,
+    total = args.epochs * labeled_passes_per_epoch(len(unlabeled), args.batch_size)
+    T1, T2 = (point.steps(total, total // args.epochs) for point in (args.T1, args.T2))
+    if T2 <= T1:
+        raise ToolkitError(f"--T1 {args.T1} and --T2 {args.T2} are steps {T1} and {T2} of this run's {total}: T2 must come "
+                           f"later; pass other values")
+    start_step = T1 if args.start_step is None else args.start_step
+    print(f"pseudo-label weight: 0 until step {T1}, rising to {args.af} at step {T2} (the run has {total} steps)")
+    train_step = make_train_step(train, unlabeled, args.batch_size, device, args.seed, T1, T2, args.af,
                                  start_step, args.confidence_threshold)
     run = RunFiles(os.path.dirname(pl_path) or ".", os.path.splitext(os.path.basename(pl_path))[0])
-    settings = {"T1": args.T1, "T2": args.T2, "af": args.af, "start_step": start_step,
+    settings = {"T1": T1, "T2": T2, "T1_given": str(args.T1), "T2_given": str(args.T2), "af": args.af, "start_step": start_step,
                 "confidence_threshold": args.confidence_threshold}
     card = RunCard.new(name, category, classes, train, config, split_of_run(csvs, category), vars(args),
                        init=[*start.init, "pseudo-label"],

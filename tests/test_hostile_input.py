@@ -463,12 +463,6 @@ def test_a_broken_params_json_is_one_line_in_stage_5(trained_cnn3, sex_data, tmp
     one_line_error(code, err, "params.json: not valid JSON")
 
 
-@pytest.mark.parametrize("spoil, message, unreadable", [
-    (lambda c: "{not json", "autoencoder_3_layers.json: not valid JSON", True),
-    (lambda c: json.dumps({**c, "metrics": {}}), "not an autoencoder's run card with its final loss (metrics.loss None)", False),
-    (lambda c: json.dumps({**c, "metrics": {**c["metrics"], "loss": "low"}}), "(metrics.loss 'low')", False),
-    (lambda c: json.dumps({**c, "schema": 99}), "run card schema 99 is newer than this toolkit's", True),
-], ids=["not json", "no loss", "text loss", "newer schema"])
 @pytest.fixture(scope="module")
 def one_epoch_autoencoder(sex_data, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("one_epoch_ae")
@@ -477,6 +471,12 @@ def one_epoch_autoencoder(sex_data, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("spoil, message, unreadable", [
+    (lambda c: "{not json", "autoencoder_3_layers.json: not valid JSON", True),
+    (lambda c: json.dumps({**c, "metrics": {}}), "not an autoencoder's run card with its final loss (metrics.loss None)", False),
+    (lambda c: json.dumps({**c, "metrics": {**c["metrics"], "loss": "low"}}), "(metrics.loss 'low')", False),
+    (lambda c: json.dumps({**c, "schema": 99}), "run card schema 99 is newer than this toolkit's", True),
+], ids=["not json", "no loss", "text loss", "newer schema"])
 def test_a_broken_autoencoder_card_is_one_line_in_4b_and_a_warning_in_4c(sex_data, one_epoch_autoencoder, tmp_path, capsys,
                                                                          spoil, message, unreadable):
     shutil.copytree(one_epoch_autoencoder, tmp_path, dirs_exist_ok=True)
@@ -554,7 +554,7 @@ def test_predict_says_what_each_bad_file_is_and_classifies_the_rest(trained_cnn3
     one_line_error(code, err, "2 of 3 file(s) could not be classified")
     assert "empty.wav: folder has no audio files" in out
     assert "gone.wav: audio file not found; check the path" in out and "data_preprocessing" not in out
-    assert pd.read_csv(tmp_path / "p.csv", keep_default_na=False)["sex"].tolist()[0] in ("Male", "Female")
+    assert pd.read_csv(tmp_path / "p.csv", keep_default_na=False)["predicted"].tolist()[0] in ("Male", "Female")
     assert "goes after '--'" in importlib.import_module("predict").get_args_parser().format_help()
 
 

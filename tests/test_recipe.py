@@ -206,13 +206,15 @@ def test_cross_validation_reports_folds_and_speakers(sex_data, tmp_path):
 
 def test_run_card_reproduces_the_training_input(sex_data, trained_cnn3):
     """From the run card alone (as predict.py works), rebuild each test image's network input: same predictions."""
-    from toolkit.inference import class_probabilities, load_trained_model
+    from toolkit.engine import evaluate
+    from toolkit.inference import load_trained_model
 
     model, card = load_trained_model(str(trained_cnn3 / "cnn3_sex.pt"))
     assert card.input_options == {"image_size": [128, 128], "time_axis": "pad", "frames": 128}
     assert card.features["params"]["db_ref"] == "fixed" and card.training["time_axis"] == "pad"
-    test = load_split(str(sex_data / "sex_test.csv"), None, options=card.input_options)
+    test = load_split(str(sex_data / "sex_test.csv"), "sex", options=card.input_options, classes=card.classes)
     test.stats = card.features["stats"]
-    probs = class_probabilities(model, test, torch.device("cpu"), batch_size=5)  # other batches than training's
+    windows = card.training["eval_windows"] == "all"  # long clips scored on all their windows, as predict.py does
+    probs = evaluate(model, test, 5, torch.device("cpu"), len(card.classes), windows, card.temperature)["probabilities"]
     saved = pd.read_csv(trained_cnn3 / "cnn3_sex_test_predictions.csv")
     assert np.allclose(probs, saved[[f"p_{c}" for c in card.classes]].to_numpy(), atol=1e-5)

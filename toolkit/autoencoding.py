@@ -1,7 +1,6 @@
 """Stage 4 shared by its three scripts: the autoencoder's files, its loss, its training epoch and its plots."""
 from __future__ import annotations
 
-import os
 
 import matplotlib.pyplot as plt
 import torch
@@ -9,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import FeatureSet, batches
+from .features import clip_of
 from .engine import train_batches
 from .plots import save_figure
 
@@ -55,7 +55,7 @@ def plot_reconstructions(model: nn.Module, data: FeatureSet, device: torch.devic
             axes[row, i].imshow(image, cmap="magma", vmin=0, vmax=1)
             axes[row, i].set_xticks([])
             axes[row, i].set_yticks([])
-        axes[0, i].set_title(os.path.basename(data.paths[i])[:-4], fontsize=6)
+        axes[0, i].set_title(clip_of(data.paths[i]), fontsize=6)
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("reconstruction")
     fig.suptitle(title)

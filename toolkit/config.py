@@ -32,6 +32,8 @@ class TrainConfig:
     gain_db: float = 6.0
     mixup: float = 0.0
     normalize: str = "none"  # 'speaker': each speaker's own mean and spread removed (within-speaker traits)
+    eval_windows: str = "all"  # mel 'pad': a clip longer than the window is scored on all its windows ('center': one)
+    calibration: str = "temperature"  # probabilities calibrated on the validation split after training
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,13 +52,15 @@ class TrainConfig:
 RECIPES: dict[str, TrainConfig] = {
     "default": TrainConfig(),
     "seed": TrainConfig(recipe="seed", time_axis="resize", weight_decay=0.0, lr_schedule="none", patience=0,
-                        select_by="f1", class_weights="none", time_masks=0, freq_masks=0, gain_db=0.0),
+                        select_by="f1", class_weights="none", time_masks=0, freq_masks=0, gain_db=0.0, calibration="none"),
 }
 TIME_AXES = ("resize", "pad")
 LR_SCHEDULES = ("none", "cosine", "onecycle")
 SELECT_BY = ("f1", "loss")
 CLASS_WEIGHTS = ("none", "balanced")
 NORMALIZE = ("none", "speaker")
+EVAL_WINDOWS = ("all", "center")
+CALIBRATIONS = ("temperature", "none")
 
 
 def at_least(minimum: float, kind: type = int):
@@ -75,6 +79,14 @@ def non_negative(kind: type):
 
 positive_int = at_least(1, int)
 seed_value = at_least(0, int)  # numpy takes seeds 0 .. 2**32 - 1
+
+
+def fraction(text: str) -> float:
+    """A share strictly between 0 and 1."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 def positive_float(text: str) -> float:
@@ -106,6 +118,12 @@ RECIPE_FLAGS: dict[str, tuple[dict, str]] = {
                                            "band), computed from the speaker's clips with no labels; for traits that "
                                            "vary within a speaker (emotion). It removes the signal of traits constant "
                                            "per speaker (sex, age, race)"),
+    "eval_windows": (dict(choices=EVAL_WINDOWS), "mel with time_axis pad: score a clip longer than the window on all its "
+                                                 "windows (hop half a window; mean probability), as predict.py scores a "
+                                                 "recording, or on the centred one only"),
+    "calibration": (dict(choices=CALIBRATIONS), "after training, fit a temperature on the validation split so that the "
+                                                "probabilities mean what they say (kept in the run card; predictions "
+                                                "unchanged)"),
 }
 
 

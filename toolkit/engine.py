@@ -11,7 +11,7 @@ import math
 import os
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -25,8 +25,9 @@ from .config import LR_SCHEDULES, TrainConfig
 from .data import FeatureSet, batches, move_to_device
 from .errors import ToolkitError
 from .fileio import load_checkpoint, process_alive, write_csv, write_torch
-from .metrics import breakdown, classification_metrics, format_confusion, format_metrics
-from .plots import plot_confusion_matrix, plot_speaker_accuracy, plot_training_curves
+from .metrics import (breakdown, classification_metrics, expected_calibration_error, fit_temperature, format_confusion,
+                      format_metrics, reliability)
+from .plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy, plot_training_curves
 from .runcard import RunCard
 
 
@@ -87,14 +88,45 @@ def predict_logits(model: nn.Module, data: FeatureSet, batch_size: int, device: 
     return torch.cat(out).cpu() if out else torch.empty(0)  # one device->host copy: no GPU sync per batch
 
 
-def evaluate(model: nn.Module, data: FeatureSet, batch_size: int, device: torch.device, num_classes: int) -> dict:
-    """Loss and classification metrics of `model` on a labelled split (predictions kept for later use)."""
-    logits = predict_logits(model, data, batch_size, device)
-    labels = data.labels.cpu()
-    metrics = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), num_classes)
-    metrics["loss"] = float(F.cross_entropy(logits, labels))
-    metrics["probabilities"] = torch.softmax(logits, 1).numpy()
+@torch.no_grad()
+def item_logits(model: nn.Module, data: FeatureSet, batch_size: int, device: torch.device, windows: bool = False) -> torch.Tensor:
+    """One logit vector per item: the model's, or, with `windows`, for an item the feature type covers with several
+    windows (a mel clip longer than the window) the log of the mean probability over its windows, as predict.py
+    scores a recording. softmax of either is the item's probabilities."""
+    spread = data.feature.eval_windows(data) if windows else None
+    if spread is None:
+        return predict_logits(model, data, batch_size, device)
+    x, owner = spread
+    window_set = replace(data, x=x, labels=torch.zeros(len(x), dtype=torch.long), paths=[],
+                         frame=pd.DataFrame(index=range(len(x))), extra={})
+    probs = torch.softmax(predict_logits(model, window_set, batch_size, device), 1)
+    return mean_by_owner(probs, owner, len(data)).log()
+
+
+def mean_by_owner(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, ...) means of the rows of `values` that belong to each of n owners (row i belongs to owner[i])."""
+    sums = torch.zeros(n, *values.shape[1:], dtype=values.dtype).index_add_(0, owner, values)
+    return sums / torch.bincount(owner, minlength=n).clamp(min=1).view(-1, *[1] * (values.dim() - 1))
+
+
+def metrics_of(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, temperature: float = 1.0) -> dict:
+    """Classification metrics, loss and calibration error of logits (divided by `temperature`) against labels; the
+    logits themselves are kept undivided, for fitting a temperature."""
+    scaled = logits / temperature
+    probs = torch.softmax(scaled, 1)
+    metrics = classification_metrics(labels.numpy(), scaled.argmax(1).numpy(), num_classes)
+    metrics["loss"] = float(F.cross_entropy(scaled, labels))
+    metrics["ece"] = expected_calibration_error(probs.numpy(), labels.numpy())
+    metrics["probabilities"] = probs.numpy()
+    metrics["logits"] = logits
     return metrics
+
+
+def evaluate(model: nn.Module, data: FeatureSet, batch_size: int, device: torch.device, num_classes: int,
+             windows: bool = False, temperature: float = 1.0) -> dict:
+    """Loss, classification and calibration metrics of `model` on a labelled split (per-item probabilities and
+    logits kept for later use; `public` leaves them out)."""
+    return metrics_of(item_logits(model, data, batch_size, device, windows), data.labels.cpu(), num_classes, temperature)
 
 
 @dataclass
@@ -156,7 +188,7 @@ def _lock_holder(path: str) -> int | None:
 
 def public(metrics: dict) -> dict:
     """Metrics without the per-item arrays, for JSON and printing."""
-    return {k: v for k, v in metrics.items() if k != "probabilities"}
+    return {k: v for k, v in metrics.items() if k not in ("probabilities", "logits")}
 
 
 def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -389,22 +421,36 @@ def fit(
         card.metrics = {"epoch": epoch, "val": public(val_metrics)}
         card.save(run.card)
 
+    windows = config.eval_windows == "all"
     with run.lock():
         loop = train_loop(model, config, run, device, train_step,
-                          validate=lambda net: evaluate(net, val, config.batch_size, device, len(classes)),
+                          validate=lambda net: evaluate(net, val, config.batch_size, device, len(classes), windows),
                           on_improve=on_improve, resume=resume, compile=compile)
         return report(model, loop, val, test, config, run, card, device)
 
 
 def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet, config: TrainConfig,
            run: RunFiles, card: RunCard, device: torch.device) -> RunCard:
-    """Score the best epoch on validation and test; print and write the card, metrics, predictions and plots."""
-    classes = card.classes
-    val_metrics = evaluate(model, val, config.batch_size, device, len(classes))
-    test_metrics = evaluate(model, test, config.batch_size, device, len(classes))
+    """Score the best epoch on validation and test, calibrated (config.calibration) on validation; print and write
+    the card, metrics, predictions and plots."""
+    classes, windows = card.classes, config.eval_windows == "all"
+    raw_val = evaluate(model, val, config.batch_size, device, len(classes), windows)
+    raw_test = evaluate(model, test, config.batch_size, device, len(classes), windows)
+    if config.calibration == "temperature":
+        temperature = fit_temperature(raw_val["logits"], val.labels.cpu())
+        card.calibration = {"method": "temperature", "temperature": temperature, "fitted_on": "validation split",
+                            "ece_before": {"val": raw_val["ece"], "test": raw_test["ece"]}}
+    else:
+        temperature, card.calibration = 1.0, None
+    val_metrics = metrics_of(raw_val["logits"], val.labels.cpu(), len(classes), temperature)
+    test_metrics = metrics_of(raw_test["logits"], test.labels.cpu(), len(classes), temperature)
     print(f"best epoch {loop.best_epoch} (validation {config.select_by} {abs(loop.best_score):.4f}); test set, {len(test)} clips:")
     print(f"  {format_metrics(test_metrics, 'test_')}")
     print(format_confusion(test_metrics["confusion_matrix"], classes))
+    if card.calibration:
+        card.calibration["ece_after"] = {"val": val_metrics["ece"], "test": test_metrics["ece"]}
+        print(f"  calibration: temperature {temperature:.3f} (fitted on validation); test expected calibration error "
+              f"{raw_test['ece']:.4f} -> {test_metrics['ece']:.4f}")
     test_breakdown = breakdown(test.frame, test.labels.cpu().numpy(), test_metrics["probabilities"].argmax(1), classes)
     if "worst_speaker" in test_breakdown:
         w = test_breakdown["worst_speaker"]
@@ -418,6 +464,10 @@ def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet
     write_test_predictions(test, test_metrics, classes, run.path("_test_predictions.csv"))
     plot_confusion_matrix(test_metrics["confusion_matrix"], classes, run.path("_confusion_matrix.png"),
                           f"{run.stem}: test F1 {test_metrics['f1']:.3f}")
+    curves = {"before calibration": reliability(raw_test["probabilities"], test.labels.cpu().numpy())}
+    if card.calibration:
+        curves[f"temperature {temperature:.2f}"] = reliability(test_metrics["probabilities"], test.labels.cpu().numpy())
+    plot_reliability(curves, run.path("_reliability.png"), f"{run.stem}: test calibration")
     plot_training_curves(loop.history, run.path("_training_curves.png"), run.stem)
     if "per_speaker" in test_breakdown:
         plot_speaker_accuracy(test_breakdown["per_speaker"], run.path("_speakers.png"), f"{run.stem}: test accuracy per speaker")

@@ -1,4 +1,5 @@
-"""Classification metrics: accuracy, weighted F1/precision/recall (the seed's), unweighted average recall."""
+"""Classification metrics: accuracy, weighted F1/precision/recall (the seed's), unweighted average recall, and how well
+the probabilities are calibrated (expected calibration error) with the temperature that calibrates them."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,6 +18,60 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
         "uar": float(recall_score(y_true, y_pred, labels=range(num_classes), average="macro", zero_division=0)),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=range(num_classes)).tolist(),
     }
+
+
+ECE_BINS = 15  # the usual choice (Guo et al. 2017)
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by how many predictions fall in each."""
+    probs, y_true = np.asarray(probs), np.asarray(y_true)
+    if not len(probs):
+        return 0.0
+    confidence, predicted = probs.max(1), probs.argmax(1)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.sum() * abs((predicted[inside] == y_true[inside]).mean() - confidence[inside].mean())
+    return float(total / len(probs))
+
+
+def reliability(probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per confidence bin: its range, how many predictions, their mean confidence and accuracy (the diagram's bars)."""
+    confidence, correct = np.asarray(probs).max(1), np.asarray(probs).argmax(1) == np.asarray(y_true)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return [{"low": b / bins, "high": (b + 1) / bins, "count": int((which == b).sum()),
+             "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
+             "accuracy": float(correct[which == b].mean()) if (which == b).any() else None} for b in range(bins)]
+
+
+def fit_temperature(logits, y_true, low: float = 0.05, high: float = 20.0, steps: int = 60) -> float:
+    """The temperature T that minimises the negative log-likelihood of softmax(logits / T) (temperature scaling,
+    Guo et al. 2017): a golden-section search over log T, deterministic and bounded (a tiny validation split cannot
+    push T to 0 or infinity)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    logits, y_true = torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(y_true)
+
+    def nll(log_t: float) -> float:
+        return float(F.cross_entropy(logits / math.exp(log_t), y_true))
+
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    for _ in range(steps):
+        if nll(c) < nll(d):
+            b, d = d, c
+            c = b - ratio * (b - a)
+        else:
+            a, c = c, d
+            d = a + ratio * (b - a)
+    return math.exp((a + b) / 2)
 
 
 def format_metrics(m: dict, prefix: str = "") -> str:

@@ -55,16 +55,57 @@ def plot_training_curves(history: list[dict], path: str, title: str = "") -> Non
     save_figure(fig, path)
 
 
-def plot_spectrogram(image: np.ndarray, path: str, title: str = "", hop_seconds: float | None = None) -> None:
-    """A stored spectrogram image (low frequencies at the bottom) with a time axis in seconds when known."""
-    fig, ax = plt.subplots(figsize=(6, 3))
-    extent = None
-    if hop_seconds:
-        extent = (0, image.shape[1] * hop_seconds, 0, image.shape[0])
-    ax.imshow(image, cmap="magma", aspect="auto", extent=extent)
-    ax.set_xlabel("time (s)" if hop_seconds else "frame")
-    ax.set_ylabel("mel band")
+def plot_reliability(curves: dict[str, list[dict]], path: str, title: str = "") -> None:
+    """Reliability diagram: accuracy against confidence per bin (metrics.reliability), one line per curve; a
+    calibrated model's points lie on the diagonal."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(4.8, 5.2), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for j, (name, bins) in enumerate(curves.items()):
+        filled = [b for b in bins if b["count"]]
+        ax.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color=plt.cm.tab10(j), label=name)
+    first = next(iter(curves.values()))
+    counts.bar([(b["low"] + b["high"]) / 2 for b in first], [b["count"] for b in first], width=1 / len(first), color="grey")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, loc="upper left")
+    counts.set_xlabel("confidence (highest class probability)")
+    counts.set_ylabel("clips")
     ax.set_title(title)
+    save_figure(fig, path)
+
+
+def plot_recording(image: np.ndarray, params, path: str, title: str = "",
+                   windows: list[tuple[float, float, str | None]] = (), classes: list[str] = ()) -> None:
+    """A recording's spectrogram (stage 2's uint8 image) with a Hz axis and a dB colour bar; below it the windows a
+    model classified, each shaded by the class it predicted (unshaded: skipped as quiet)."""
+    from .features.mel import FIXED_TOP_DB, mel_frequencies
+
+    seconds = image.shape[1] * params.hop_length / params.sr
+    top = FIXED_TOP_DB if params.db_ref == "fixed" else 0.0
+    fig, ((ax, bar), (strip, key)) = plt.subplots(2, 2, figsize=(8.5, 3.8), sharex="col",
+                                                  gridspec_kw={"height_ratios": [5, 1], "width_ratios": [40, 1]})
+    shown = ax.imshow(image.astype(float) * params.top_db / 255 - params.top_db + top, cmap="magma", aspect="auto",
+                      extent=(0, seconds, 0, image.shape[0]))
+    bands = mel_frequencies(params)
+    ticks = [hz for hz in (100, 250, 500, 1000, 2000, 4000, 8000, 16000) if bands[0] <= hz <= bands[-1]]
+    ax.set_yticks([int(np.abs(bands - hz).argmin()) + 0.5 for hz in ticks], [f"{hz / 1000:g}k" if hz >= 1000 else str(hz) for hz in ticks])
+    ax.set_ylabel("Hz (mel scale)")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(shown, cax=bar, label="dB re full scale" if params.db_ref == "fixed" else "dB re the peak")
+    key.axis("off")
+    colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(classes)}
+    for row, (start, end, label) in enumerate(windows):
+        y = row % 2  # overlapping windows alternate between two lanes
+        strip.add_patch(plt.Rectangle((start, y * 0.5), end - start, 0.45, facecolor=colours.get(label, "white"),
+                                      edgecolor="black", linewidth=0.5, alpha=0.8 if label else 0.3))
+    strip.set_ylim(0, 1)
+    strip.set_yticks([])
+    strip.set_xlabel("time (s)")
+    shown_classes = [c for c in classes if any(w[2] == c for w in windows)]
+    if shown_classes:
+        key.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in shown_classes], labels=shown_classes,
+                   fontsize=7, loc="center left", frameon=False)
     save_figure(fig, path)
 
 

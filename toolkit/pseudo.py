@@ -19,7 +19,7 @@ pseudo-labels the model is unsure of (0, the default, keeps them all as the seed
 from __future__ import annotations
 
 import math
-import os
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ from torch import nn
 from .data import SPEAKER_COLUMN, FeatureSet, batches, load_split, make_feature_set
 from .engine import TrainStep, autocast, train_one_epoch
 from .errors import ToolkitError
-from .features import features_from_audio
+from .features import clip_of, features_from_audio
 from .fileio import read_csv, resolve_from_csv
 from .runcard import RunCard
 
@@ -46,6 +46,41 @@ def alpha_weight(step: int, T1: int, T2: int, af: float) -> float:
     if step > T2:
         return af
     return af * (step - T1) / (T2 - T1)
+
+
+@dataclass(frozen=True)
+class SchedulePoint:
+    """A point of the alpha ramp: `value` steps, epochs or a share of the run, turned into a step by `steps`."""
+
+    value: float
+    unit: str  # "steps", "epochs" or "run"
+
+    def steps(self, total: int, per_epoch: int) -> int:
+        if self.unit == "steps":
+            return int(self.value)
+        return round(self.value * (per_epoch if self.unit == "epochs" else total))
+
+    def __str__(self) -> str:
+        return {"steps": f"{self.value:g}", "epochs": f"{self.value:g}ep", "run": f"{100 * self.value:g}%"}[self.unit]
+
+
+def schedule_point(text: str) -> SchedulePoint:
+    """'100' (steps), '3ep' (epochs) or '50%' (of the run); an argparse type."""
+    import argparse
+
+    text = str(text).strip()
+    try:
+        if text.endswith("%"):
+            point = SchedulePoint(float(text[:-1]) / 100, "run")
+        elif text.endswith(("ep", "epochs")):
+            point = SchedulePoint(float(text.removesuffix("epochs").removesuffix("ep")), "epochs")
+        else:
+            point = SchedulePoint(int(text), "steps")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write steps (100), epochs (3ep) or a share of the run (50%)")
+    if point.value < 0 or (point.unit == "run" and point.value > 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0 (a share at most 100%)")
+    return point
 
 
 def labeled_passes_per_epoch(n_unlabeled: int, batch_size: int) -> int:
@@ -104,15 +139,11 @@ def make_train_step(
     return train_step
 
 
-def clip_stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
-
-
 def warn_about_overlap(unlabeled: FeatureSet, scored: dict[str, FeatureSet]) -> None:
     """Unlabeled clips that are also in the validation or test set leak them into training: say so, once per set."""
-    stems = {clip_stem(p) for p in unlabeled.paths}
+    stems = {clip_of(p) for p in unlabeled.paths}
     for name, data in scored.items():
-        shared = sorted(stems & {clip_stem(p) for p in data.paths})
+        shared = sorted(stems & {clip_of(p) for p in data.paths})
         if shared:
             print(f"warning: {len(shared)} unlabeled clip(s) are also in the {name} set (e.g. {shared[0]}): pseudo-labels "
                   f"on them leak the {name} set into training and flatter its score; leave them out of the unlabeled CSV")

@@ -28,7 +28,8 @@ class RunCard:
     init_detail: dict = field(default_factory=dict)  # the files they came from (weights, encoder, starting model)
     training: dict = field(default_factory=dict)  # the TrainConfig, plus a stage's own settings
     split: dict = field(default_factory=dict)  # stage 2's split manifest and the CSVs trained on
-    metrics: dict = field(default_factory=dict)  # epoch (the one saved), seconds, val, test, calibration
+    metrics: dict = field(default_factory=dict)  # epoch (the one saved), seconds, val, test
+    calibration: dict | None = None  # {"method": "temperature", "temperature": T, ...}: predict divides logits by T
     args: dict = field(default_factory=dict)  # the command line, for the record
     schema: int = SCHEMA
 
@@ -49,6 +50,10 @@ class RunCard:
     @property
     def feature_params(self):
         return self.feature.Params.from_dict(self.features.get("params") or {})
+
+    @property
+    def temperature(self) -> float:
+        return float((self.calibration or {}).get("temperature", 1.0))
 
     @property
     def input_options(self) -> dict:
@@ -117,6 +122,9 @@ def _check(card: RunCard, source: str) -> None:
         raise ToolkitError(f"{source}: input shape {shape!r} is not a list of sizes; restore the file")
     card.feature_params.check(source)
     card.feature.check_options(card.input_options, shape, source)
+    temperature = (card.calibration or {}).get("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or not 0 < temperature < 1000:
+        raise ToolkitError(f"{source}: calibration temperature {temperature!r} is not a positive number; restore the file")
     canonical = CLASSES.get(card.category)
     if canonical and sorted(classes) == sorted(canonical) and classes != canonical:
         # the network's output k means canonical[k]: another order would put every prediction under a wrong name
