@@ -5,27 +5,36 @@ Example:
         my_recordings/ hello.wav --out predictions.csv --plot plots/
 
 Each model is rebuilt from the run card saved beside its .pt (architecture, classes, feature type and parameters,
-input handling) and each file goes through exactly the steps its training clips went through: loaded as mono at
-the model's sample rate (any rate, stereo is downmixed), the model's features (a log-mel image, eGeMAPS, ...), and
-its network input. One line per file is printed with each model's predicted class and class probabilities; --out
-writes the same as CSV (one row per file, columns per category). A file that cannot be read is reported, the others
-are still classified, and the exit status is 2 at the end. A file name that starts with '-' goes after '--'.
+input handling, calibration) and each file goes through exactly the steps its training clips went through: loaded as
+mono at the model's sample rate (any rate, stereo is downmixed), the model's features (a log-mel image, eGeMAPS, ...)
+and its network input. A recording longer than the model's window (4.1 s for the default mel models) is cut into
+windows every half a window (--window_hop), each is classified, and the file gets the mean probability over its
+windows, calibrated with the card's temperature; --per_window writes every window instead, with its start and end.
+
+One line per file is printed; --out writes a CSV (columns as in training's test predictions: predicted, p_<class>;
+with several models prefixed by their category) or JSON lines (--format jsonl). Files are decoded in --workers
+processes and windows go through the network in batches. A file that cannot be read is reported, the others are
+still classified, and the exit status is 2 at the end. A file name that starts with '-' goes after '--'.
 """
 from __future__ import annotations
 
 import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
+import json
 import os
 from collections import Counter
 
 import pandas as pd
-from tqdm import tqdm
 
+from toolkit.audio import MAX_SECONDS, parallel_map
 from toolkit.cli import Parser, add_device_flags, in_folder, pick_device, run_main
+from toolkit.config import TrainConfig, positive_float, positive_int
 from toolkit.errors import ToolkitError
 from toolkit.features.mel import Mel, MelParams
-from toolkit.fileio import output_dir, read_csv, write_csv
-from toolkit.inference import Extraction, class_probabilities, expand_audio_paths, load_trained_model, model_inputs
-from toolkit.plots import plot_spectrogram
+from toolkit.fileio import atomic_path, output_dir, read_csv, write_csv
+from toolkit.inference import Extraction, View, analyse, classify, expand_audio_paths, load_trained_model
+from toolkit.plots import plot_recording
+
+FILES_PER_CHUNK = 256  # files decoded and classified at a time: memory stays bounded whatever the number of files
 
 
 def get_args_parser() -> Parser:
@@ -36,22 +45,36 @@ def get_args_parser() -> Parser:
     p.add_argument("--model_file", action="append", required=True, metavar="PT",
                    help="a trained model, e.g. cnn3_sex.pt, with its run card (.json) beside it; looked up in "
                         "--model_dir unless it is a path. Repeat the flag to run several models (e.g. sex and emotion)")
-    p.add_argument("--out", default=None, metavar="CSV",
-                   help="write the predictions here: one row per file; per model the predicted class and p_{class} "
-                        "columns, named after the category (after the model file when two models share a category)")
+    p.add_argument("--out", default=None, metavar="FILE", help="write the predictions here (one row per file, or per window)")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="--out as CSV or as one JSON object per line")
+    p.add_argument("--per_window", action="store_true",
+                   help="one row per window (file, start, end and its probabilities) instead of one per file")
+    p.add_argument("--window_hop", type=positive_float, default=None, metavar="SECONDS",
+                   help="seconds between windows of a long recording (default: half the model's window)")
+    p.add_argument("--skip_quiet_windows", type=positive_float, default=None, metavar="DB",
+                   help="leave out windows more than DB dB quieter than the file's loudest (silence, breaths) "
+                        "(default: classify every window)")
+    p.add_argument("--recursive", action="store_true", help="a folder also means the audio files of its subfolders")
     p.add_argument("--plot", default=None, metavar="DIR",
-                   help="save each file's spectrogram, titled with the predictions, as DIR/{file name}.png")
+                   help="save each file's spectrogram, its windows shaded by predicted class, as DIR/{file name}.png")
     p.add_argument("--speakers", default=None, metavar="folder|CSV",
                    help="whose voice each file is, for models trained with --normalize speaker: 'folder' (each file's "
                         "folder is one speaker) or a CSV with columns file and speaker")
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="processes decoding the files")
+    p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="windows per network batch")
+    p.add_argument("--max_seconds", type=positive_float, default=MAX_SECONDS,
+                   help="a longer file is reported and left out (its header is read first: memory stays bounded)")
     add_device_flags(p)
     return p
 
 
 def column_prefixes(model_paths: list[str], categories: list[str]) -> list[str]:
-    """Each model's column name: its category, or its file name when two models classify the same category."""
+    """Each model's column prefix: none for one model (the columns of training's test predictions), else its
+    category, or its file name when two models classify the same category."""
+    if len(model_paths) == 1:
+        return [""]
     stems = [os.path.splitext(os.path.basename(p))[0] for p in model_paths]
-    return [c if categories.count(c) == 1 else stem for c, stem in zip(categories, stems)]
+    return [f"{c if categories.count(c) == 1 else stem}_" for c, stem in zip(categories, stems)]
 
 
 def unique_png_names(files: list[str]) -> dict[str, str]:
@@ -81,6 +104,11 @@ def speakers_of(files: list[str], how: str) -> list[str]:
     return [by_file[os.path.abspath(f)] for f in files]
 
 
+def probability_columns(prefix: str, classes: list[str], probs) -> dict:
+    return {f"{prefix}predicted": classes[int(probs.argmax())],
+            **{f"{prefix}p_{c}": round(float(p), 6) for c, p in zip(classes, probs)}}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     for path, flag in ((args.out and os.path.dirname(os.path.abspath(args.out)), "--out"), (args.plot, "--plot")):
@@ -98,58 +126,89 @@ def main(argv: list[str] | None = None) -> None:
         raise ToolkitError(f"{normalized[0]}: trained with --normalize speaker; pass --speakers folder (one folder per "
                            f"speaker) or --speakers list.csv (columns file, speaker)")
     prefixes = column_prefixes(model_paths, [c.category for c in cards])
-    found, errors = expand_audio_paths(args.audio)
-    files = found + list(errors)
-    speakers = speakers_of(found, args.speakers) if args.speakers else None
-
-    # Each distinct feature extraction runs once per file, whatever number of models share it.
-    extractions = list(dict.fromkeys(Extraction.from_card(c) for c in cards))
-    plotted = next((e for e in extractions if e.feature is Mel), Extraction(Mel, MelParams(db_ref="fixed")))
-    if args.plot:
-        extractions = list(dict.fromkeys(extractions + [plotted]))
-    for e in extractions:
+    views = [View.of(c, args.window_hop) for c in cards]
+    plotted = None
+    if args.plot:  # the first mel model's spectrogram, else one as stage 2 makes it by default
+        plotted = next((v.extraction for v in views if v.extraction.feature is Mel), Extraction(Mel, MelParams(db_ref="fixed")))
+    for e in dict.fromkeys([v.extraction for v in views] + ([plotted] if plotted else [])):
         e.feature.warm_up(e.params)  # a setting that cannot work (e.g. empty mel bands) fails once, here
-    features: dict[Extraction, dict[str, object]] = {e: {} for e in extractions}
-    for path in tqdm(found, desc="features", unit="file", leave=False, disable=len(found) < 10):
-        try:
-            for e in extractions:
-                features[e][path] = e(path)
-        except Exception as exc:  # one bad file never stops the others (ClipError says what is wrong with it)
-            errors[path] = str(exc) if isinstance(exc, ToolkitError) else f"{path}: {type(exc).__name__}: {exc}"
-    good = [f for f in found if f not in errors]
+    found, errors = expand_audio_paths(args.audio, args.recursive)
+    speakers = dict(zip(found, speakers_of(found, args.speakers))) if args.speakers else None
+    plot_names = unique_png_names(found)
+    distinct = list(dict.fromkeys(views))
 
-    rows = {f: {"file": f, "error": errors.get(f, "")} for f in files}
-    columns = ["file"] + [c for pre, card in zip(prefixes, cards) for c in [pre] + [f"{pre}_p_{k}" for k in card.classes]]
-    if good:
-        speaker_of = dict(zip(found, speakers)) if speakers else {}
-        for model, card, pre in zip(models, cards, prefixes):
-            e = Extraction.from_card(card)
-            spk = [speaker_of[f] for f in good] if speakers else None
-            probs = class_probabilities(model, model_inputs(card, [features[e][f] for f in good], spk), device)
-            for f, p in zip(good, probs):
-                rows[f][pre] = card.classes[p.argmax()]
-                rows[f].update({f"{pre}_p_{c}": round(float(v), 6) for c, v in zip(card.classes, p)})
-
-    plot_names = unique_png_names(files)
-    for f in files:
-        row = rows[f]
-        if row["error"]:
-            print(f"FAILED {row['error']}")
-            continue
-        print(f"{f}  " + "  ".join(f"{pre}: {row[pre]} (" + ", ".join(f"{c} {row[pre + '_p_' + c]:.3f}" for c in card.classes) + ")"
-                                   for pre, card in zip(prefixes, cards)))
-        if args.plot:
-            title = f"{os.path.basename(f)}: " + ", ".join(f"{pre} {row[pre]} ({row[pre + '_p_' + row[pre]]:.2f})" for pre in prefixes)
-            mel = plotted.params
-            plot_spectrogram(features[plotted][f], os.path.join(args.plot, plot_names[f]), title, hop_seconds=mel.hop_length / mel.sr)
-
+    rows: dict[str, list[dict]] = {}
+    chunk = len(found) if normalized else FILES_PER_CHUNK  # a speaker's statistics need all of the speaker's files
+    for first in range(0, len(found), max(chunk, 1)):
+        files = found[first : first + chunk]
+        jobs = [(f, distinct, args.max_seconds, plotted) for f in files]
+        workers = min(args.workers, len(jobs)) if len(jobs) >= 2 * args.workers else 1  # a pool costs ~1 s to start
+        recordings = list(parallel_map(analyse, jobs, workers, desc="decoding", unit="file", bar=len(found) >= 10))
+        for r in recordings:
+            if r.error:
+                errors[r.path] = r.error
+        good = [r for r in recordings if not r.error]
+        results = [classify(model, card, view, good, device, args.batch_size,
+                            [speakers[r.path] for r in good] if speakers else None, args.skip_quiet_windows)
+                   if good else [] for model, card, view in zip(models, cards, views)]
+        for i, r in enumerate(good):
+            per_model = [result[i] for result in results]
+            rows[r.path] = file_rows(r, per_model, cards, prefixes, args.per_window)
+            print(f"{r.path}  " + "  ".join(
+                f"{card.category}: {card.classes[int(probs.argmax())]} (" + ", ".join(
+                    f"{c} {p:.3f}" for c, p in zip(card.classes, probs)) + ")" for card, (probs, _) in zip(cards, per_model))
+                + (f"  [{len(per_model[0][1])} windows]" if len(per_model[0][1]) > 1 else ""))
+            if args.plot:
+                first_card = cards[0]
+                marks = [(s, e, first_card.classes[int(p.argmax())] if p is not None else None) for s, e, p in per_model[0][1]]
+                title = f"{os.path.basename(r.path)}: " + ", ".join(
+                    f"{card.category} {card.classes[int(probs.argmax())]} ({probs.max():.2f})" for card, (probs, _) in zip(cards, per_model))
+                plot_recording(r.image, plotted.params, os.path.join(args.plot, plot_names[r.path]), title, marks,
+                               first_card.classes)
+    for error in errors.values():
+        print(f"FAILED {error}")
+    in_order = found + [p for p in errors if p not in found]  # the files as given, folders' problems last
     if args.out:
-        write_csv(pd.DataFrame([rows[f] for f in files], columns=columns + ["error"]), args.out)
-    print(f"classified {len(good)} of {len(files)} file(s) with {len(models)} model(s)"
+        table = [row for f in in_order for row in rows.get(f) or [{"file": f, "error": errors[f]}]]
+        write_predictions(table, args.out, args.format, prefixes, cards, args.per_window)
+    total = len(in_order)
+    print(f"classified {total - len(errors)} of {total} file(s) with {len(models)} model(s)"
           + (f"; wrote {args.out}" if args.out else "") + (f"; spectrograms in {args.plot}" if args.plot else ""))
     if errors:
-        raise ToolkitError(f"{len(errors)} of {len(files)} file(s) could not be classified (FAILED lines above, e.g. "
+        raise ToolkitError(f"{len(errors)} of {total} file(s) could not be classified (FAILED lines above, e.g. "
                            f"{next(iter(errors))}); fix or remove them")
+
+
+def file_rows(recording, per_model: list, cards, prefixes: list[str], per_window: bool) -> list[dict]:
+    """The output rows of one file: one (whole-recording probabilities), or one per window of the first model's view."""
+    if not per_window:
+        row = {"file": recording.path, "seconds": round(recording.seconds, 3), "windows": len(per_model[0][1]), "error": ""}
+        for card, prefix, (probs, _) in zip(cards, prefixes, per_model):
+            row.update(probability_columns(prefix, card.classes, probs))
+        return [row]
+    rows = []
+    for w, (start, end, _) in enumerate(per_model[0][1]):
+        row = {"file": recording.path, "start": round(start, 3), "end": round(end, 3), "error": ""}
+        for card, prefix, (_, windows) in zip(cards, prefixes, per_model):
+            probs = windows[w][2] if w < len(windows) else None
+            if probs is None:
+                row[f"{prefix}predicted"] = "(skipped: quiet)"
+            else:
+                row.update(probability_columns(prefix, card.classes, probs))
+        rows.append(row)
+    return rows
+
+
+def write_predictions(rows: list[dict], path: str, form: str, prefixes: list[str], cards, per_window: bool) -> None:
+    if form == "jsonl":
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        return
+    first = ["file", "start", "end"] if per_window else ["file", "seconds", "windows"]
+    columns = first + [c for prefix, card in zip(prefixes, cards)
+                       for c in [f"{prefix}predicted"] + [f"{prefix}p_{k}" for k in card.classes]] + ["error"]
+    write_csv(pd.DataFrame(rows, columns=columns), path)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,20 @@ def trained_cnn3(sex_data: Path, tmp_path_factory) -> Path:
     run_script("train_cnn.py", "--csv_load_path", sex_data, "--category", "sex", "--model", "cnn3", "--epochs", "2",
                "--batch_size", "16", "--model_save_path", models)
     return models
+
+
+@pytest.fixture(scope="session")
+def egemaps_data(sex_data, tmp_path_factory):
+    """Stage 2 --features egemaps on the session's corpus (its stage-1 CSV), split CSVs in their own folder."""
+    out = tmp_path_factory.mktemp("egemaps")
+    run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", out, "--save_csv_path", out,
+               "--category", "sex", "--features", "egemaps", "--workers", "2")
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlp_model(egemaps_data, tmp_path_factory):
+    models = tmp_path_factory.mktemp("mlp")
+    run_script("train_cnn.py", "--csv_load_path", egemaps_data, "--category", "sex", "--model", "mlp", "--epochs", "30",
+               "--batch_size", "16", "--threads", "1", "--model_save_path", models)
+    return models

@@ -35,9 +35,9 @@ def test_matches_the_evaluate_loop_on_test_images(trained_cnn3, sex_data, test_c
     got = predictions(out)
     assert list(got.index) == test_clips[:4]
     for clip in test_clips[:4]:
-        assert got.loc[clip, "sex"] == expected.loc[clip, "predicted"]
+        assert got.loc[clip, "predicted"] == expected.loc[clip, "predicted"]
         for c in CLASSES["sex"]:
-            assert abs(got.loc[clip, f"sex_p_{c}"] - expected.loc[clip, f"p_{c}"]) < 1e-5
+            assert abs(got.loc[clip, f"p_{c}"] - expected.loc[clip, f"p_{c}"]) < 1e-5
         assert got.loc[clip, "error"] == ""
 
 
@@ -54,8 +54,9 @@ def test_several_models_give_one_row_per_file_and_plots(trained_cnn3, test_clips
     predict.main(["--model_dir", str(models), "--model_file", "cnn3_sex.pt", "--model_file", "cnn3_emotion.pt",
                   *test_clips[:2], "--out", str(out), "--plot", str(plots), "--device", "cpu"])
     got = predictions(out)
-    assert list(got.columns) == ["sex", "sex_p_Male", "sex_p_Female", "emotion"] + [f"emotion_p_{c}" for c in CLASSES["emotion"]] + ["error"]
-    assert len(got) == 2 and set(got["emotion"]) <= set(CLASSES["emotion"])
+    assert list(got.columns) == (["seconds", "windows", "sex_predicted", "sex_p_Male", "sex_p_Female", "emotion_predicted"]
+                                 + [f"emotion_p_{c}" for c in CLASSES["emotion"]] + ["error"])
+    assert len(got) == 2 and set(got["emotion_predicted"]) <= set(CLASSES["emotion"])
     np.testing.assert_allclose(got[[f"emotion_p_{c}" for c in CLASSES["emotion"]]].sum(axis=1), 1.0, atol=1e-4)
     printed = capsys.readouterr().out
     assert all(clip in printed for clip in test_clips[:2]) and "sex: " in printed and "emotion: " in printed
@@ -83,8 +84,8 @@ def test_stereo_44k_predicts_like_mono_16k_and_folders_expand(trained_cnn3, sex_
     assert len(got) == 6 and not any(f.endswith(".txt") for f in got.index)
     for i in range(len(clips)):
         mono, stereo = got.loc[str(folder / f"{i}_mono16k.wav")], got.loc[str(folder / f"{i}_stereo44k.flac")]
-        assert mono["sex"] == stereo["sex"]
-        assert abs(mono["sex_p_Male"] - stereo["sex_p_Male"]) < 0.01  # resampling twice changes a few pixel values
+        assert mono["predicted"] == stereo["predicted"]
+        assert abs(mono["p_Male"] - stereo["p_Male"]) < 0.01  # resampling twice changes a few pixel values
 
 
 def test_a_bad_clip_is_reported_and_the_others_predicted(trained_cnn3, test_clips, tmp_path):
@@ -96,7 +97,8 @@ def test_a_bad_clip_is_reported_and_the_others_predicted(trained_cnn3, test_clip
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "2 of 4 file(s) could not be classified" in proc.stderr
     assert "broken.wav" in proc.stdout and "missing.wav" in proc.stdout
     got = predictions(out)
-    assert list(got["sex"]) == [got["sex"].iloc[0], "", "", got["sex"].iloc[3]] and got["sex"].iloc[0] in CLASSES["sex"]
+    assert list(got["predicted"]) == [got["predicted"].iloc[0], "", "", got["predicted"].iloc[3]]
+    assert got["predicted"].iloc[0] in CLASSES["sex"]
     assert "broken.wav" in got.loc[str(broken), "error"] and got.loc[test_clips[1], "error"] == ""
 
 

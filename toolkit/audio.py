@@ -128,8 +128,9 @@ def _init_worker() -> None:
     threading.Thread(target=exit_when_orphaned, daemon=True).start()
 
 
-def parallel_map(fn: Callable, jobs: list, workers: int, desc: str, unit: str = "clip") -> Iterator:
-    """fn over jobs, results in order, with a progress bar; `workers` > 1 spreads the work over processes.
+def parallel_map(fn: Callable, jobs: list, workers: int, desc: str, unit: str = "clip", bar: bool = True) -> Iterator:
+    """fn over jobs, results in order, with a progress bar (unless `bar` is False); `workers` > 1 spreads the work
+    over processes.
 
     An exception in `fn` (an output that cannot be written) stops the map and cancels the jobs not yet started; a
     worker that dies (killed, out of memory) is a one-line ToolkitError.
@@ -140,12 +141,12 @@ def parallel_map(fn: Callable, jobs: list, workers: int, desc: str, unit: str = 
 
     if workers <= 1:  # no pool start-up cost for small jobs (and tests)
         with limit_blas_threads():
-            yield from tqdm(map(fn, jobs), total=len(jobs), desc=desc, unit=unit)
+            yield from tqdm(map(fn, jobs), total=len(jobs), desc=desc, unit=unit, disable=not bar)
         return
     chunk = max(1, min(64, len(jobs) // (workers * 8) or 1))
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
     try:
-        yield from tqdm(pool.map(fn, jobs, chunksize=chunk), total=len(jobs), desc=desc, unit=unit)
+        yield from tqdm(pool.map(fn, jobs, chunksize=chunk), total=len(jobs), desc=desc, unit=unit, disable=not bar)
     except BrokenProcessPool:
         raise ToolkitError(f"{desc}: a worker process died (killed, or out of memory?); re-run to continue where it "
                            f"stopped (finished files are kept), with fewer --workers if memory is short")

@@ -1,13 +1,15 @@
-"""Use a trained model: rebuild it from its .pt + run card, and turn audio into class probabilities.
+"""Use a trained model: rebuild it from its .pt + run card, and turn whole recordings into class probabilities.
 
-The run card says how the training features were made and how they became network inputs; `Extraction.from_card`
-and `model_inputs` are the one place that reads it, so audio seen here goes through exactly the steps stage 2
-(audio -> feature) and stage 3 (feature -> network input) applied to the training clips.
+The run card says how the training features were made and how they became network inputs; `View.of` and
+`model_inputs` are the one place that reads it, so audio seen here goes through exactly the steps stage 2 (audio ->
+feature) and stage 3 (feature -> network input) applied to the training clips. A recording longer than the network's
+window is cut into windows (hop: half a window), each is classified, and the recording gets the mean probability
+(then the card's calibration temperature): the same rule stage 3 scores its long test clips with.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -16,10 +18,11 @@ from torch import nn
 
 from models import build_model
 
-from .corpus import AUDIO_SUFFIXES
+from .audio import load_audio
 from .config import TrainConfig
-from .data import make_feature_set
-from .engine import load_weights, predict_logits
+from .corpus import AUDIO_SUFFIXES
+from .data import make_feature_set, normalize_by_speaker
+from .engine import load_weights, mean_by_owner, predict_logits
 from .errors import ToolkitError
 from .features import FeatureParams, FeatureSet, FeatureType
 from .runcard import AUTOENCODER, RunCard, card_path, read_card
@@ -46,6 +49,10 @@ def load_trained_model(pt_path: str, device: torch.device | str = "cpu") -> tupl
     return model.to(device).eval(), card
 
 
+DEFAULT_HOP = 0.5  # of a window
+WINDOWS_PER_STACK = 4096  # windows stacked into network inputs at once (16 KB each for mel)
+
+
 @dataclass(frozen=True)
 class Extraction:
     """How a model's features are made from audio; hashable, so models trained on the same features share them."""
@@ -62,14 +69,110 @@ class Extraction:
         return self.feature.from_audio(audio_path, self.params)
 
 
-def model_inputs(card: RunCard, features: list[np.ndarray], speakers: list | None = None) -> FeatureSet:
-    """Stored features -> the FeatureSet a model's evaluation sees (speaker-normalised when its card says so)."""
-    if card.normalize == "speaker" and speakers is None:
-        raise ToolkitError(f"{card.model} for {card.category} was trained with --normalize speaker: say which file "
-                           f"is whose voice (predict.py --speakers)")
+@dataclass(frozen=True)
+class View:
+    """What a model looks at in a recording: windows of `window` s every `hop` s, as features of one extraction.
+    Hashable: models that look the same way share one computation per file."""
+
+    extraction: Extraction
+    window: float
+    hop: float
+
+    @classmethod
+    def of(cls, card: RunCard, hop: float | None = None) -> "View":
+        extraction = Extraction.from_card(card)
+        window = card.feature.window_seconds(card.input_options, extraction.params)
+        return cls(extraction, round(window, 6), round(hop or DEFAULT_HOP * window, 6))
+
+
+@dataclass
+class Recording:
+    """One file as the models see it: per view its windows (start s, end s, feature) and their loudness (dBFS)."""
+
+    path: str
+    seconds: float = 0.0
+    windows: dict = field(default_factory=dict)
+    loudness: dict = field(default_factory=dict)
+    image: np.ndarray | None = None  # its whole spectrogram, for a plot
+    error: str = ""
+
+
+def window_db(audio: np.ndarray, start: float, end: float, sr: int) -> float:
+    part = audio[int(start * sr): max(int(end * sr), int(start * sr) + 1)]
+    return float(10 * np.log10(np.mean(part.astype(np.float64) ** 2) + 1e-12))
+
+
+def analyse(job: tuple[str, list[View], float, Extraction | None]) -> Recording:
+    """Worker: a file's windows for every view (its audio read once per sample rate), or the reason it cannot be used."""
+    path, views, max_seconds, plotted = job
+    try:
+        audio: dict[int, np.ndarray] = {}
+        recording = Recording(path)
+        for view in views + ([View(plotted, 0, 0)] if plotted else []):
+            sr = view.extraction.params.sr
+            if sr not in audio:
+                audio[sr] = load_audio(path, sr, max_seconds)
+                recording.seconds = len(audio[sr]) / sr
+            if view.extraction is plotted and view.window == 0:
+                recording.image = plotted.feature.extract(audio[sr], plotted.params)
+                continue
+            recording.windows[view] = view.extraction.feature.windows(audio[sr], view.extraction.params, view.window, view.hop)
+            recording.loudness[view] = [window_db(audio[sr], s, e, sr) for s, e, _ in recording.windows[view]]
+        return recording
+    except Exception as e:  # one bad file never stops the others (ClipError says what is wrong with it)
+        text = str(e) if isinstance(e, ToolkitError) else f"{type(e).__name__}: {e}"
+        return Recording(path, error=text if text.startswith(path) else f"{path}: {text}")
+
+
+def keep_windows(loudness: list[float], quieter_than: float | None) -> list[bool]:
+    """Which windows to classify: all, or (quieter_than = D dB) those within D dB of the loudest one."""
+    if quieter_than is None:
+        return [True] * len(loudness)
+    loudest = max(loudness)
+    return [level >= loudest - quieter_than for level in loudness]
+
+
+def classify(model: nn.Module, card: RunCard, view: View, recordings: list[Recording], device: torch.device,
+             batch_size: int, speakers: list | None = None, quieter_than: float | None = None) -> list[tuple[np.ndarray, list]]:
+    """Per recording: (probabilities, per window (start, end, probabilities or None if skipped as quiet)).
+
+    A recording's probabilities are the mean over its windows, then the card's calibration temperature.
+    """
+    features, owner, kept = [], [], []
+    for i, r in enumerate(recordings):
+        keep = keep_windows(r.loudness[view], quieter_than)
+        kept.append(keep)
+        for (_, _, f), k in zip(r.windows[view], keep):
+            if k:
+                features.append(f)
+                owner.append(i)
+    window_speakers = [speakers[i] for i in owner] if speakers is not None else None
+    if card.normalize == "speaker":  # over all of a speaker's windows at once
+        if window_speakers is None:
+            raise ToolkitError(f"{card.model} for {card.category} was trained with --normalize speaker: say which file "
+                               f"is whose voice (predict.py --speakers)")
+        features = normalize_by_speaker(card.feature, features, window_speakers)
+    probs = []
+    for start in range(0, len(features), WINDOWS_PER_STACK):  # the stacked inputs of a long recording stay bounded
+        data = model_inputs(card, features[start : start + WINDOWS_PER_STACK])
+        probs.append(torch.softmax(predict_logits(model, data, batch_size, device), 1))
+    probs = torch.cat(probs) if probs else torch.empty(0, len(card.classes))
+    owners = torch.tensor(owner, dtype=torch.long)
+    per_file = torch.softmax(mean_by_owner(probs, owners, len(recordings)).log() / card.temperature, 1).numpy()
+    out, cursor = [], 0
+    for r, keep in zip(recordings, kept):
+        rows = []
+        for (s, e, _), k in zip(r.windows[view], keep):
+            rows.append((s, e, probs[cursor].numpy() if k else None))
+            cursor += k
+        out.append((per_file[len(out)], rows))
+    return out
+
+
+def model_inputs(card: RunCard, features: list[np.ndarray]) -> FeatureSet:
+    """Features (already speaker-normalised where the card says so) -> the FeatureSet a model's evaluation sees."""
     data = make_feature_set(card.feature, features, pd.DataFrame(index=range(len(features))), card.input_options,
-                            params=card.features.get("params"), normalize=card.normalize, speakers=speakers,
-                            stats=card.features.get("stats"))
+                            params=card.features.get("params"), stats=card.features.get("stats"))
     data.extra = {}  # evaluation takes the centred windows: no whole clips needed
     return data
 
@@ -80,16 +183,27 @@ def class_probabilities(model: nn.Module, data: FeatureSet, device: torch.device
     return torch.softmax(predict_logits(model, data, batch_size, device), 1).numpy()
 
 
-def expand_audio_paths(paths: list[str]) -> tuple[list[str], dict[str, str]]:
-    """(files, problems): files as given, a folder's audio files (regular files directly inside it, sorted, hidden
-    ones skipped); a folder without any is a problem {folder: message}, reported with the files that fail."""
+def audio_files_in(folder: str, recursive: bool = False) -> list[str]:
+    """The audio files of a folder (regular files, hidden ones and hidden folders skipped), sorted; with
+    `recursive` those of its subfolders too."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        found += sorted(os.path.join(root, n) for n in names if n.lower().endswith(AUDIO_SUFFIXES)
+                        and not n.startswith(".") and os.path.isfile(os.path.join(root, n)))
+    return found
+
+
+def expand_audio_paths(paths: list[str], recursive: bool = False) -> tuple[list[str], dict[str, str]]:
+    """(files, problems): files as given, a folder's audio files (audio_files_in); a folder without any is a
+    problem {folder: message}, reported with the files that fail."""
     files, problems = [], {}
     for path in paths:
         if os.path.isdir(path):
-            found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(AUDIO_SUFFIXES)
-                           and not n.startswith(".") and os.path.isfile(os.path.join(path, n)))
+            found = audio_files_in(path, recursive)
             if not found:
-                problems[path] = f"{path}: folder has no audio files ({', '.join(AUDIO_SUFFIXES)}) directly inside it"
+                where = "in it or its subfolders" if recursive else "directly inside it (--recursive for subfolders)"
+                problems[path] = f"{path}: folder has no audio files ({', '.join(AUDIO_SUFFIXES)}) {where}"
             files += found
         else:
             files.append(path)  # a missing file is reported with the other clips that fail, not here

@@ -21,6 +21,32 @@ from ..audio import MAX_RATE, MAX_SECONDS, MIN_RATE, ClipError, load_audio, para
 from ..errors import ToolkitError
 
 
+DEFAULT_WINDOW_SECONDS = 4.0  # vector features: CREMA-D's clips are 1.3-5 s
+
+
+def sample_windows(length: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """(start, end) of windows of `window` samples every `hop` covering `length` samples (one window if it fits)."""
+    if length <= window:
+        return [(0, length)]
+    starts = list(range(0, length - window + 1, max(hop, 1)))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return [(s, s + window) for s in starts]
+
+
+def feature_file_name(clip: str, audio_hash: str, suffix: str) -> str:
+    """Stage 2's name for a clip's feature file: {clip stem}.{hash of its audio}{suffix}. The base name of `clip` is
+    used, so a name in a CSV never places a file outside the feature folder."""
+    return f"{os.path.splitext(os.path.basename(clip))[0]}.{audio_hash}{suffix}"
+
+
+def clip_of(path: str) -> str:
+    """The clip a feature or audio file is of: its stem, without stage 2's audio hash."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    head, _, tail = stem.rpartition(".")
+    return head if head and len(tail) == 10 and all(c in "0123456789abcdef" for c in tail) else stem
+
+
 @dataclass(frozen=True)
 class FeatureParams:
     """How a feature type's values are made. Subclasses are frozen dataclasses; `sr` is the rate audio is loaded at."""
@@ -88,6 +114,18 @@ class FeatureType:
             raise ClipError(f"{path}: {e}")
 
     @classmethod
+    def window_seconds(cls, options: dict, params: FeatureParams) -> float:
+        """How long a stretch of a long recording one prediction looks at (features of a whole training clip)."""
+        return DEFAULT_WINDOW_SECONDS
+
+    @classmethod
+    def windows(cls, audio: np.ndarray, params: FeatureParams, window: float, hop: float) -> list[tuple[float, float, np.ndarray]]:
+        """(start s, end s, feature) of the windows that cover a recording: the whole of it when it is no longer than
+        `window` seconds, else one every `hop` seconds and a last one flush with the end."""
+        return [(start / params.sr, end / params.sr, cls.extract(audio[start:end], params))
+                for start, end in sample_windows(len(audio), round(window * params.sr), round(hop * params.sr))]
+
+    @classmethod
     def warm_up(cls, params: FeatureParams) -> None:
         """Pay one-off start-up costs in the parent, so worker processes forked afterwards inherit them."""
 
@@ -130,6 +168,11 @@ class FeatureType:
         return {"mean": x.mean(0).tolist(), "std": x.std(0).clamp(min=1e-6).tolist()}
 
     @classmethod
+    def eval_windows(cls, data: "FeatureSet") -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(windows, owner index) when some items are scored on several windows, else None (one input per item)."""
+        return None
+
+    @classmethod
     def take(cls, data: "FeatureSet", index: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """The stored values of a batch; a type may draw something random for training (generator given)."""
         return data.x[index.to(data.x.device)]
@@ -165,6 +208,7 @@ class FeatureSet:
     options: dict = None  # how they became network inputs (FeatureType.input_options)
     stats: dict | None = None  # input standardisation, from the training split
     extra: dict = None  # per-item tensors of the type (mel, time_axis 'pad': the whole clips and their lengths)
+    classes: list[str] | None = None  # what the label indices mean (None: unlabeled)
 
     def __post_init__(self) -> None:
         self.params = self.params or {}
@@ -192,7 +236,7 @@ def subset(data: FeatureSet, index) -> FeatureSet:
     return FeatureSet(x=pick(data.x), labels=pick(data.labels), paths=[data.paths[i] for i in index.tolist()],
                       frame=data.frame.iloc[index.numpy()].reset_index(drop=True), feature=data.feature,
                       params=data.params, options=data.options, stats=data.stats,
-                      extra={k: pick(v) for k, v in data.extra.items()})
+                      extra={k: pick(v) for k, v in data.extra.items()}, classes=data.classes)
 
 
 

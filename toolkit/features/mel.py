@@ -106,6 +106,13 @@ def mel_basis(p: MelParams) -> np.ndarray:
     return _MEL_BASIS[key]
 
 
+def mel_frequencies(p: MelParams) -> np.ndarray:
+    """Centre frequency (Hz) of each mel band of these parameters, lowest first (a plot's axis)."""
+    import librosa
+
+    return librosa.mel_frequencies(p.n_mels + 2, fmin=0.0, fmax=p.sr / 2, htk=p.mel_scale == "htk")[1:-1]
+
+
 def log_mel(y: np.ndarray, p: MelParams) -> np.ndarray:
     """(n_mels, frames) dB values in [-top_db, 0]; equals librosa melspectrogram + power_to_db."""
     import librosa
@@ -178,6 +185,15 @@ def prepare_image(image: np.ndarray, size: tuple[int, int] = IMAGE_SIZE, time_ax
     out = np.zeros((1, size[0], frames), np.uint8)
     paste_window(out, image, image.shape[1], window_start(image.shape[1], frames))
     return out
+
+
+def window_starts(length: int, frames: int, hop: int) -> list[int]:
+    """First frames of the windows that cover a clip `length` frames long: the centred one when the clip fits in
+    one window, else one every `hop` frames from the start and a last one flush with the end."""
+    if length <= frames:
+        return [window_start(length, frames)]
+    starts = list(range(0, length - frames + 1, hop))
+    return starts if starts[-1] == length - frames else starts + [length - frames]
 
 
 def _canvas(images: list[np.ndarray], frames: int) -> dict[str, torch.Tensor]:
@@ -268,6 +284,23 @@ class Mel(FeatureType):
         return image
 
     @classmethod
+    def window_seconds(cls, options: dict, params: MelParams) -> float:
+        """The network's window: `frames` hops ('pad'), or the 128 columns a 'resize' model stretches clips to."""
+        return (options.get("frames") or IMAGE_SIZE[1]) * params.hop_length / params.sr
+
+    @classmethod
+    def windows(cls, audio: np.ndarray, params: MelParams, window: float, hop: float) -> list[tuple[float, float, np.ndarray]]:
+        """The recording's spectrogram cut into windows of columns, as training cuts its random windows (so the
+        STFT sees each window's surroundings): the whole image when it is no longer than one window."""
+        image = cls.extract(audio, params)
+        seconds_per_frame = params.hop_length / params.sr
+        frames = max(1, round(window / seconds_per_frame))
+        starts = window_starts(image.shape[1], frames, max(1, round(hop / seconds_per_frame)))
+        if image.shape[1] <= frames:
+            return [(0.0, len(audio) / params.sr, image)]
+        return [(s * seconds_per_frame, (s + frames) * seconds_per_frame, image[:, s : s + frames]) for s in starts]
+
+    @classmethod
     def warm_up(cls, params: MelParams) -> None:
         # librosa's first call costs ~1 s of scipy imports: paid once here, inherited by the forked workers
         log_mel(np.ones(params.n_fft, np.float32), params)
@@ -330,6 +363,28 @@ class Mel(FeatureType):
     @classmethod
     def fit_stats(cls, x: torch.Tensor) -> dict | None:
         return None  # grey levels are already on one fixed scale
+
+    @classmethod
+    def eval_windows(cls, data: FeatureSet) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """time_axis 'pad': every clip longer than the window as its windows (hop half a window) from the canvas;
+        the others as their centred window. None when no clip is longer (or there is no canvas)."""
+        if "canvas" not in data.extra:
+            return None
+        frames = data.x.shape[-1]
+        lengths = data.extra["lengths"].tolist()
+        if max(lengths) <= frames:
+            return None
+        canvas = data.extra["canvas"].cpu()
+        windows, owner = [], []
+        for i, length in enumerate(lengths):
+            if length <= frames:
+                windows.append(data.x[i].cpu())
+                owner.append(i)
+                continue
+            for start in window_starts(length, frames, frames // 2):
+                windows.append(canvas[i, ..., start : start + frames])
+                owner.append(i)
+        return torch.stack(windows), torch.tensor(owner)
 
     @classmethod
     def take(cls, data: FeatureSet, index: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
