@@ -22,6 +22,7 @@ import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below the
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
 
 import pandas as pd
 
@@ -35,6 +36,17 @@ from toolkit.inference import Extraction, View, analyse, classify, expand_audio_
 from toolkit.plots import plot_recording
 
 FILES_PER_CHUNK = 256  # files decoded and classified at a time: memory stays bounded whatever the number of files
+
+
+def in_groups(items: Iterable, size: int) -> Iterator[list]:
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def get_args_parser() -> Parser:
@@ -139,11 +151,10 @@ def main(argv: list[str] | None = None) -> None:
 
     rows: dict[str, list[dict]] = {}
     chunk = len(found) if normalized else FILES_PER_CHUNK  # a speaker's statistics need all of the speaker's files
-    for first in range(0, len(found), max(chunk, 1)):
-        files = found[first : first + chunk]
-        jobs = [(f, distinct, args.max_seconds, plotted) for f in files]
-        workers = min(args.workers, len(jobs)) if len(jobs) >= 2 * args.workers else 1  # a pool costs ~1 s to start
-        recordings = list(parallel_map(analyse, jobs, workers, desc="decoding", unit="file", bar=len(found) >= 10))
+    jobs = [(f, distinct, args.max_seconds, plotted) for f in found]
+    workers = min(args.workers, len(jobs)) if len(jobs) >= 2 * args.workers else 1  # a pool costs ~1 s to start
+    decoded = parallel_map(analyse, jobs, workers, desc="decoding", unit="file", bar=len(found) >= 10)
+    for recordings in in_groups(decoded, max(chunk, 1)):  # one pool for the run; the network takes a group at a time
         for r in recordings:
             if r.error:
                 errors[r.path] = r.error

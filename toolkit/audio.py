@@ -145,8 +145,18 @@ def parallel_map(fn: Callable, jobs: list, workers: int, desc: str, unit: str = 
         return
     chunk = max(1, min(64, len(jobs) // (workers * 8) or 1))
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+
+    def in_order() -> Iterator:
+        # at most two windows of results wait for the caller (memory stays bounded when it is the slower side)
+        window = max(256, 4 * chunk * workers)
+        pending = pool.map(fn, jobs[:window], chunksize=chunk)
+        for start in range(window, len(jobs) + window, window):
+            following = pool.map(fn, jobs[start : start + window], chunksize=chunk)
+            yield from pending
+            pending = following
+
     try:
-        yield from tqdm(pool.map(fn, jobs, chunksize=chunk), total=len(jobs), desc=desc, unit=unit, disable=not bar)
+        yield from tqdm(in_order(), total=len(jobs), desc=desc, unit=unit, disable=not bar)
     except BrokenProcessPool:
         raise ToolkitError(f"{desc}: a worker process died (killed, or out of memory?); re-run to continue where it "
                            f"stopped (finished files are kept), with fewer --workers if memory is short")

@@ -3,10 +3,12 @@ the probabilities are calibrated (expected calibration error) with the temperatu
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, recall_score
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
+    # imported here: sklearn takes ~1 s to import, and predict.py and the web demo never score labels
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, recall_score
+
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=range(num_classes), average="weighted", zero_division=0
     )
@@ -91,6 +93,8 @@ def format_confusion(matrix: list[list[int]], classes: list[str]) -> str:
 def breakdown(frame, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
     """Per-class precision/recall/F1 and, when `frame` has an ActorID column, per-speaker accuracy and the worst
     speaker: averages hide the one unusual voice a model gets wrong."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=range(len(classes)), average=None, zero_division=0)
