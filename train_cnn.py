@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     if extra:
         from toolkit.crossval import score_extra_tests
 
-        score_extra_tests(model, extra, classes, config.batch_size, device, run.path("_extra_tests.json"),
-                          card.features["stats"])
+        score_extra_tests(model, extra, card, config.batch_size, device, run.path("_extra_tests.json"))
 
 
 if __name__ == "__main__":

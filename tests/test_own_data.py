@@ -153,10 +153,15 @@ def test_a_long_recording_gets_its_majority_class_and_per_window_shows_the_minor
 
 
 def test_the_evaluation_path_scores_long_clips_on_all_their_windows(sex_data, tmp_path):
-    """Stage 3's test predictions and predict.py agree on every test clip, the ones longer than the window too (a
-    2 s window here: the corpus's clips are 1.3-3.7 s)."""
+    """Stage 3's test predictions, its --extra_test_csv scores and predict.py agree on every test clip, the ones
+    longer than the window too (a 2 s window here: the corpus's clips are 1.3-3.7 s)."""
     run_script("train_cnn.py", "--csv_load_path", sex_data, "--model", "cnn9", "--frames", "64", "--epochs", "1",
-               "--batch_size", "32", "--threads", "1", "--model_save_path", tmp_path)
+               "--batch_size", "32", "--threads", "1", "--model_save_path", tmp_path, "--extra_test_csv", "sex_test.csv")
+    card = json.loads((tmp_path / "cnn9_sex.json").read_text())
+    extra = json.loads((tmp_path / "cnn9_sex_extra_tests.json").read_text())["sex_test.csv"]
+    for metric in ("f1", "loss", "ece"):
+        assert extra[metric] == pytest.approx(card["metrics"]["test"][metric], abs=1e-6)
+    assert extra["ece_uncalibrated"] == pytest.approx(card["calibration"]["ece_before"]["test"], abs=1e-6)
     expected = pd.read_csv(tmp_path / "cnn9_sex_test_predictions.csv")
     clips = [str((sex_data / p).resolve()) for p in expected["Audio_file_path"]]
     assert max(sf.info(c).duration for c in clips) > 64 * 512 / 16000  # some test clips are longer than the window

@@ -19,7 +19,7 @@ from torch import nn
 from .cli import seed_everything
 from .config import TrainConfig
 from .data import FeatureSet, subset
-from .engine import RunFiles, evaluate, fit, public
+from .engine import RunFiles, evaluate, fit, metrics_of, public
 from .errors import ToolkitError
 from .fileio import write_csv, write_json
 from .metrics import breakdown, classification_metrics
@@ -27,7 +27,8 @@ from .plots import plot_folds, plot_speaker_accuracy
 from .runcard import RunCard
 from .splits import hold_out_groups
 
-FOLD_METRICS = ("accuracy", "f1", "uar")
+SCORES = ("accuracy", "f1", "uar")  # plotted per fold (higher is better)
+FOLD_METRICS = (*SCORES, "ece")  # summarised over folds
 VAL_FRACTION = 0.15  # of each fold's training speakers, held out for validation
 
 
@@ -62,17 +63,20 @@ def mean_std(values: list[float]) -> dict:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "folds": v.tolist()}
 
 
-def score_extra_tests(model: nn.Module, sets: dict[str, FeatureSet], classes: list[str], batch_size: int,
-                      device: torch.device, path: str, stats: dict | None = None) -> dict:
-    """Score a trained model on more labelled sets (per class and per speaker too); written to `path` as JSON.
-
-    `stats`: the input standardisation the model was trained with (its run card's)."""
+def score_extra_tests(model: nn.Module, sets: dict[str, FeatureSet], card: RunCard, batch_size: int,
+                      device: torch.device, path: str) -> dict:
+    """Score a trained model on more labelled sets (per class and per speaker too) as its run card says it is used:
+    its input standardisation, evaluation windows and temperature; written to `path` as JSON."""
+    windows = card.training.get("eval_windows") == "all"
     out = {}
     for name, data in sets.items():
-        data.stats = stats
-        m = evaluate(model, data, batch_size, device, len(classes))
-        out[name] = {**public(m), **breakdown(data.frame, data.labels.cpu().numpy(), m["probabilities"].argmax(1), classes)}
-        print(f"  {name} ({len(data)} clips): accuracy {m['accuracy']:.4f} f1 {m['f1']:.4f} uar {m['uar']:.4f}")
+        data.stats = card.features["stats"]
+        raw = evaluate(model, data, batch_size, device, len(card.classes), windows)
+        m = metrics_of(raw["logits"], data.labels.cpu(), len(card.classes), card.temperature)
+        out[name] = {**public(m), "ece_uncalibrated": raw["ece"],
+                     **breakdown(data.frame, data.labels.cpu().numpy(), m["probabilities"].argmax(1), card.classes)}
+        print(f"  {name} ({len(data)} clips): accuracy {m['accuracy']:.4f} f1 {m['f1']:.4f} uar {m['uar']:.4f} "
+              f"ece {m['ece']:.4f} (uncalibrated {raw['ece']:.4f})")
     if out:
         write_json(out, path)
     return out
@@ -105,8 +109,7 @@ def _cross_validate(data: FeatureSet, k: int, config: TrainConfig, make_model: C
         fold_card = copy.deepcopy(card)
         fold_card.split = {**card.split, "fold": i, "folds": len(splits)}
         result = fit(model, subset(data, part["train"]), subset(data, part["val"]), test, config, fold_run, fold_card, device)
-        extra = score_extra_tests(model, extra_tests, classes, config.batch_size, device, fold_run.path("_extra_tests.json"),
-                                  result.features["stats"])
+        extra = score_extra_tests(model, extra_tests, result, config.batch_size, device, fold_run.path("_extra_tests.json"))
         metrics = result.metrics
         folds.append({"fold": i, "epoch": metrics["epoch"], "seconds": metrics["seconds"], "test": {k: metrics["test"][k] for k in FOLD_METRICS},
                       "test_speakers": sorted(test.frame["ActorID"].astype(str).unique()), "extra_tests": extra})
@@ -130,7 +133,7 @@ def _cross_validate(data: FeatureSet, k: int, config: TrainConfig, make_model: C
     speakers = pd.DataFrame([{"speaker": s, **v, "fold": int(pooled.loc[pooled["ActorID"].astype(str) == s, "fold"].iloc[0])}
                              for s, v in detail["per_speaker"].items()]).sort_values(["accuracy", "speaker"])
     write_csv(speakers, run.path("_cv_speakers.csv"))
-    plot_folds(folds, FOLD_METRICS, run.path("_cv_folds.png"), f"{run.stem}: {len(splits)}-fold speaker-grouped CV")
+    plot_folds(folds, SCORES, run.path("_cv_folds.png"), f"{run.stem}: {len(splits)}-fold speaker-grouped CV")
     plot_speaker_accuracy(detail["per_speaker"], run.path("_cv_speakers.png"), f"{run.stem}: accuracy per speaker (each tested once)")
 
     print(f"{len(splits)}-fold speaker-grouped cross-validation, {run.stem}:")
