@@ -53,6 +53,7 @@ class FeatureType:
     folder: ClassVar[str]  # stage 2 writes {save_spec_path}/{folder}/{params tag}/{clip}{suffix}
     suffix: ClassVar[str]
     Params: ClassVar[type[FeatureParams]]
+    stored: ClassVar[bool] = True  # False: no stage-2 files; made from each clip's audio when needed (fine-tuning)
 
     @classmethod
     def column(cls) -> str:
@@ -80,6 +81,11 @@ class FeatureType:
             return cls.extract(audio, params)
         except ClipError as e:  # extract's reasons name no file
             raise ClipError(f"{path}: {e}")
+
+    @classmethod
+    def workers(cls, requested: int) -> int:
+        """How many processes may extract at once (a type whose extractor uses every core itself wants one)."""
+        return requested
 
     @classmethod
     def warm_up(cls, params: FeatureParams) -> None:
@@ -184,6 +190,28 @@ def subset(data: FeatureSet, index) -> FeatureSet:
 
 
 
+def save_npy(values: np.ndarray, path: str) -> None:
+    """One clip's array as a .npy file, atomically (no pickles: allow_pickle=False)."""
+    from ..fileio import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, values, allow_pickle=False)
+
+
+def load_npy(feature: type[FeatureType], path: str, ndim: int, what: str) -> np.ndarray:
+    """A stored .npy of `feature` as float32: an array of `ndim` finite floats, else a ClipError naming the file."""
+    try:
+        values = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ClipError(f"{path}: feature file not found; re-run generate_mel_spectrograms.py --features {feature.name}")
+    except Exception as e:
+        raise ClipError(f"{path}: not a readable .npy file ({type(e).__name__}); delete it and re-run stage 2")
+    if values.ndim != ndim or values.dtype.kind != "f" or not np.isfinite(values).all():
+        raise ClipError(f"{path}: not {feature.name} {what} (shape {values.shape}, dtype {values.dtype}, or non-finite); "
+                        f"delete it and re-run stage 2")
+    return values.astype(np.float32)
+
+
 def _error_text(audio_path: str, e: Exception) -> str:
     from ..errors import ToolkitError
 
@@ -215,4 +243,5 @@ def features_from_audio(feature: type[FeatureType], paths: list[str], params: Fe
                         workers: int = 1) -> list[tuple[np.ndarray | None, str | None]]:
     """Features of many clips made on the fly (no files written): (feature, None) or (None, error) each."""
     feature.warm_up(params)
-    return list(parallel_map(feature_job, [(feature, path, params) for path in paths], workers, desc=feature.name))
+    return list(parallel_map(feature_job, [(feature, path, params) for path in paths], feature.workers(workers),
+                             desc=feature.name))
