@@ -21,7 +21,7 @@ from toolkit.engine import RunFiles, fit
 from toolkit.fileio import output_dir
 from toolkit.labels import CLASSES, check_category
 from toolkit.runcard import RunCard
-from toolkit.splits import split_of_run
+from toolkit.splits import training_sets
 
 SPLITS = ("train", "val", "test")
 
@@ -56,13 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     def load(csv, desc):
         return load_split(csv, category, config, normalize=config.normalize, desc=desc)
 
-    if args.folds:
-        train = load(list(csvs.values()), "all splits")
-        split = {"kind": "speaker-grouped folds", "folds": args.folds, "seed": config.seed,
-                 "csvs": {k: os.path.abspath(v) for k, v in csvs.items()}}
-    else:
-        train, val, test = (load(csvs[s], s) for s in SPLITS)
-        split = split_of_run(csvs, category)
+    train, val, test, split = training_sets(csvs, load, args.folds, config.seed, category)
     check_input(name, train.feature.kind, train.input_shape(), csvs["train"])
     card = RunCard.new(name, category, classes, train, config, split, vars(args), init=["imagenet" if pretrained else "scratch"],
                        init_detail={"weights": os.path.abspath(args.weights)} if args.weights else {})

@@ -28,7 +28,7 @@ from toolkit.features.waveform import Waveform, WaveformParams
 from toolkit.fileio import output_dir
 from toolkit.labels import CLASSES, check_category
 from toolkit.runcard import RunCard
-from toolkit.splits import split_of_run
+from toolkit.splits import training_sets
 
 SPLITS = ("train", "val", "test")
 MODEL = "wav2vec2"  # the models.MODELS name of a fine-tuned encoder, whichever encoder it is
@@ -72,13 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     def load(csv, desc):
         return load_split(csv, category, config, desc=desc, from_audio=(Waveform, params))
 
-    if args.folds:
-        train = load(list(csvs.values()), "all splits")
-        split = {"kind": "speaker-grouped folds", "folds": args.folds, "seed": config.seed,
-                 "csvs": {k: os.path.abspath(v) for k, v in csvs.items()}}
-    else:
-        train, val, test = (load(csvs[s], s) for s in SPLITS)
-        split = split_of_run(csvs, category)
+    train, val, test, split = training_sets(csvs, load, args.folds, config.seed, category)
     # Everything the network needs besides its weights: predict.py and stage 5 rebuild it from the run card alone.
     encoder = {**asdict(info), "window": round(config.max_seconds * info.sr)}
     card = RunCard.new(MODEL, category, classes, train, config, split, vars(args),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
@@ -87,3 +88,14 @@ def split_of_run(csvs: dict[str, str], category: str) -> dict:
         if isinstance(manifest, dict) and manifest.get("csvs") == {k: os.path.basename(p) for k, p in csvs.items()}:
             return {**manifest, "csvs": paths}
     return {"kind": "unknown", "csvs": paths}
+
+
+def training_sets(csvs: dict[str, str], load: Callable, folds: int, seed: int, category: str) -> tuple:
+    """(train, val, test, the run card's split) of a training run: each split from its CSV, or with `folds` all three
+    CSVs pooled into `train` (val and test None: cross-validation makes its own). load(csv or CSVs, description)."""
+    if folds:
+        split = {"kind": "speaker-grouped folds", "folds": folds, "seed": seed,
+                 "csvs": {k: os.path.abspath(v) for k, v in csvs.items()}}
+        return load(list(csvs.values()), "all splits"), None, None, split
+    train, val, test = (load(csvs[s], s) for s in ("train", "val", "test"))
+    return train, val, test, split_of_run(csvs, category)
