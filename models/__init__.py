@@ -66,6 +66,9 @@ def models_taking(kind: str) -> list[str]:
 def check_input(name: str, kind: str, shape: tuple[int, ...] | list[int], source: str) -> None:
     """A model given features it cannot take is a one-line error naming where the features came from."""
     spec = MODELS[canonical_name(name)]
+    if spec.takes == "audio" and kind != "audio":
+        raise ToolkitError(f"{source}: holds {kind} features, but {name} is a speech encoder fine-tuned on the audio "
+                           f"itself; train it with train_wav2vec2.py (it reads the clips this CSV lists)")
     if spec.takes != kind:
         raise ToolkitError(f"{source}: holds {kind} features, but {name} takes {spec.takes} features; "
                            f"use one of {', '.join(models_taking(kind))}")
