@@ -4,7 +4,7 @@
 --features egemaps: openSMILE's eGeMAPSv02 functionals (88 values per clip), one .npy per clip in
 {save_spec_path}/egemaps/{parameter tag}/.
 --features ssl --encoder NAME_OR_DIR: a pretrained speech encoder (wav2vec2, HuBERT, WavLM, ...) run once over each
-whole clip; its hidden states mean-pooled per layer, a (layers, width) float16 .npy per clip in
+whole clip; its hidden states mean-pooled per layer, a (layers + 1, width) float16 .npy per clip in
 {save_spec_path}/ssl/{parameter tag}/.
 Clips whose feature file already exists for the same parameters are skipped, so an interrupted run continues where
 it stopped. The split is written as CSVs (one row per clip, with the feature file's path) and a manifest
