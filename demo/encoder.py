@@ -9,19 +9,26 @@ from __future__ import annotations
 import os
 
 
+def demo_config(hidden: int = 32, layers: int = 2, conv_channels: int = 32):
+    """A small wav2vec2 config: `hidden` wide, `layers` transformer layers, wav2vec2's 7-layer CNN front end with
+    `conv_channels` channels (transformers' Wav2Vec2Config() itself is wav2vec2-base: 768, 12, 512)."""
+    from transformers import Wav2Vec2Config
+
+    return Wav2Vec2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 16),
+                          intermediate_size=4 * hidden, conv_dim=(conv_channels,) * 7,
+                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=min(16, hidden))
+
+
 def save_demo_encoder(out: str, hidden: int = 32, layers: int = 2, conv_channels: int = 32, sr: int = 16000,
                       seed: int = 0) -> str:
-    """Write a random-init wav2vec2 (`hidden` wide, `layers` transformer layers, wav2vec2's 7-layer CNN front end
-    with `conv_channels` channels) with a feature extractor at `sr` Hz into `out`; returns `out`."""
+    """Write a random-init wav2vec2 (demo_config) with a feature extractor at `sr` Hz into `out`; returns `out`."""
     import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     torch.manual_seed(seed)
-    config = Wav2Vec2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 16),
-                            intermediate_size=4 * hidden, conv_dim=(conv_channels,) * 7,
-                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=min(16, hidden))
+    config = demo_config(hidden, layers, conv_channels)
     os.makedirs(out, exist_ok=True)
     Wav2Vec2Model(config).save_pretrained(out)
     Wav2Vec2FeatureExtractor(sampling_rate=sr).save_pretrained(out)
