@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .audio import ClipError
 from .errors import ToolkitError
-from .features import FeatureParams, FeatureSet, FeatureType, feature_of_table, params_beside, subset
+from .features import FeatureParams, FeatureSet, FeatureType, feature_of_table, features_from_audio, params_beside, subset
 from .fileio import read_csv, require_columns, resolve_from_csv
 from .labels import encode_labels
 
@@ -53,25 +53,22 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     csvs = [csv_path] if isinstance(csv_path, (str, os.PathLike)) else list(csv_path)
     csv_path = ", ".join(map(str, csvs))
     tables = [read_csv(c, []) for c in csvs]
-    if from_audio is None:
-        feature = feature_of_table(tables[0], str(csvs[0]))
-        column, read, what = feature.column(), feature.read, "feature"
-    else:
-        feature, params = from_audio
-        column, read, what = AUDIO_COLUMN, lambda path: feature.from_audio(path, params), "audio"
+    feature, params = from_audio or (feature_of_table(tables[0], str(csvs[0])), None)
+    column, what = (feature.column(), "feature") if from_audio is None else (AUDIO_COLUMN, "audio")
     needed = [column] + ([category] if category else []) + ([SPEAKER_COLUMN] if normalize == "speaker" else [])
     for c, t in zip(csvs, tables):
         require_columns(t, needed, str(c))
     labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c) if category else [-1] * len(t))]
     paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[column].astype(str)]
     df = pd.concat(tables, ignore_index=True)
-    features, keep, failed = [], [], []
-    for i, path in enumerate(tqdm(paths, desc=f"loading {desc or os.path.basename(csvs[0])}", unit="clip", leave=False)):
-        try:
-            features.append(read(path))
-            keep.append(i)
-        except ClipError as e:
-            failed.append(str(e))
+    if from_audio is None:
+        results = [read_feature(feature, path) for path in
+                   tqdm(paths, desc=f"loading {desc or os.path.basename(csvs[0])}", unit="clip", leave=False)]
+    else:
+        results = features_from_audio(feature, paths, params)
+    keep = [i for i, (f, _) in enumerate(results) if f is not None]
+    features = [results[i][0] for i in keep]
+    failed = [error for _, error in results if error]
     if failed:
         print(f"warning: {len(failed)} {what} file(s) listed in {csv_path} could not be read and are left out, e.g. {failed[0]}")
     if not keep:
@@ -82,6 +79,14 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
                             labels=[labels[i] for i in keep], paths=[paths[i] for i in keep],
                             params=params_beside(paths[keep[0]]) if from_audio is None else params.to_dict(),
                             normalize=normalize)
+
+
+def read_feature(feature: type[FeatureType], path: str) -> tuple[np.ndarray | None, str | None]:
+    """A stored feature file, or (None, why it cannot be used)."""
+    try:
+        return feature.read(path), None
+    except ClipError as e:
+        return None, str(e)
 
 
 def make_feature_set(feature: type[FeatureType], features: list[np.ndarray], frame: pd.DataFrame, options: dict,
