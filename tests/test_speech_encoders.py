@@ -11,9 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
+import generate_mel_spectrograms
 import predict
 import pseudo_labeling_semisupervised
 import summarize_runs
+import train_cnn
 import train_wav2vec2
 from conftest import run_script
 from demo.encoder import save_demo_encoder
@@ -60,16 +62,16 @@ def finetuned(sex_data, encoder, tmp_path_factory):
     return models
 
 
-def test_stage2_stores_a_float16_layer_stack_per_clip_and_resumes(ssl_data, sex_data, encoder):
+def test_stage2_stores_a_float16_layer_stack_per_clip_and_resumes(ssl_data, sex_data, encoder, capsys):
     table = pd.read_csv(ssl_data / "sex_train.csv")
     assert list(table["Audio_file_name"]) == list(pd.read_csv(sex_data / "sex_train.csv")["Audio_file_name"])
     stored = np.load(ssl_data / table["ssl_file_path"][0])
     assert stored.shape == (3, 32) and stored.dtype == np.float16  # the CNN front end's projection + 2 layers
     params = json.loads(next((ssl_data / "ssl").glob("*/params.json")).read_text())
     assert params == {"sr": 16000, "encoder": encoder, "normalize": True, "chunk_seconds": MAX_CHUNK_SECONDS}
-    again = run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", ssl_data,
-                       "--save_csv_path", ssl_data, "--category", "sex", "--features", "ssl", "--encoder", encoder)
-    assert "96 clips, 96 ssl files already made, 0 to make" in again.stdout
+    generate_mel_spectrograms.main(["--load_csv_path", str(sex_data), "--save_spec_path", str(ssl_data), "--save_csv_path",
+                                    str(ssl_data), "--category", "sex", "--features", "ssl", "--encoder", encoder])
+    assert "96 clips, 96 ssl files already made, 0 to make" in capsys.readouterr().out
 
 
 def test_mlp_on_frozen_features_and_predict_reproduce_the_test_probabilities(mlp_on_ssl, ssl_data):
@@ -175,13 +177,14 @@ def test_no_network_is_one_line_at_once(tmp_path):
 
 def test_stage2_refuses_a_directory_that_is_not_a_model(sex_data, tmp_path):
     (tmp_path / "not_a_model").mkdir()
-    proc = run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", tmp_path,
-                      "--save_csv_path", tmp_path, "--category", "sex", "--features", "ssl",
-                      "--encoder", tmp_path / "not_a_model", check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: {tmp_path / 'not_a_model'}: not a transformers model directory (no config.json); pass a folder written "
+    with pytest.raises(ToolkitError) as e:
+        generate_mel_spectrograms.main(["--load_csv_path", str(sex_data), "--save_spec_path", str(tmp_path),
+                                        "--save_csv_path", str(tmp_path), "--category", "sex", "--features", "ssl",
+                                        "--encoder", str(tmp_path / "not_a_model")])
+    assert str(e.value) == (
+        f"{tmp_path / 'not_a_model'}: not a transformers model directory (no config.json); pass a folder written "
         f"by save_pretrained or `hf download --local-dir`, or a hub id such as facebook/wav2vec2-base")
+    assert not (tmp_path / "ssl").exists()  # refused before any clip was read
 
 
 def test_a_text_model_is_refused(encoder, tmp_path):
@@ -234,8 +237,7 @@ def test_a_card_without_its_encoder_and_an_image_model_of_audio_are_one_line(fin
     (tmp_path / "m.json").write_text(json.dumps({**card, "init_detail": {}}))
     with pytest.raises(ToolkitError, match=r"m\.json: wav2vec2 is a fine-tuned speech encoder: its run card must describe"):
         load_trained_model(str(tmp_path / "m.pt"))
-    proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--model", "wav2vec2", "--epochs", "1",
-                      "--model_save_path", tmp_path, check=False)
-    assert proc.returncode == 2 and proc.stderr.strip().endswith(
-        "sex_train.csv: holds image features, but wav2vec2 is a speech encoder fine-tuned on the audio itself; train it "
-        "with train_wav2vec2.py (it reads the clips this CSV lists)")
+    with pytest.raises(ToolkitError, match=r"sex_train\.csv: holds image features, but wav2vec2 is a speech encoder "
+                                           r"fine-tuned on the audio itself; train it with train_wav2vec2\.py"):
+        train_cnn.main(["--csv_load_path", str(sex_data), "--model", "wav2vec2", "--epochs", "1", "--threads", "1",
+                        "--model_save_path", str(tmp_path)])
