@@ -34,7 +34,7 @@ SPLITS = ("train", "val", "test")
 MODEL = "wav2vec2"  # the models.MODELS name of a fine-tuned encoder, whichever encoder it is
 
 
-def get_args_parser_wav2vec2() -> Parser:
+def make_parser() -> Parser:
     p = get_args_parser(__doc__, epochs=FINETUNE.epochs, recipe=False, base=FINETUNE)
     add_recipe_flags(p, names=("weight_decay", "lr_schedule", "warmup", "patience", "select_by", "class_weights"),
                      base=FINETUNE)
@@ -59,7 +59,7 @@ def get_args_parser_wav2vec2() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = get_args_parser_wav2vec2().parse_args(argv)
+    args = make_parser().parse_args(argv)
     config = train_config(args, base=FINETUNE)
     category = check_category(args.category)
     classes = CLASSES[category]
