@@ -7,9 +7,13 @@ part with fewer than 3 speakers). --val_fraction and --test_fraction set the siz
 --features mel (default): one lossless 8-bit PNG per clip in {save_spec_path}/mel_spectrograms/{parameter tag}/.
 --features egemaps: openSMILE's eGeMAPSv02 functionals (88 values per clip), one .npy per clip in
 {save_spec_path}/egemaps/{parameter tag}/.
+--features ssl --encoder NAME_OR_DIR: a pretrained speech encoder (wav2vec2, HuBERT, WavLM, ...) run once over each
+whole clip; its hidden states mean-pooled per layer, a (layers + 1, width) float16 .npy per clip in
+{save_spec_path}/ssl/{parameter tag}/.
 A feature file is named after its clip and a hash of the clip's audio ({clip}.{hash}.png), so one that already exists
 for the same parameters and the same audio is reused (an interrupted run continues where it stopped), and one made
-from other audio under the same name (another corpus, a replaced recording) never is. The split is written as CSVs (one row per clip, with the feature file's path) and a manifest
+from other audio under the same name (another corpus, a replaced recording) never is. The split is written as CSVs
+(one row per clip, with the feature file's path) and a manifest
 {category}_split.json that the training stages copy into their run cards.
 """
 from __future__ import annotations
@@ -24,7 +28,7 @@ from toolkit.cli import Parser, run_main
 from toolkit.config import fraction, positive_float, positive_int, seed_value
 from toolkit.corpus import one_row_per, read_label_manifest
 from toolkit.errors import ToolkitError
-from toolkit.features import FEATURES, FeatureParams, FeatureType, feature_file_job, feature_file_name, get_feature
+from toolkit.features import FEATURES, STORED, FeatureParams, FeatureType, feature_file_job, feature_file_name, get_feature
 from toolkit.fileio import output_dir, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
 from toolkit.labels import CATEGORIES, check_category, classes_for, encode_labels
 from toolkit.splits import TEST_FRACTION, VAL_FRACTION, coverage_warnings, make_splits, manifest_path, split_manifest
@@ -38,12 +42,14 @@ def get_args_parser() -> Parser:
     p.add_argument("--save_spec_path", default="Data/", help="feature files go to {save_spec_path}/{mel_spectrograms,egemaps,...}/")
     p.add_argument("--save_csv_path", default="Data/", help="folder for the train/val/test CSVs")
     p.add_argument("--category", default="sex", help=f"label column (stage 1's category): {', '.join(CATEGORIES)}, or yours")
-    p.add_argument("--features", choices=list(FEATURES), default="mel",
+    p.add_argument("--features", choices=STORED, default="mel",
                    help="what each clip becomes: 'mel' log-mel spectrogram images (the seed's; CNNs), 'egemaps' "
-                        "openSMILE eGeMAPSv02 functionals (88 values; linear/mlp)")
-    p.add_argument("--sr", type=positive_int, default=FeatureParams.sr, help="sample rate audio is resampled to")
-    for feature in FEATURES.values():
-        feature.add_args(p.add_argument_group(f"--features {feature.name}"))
+                        "openSMILE eGeMAPSv02 functionals (88 values; linear/mlp), 'ssl' a pretrained speech "
+                        "encoder's hidden states, mean-pooled per layer (--encoder; linear/mlp)")
+    p.add_argument("--sr", type=positive_int, default=FeatureParams.sr,
+                   help="sample rate audio is resampled to (ssl: the encoder's own rate)")
+    for name in STORED:
+        FEATURES[name].add_args(p.add_argument_group(f"--features {name}"))
     p.add_argument("--split", choices=["speaker", "random"], default="speaker",
                    help="'speaker': no speaker in two splits; 'random': clips shuffled (the seed's)")
     p.add_argument("--seed", type=seed_value, default=42, help="random seed of the split")
@@ -67,7 +73,7 @@ def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_p
     """Compute the missing feature files in parallel; returns {file path: error} for clips that failed."""
     # only the missing files go to the workers: a re-run of a finished stage starts no processes
     jobs = [(feature, a, o, params, max_seconds) for a, o in zip(audio_paths, out_paths) if not os.path.exists(o)]
-    workers = min(workers, len(jobs))
+    workers = min(feature.workers(workers), len(jobs))
     print(f"{len(audio_paths)} clips, {len(audio_paths) - len(jobs)} {feature.name} files already made, "
           f"{len(jobs)} to make with {workers} worker(s)")
     return {out: error for out, error in parallel_map(feature_file_job, jobs, workers, desc=feature.name) if error}

@@ -85,10 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     # Inputs made exactly as the starting model saw them (features, input options, normalisation), whatever stage 3's recipe was.
     config = replace(train_config(args, base=RECIPE), normalize=start.normalize,
                      eval_windows=start.training.get("eval_windows", "center"),
-                     **{k: v for k, v in start.input_options.items() if k in ("time_axis", "frames") and v is not None})
+                     **{k: v for k, v in start.input_options.items()
+                        if k in ("time_axis", "frames", "max_seconds") and v is not None})
     csvs = {s: split_csv(args, s) for s in ("train", "val", "test")}
+    # A fine-tuned encoder's waveforms are not stored by stage 2: they come from the CSVs' audio, as in its training.
+    from_audio = None if start.feature.stored else (start.feature, start.feature_params)
     train, val, test = (load_split(csvs[s], category, options=start.input_options, normalize=start.normalize, desc=s,
-                                   classes=classes) for s in csvs)
+                                   classes=classes, from_audio=from_audio) for s in csvs)
     if train.feature is not start.feature or (start.features["params"] and train.params and start.features["params"] != train.params):
         raise ToolkitError(f"{start_path}: trained on {start.features['type']} features made with {start.features['params']}, "
                            f"but {csvs['train']} lists {train.feature.name} features made with {train.params}; use matching data")

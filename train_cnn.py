@@ -15,14 +15,14 @@ import os
 import sys
 
 from models import MODEL_NAMES, MODELS, build_model, canonical_name, check_input
-from toolkit.cli import get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
+from toolkit.cli import fold_count, get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
 from toolkit.config import train_config
 from toolkit.data import load_split
 from toolkit.engine import RunFiles, fit
 from toolkit.fileio import output_dir
 from toolkit.labels import check_category
 from toolkit.runcard import RunCard
-from toolkit.splits import split_of_run
+from toolkit.splits import training_sets
 
 SPLITS = ("train", "val", "test")
 
@@ -37,13 +37,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="train the torchvision models from scratch (without it they start from ImageNet weights, which "
                         "must be in torchvision's cache or given with --weights)")
     p.add_argument("--weights", default=None, help="ImageNet weights file for a torchvision model (offline use)")
-    p.add_argument("--folds", type=int, default=0,
+    p.add_argument("--folds", type=fold_count, default=0,
                    help="K >= 2: speaker-grouped K-fold cross-validation over all three CSVs instead of one run")
     p.add_argument("--extra_test_csv", nargs="+", default=[],
                    help="also score the best model (every fold's, with --folds) on these CSVs, e.g. unseen kinds of voices")
     args = p.parse_args(argv)
-    if args.folds == 1 or args.folds < 0:
-        p.error(f"--folds {args.folds}: use 0 (one train/val/test run) or at least 2 folds")
     if any(a.startswith(("--model_save_and_load_path", "--model_load_and_save_path")) for a in (argv or sys.argv[1:])):
         print("note: this trains a new network; for the classifier initialised from the autoencoder's encoder "
               "(the seed README's stage 4c) run cnn_classifier.py with the same flags")
@@ -54,18 +52,11 @@ def main(argv: list[str] | None = None) -> None:
     output_dir(args.model_save_path, "--model_save_path")  # an unusable folder fails now, not after training
     pretrained = bool(args.pretrained and MODELS[name].imagenet)
     csvs = {s: split_csv(args, s) for s in SPLITS}
-    split = split_of_run(csvs, category)
 
     def load(csv, desc, classes):
         return load_split(csv, category, config, normalize=config.normalize, desc=desc, classes=classes)
 
-    if args.folds:
-        train = load(list(csvs.values()), "all splits", split.get("classes"))
-        split = {"kind": "speaker-grouped folds", "folds": args.folds, "seed": config.seed, "classes": train.classes,
-                 "csvs": {k: os.path.abspath(v) for k, v in csvs.items()}}
-    else:
-        train = load(csvs["train"], "train", split.get("classes"))  # stage 2's class list, else the category's
-        val, test = (load(csvs[s], s, train.classes) for s in ("val", "test"))
+    train, val, test, split = training_sets(csvs, load, args.folds, config.seed, category)
     classes = train.classes
     check_input(name, train.feature.kind, train.input_shape(), csvs["train"])
     card = RunCard.new(name, category, classes, train, config, split, vars(args), init=["imagenet" if pretrained else "scratch"],

@@ -15,12 +15,13 @@ from toolkit.fileio import load_checkpoint
 from .autoencoder import AutoEncoder, Decoder
 from .cnn import CNN3, CNN9, Encoder
 from .heads import VectorHead
+from .speech import SpeechClassifier, build_speech_classifier
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    build: Callable[[int, tuple[int, ...]], nn.Module]  # (num_classes, input shape of one item) -> network
-    takes: str  # the feature kind it accepts: "image" (3×H×W) or "vector" (D, or L×D stacks)
+    build: Callable[..., nn.Module]  # (num_classes, input shape of one item[, encoder=, pretrained=]) -> network
+    takes: str  # the feature kind it accepts: "image" (3×H×W), "vector" (D, or L×D stacks) or "audio" (waveforms)
     imagenet: str | None = None  # torchvision's weights enum, where ImageNet weights exist
     image_size: tuple[int, int] | None = None  # the only H×W it can take (a Linear layer sized for it)
 
@@ -43,12 +44,13 @@ MODELS: dict[str, ModelSpec] = {
     "efficientnet": torchvision_model("efficientnet_b2", "EfficientNet_B2_Weights"),
     "linear": ModelSpec(lambda n, shape: VectorHead(shape, n), "vector"),
     "mlp": ModelSpec(lambda n, shape: VectorHead(shape, n, hidden=(256,)), "vector"),
+    "wav2vec2": ModelSpec(lambda n, shape, encoder, pretrained: build_speech_classifier(n, encoder, pretrained), "audio"),
 }
 MODEL_NAMES = list(MODELS)
 ALIASES = {"efficientnet_b2": "efficientnet", "renset34": "resnet34"}  # renset34: the seed README's typo
 
 __all__ = ["build_model", "canonical_name", "check_input", "MODELS", "MODEL_NAMES", "AutoEncoder", "Encoder",
-           "Decoder", "CNN3", "CNN9"]
+           "Decoder", "CNN3", "CNN9", "SpeechClassifier"]
 
 
 def canonical_name(name: str) -> str:
@@ -65,6 +67,9 @@ def models_taking(kind: str) -> list[str]:
 def check_input(name: str, kind: str, shape: tuple[int, ...] | list[int], source: str) -> None:
     """A model given features it cannot take is a one-line error naming where the features came from."""
     spec = MODELS[canonical_name(name)]
+    if spec.takes == "audio" and kind != "audio":
+        raise ToolkitError(f"{source}: holds {kind} features, but {name} is a speech encoder fine-tuned on the audio "
+                           f"itself; train it with train_wav2vec2.py (it reads the clips this CSV lists)")
     if spec.takes != kind:
         raise ToolkitError(f"{source}: holds {kind} features, but {name} takes {spec.takes} features; "
                            f"use one of {', '.join(models_taking(kind))}")
@@ -101,10 +106,18 @@ def replace_head(net: nn.Module, num_classes: int) -> None:
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, ...] = (3, 128, 128), pretrained: bool = False,
-                weights: str | None = None) -> nn.Module:
-    """The network `name` for items of `input_shape` with `num_classes` outputs (ImageNet-initialised on request)."""
+                weights: str | None = None, encoder: dict | None = None) -> nn.Module:
+    """The network `name` for items of `input_shape` with `num_classes` outputs (ImageNet-initialised on request).
+
+    A model of audio (a fine-tuned speech encoder) is built from `encoder`, its run card's init_detail['encoder'];
+    `pretrained` then loads the encoder's own pretrained weights."""
     name = canonical_name(name)
     spec = MODELS[name]
+    if spec.takes == "audio":
+        if not encoder:
+            raise ToolkitError(f"{name} is a fine-tuned speech encoder: its run card must describe the encoder "
+                               f"(init_detail.encoder); restore the card train_wav2vec2.py wrote")
+        return spec.build(num_classes, tuple(input_shape), encoder=encoder, pretrained=pretrained)
     net = spec.build(num_classes, tuple(input_shape))
     if spec.imagenet and (pretrained or weights):
         state = _imagenet_state_dict(name, weights)

@@ -38,3 +38,11 @@ echo "== stage 5: pseudo-labeling on the unlabeled actors, starting from the sta
 $PYTHON pseudo_labeling_semisupervised.py --csv_load_path $DATA/ --category $CATEGORY --unlabeled_csv unlabeled.csv \
     --epochs ${PL_EPOCHS:-4} --batch_size 64 --learning_rate 1e-3 --model cnn3 --cnn_param_file cnn3_${CATEGORY}.pt \
     --pseudolabeling_param_file cnn3_${CATEGORY}_PL.pt --model_save_and_load_path $MODELS/ --T1 0 --T2 3
+
+echo "== speech encoders, offline: a small random-init wav2vec2 (real use: hf download facebook/wav2vec2-base once)"
+$PYTHON make_demo_encoder.py --out $MODELS/demo_encoder
+$PYTHON generate_mel_spectrograms.py --load_csv_path $DATA/ --save_spec_path $DATA/ --save_csv_path $DATA/ssl/ \
+    --category $CATEGORY --features ssl --encoder $MODELS/demo_encoder
+$PYTHON train_cnn.py --csv_load_path $DATA/ssl/ --category $CATEGORY --model mlp --epochs $EPOCHS --model_save_path $MODELS/ssl/
+$PYTHON train_wav2vec2.py --csv_load_path $DATA/ --category $CATEGORY --encoder $MODELS/demo_encoder --no-pretrained \
+    --epochs ${W2V_EPOCHS:-2} --batch_size 16 --gradient_accumulation_steps 1 --learning_rate 5e-4 --model_save_path $MODELS/

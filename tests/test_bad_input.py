@@ -372,6 +372,7 @@ TRAINING_STAGES = {  # script: the flag naming its output folder
     "train_autoencoder.py": "--model_save_path",
     "cnn_classifier.py": "--model_save_and_load_path",
     "pseudo_labeling_semisupervised.py": "--model_save_and_load_path",
+    "train_wav2vec2.py": "--model_save_path",
 }
 
 

@@ -16,7 +16,7 @@ from toolkit.cli import get_args_parser
 from toolkit.config import RECIPES, train_config
 from toolkit.crossval import fold_splits, speaker_folds
 from toolkit.data import FeatureSet, batches, load_split
-from toolkit.engine import RunFiles, fit
+from toolkit.engine import RunFiles, fit, make_scheduler, train_batches
 from toolkit.features.base import FeatureType
 from toolkit.features.mel import MelParams, log_mel, prepare_image, to_image
 from toolkit.fileio import read_json
@@ -129,6 +129,29 @@ def test_help_shows_the_real_defaults():
     assert "(default: 3)" in flat  # --epochs: the stage's own default
 
 
+def test_accumulated_batches_step_like_one_batch_of_their_size():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 6), torch.tensor([0, 1] * 4)
+    one, two = nn.Linear(6, 2), nn.Linear(6, 2)
+    two.load_state_dict(one.state_dict())
+    for model, parts, accumulate in ((one, 1, 1), (two, 2, 2)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        batches = list(zip(x.chunk(parts), y.chunk(parts)))
+        train_batches(model, optimizer, batches, torch.device("cpu"), accumulate=accumulate)
+    assert torch.allclose(one.weight, two.weight, atol=1e-6) and not torch.equal(one.weight, nn.Linear(6, 2).weight)
+
+
+def test_linear_schedule_warms_up_then_falls_in_a_straight_line():
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = make_scheduler(optimizer, "linear", epochs=10, warmup=0.2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([1 / 3, 2 / 3, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
+
+
 # ---- early stopping and model selection ----------------------------------------------------------------------
 
 class Toy(FeatureType):
@@ -197,7 +220,7 @@ def test_cross_validation_reports_folds_and_speakers(sex_data, tmp_path):
     run_script("train_cnn.py", "--csv_load_path", sex_data, "--category", "sex", "--folds", "2", "--epochs", "1",
                "--batch_size", "16", "--threads", "1", "--model_save_path", tmp_path)
     cv = read_json(tmp_path / "cnn3_sex_cv.json")
-    assert set(cv["test"]) == {"accuracy", "f1", "uar"} and len(cv["test"]["f1"]["folds"]) == 2
+    assert set(cv["test"]) == {"accuracy", "f1", "uar", "ece"} and len(cv["test"]["f1"]["folds"]) == 2
     speakers = [s for f in cv["fold_results"] for s in f["test_speakers"]]
     assert len(speakers) == len(set(speakers)) == len(cv["pooled_test"]["per_speaker"]) == 8
     assert cv["pooled_test"]["worst_speaker"]["speaker"] in speakers

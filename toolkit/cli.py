@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from . import INTERRUPTED, was_interrupted
-from .config import add_recipe_flags, add_training_flags, positive_int
+from .config import TrainConfig, add_recipe_flags, add_training_flags, positive_int
 from .errors import ToolkitError
 from .labels import CATEGORIES
 
@@ -50,11 +50,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def get_args_parser(description: str, epochs: int | None = None, splits: tuple[str, ...] = ("train", "val", "test"),
-                    recipe: bool = True) -> Parser:
+                    recipe: bool = True, base: TrainConfig | None = None) -> Parser:
     """The flags shared by the training stages (the seed's names and defaults).
 
     epochs: the stage's default number of epochs (None: a stage that does not train). recipe=False leaves out the
-    recipe flags, for a stage with a fixed recipe (it adds the few flags it honours with add_recipe_flags' names).
+    recipe flags, for a stage with a fixed recipe (it adds the few flags it honours with add_recipe_flags' names);
+    `base` is that recipe (a TrainConfig), whose batch size and learning rate become the flags' defaults.
     """
     p = Parser(description=description)
     p.add_argument("--csv_load_path", "--data_dir", default="Data/", help="folder holding the split CSVs")
@@ -62,7 +63,7 @@ def get_args_parser(description: str, epochs: int | None = None, splits: tuple[s
     for split in splits:
         p.add_argument(f"--{split}_csv", default=None, help=f"{split} CSV in --csv_load_path (default {{category}}_{split}.csv)")
     if epochs is not None:
-        add_training_flags(p, epochs)
+        add_training_flags(p, epochs, base or TrainConfig())
         if recipe:
             add_recipe_flags(p)
     add_device_flags(p)
@@ -73,6 +74,14 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
     """--device and --threads, for every script that runs a network."""
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch (default: all cores)")
+
+
+def fold_count(text: str) -> int:
+    """An argparse type for --folds: 0 (one train/val/test run) or K >= 2 speaker-grouped folds."""
+    value = int(text)
+    if value == 1 or value < 0:
+        raise argparse.ArgumentTypeError(f"use 0 (one train/val/test run) or at least 2 folds, got {value}")
+    return value
 
 
 def split_csv(args: argparse.Namespace, split: str) -> str:

@@ -34,6 +34,10 @@ class TrainConfig:
     normalize: str = "none"  # 'speaker': each speaker's own mean and spread removed (within-speaker traits)
     eval_windows: str = "all"  # mel 'pad': a clip longer than the window is scored on all its windows ('center': one)
     calibration: str = "temperature"  # probabilities calibrated on the validation split after training
+    warmup: float = 0.2  # lr_schedule onecycle / linear: the fraction of the epochs that warm the learning rate up
+    accumulate: int = 1  # batches whose gradients are summed before each optimiser step
+    max_seconds: float = 5.0  # audio (fine-tuned encoders): longer clips are cropped at random in training
+    freeze_feature_encoder: bool = False  # fine-tuned encoders: keep the CNN front end (raw audio -> frames) fixed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,8 +58,14 @@ RECIPES: dict[str, TrainConfig] = {
     "seed": TrainConfig(recipe="seed", time_axis="resize", weight_decay=0.0, lr_schedule="none", patience=0,
                         select_by="f1", class_weights="none", time_masks=0, freq_masks=0, gain_db=0.0, calibration="none"),
 }
+# train_wav2vec2.py's fixed recipe: the seed project's Transformer/training_wav2vec2.py (Hugging Face Trainer: batch 4,
+# 4 accumulated batches, learning rate 3e-5 warmed up over 10% then decayed linearly, 20 epochs, no weight decay,
+# best checkpoint on validation; the Trainer's per-step warm-up is per epoch here, as every schedule of the engine).
+FINETUNE = TrainConfig(recipe="wav2vec2", epochs=20, batch_size=4, learning_rate=3e-5, weight_decay=0.0,
+                       lr_schedule="linear", warmup=0.1, accumulate=4, patience=0, select_by="f1", class_weights="none",
+                       time_masks=0, freq_masks=0, gain_db=0.0)
 TIME_AXES = ("resize", "pad")
-LR_SCHEDULES = ("none", "cosine", "onecycle")
+LR_SCHEDULES = ("none", "cosine", "onecycle", "linear")
 SELECT_BY = ("f1", "loss")
 CLASS_WEIGHTS = ("none", "balanced")
 NORMALIZE = ("none", "speaker")
@@ -103,8 +113,11 @@ RECIPE_FLAGS: dict[str, tuple[dict, str]] = {
                                            "the time scale and pads/crops to --frames (random window in training)"),
     "frames": (dict(type=positive_int), "time_axis pad: window width in frames (128 = 4.1 s)"),
     "weight_decay": (dict(type=non_negative(float)), "AdamW weight decay"),
-    "lr_schedule": (dict(choices=LR_SCHEDULES), "learning rate over the epochs: constant, cosine decay to 0, or "
-                                                "one-cycle (warm-up then decay)"),
+    "lr_schedule": (dict(choices=LR_SCHEDULES), "learning rate over the epochs: constant, cosine decay to 0, "
+                                                "one-cycle (warm-up then cosine decay) or linear (warm-up then linear "
+                                                "decay, the Hugging Face Trainer's)"),
+    "warmup": (dict(type=non_negative(float)), "onecycle / linear: fraction of the epochs that warm the learning rate "
+                                               "up (at least one epoch)"),
     "patience": (dict(type=non_negative(int)), "stop after this many epochs without a better validation score (0 = never)"),
     "select_by": (dict(choices=SELECT_BY), "best epoch by validation weighted F1 or validation loss (ties: the later epoch)"),
     "class_weights": (dict(choices=CLASS_WEIGHTS), "'balanced': weight the loss by inverse class frequency (imbalanced age/race)"),
@@ -134,12 +147,13 @@ def _default_text(name: str, base: TrainConfig | None) -> str:
     return f"default: {default}" + (f"; --recipe seed: {seed}" if seed != default else "")
 
 
-def add_training_flags(p: argparse.ArgumentParser, epochs: int) -> None:
-    """The seed's training flags (epochs, batch size, learning rate, seed) and --resume / --compile."""
+def add_training_flags(p: argparse.ArgumentParser, epochs: int, base: TrainConfig = TrainConfig()) -> None:
+    """The seed's training flags (epochs, batch size, learning rate, seed) and --resume / --compile; the batch size,
+    learning rate and seed default to `base`'s (a stage's fixed recipe)."""
     p.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
-    p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="clips per batch")
-    p.add_argument("--learning_rate", type=positive_float, default=TrainConfig.learning_rate, help="optimiser learning rate")
-    p.add_argument("--seed", type=seed_value, default=TrainConfig.seed, help="random seed: same seed, same run (on CPU)")
+    p.add_argument("--batch_size", type=positive_int, default=base.batch_size, help="clips per batch")
+    p.add_argument("--learning_rate", type=positive_float, default=base.learning_rate, help="optimiser learning rate")
+    p.add_argument("--seed", type=seed_value, default=base.seed, help="random seed: same seed, same run (on CPU)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved epoch")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network: faster steps on a GPU after a warm-up of a minute or so "

@@ -16,11 +16,12 @@ from tqdm import tqdm
 
 from .audio import ClipError
 from .errors import ToolkitError
-from .features import FeatureSet, FeatureType, feature_of_table, params_beside, subset
+from .features import FeatureParams, FeatureSet, FeatureType, feature_of_table, features_from_audio, params_beside, subset
 from .fileio import read_csv, require_columns, resolve_from_csv, without_blanks
 from .labels import classes_for, encode_labels
 
 SPEAKER_COLUMN = "ActorID"
+AUDIO_COLUMN = "Audio_file_path"  # every split CSV lists each clip's audio (relative to the CSV)
 NORMALIZE = ("none", "speaker")
 
 __all__ = ["FeatureSet", "subset", "load_split", "batches", "move_to_device", "normalize_by_speaker", "SPEAKER_COLUMN"]
@@ -39,46 +40,59 @@ def normalize_by_speaker(feature: type[FeatureType], features: list[np.ndarray],
 
 
 def load_split(csv_path: str | list[str], category: str | None, config=None, options: dict | None = None,
-               normalize: str = "none", desc: str = "", classes: list[str] | None = None) -> FeatureSet:
+               normalize: str = "none", desc: str = "", classes: list[str] | None = None,
+               from_audio: tuple[type[FeatureType], FeatureParams] | None = None) -> FeatureSet:
     """Load every clip a split CSV lists; a list of CSVs is loaded as one set.
 
-    The network-input options come from `options` (a run card's) or from `config` (a TrainConfig, for a new run).
-    Labels are indices into `classes` (default: labels.classes_for the category and the labels found; kept as
-    the set's `classes`). Unreadable files are reported and left out. normalize 'speaker': each speaker's clips are
-    normalised with the speaker's own statistics (column ActorID; no labels used).
+    The feature files are those of the CSV's feature column (stage 2's); with `from_audio` (a feature type and its
+    params, e.g. the waveforms a fine-tuned encoder takes, which stage 2 does not store) each row's Audio_file_path
+    is made into that feature instead. The network-input options come from `options` (a run card's) or from `config` (a
+    TrainConfig, for a new run). Labels are indices into `classes` (default: labels.classes_for the category and the
+    labels found; kept as the set's `classes`). Unreadable files are reported and left out. normalize 'speaker':
+    each speaker's clips are normalised with the speaker's own statistics (column ActorID; no labels used).
     """
     csvs = [csv_path] if isinstance(csv_path, (str, os.PathLike)) else list(csv_path)
     csv_path = ", ".join(map(str, csvs))
     tables = [read_csv(c, []) for c in csvs]
-    feature = feature_of_table(tables[0], str(csvs[0]))
-    needed = [feature.column()] + ([category] if category else []) + ([SPEAKER_COLUMN] if normalize == "speaker" else [])
+    feature, params = from_audio or (feature_of_table(tables[0], str(csvs[0])), None)
+    column, what = (feature.column(), "feature") if from_audio is None else (AUDIO_COLUMN, "audio")
+    needed = [column] + ([category] if category else []) + ([SPEAKER_COLUMN] if normalize == "speaker" else [])
     for c, t in zip(csvs, tables):
         require_columns(t, needed, str(c))
-    tables = [without_blanks(t, [feature.column()], str(c)) for c, t in zip(csvs, tables)]
+    tables = [without_blanks(t, [column], str(c)) for c, t in zip(csvs, tables)]
     if category:
-        for c, t in zip(csvs, tables):
-            require_columns(t, [category], str(c))
         classes = classes_for(category, pd.concat([t[category] for t in tables]), classes)
     labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c, classes) if category else [-1] * len(t))]
-    paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[feature.column()].astype(str)]
+    paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[column].astype(str)]
     df = pd.concat(tables, ignore_index=True)
-    features, keep, failed = [], [], []
-    for i, path in enumerate(tqdm(paths, desc=f"loading {desc or os.path.basename(csvs[0])}", unit="clip", leave=False)):
-        try:
-            features.append(feature.read(path))
-            keep.append(i)
-        except ClipError as e:
-            failed.append(str(e))
+    if from_audio is None:
+        results = [read_feature(feature, path) for path in
+                   tqdm(paths, desc=f"loading {desc or os.path.basename(csvs[0])}", unit="clip", leave=False)]
+    else:
+        results = features_from_audio(feature, paths, params)
+    keep = [i for i, (f, _) in enumerate(results) if f is not None]
+    features = [results[i][0] for i in keep]
+    failed = [error for _, error in results if error]
     if failed:
-        print(f"warning: {len(failed)} feature file(s) listed in {csv_path} could not be read and are left out, e.g. {failed[0]}")
+        print(f"warning: {len(failed)} {what} file(s) listed in {csv_path} could not be read and are left out, e.g. {failed[0]}")
     if not keep:
-        raise ToolkitError(f"{csv_path}: none of its {len(df)} feature files could be read; re-run generate_mel_spectrograms.py")
+        raise ToolkitError(f"{csv_path}: none of its {len(df)} {what} files could be read; "
+                           + ("re-run generate_mel_spectrograms.py" if from_audio is None else "fix its Audio_file_path column"))
     data = make_feature_set(feature, features, df.iloc[keep].reset_index(drop=True),
                             options if options is not None else feature.input_options(config),
                             labels=[labels[i] for i in keep], paths=[paths[i] for i in keep],
-                            params=params_beside(paths[keep[0]]), normalize=normalize)
+                            params=params_beside(paths[keep[0]]) if from_audio is None else params.to_dict(),
+                            normalize=normalize)
     data.classes = classes if category else None
     return data
+
+
+def read_feature(feature: type[FeatureType], path: str) -> tuple[np.ndarray | None, str | None]:
+    """A stored feature file, or (None, why it cannot be used)."""
+    try:
+        return feature.read(path), None
+    except ClipError as e:
+        return None, str(e)
 
 
 def make_feature_set(feature: type[FeatureType], features: list[np.ndarray], frame: pd.DataFrame, options: dict,

@@ -39,7 +39,7 @@ def autocast(device: torch.device):
 def train_one_epoch(
     model: nn.Module, data: FeatureSet, optimizer: torch.optim.Optimizer, batch_size: int,
     device: torch.device, generator: torch.Generator, augment: Callable | None = None,
-    class_weights: torch.Tensor | None = None, num_classes: int | None = None,
+    class_weights: torch.Tensor | None = None, num_classes: int | None = None, accumulate: int = 1,
 ) -> float:
     """One pass over `data` in a shuffled order, augmented when `augment` is given; returns the mean training loss."""
     transform = None
@@ -47,33 +47,42 @@ def train_one_epoch(
         num_classes = num_classes or int(data.labels.max()) + 1
         transform = lambda x, y: augment(x, y, num_classes, generator)  # noqa: E731
     return train_batches(model, optimizer, batches(data, batch_size, device, generator), device,
-                         transform=transform, class_weights=class_weights)
+                         transform=transform, class_weights=class_weights, accumulate=accumulate)
 
 
 def train_batches(
     model: nn.Module, optimizer: torch.optim.Optimizer, batch_iter: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device, transform: Callable | None = None, class_weights: torch.Tensor | None = None,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None, accumulate: int = 1,
 ) -> float:
-    """One optimiser step per (inputs, labels) batch, already on `device`; returns the mean training loss.
+    """One optimiser step per `accumulate` (inputs, labels) batches, already on `device`; returns the mean training loss.
 
     `transform(x, y) -> (x, targets)` augments a batch (targets may be class probabilities, e.g. mixup).
     `loss_fn(outputs, x, y)` replaces the (class-weighted) cross entropy, e.g. the autoencoder's reconstruction MSE.
+    `accumulate` > 1 sums the gradients of that many batches (each loss scaled by 1/accumulate) before a step, so
+    a small batch that fits in memory trains like one `accumulate` times larger; a remainder still gets its step.
     """
     model.train()
     weight = None if class_weights is None else class_weights.to(device)
-    total, count = 0.0, 0
+    total, count, pending = 0.0, 0, 0
+    optimizer.zero_grad(set_to_none=True)
     for x, y in batch_iter:
         if transform is not None:
             x, y = transform(x, y)
         with autocast(device):
             out = model(x).float()
             loss = F.cross_entropy(out, y, weight=weight) if loss_fn is None else loss_fn(out, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        (loss / accumulate if accumulate > 1 else loss).backward()
+        pending += 1
+        if pending == accumulate:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            pending = 0
         total += loss.detach().float() * len(x)  # stays on the device: no sync per step
         count += len(x)
+    if pending:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     return float(total) / max(count, 1)
 
 
@@ -195,18 +204,23 @@ def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) 
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int,
+                   warmup: float = TrainConfig.warmup) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-epoch learning-rate factor: 'none' 1; 'cosine' from 1 down towards 0; 'onecycle' a linear warm-up over
-    the first 20% of the epochs, then the cosine. Per epoch (not per step) so any train_step works with it."""
+    the first `warmup` fraction of the epochs (at least one), then the cosine; 'linear' the same warm-up, then a
+    straight line down towards 0 (the Hugging Face Trainer's shape). Per epoch (not per step) so any train_step
+    works with it."""
     if schedule not in LR_SCHEDULES:
         raise ToolkitError(f"unknown --lr_schedule '{schedule}': choose one of {', '.join(LR_SCHEDULES)}")
-    warmup = max(1, round(0.2 * epochs)) if schedule == "onecycle" else 0
+    warmup = max(1, round(warmup * epochs)) if schedule in ("onecycle", "linear") else 0
 
     def factor(done: int) -> float:  # `done` = epochs finished before the one about to run
         if schedule == "none":
             return 1.0
         if done < warmup:
             return (done + 1) / (warmup + 1)
+        if schedule == "linear":
+            return (epochs - done) / max(1, epochs - warmup)
         return 0.5 * (1 + math.cos(math.pi * (done - warmup) / max(1, epochs - warmup)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -312,7 +326,7 @@ def train_loop(
     # --compile: steps run through the compiled wrapper; `model` keeps plain parameter names for the checkpoints
     net = torch.compile(model) if compile else model
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
-    scheduler = make_scheduler(optimizer, config.lr_schedule, config.epochs)
+    scheduler = make_scheduler(optimizer, config.lr_schedule, config.epochs, config.warmup)
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
     best_score, best_epoch, best_state, start_epoch = -math.inf, 0, None, 1
@@ -339,6 +353,8 @@ def train_loop(
             break
         t0 = time.time()
         lr = optimizer.param_groups[0]["lr"]
+        # Libraries that draw from numpy's global RNG (transformers' SpecAugment masks) repeat exactly after --resume.
+        np.random.seed((config.seed + epoch) % 2**32)
         out = train_step(net, optimizer, epoch, generator)
         scheduler.step()
         extra = dict(out) if isinstance(out, dict) else {"train_loss": out}
@@ -414,7 +430,8 @@ def fit(
         weights = balanced_class_weights(train.labels, len(classes)) if config.class_weights == "balanced" else None
 
         def train_step(net, optimizer, epoch, generator):
-            return train_one_epoch(net, train, optimizer, config.batch_size, device, generator, augment, weights, len(classes))
+            return train_one_epoch(net, train, optimizer, config.batch_size, device, generator, augment, weights,
+                                   len(classes), config.accumulate)
 
     def on_improve(epoch: int, val_metrics: dict, state: dict) -> None:
         write_torch(state, run.weights)

@@ -41,7 +41,7 @@ def load_trained_model(pt_path: str, device: torch.device | str = "cpu") -> tupl
         raise ToolkitError(f"{card_path(pt_path)}: the run card of an autoencoder (stage 4a), not of a classifier; "
                            f"pass a classifier's .pt (train_cnn.py, cnn_classifier.py)")
     try:
-        model = build_model(card.model, len(card.classes), card.input["shape"])
+        model = build_model(card.model, len(card.classes), card.input["shape"], encoder=card.init_detail.get("encoder"))
     except ToolkitError as e:
         raise ToolkitError(f"{card_path(pt_path)}: {e}")
     load_weights(model, pt_path, hint=f"it must match {os.path.basename(card_path(pt_path))} ({card.model}, "

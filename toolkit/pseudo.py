@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import AUDIO_COLUMN as AUDIO
 from .data import SPEAKER_COLUMN, FeatureSet, batches, load_split, make_feature_set
 from .engine import TrainStep, autocast, train_one_epoch
 from .errors import ToolkitError
@@ -35,7 +36,6 @@ from .fileio import read_csv, resolve_from_csv
 from .runcard import RunCard
 
 LABELED_EVERY = 25  # unlabeled batches between full labeled passes (the seed's)
-AUDIO = "Audio_file_path"
 COMPARED = ("accuracy", "f1", "precision", "recall", "uar", "loss")
 
 
@@ -163,7 +163,7 @@ def load_unlabeled(csv_path: str, card: RunCard, workers: int = 1) -> FeatureSet
     if card.normalize == "speaker" and SPEAKER_COLUMN not in df.columns:
         raise ToolkitError(f"{csv_path}: the model normalises each speaker's features (--normalize speaker), so the "
                            f"unlabeled CSV needs an {SPEAKER_COLUMN} column; add it")
-    if column in df.columns:
+    if feature.stored and column in df.columns:
         data = load_split(csv_path, None, options=card.input_options, normalize=card.normalize, desc="unlabeled")
         data.extra = {}  # no random training windows: see above
         if data.params and card.features["params"] and data.params != card.features["params"]:
@@ -172,7 +172,8 @@ def load_unlabeled(csv_path: str, card: RunCard, workers: int = 1) -> FeatureSet
                                f"with the labeled data's stage-2 flags")
         return data
     if AUDIO not in df.columns:
-        raise ToolkitError(f"{csv_path}: needs an {AUDIO} or {column} column; found {list(df.columns)}")
+        raise ToolkitError(f"{csv_path}: needs an {AUDIO}{f' or {column}' if feature.stored else ''} column; "
+                           f"found {list(df.columns)}")
     df = df[df[AUDIO].notna() & (df[AUDIO].astype(str).str.strip() != "")].reset_index(drop=True)
     if df.empty:
         raise ToolkitError(f"{csv_path}: no row has an {AUDIO}; list one unlabeled clip per row")

@@ -62,8 +62,9 @@ class RunCard:
 
     def pretraining(self) -> str:
         """'none', 'imagenet', 'autoencoder', 'pseudo-label', ... joined with ' + ' (summarize_runs.py)."""
-        parts = [("autoencoder (frozen)" if i == "autoencoder" and self.init_detail.get("freeze_encoder") else i)
-                 for i in self.init if i != "scratch"]
+        detail = {"autoencoder": " (frozen)" if self.init_detail.get("freeze_encoder") else "",
+                  "pretrained-speech": f" ({os.path.basename((self.init_detail.get('encoder') or {}).get('source', '?'))})"}
+        parts = [i + detail.get(i, "") for i in self.init if i != "scratch"]
         return " + ".join(parts) or "none"
 
     @classmethod

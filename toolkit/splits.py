@@ -7,6 +7,7 @@ there, validation F1 flips between 0 and 1 per epoch). What the data cannot give
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
@@ -127,3 +128,17 @@ def split_of_run(csvs: dict[str, str], category: str) -> dict:
         if isinstance(manifest, dict) and manifest.get("csvs") == {k: os.path.basename(p) for k, p in csvs.items()}:
             return {**manifest, "csvs": paths}
     return {"kind": "unknown", "csvs": paths}
+
+
+def training_sets(csvs: dict[str, str], load: Callable, folds: int, seed: int, category: str) -> tuple:
+    """(train, val, test, the run card's split) of a training run: each split from its CSV, or with `folds` all three
+    CSVs pooled into `train` (val and test None: cross-validation makes its own). load(csv or CSVs, description,
+    classes): the classes are stage 2's (its manifest), else the category's, and the same for every split."""
+    split = split_of_run(csvs, category)
+    if folds:
+        train = load(list(csvs.values()), "all splits", split.get("classes"))
+        return train, None, None, {"kind": "speaker-grouped folds", "folds": folds, "seed": seed, "classes": train.classes,
+                                   "csvs": {k: os.path.abspath(v) for k, v in csvs.items()}}
+    train = load(csvs["train"], "train", split.get("classes"))
+    val, test = (load(csvs[s], s, train.classes) for s in ("val", "test"))
+    return train, val, test, split

@@ -12,14 +12,19 @@ from .base import (FeatureParams, FeatureSet, FeatureType, clip_of, feature_file
                    features_from_audio, subset)
 from .egemaps import Egemaps
 from .mel import Mel
+from .ssl import Ssl
+from .waveform import Waveform
 
 FEATURES: dict[str, type[FeatureType]] = {
     "mel": Mel,
     "egemaps": Egemaps,
+    "ssl": Ssl,
+    "waveform": Waveform,
 }
+STORED = [name for name, feature in FEATURES.items() if feature.stored]  # what stage 2 can make (--features)
 
-__all__ = ["FEATURES", "FeatureParams", "FeatureSet", "FeatureType", "clip_of", "feature_file_job", "feature_file_name",
-           "features_from_audio",
+__all__ = ["FEATURES", "STORED", "FeatureParams", "FeatureSet", "FeatureType", "clip_of", "feature_file_job",
+           "feature_file_name", "features_from_audio",
            "get_feature", "feature_of_table", "params_beside", "subset"]
 
 
@@ -31,9 +36,10 @@ def get_feature(name: str) -> type[FeatureType]:
 
 def feature_of_table(table: pd.DataFrame, source: str) -> type[FeatureType]:
     """The feature type a split CSV lists, told by its file column (Image_file_path: mel, egemaps_file_path, ...)."""
-    found = [f for f in FEATURES.values() if f.column() in table.columns]
+    stored = [FEATURES[name] for name in STORED]
+    found = [f for f in stored if f.column() in table.columns]
     if not found:
-        raise ToolkitError(f"{source}: no feature column ({' or '.join(f.column() for f in FEATURES.values())}); "
+        raise ToolkitError(f"{source}: no feature column ({' or '.join(f.column() for f in stored)}); "
                            f"found {list(table.columns)}; pass a split CSV written by generate_mel_spectrograms.py")
     if len(found) > 1:
         raise ToolkitError(f"{source}: more than one feature column ({', '.join(f.column() for f in found)}); "

@@ -85,6 +85,7 @@ class FeatureType:
     folder: ClassVar[str]  # stage 2 writes {save_spec_path}/{folder}/{params tag}/{clip}{suffix}
     suffix: ClassVar[str]
     Params: ClassVar[type[FeatureParams]]
+    stored: ClassVar[bool] = True  # False: no stage-2 files; made from each clip's audio when needed (fine-tuning)
 
     @classmethod
     def column(cls) -> str:
@@ -124,6 +125,11 @@ class FeatureType:
         `window` seconds, else one every `hop` seconds and a last one flush with the end."""
         return [(start / params.sr, end / params.sr, cls.extract(audio[start:end], params))
                 for start, end in sample_windows(len(audio), round(window * params.sr), round(hop * params.sr))]
+
+    @classmethod
+    def workers(cls, requested: int) -> int:
+        """How many processes may extract at once (a type whose extractor uses every core itself wants one)."""
+        return requested
 
     @classmethod
     def warm_up(cls, params: FeatureParams) -> None:
@@ -240,6 +246,29 @@ def subset(data: FeatureSet, index) -> FeatureSet:
 
 
 
+def save_npy(values: np.ndarray, path: str) -> None:
+    """One clip's array as a .npy file, atomically (no pickles: allow_pickle=False)."""
+    from ..fileio import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, values, allow_pickle=False)
+
+
+def load_npy(feature: type[FeatureType], path: str, ndim: int, what: str) -> np.ndarray:
+    """A stored .npy of `feature` as float32: an array of `ndim` finite floats, else a ClipError naming the file."""
+    if not os.path.isfile(path):  # a FIFO would block forever
+        what = "not a regular file" if os.path.exists(path) else "feature file not found"
+        raise ClipError(f"{path}: {what}; re-run generate_mel_spectrograms.py --features {feature.name}")
+    try:
+        values = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise ClipError(f"{path}: not a readable .npy file ({type(e).__name__}); delete it and re-run stage 2")
+    if values.ndim != ndim or values.dtype.kind != "f" or not np.isfinite(values).all():
+        raise ClipError(f"{path}: not {feature.name} {what} (shape {values.shape}, dtype {values.dtype}, or non-finite); "
+                        f"delete it and re-run stage 2")
+    return values.astype(np.float32)
+
+
 def _error_text(audio_path: str, e: Exception) -> str:
     return str(e) if isinstance(e, ToolkitError) else f"{audio_path}: {type(e).__name__}: {e}"
 
@@ -274,4 +303,5 @@ def features_from_audio(feature: type[FeatureType], paths: list[str], params: Fe
                         workers: int = 1) -> list[tuple[np.ndarray | None, str | None]]:
     """Features of many clips made on the fly (no files written): (feature, None) or (None, error) each."""
     feature.warm_up(params)
-    return list(parallel_map(feature_job, [(feature, path, params) for path in paths], workers, desc=feature.name))
+    return list(parallel_map(feature_job, [(feature, path, params) for path in paths], feature.workers(workers),
+                             desc=feature.name))

@@ -6,15 +6,13 @@ split's mean and standard deviation (kept in the run card).
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..audio import ClipError
-from ..fileio import atomic_path
-from .base import FeatureParams, FeatureType
+from .base import FeatureParams, FeatureType, load_npy, save_npy
 
 _SMILE: dict = {}  # one openSMILE extractor per process and feature set (creating one costs ~0.2 s)
 
@@ -59,19 +57,8 @@ class Egemaps(FeatureType):
 
     @classmethod
     def save(cls, feature: np.ndarray, path: str) -> None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, feature.astype(np.float32), allow_pickle=False)
+        save_npy(feature.astype(np.float32), path)
 
     @classmethod
     def read(cls, path: str) -> np.ndarray:
-        if not os.path.isfile(path):  # a FIFO would block forever
-            what = "not a regular file" if os.path.exists(path) else "feature file not found"
-            raise ClipError(f"{path}: {what}; re-run generate_mel_spectrograms.py --features {cls.name}")
-        try:
-            values = np.load(path, allow_pickle=False)
-        except Exception as e:
-            raise ClipError(f"{path}: not a readable .npy file ({type(e).__name__}); delete it and re-run stage 2")
-        if values.ndim != 1 or values.dtype.kind != "f" or not np.isfinite(values).all():
-            raise ClipError(f"{path}: not {cls.name} values (shape {values.shape}, dtype {values.dtype}, or non-finite); "
-                            f"delete it and re-run stage 2")
-        return values.astype(np.float32)
+        return load_npy(cls, path, ndim=1, what="values")

@@ -1,0 +1,108 @@
+"""The waveform itself: what a fine-tuned speech encoder (train_wav2vec2.py, models/speech.py) takes.
+
+Nothing is stored by stage 2: each clip is read from the split CSVs' Audio_file_path at the encoder's sampling rate
+and z-scored when the encoder's feature extractor does that. A split is held as one float16 canvas (clips, samples)
+with NaN after each clip's end: a real sample is never NaN (load_audio refuses such files), so the network reads
+each clip's length, and so its attention mask, off the batch itself, and every generic path (batches, subsets and
+folds, pseudo-labeling) handles one plain tensor. Training takes a random crop of at most `max_seconds` of each clip;
+evaluation and predict.py take the whole clip (up to its central LONGEST_SAMPLES).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..audio import ClipError
+from ..encoders import zero_mean_unit_var
+from ..errors import ToolkitError
+from .base import FeatureParams, FeatureSet, FeatureType
+
+LONGEST_SAMPLES = 960_000  # a longer clip keeps its central minute (at 16 kHz): a few long recordings cannot blow up memory
+MIN_TRAIN_SECONDS = 1.0  # a training batch is at least this long (padding): transformers' time masks need frames
+
+
+@dataclass(frozen=True)
+class WaveformParams(FeatureParams):
+    normalize: bool = True  # z-score each clip (the encoder's feature extractor's do_normalize)
+    min_samples: int = 400  # the encoder's receptive field: a shorter clip gives it no frame
+
+
+def lengths_of(x: torch.Tensor) -> torch.Tensor:
+    """Each row's clip length in samples (the NaN padding follows it)."""
+    return (~torch.isnan(x)).sum(-1)
+
+
+class Waveform(FeatureType):
+    name = "waveform"
+    kind = "audio"
+    folder = "waveform"
+    suffix = ""
+    Params = WaveformParams
+    stored = False
+
+    @classmethod
+    def extract(cls, audio: np.ndarray, params: WaveformParams) -> np.ndarray:
+        if len(audio) < params.min_samples:
+            raise ClipError(f"too short for the encoder ({len(audio)} samples at {params.sr} Hz, it needs "
+                            f"{params.min_samples}); leave it out")
+        return zero_mean_unit_var(audio).astype(np.float32) if params.normalize else audio
+
+    @classmethod
+    def input_options(cls, config) -> dict:
+        return {"max_seconds": config.max_seconds}
+
+    @classmethod
+    def check_options(cls, options: dict, shape: list[int], source: str) -> None:
+        seconds = options.get("max_seconds")
+        if set(options) != {"max_seconds"} or isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+                or not 0 < seconds < float("inf"):
+            raise ToolkitError(f"{source}: waveform input options must be {{'max_seconds': seconds above 0}}, found "
+                               f"{options}; restore the file")
+
+    @classmethod
+    def window_seconds(cls, options: dict, params: WaveformParams) -> float:
+        """Evaluation's length: a recording up to a minute is one window, the whole of it, as evaluation scores a clip."""
+        return LONGEST_SAMPLES / params.sr
+
+    @classmethod
+    def stack(cls, features: list[np.ndarray], options: dict) -> dict[str, torch.Tensor]:
+        longest = LONGEST_SAMPLES
+        canvas = np.full((len(features), min(max(len(f) for f in features), longest)), np.nan, np.float16)
+        for row, wave in zip(canvas, features):
+            start = max(0, (len(wave) - longest) // 2)
+            piece = wave[start : start + longest]
+            row[: len(piece)] = piece
+        return {"x": torch.from_numpy(canvas)}
+
+    @classmethod
+    def speaker_normalize(cls, features: list[np.ndarray]) -> list[np.ndarray]:
+        raise ToolkitError("--normalize speaker is for stored features (mel, egemaps, ssl), not the raw audio a "
+                           "fine-tuned encoder takes; drop it")
+
+    @classmethod
+    def fit_stats(cls, x: torch.Tensor) -> dict | None:
+        return None  # each clip is already z-scored on its own (normalize), as the encoder was trained
+
+    @classmethod
+    def take(cls, data: FeatureSet, index: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Evaluation: the whole clips, padded to the longest of the batch. Training (generator given): a random crop
+        of at most max_seconds of each clip, placed anywhere in it; the batch is as long as its longest crop."""
+        x = data.x[index.to(data.x.device)]
+        lengths = lengths_of(x)
+        if generator is None:
+            return x[:, : int(lengths.max())]
+        sr = data.params.get("sr", WaveformParams.sr)
+        crop = lengths.clamp(max=round(data.options["max_seconds"] * sr))
+        width = max(int(crop.max()), min(round(MIN_TRAIN_SECONDS * sr), x.shape[1]))
+        draws = torch.rand(len(x), generator=generator).to(x.device)  # the CPU generator keeps runs repeatable
+        starts = (draws * (lengths - crop + 1)).long().clamp(max=lengths - crop)
+        columns = starts[:, None] + torch.arange(width, device=x.device)
+        inside = torch.arange(width, device=x.device)[None] < crop[:, None]
+        picked = x.gather(1, columns.clamp(max=x.shape[1] - 1))
+        return torch.where(inside, picked, torch.full_like(picked, float("nan")))
+
+    @classmethod
+    def augmentation(cls, config, params: dict):
+        return None  # mixup of two clips would mix their padding too; the encoders bring their own time masks
