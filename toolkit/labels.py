@@ -28,12 +28,14 @@ def check_category(category: str) -> str:
 
 
 def classes_for(category: str, labels, given: list[str] | None = None) -> list[str]:
-    """The class list of a category: `given`, else CREMA-D's for its four categories, else the labels found, sorted."""
+    """The class list of a category: `given`, else CREMA-D's for its four categories (when every label is one of
+    CREMA-D's: a user's own 'emotion' column with other labels keeps its own), else the labels found, sorted."""
     if given:
         return [str(c) for c in given]
-    if category in CLASSES:
+    found = {str(v) for v in labels}
+    if category in CLASSES and found <= set(CLASSES[category]):
         return CLASSES[category]
-    return sorted({str(v) for v in labels})
+    return sorted(found)
 
 
 def age_bin(age: int) -> str:
