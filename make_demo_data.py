@@ -1,4 +1,5 @@
-"""Synthesise a small CREMA-D-shaped demo corpus (AudioWAV/ + VideoDemographics.csv).
+"""Synthesise a small CREMA-D-shaped demo corpus (AudioWAV/ + VideoDemographics.csv, and the same clips as a plain
+table, clips.csv: file, speaker, sex, emotion).
 
 Example:
     python3 make_demo_data.py --out Data/demo

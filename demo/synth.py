@@ -35,6 +35,7 @@ BLOCK = 128  # the vocal tract is re-tuned every 8 ms (formant movements are slo
 MIN_SECONDS, MAX_SECONDS = 1.3, 5.0
 
 EMOTIONS = CLASSES["emotion"]
+EMOTION_WORDS = dict(zip(EMOTIONS, ["angry", "disgusted", "afraid", "happy", "neutral", "sad"]))
 LEVELS = ["LO", "MD", "HI"]
 LEVEL_SCALE = {"LO": 0.5, "MD": 1.0, "HI": 1.5, "XX": 1.0}
 
@@ -549,6 +550,14 @@ def build_corpus(out: str, actors: int = 30, seed: int = 0, clips_per_actor: int
     write_csv_rows(os.path.join(out, "VideoDemographics.csv"), ["ActorID", "Age", "Sex", "Race", "Ethnicity"],
                    [[a["ActorID"], a["Age"], a["Sex"], a["Race"], a["Ethnicity"]] for a in labeled],
                    quoting=csv.QUOTE_NONNUMERIC)
+    # The same corpus as a plain table, the shape of a user's own data (stage 1's --audio_column/--label_column).
+    sex_of = {a["ActorID"]: a["Sex"].lower() for a in labeled}
+    table = []
+    for _, clip, path, _ in jobs:
+        if os.path.dirname(path) == audio_dir:
+            actor, _, emotion, _ = clip.split("_")
+            table.append([f"AudioWAV/{clip}.wav", actor, sex_of[int(actor)], EMOTION_WORDS[emotion]])
+    write_csv_rows(os.path.join(out, "clips.csv"), ["file", "speaker", "sex", "emotion"], table)
     if unlabeled_rows:
         write_csv_rows(os.path.join(out, "unlabeled.csv"), ["Audio_file_path", "Audio_file_name"], sorted(unlabeled_rows))
     return dict(written=todo, clips=len(jobs), actors=actors, unlabeled_actors=unlabeled_actors,
