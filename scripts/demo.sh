@@ -3,14 +3,14 @@
 # Edit the variables to try another category or model; every command is the one a user types.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 DATA=Data/demo            # corpus + CSVs + spectrograms
 MODELS=Models/demo        # checkpoints, metrics and plots
 CATEGORY=sex
 EPOCHS=${EPOCHS:-15}
 
 echo "== demo corpus (+ 4 unlabeled actors for stage 5)"
-$PYTHON make_demo_data.py --out $DATA --unlabeled_actors 4
+$PYTHON make_demo_data.py --out $DATA --unlabeled_actors 4 ${DEMO_FLAGS:-}
 
 echo "== stage 1: metadata + audio -> ${CATEGORY}_with_audio_path.csv"
 $PYTHON data_preprocessing.py --csv_file VideoDemographics.csv --csv_path $DATA/ --audio_path $DATA/AudioWAV/ --category $CATEGORY
@@ -46,3 +46,14 @@ $PYTHON generate_mel_spectrograms.py --load_csv_path $DATA/ --save_spec_path $DA
 $PYTHON train_cnn.py --csv_load_path $DATA/ssl/ --category $CATEGORY --model mlp --epochs $EPOCHS --model_save_path $MODELS/ssl/
 $PYTHON train_wav2vec2.py --csv_load_path $DATA/ --category $CATEGORY --encoder $MODELS/demo_encoder --no-pretrained \
     --epochs ${W2V_EPOCHS:-2} --batch_size 16 --gradient_accumulation_steps 1 --learning_rate 5e-4 --model_save_path $MODELS/
+
+echo "== summary (test scores on a synthetic corpus: they show the pipeline works, not how it does on real speech)"
+$PYTHON summarize_runs.py $MODELS/
+cat <<EOF
+
+Models, run cards, metrics and plots: $MODELS/  (per run: *_metrics.json, *_confusion_matrix.png,
+  *_training_curves.png, *_test_predictions.csv); all runs in one table: $MODELS/runs_summary.csv, $MODELS/runs_f1.png
+Corpus, spectrograms and split CSVs: $DATA/
+Web demo:  $PYTHON app.py --model_dir $MODELS   (then open http://127.0.0.1:7860)
+Next steps: README.md, "Walkthrough".
+EOF

@@ -8,7 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}  # the venv make builds
 CORPUS=${CORPUS:-Data/demo}                     # holds $METADATA and AudioWAV/ (make demo writes Data/demo)
 METADATA=${METADATA:-VideoDemographics.csv}     # CREMA-D's own, or the seed's CREMA_no_path.csv
 DATA=${DATA:-Data/sweep}                        # the category CSVs, spectrograms and train/val/test CSVs
