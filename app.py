@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import atexit
+import html
 import os
 import shutil
 import sys
@@ -134,7 +135,7 @@ class Classifier:
             e.feature.warm_up(e.params)  # a feature setting that cannot work fails at start-up, not on the first upload
 
     def idle(self, status: str = IDLE) -> list:
-        return [status, None] + [None, ""] * len(self.models)
+        return [html.escape(status), None] + [None, ""] * len(self.models)
 
     def __call__(self, audio_path: str | None) -> list:
         """status line, spectrogram, then per model (bars, text); a problem is one status line, never a traceback."""
@@ -165,7 +166,7 @@ class Classifier:
         figure = recording_figure(recording.image, self.plotted.params, title,
                                   window_marks(first.card.classes, first_windows), first.card.classes)
         status = (f"{shown}: {recording.seconds:.1f} s, " + "; ".join(describe(m.card, p) for m, p, _ in results))
-        return [status, figure] + outputs
+        return [html.escape(status), figure] + outputs  # escaped: the file name is the visitor's, shown as text
 
 
 def build_page(classifier: Classifier, model_dir: str):
@@ -179,7 +180,7 @@ def build_page(classifier: Classifier, model_dir: str):
                     + f". Clips up to {classifier.max_mb:g} MB and {classifier.max_seconds:g} s. {CAVEAT.capitalize()}.")
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="clip (upload or record)",
                          elem_id="clip")
-        status = gr.Markdown(IDLE, elem_id="status")
+        status = gr.HTML(html.escape(IDLE), elem_id="status")
         spectrogram = gr.Plot(label="log-mel spectrogram", format="png", elem_id="spectrogram")
         outputs = [status, spectrogram]
         for i, m in enumerate(classifier.models):
