@@ -30,9 +30,9 @@ from toolkit.audio import MAX_SECONDS, parallel_map
 from toolkit.cli import Parser, add_device_flags, in_folder, pick_device, run_main
 from toolkit.config import TrainConfig, positive_float, positive_int
 from toolkit.errors import ToolkitError
-from toolkit.features.mel import Mel, MelParams
 from toolkit.fileio import atomic_path, output_dir, read_csv, write_csv
-from toolkit.inference import Extraction, View, analyse, classify, expand_audio_paths, load_trained_model
+from toolkit.inference import (View, analyse, classify, describe, expand_audio_paths, load_trained_model,
+                               spectrogram_extraction, window_marks)
 from toolkit.plots import plot_recording
 
 FILES_PER_CHUNK = 256  # files decoded and classified at a time: memory stays bounded whatever the number of files
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     prefixes = column_prefixes(model_paths, [c.category for c in cards])
     views = [View.of(c, args.window_hop) for c in cards]
     plotted = None
-    if args.plot:  # the first mel model's spectrogram, else one as stage 2 makes it by default
-        plotted = next((v.extraction for v in views if v.extraction.feature is Mel), Extraction(Mel, MelParams(db_ref="fixed")))
+    if args.plot:
+        plotted = spectrogram_extraction(views)
     for e in dict.fromkeys([v.extraction for v in views] + ([plotted] if plotted else [])):
         e.feature.warm_up(e.params)  # a setting that cannot work (e.g. empty mel bands) fails once, here
     found, errors = expand_audio_paths(args.audio, args.recursive)
@@ -165,13 +165,11 @@ def main(argv: list[str] | None = None) -> None:
         for i, r in enumerate(good):
             per_model = [result[i] for result in results]
             rows[r.path] = file_rows(r, per_model, cards, prefixes, args.per_window)
-            print(f"{r.path}  " + "  ".join(
-                f"{card.category}: {card.classes[int(probs.argmax())]} (" + ", ".join(
-                    f"{c} {p:.3f}" for c, p in zip(card.classes, probs)) + ")" for card, (probs, _) in zip(cards, per_model))
-                + (f"  [{len(per_model[0][1])} windows]" if len(per_model[0][1]) > 1 else ""))
+            print(f"{r.path}  " + "  ".join(describe(card, probs) for card, (probs, _) in zip(cards, per_model))
+                  + (f"  [{len(per_model[0][1])} windows]" if len(per_model[0][1]) > 1 else ""))
             if args.plot:
                 first_card = cards[0]
-                marks = [(s, e, first_card.classes[int(p.argmax())] if p is not None else None) for s, e, p in per_model[0][1]]
+                marks = window_marks(first_card.classes, per_model[0][1])
                 title = f"{os.path.basename(r.path)}: " + ", ".join(
                     f"{card.category} {card.classes[int(probs.argmax())]} ({probs.max():.2f})" for card, (probs, _) in zip(cards, per_model))
                 plot_recording(r.image, plotted.params, os.path.join(args.plot, plot_names[r.path]), title, marks,

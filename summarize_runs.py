@@ -13,7 +13,6 @@ from __future__ import annotations
 import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import argparse
 import os
-import re
 
 import pandas as pd
 
@@ -22,12 +21,11 @@ from toolkit.cli import Parser, run_main, split_csv
 from toolkit.errors import ToolkitError
 from toolkit.fileio import output_dir, read_csv, read_json, write_csv
 from toolkit.labels import CATEGORIES
-from toolkit.runcard import RunCard
+from toolkit.runcard import CV_FOLD, RunCard
 from toolkit.plots import plot_grouped_bars
 
 COLUMNS = ["category", "model", "features", "pre-training", "split", "recipe", "epochs", "best epoch", "test accuracy", "weighted F1",
            "precision", "recall", "seconds", "run"]
-CV_FOLD = re.compile(r"_cv[/\\]fold\d+[/\\]")  # toolkit.crossval puts each fold's run in {stem}_cv/fold{i}/
 
 
 def get_args_parser() -> Parser:

@@ -25,7 +25,8 @@ from .data import make_feature_set, normalize_by_speaker
 from .engine import load_weights, mean_by_owner, predict_logits
 from .errors import ToolkitError
 from .features import FeatureParams, FeatureSet, FeatureType
-from .runcard import AUTOENCODER, RunCard, card_path, read_card
+from .features.mel import Mel, MelParams
+from .runcard import AUTOENCODER, CV_FOLD, RunCard, card_path, read_card
 
 
 def load_trained_model(pt_path: str, device: torch.device | str = "cpu") -> tuple[nn.Module, RunCard]:
@@ -47,6 +48,50 @@ def load_trained_model(pt_path: str, device: torch.device | str = "cpu") -> tupl
     load_weights(model, pt_path, hint=f"it must match {os.path.basename(card_path(pt_path))} ({card.model}, "
                                       f"{len(card.classes)} classes): keep each .pt beside its own run card")
     return model.to(device).eval(), card
+
+
+def find_trained_models(folder: str) -> tuple[list[str], list[str]]:
+    """(classifier .pt files below `folder`, sorted; one line per .pt left out and why).
+
+    A .pt counts when its run card loads and names a classifier. Left out without a word: `_last.pt` (training's
+    resumable checkpoint of the same run), files without a card (the autoencoder's encoder/decoder weights) and
+    cross-validation folds (the run's own .pt is the model to use). Cards that are broken or an autoencoder's are
+    reported, so a model that is missing from a list has a reason.
+    """
+    found, skipped = [], []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if (not name.endswith(".pt") or name.endswith("_last.pt") or not os.path.isfile(card_path(path))
+                    or CV_FOLD.search(os.path.relpath(path, folder))):
+                continue
+            try:
+                card = read_card(path)
+            except ToolkitError as e:
+                skipped.append(f"{path}: left out ({e})")
+                continue
+            if card.model == AUTOENCODER:
+                skipped.append(f"{path}: left out (an autoencoder, not a classifier)")
+                continue
+            found.append(path)
+    return found, skipped
+
+
+def spectrogram_extraction(views: list["View"]) -> "Extraction":
+    """The spectrogram a recording is drawn with: the first mel model's, else one as stage 2 makes it by default."""
+    return next((v.extraction for v in views if v.extraction.feature is Mel), Extraction(Mel, MelParams(db_ref="fixed")))
+
+
+def window_marks(classes: list[str], windows: list) -> list[tuple[float, float, str | None]]:
+    """classify()'s windows of a recording as plot marks: (start, end, predicted class; None if skipped as quiet)."""
+    return [(s, e, classes[int(p.argmax())] if p is not None else None) for s, e, p in windows]
+
+
+def describe(card: RunCard, probs: np.ndarray) -> str:
+    """'sex: Male (Male 0.731, Female 0.269)': a recording's calibrated probabilities in one line (3 decimals)."""
+    return (f"{card.category}: {card.classes[int(probs.argmax())]} ("
+            + ", ".join(f"{c} {p:.3f}" for c, p in zip(card.classes, probs)) + ")")
 
 
 DEFAULT_HOP = 0.5  # of a window

@@ -77,8 +77,15 @@ def plot_reliability(curves: dict[str, list[dict]], path: str, title: str = "") 
 
 def plot_recording(image: np.ndarray, params, path: str, title: str = "",
                    windows: list[tuple[float, float, str | None]] = (), classes: list[str] = ()) -> None:
+    """recording_figure saved as a PNG at `path` (predict.py --plot)."""
+    save_figure(recording_figure(image, params, title, windows, classes), path)
+
+
+def recording_figure(image: np.ndarray, params, title: str = "",
+                     windows: list[tuple[float, float, str | None]] = (), classes: list[str] = ()) -> plt.Figure:
     """A recording's spectrogram (stage 2's uint8 image) with a Hz axis and a dB colour bar; below it the windows a
-    model classified, each shaded by the class it predicted (unshaded: skipped as quiet)."""
+    model classified, each shaded by the class it predicted (unshaded: skipped as quiet). The caller saves or shows
+    it (the web demo hands the figure to the page without writing a file) and closes it."""
     from .features.mel import FIXED_TOP_DB, mel_frequencies
 
     seconds = image.shape[1] * params.hop_length / params.sr
@@ -106,7 +113,7 @@ def plot_recording(image: np.ndarray, params, path: str, title: str = "",
     if shown_classes:
         key.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in shown_classes], labels=shown_classes,
                    fontsize=7, loc="center left", frameon=False)
-    save_figure(fig, path)
+    return fig
 
 
 def plot_speaker_accuracy(per_speaker: dict, path: str, title: str = "") -> None:

@@ -6,6 +6,7 @@ key: the JSON sidecars of earlier versions) still load; a card from a newer tool
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import ToolkitError
@@ -14,6 +15,7 @@ from .fileio import read_json, write_json
 SCHEMA = 1
 INITS = ("scratch", "imagenet", "autoencoder", "pseudo-label", "pretrained-speech")
 AUTOENCODER = "autoencoder"  # stage 4a's card: a model with no classes (metrics: its reconstruction loss)
+CV_FOLD = re.compile(r"_cv[/\\]fold\d+[/\\]")  # toolkit.crossval puts each fold's run in {stem}_cv/fold{i}/
 
 
 @dataclass
