@@ -5,6 +5,7 @@ import hashlib
 import json
 
 import pandas as pd
+import PIL
 import pytest
 
 from conftest import ROOT, run_script
@@ -62,6 +63,8 @@ def test_default_recipe_training_is_bit_identical(reference_split, tmp_path):
 
 def test_seed_recipe_training_is_bit_identical(reference_split, tmp_path):
     metrics = train(reference_split, tmp_path, "--epochs", "1", "--recipe", "seed", "--threads", "1")
-    expected = REFERENCE["seed"]
+    # The seed recipe stretches images with Pillow's bilinear resize, whose rounding changed in Pillow 13; each
+    # reference is 7eeeb9b's own output under that Pillow (gradio, for the web demo, needs Pillow < 13).
+    expected = REFERENCE["seed" if int(PIL.__version__.split(".")[0]) >= 13 else "seed_pillow12"]
     assert history(metrics) == history(expected)
     assert {k: metrics["metrics"]["test"][k] for k in expected["test"]} == expected["test"]
