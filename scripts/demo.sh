@@ -39,13 +39,15 @@ $PYTHON pseudo_labeling_semisupervised.py --csv_load_path $DATA/ --category $CAT
     --epochs ${PL_EPOCHS:-4} --batch_size 64 --learning_rate 1e-3 --model cnn3 --cnn_param_file cnn3_${CATEGORY}.pt \
     --pseudolabeling_param_file cnn3_${CATEGORY}_PL.pt --model_save_and_load_path $MODELS/ --T1 0 --T2 3
 
-echo "== speech encoders, offline: a small random-init wav2vec2 (real use: hf download facebook/wav2vec2-base once)"
-$PYTHON make_demo_encoder.py --out $MODELS/demo_encoder
-$PYTHON generate_mel_spectrograms.py --load_csv_path $DATA/ --save_spec_path $DATA/ --save_csv_path $DATA/ssl/ \
-    --category $CATEGORY --features ssl --encoder $MODELS/demo_encoder
-$PYTHON train_cnn.py --csv_load_path $DATA/ssl/ --category $CATEGORY --model mlp --epochs $EPOCHS --model_save_path $MODELS/ssl/
-$PYTHON train_wav2vec2.py --csv_load_path $DATA/ --category $CATEGORY --encoder $MODELS/demo_encoder --no-pretrained \
-    --epochs ${W2V_EPOCHS:-2} --batch_size 16 --gradient_accumulation_steps 1 --learning_rate 5e-4 --model_save_path $MODELS/
+if [ "${ENCODERS:-1}" = 1 ]; then  # ENCODERS=0 leaves out the speech encoders, the slowest part on a CPU
+    echo "== speech encoders, offline: a small random-init wav2vec2 (real use: hf download facebook/wav2vec2-base once)"
+    $PYTHON make_demo_encoder.py --out $MODELS/demo_encoder
+    $PYTHON generate_mel_spectrograms.py --load_csv_path $DATA/ --save_spec_path $DATA/ --save_csv_path $DATA/ssl/ \
+        --category $CATEGORY --features ssl --encoder $MODELS/demo_encoder
+    $PYTHON train_cnn.py --csv_load_path $DATA/ssl/ --category $CATEGORY --model mlp --epochs $EPOCHS --model_save_path $MODELS/ssl/
+    $PYTHON train_wav2vec2.py --csv_load_path $DATA/ --category $CATEGORY --encoder $MODELS/demo_encoder --no-pretrained \
+        --epochs ${W2V_EPOCHS:-2} --batch_size 16 --gradient_accumulation_steps 1 --learning_rate 5e-4 --model_save_path $MODELS/
+fi
 
 echo "== summary (test scores on a synthetic corpus: they show the pipeline works, not how it does on real speech)"
 $PYTHON summarize_runs.py $MODELS/

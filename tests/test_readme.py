@@ -1,0 +1,53 @@
+"""The README's walkthrough runs exactly as written after `make demo`: scripts/demo.sh runs (small) in a copy of the
+repository, then every block marked `<!-- walkthrough -->` runs in one shell, in order, as a newcomer would."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+MARK = "<!-- walkthrough -->"
+LOCAL = {"Data", "Models", "runs", ".venv", ".git"}  # what `make demo` makes or a clone keeps to itself
+
+
+def walkthrough_blocks(readme: str) -> list[str]:
+    return re.findall(re.escape(MARK) + r"\n```bash\n(.*?)```", readme, flags=re.S)
+
+
+def clone_of_the_repository(folder: Path) -> Path:
+    """The repository's files seen from `folder` (links, not copies), with this Python's venv as .venv."""
+    for entry in ROOT.iterdir():
+        if entry.name not in LOCAL:
+            (folder / entry.name).symlink_to(entry)
+    (folder / "Data").mkdir()
+    (folder / ".venv").symlink_to(Path(sys.prefix))
+    return folder
+
+
+def test_every_marked_block_is_a_bash_block_and_the_readme_is_short():
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(MARK) == len(walkthrough_blocks(readme)) >= 4
+    assert len(readme.splitlines()) <= 150
+
+
+def test_the_walkthrough_runs_as_written_after_make_demo(tmp_path):
+    repo = clone_of_the_repository(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DEMO_FLAGS": "--actors 8 --clips_per_actor 12", "EPOCHS": "1",
+           "AE_EPOCHS": "1", "AE_CLASSIFIER_EPOCHS": "1", "PL_EPOCHS": "1", "ENCODERS": "0"}
+    demo = subprocess.run(["bash", "scripts/demo.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    summary = demo.stdout[demo.stdout.index("== summary"):]
+    assert "| sex | cnn3 | mel | none |" in summary and "| sex | cnn3 | mel | autoencoder |" in summary
+    assert "Web demo:  .venv/bin/python app.py --model_dir Models/demo" in summary
+
+    script = "\n".join(walkthrough_blocks((ROOT / "README.md").read_text()))
+    walk = subprocess.run(["bash", "-e", "-c", script], cwd=repo, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert walk.returncode == 0, walk.stdout[-3000:] + walk.stderr[-3000:]
+    assert "usage: predict.py" in walk.stdout
+    assert (repo / "Models/demo/unlabeled_predictions.csv").read_text().count("\n") == 1 + 4 * 12  # 4 unlabeled actors
+    assert (repo / "Models/demo/cnn3_emotion.pt").is_file() and (repo / "Models/mine/mlp_emotion.json").is_file()
+    own = (repo / "Models/mine/predictions.csv").read_text().splitlines()
+    assert own[0].startswith("file,") and "p_angry" in own[0] and len(own) == 1 + 4 * 12
