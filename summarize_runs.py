@@ -119,6 +119,8 @@ def to_markdown(table: pd.DataFrame) -> str:
             return ""
         if column == "seconds":
             return f"{v:.1f}"
+        if column in ("epochs", "best epoch"):
+            return str(int(v))
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "|".join(" --- " for _ in table.columns) + "|"]

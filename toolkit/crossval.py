@@ -133,8 +133,8 @@ def _cross_validate(data: FeatureSet, k: int, config: TrainConfig, make_model: C
     speakers = pd.DataFrame([{"speaker": s, **v, "fold": int(pooled.loc[pooled["ActorID"].astype(str) == s, "fold"].iloc[0])}
                              for s, v in detail["per_speaker"].items()]).sort_values(["accuracy", "speaker"])
     write_csv(speakers, run.path("_cv_speakers.csv"))
-    plot_folds(folds, SCORES, run.path("_cv_folds.png"), f"{run.stem}: {len(splits)}-fold speaker-grouped CV")
-    plot_speaker_accuracy(detail["per_speaker"], run.path("_cv_speakers.png"), f"{run.stem}: accuracy per speaker (each tested once)")
+    plot_folds(folds, SCORES, run.path("_cv_folds.png"), f"{card.name}: {len(splits)}-fold speaker-grouped cross-validation")
+    plot_speaker_accuracy(detail["per_speaker"], run.path("_cv_speakers.png"), f"{card.name}: accuracy per speaker (each tested once)")
 
     print(f"{len(splits)}-fold speaker-grouped cross-validation, {run.stem}:")
     for k in FOLD_METRICS:

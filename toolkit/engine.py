@@ -479,15 +479,15 @@ def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet
     card.save(run.path("_metrics.json"), history=loop.history)
     write_csv(pd.DataFrame(loop.history), run.path("_metrics.csv"))
     write_test_predictions(test, test_metrics, classes, run.path("_test_predictions.csv"))
-    plot_confusion_matrix(test_metrics["confusion_matrix"], classes, run.path("_confusion_matrix.png"),
-                          f"{run.stem}: test F1 {test_metrics['f1']:.3f}")
+    title = f"{card.name} · test F1 {test_metrics['f1']:.3f}"
+    plot_confusion_matrix(test_metrics["confusion_matrix"], classes, run.path("_confusion_matrix.png"), title)
     curves = {"before calibration": reliability(raw_test["probabilities"], test.labels.cpu().numpy())}
     if card.calibration:
         curves[f"temperature {temperature:.2f}"] = reliability(test_metrics["probabilities"], test.labels.cpu().numpy())
-    plot_reliability(curves, run.path("_reliability.png"), f"{run.stem}: test calibration")
-    plot_training_curves(loop.history, run.path("_training_curves.png"), run.stem)
+    plot_reliability(curves, run.path("_reliability.png"), f"{card.name}: calibration on the test split")
+    plot_training_curves(loop.history, run.path("_training_curves.png"), title, saved_epoch=loop.best_epoch)
     if "per_speaker" in test_breakdown:
-        plot_speaker_accuracy(test_breakdown["per_speaker"], run.path("_speakers.png"), f"{run.stem}: test accuracy per speaker")
+        plot_speaker_accuracy(test_breakdown["per_speaker"], run.path("_speakers.png"), f"{card.name}: test accuracy per speaker")
     print(f"saved {run.weights} and its run card, metrics and plots in {run.folder}")
     return card
 

@@ -34,8 +34,8 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: str
     save_figure(fig, path)
 
 
-def plot_training_curves(history: list[dict], path: str, title: str = "") -> None:
-    """Loss (train and val) and validation accuracy/F1 per epoch."""
+def plot_training_curves(history: list[dict], path: str, title: str = "", saved_epoch: int | None = None) -> None:
+    """Loss (train and val) and validation accuracy/F1 per epoch, with the epoch whose weights were kept marked."""
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
@@ -43,14 +43,19 @@ def plot_training_curves(history: list[dict], path: str, title: str = "") -> Non
             ax_loss.plot(epochs, [h.get(key, np.nan) for h in history], marker=".", label=label)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
-    ax_loss.legend()
     for key in ("val_accuracy", "val_f1", "val_uar"):
         if any(key in h for h in history):
             ax_score.plot(epochs, [h.get(key, np.nan) for h in history], marker=".", label=key.removeprefix("val_"))
     ax_score.set_xlabel("epoch")
     ax_score.set_ylabel("validation score")
     ax_score.set_ylim(0, 1)
-    ax_score.legend()
+    for ax in (ax_loss, ax_score):
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    if saved_epoch is not None:
+        for ax in (ax_loss, ax_score):
+            ax.axvline(saved_epoch, color="grey", linestyle="--", linewidth=1, label=f"saved (epoch {saved_epoch})")
+    ax_loss.legend(fontsize=8)
+    ax_score.legend(fontsize=8)
     fig.suptitle(title)
     save_figure(fig, path)
 
@@ -121,13 +126,14 @@ def plot_speaker_accuracy(per_speaker: dict, path: str, title: str = "") -> None
     items = sorted(per_speaker.items(), key=lambda kv: (kv[1]["accuracy"], kv[0]))
     labels = sorted({v["label"] for _, v in items})
     colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(labels)}
-    fig, ax = plt.subplots(figsize=(max(5, 0.22 * len(items) + 1.5), 3.4))
+    fig, ax = plt.subplots(figsize=(max(5, 0.22 * len(items) + 2.5), 3.4))
     ax.bar(range(len(items)), [v["accuracy"] for _, v in items], color=[colours[v["label"]] for _, v in items])
     ax.set_xticks(range(len(items)), [k for k, _ in items], rotation=90, fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.set_xlabel("speaker")
-    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in labels], labels=labels, fontsize=7)
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in labels], labels=labels, fontsize=7,
+              loc="upper left", bbox_to_anchor=(1.01, 1), title="class", title_fontsize=7)  # beside the bars, not on them
     ax.set_title(title)
     save_figure(fig, path)
 

@@ -54,6 +54,13 @@ class RunCard:
         return self.feature.Params.from_dict(self.features.get("params") or {})
 
     @property
+    def name(self) -> str:
+        """The run in words for plot titles: 'cnn3 · sex', 'cnn3 from autoencoder · emotion', 'mlp on egemaps · age'."""
+        started = [i for i in self.init if i != "scratch"]
+        on = "" if self.features.get("type") in (None, "mel", "waveform") else f" on {self.features['type']}"
+        return f"{self.model}{on}{' from ' + ' + '.join(started) if started else ''} · {self.category}"
+
+    @property
     def temperature(self) -> float:
         return float((self.calibration or {}).get("temperature", 1.0))
 
