@@ -46,11 +46,12 @@ class Store:
     def __init__(self, index: dict, data_path: str) -> None:
         self.index = index
         self.rows: list[str] = index["rows"]
-        self.shapes = [tuple(s) for s in index["shapes"]]
-        sizes = np.array([int(np.prod(s)) for s in self.shapes], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.shapes = np.asarray(index["shapes"], dtype=np.int64).reshape(len(self.rows), -1)  # (items, ndim)
+        self.offsets = np.concatenate([[0], np.cumsum(self.shapes.prod(1))])
         self.dtype = np.dtype(index["dtype"])
         total = int(self.offsets[-1])
+        if os.path.getsize(data_path) != total * self.dtype.itemsize:
+            raise ValueError("the data file is not as long as the index says")
         self.data = np.memmap(data_path, dtype=self.dtype, mode="r", shape=(total,)) if total else np.zeros(0, self.dtype)
 
     def __len__(self) -> int:
@@ -58,7 +59,7 @@ class Store:
 
     def item(self, i: int) -> np.ndarray:
         """Row i as its type stored it (a read-only view of the mapping: no bytes are read until used)."""
-        return self.data[self.offsets[i] : self.offsets[i + 1]].reshape(self.shapes[i])
+        return self.data[self.offsets[i] : self.offsets[i + 1]].reshape(tuple(self.shapes[i]))
 
 
 def open_store(csv_path: str | os.PathLike, feature_name: str | None = None, current: bool = True) -> Store | None:
@@ -76,11 +77,7 @@ def open_store(csv_path: str | os.PathLike, feature_name: str | None = None, cur
     if feature_name is not None and index.get("feature") != feature_name:
         return None
     try:
-        dtype = np.dtype(index["dtype"])
-        expected = sum(int(np.prod(s)) for s in index["shapes"]) * dtype.itemsize
-        if len(index["shapes"]) != len(index["rows"]) or os.path.getsize(data_path) != expected:
-            return None
-        if current and index["csv_sha1"] != file_sha1(csv_path):
+        if len(index["shapes"]) != len(index["rows"]) or current and index["csv_sha1"] != file_sha1(csv_path):
             return None
         return Store(index, data_path)
     except (KeyError, TypeError, ValueError, OSError):
@@ -125,7 +122,7 @@ class StoreItems:
 
     def shape(self, i: int) -> tuple[int, ...]:
         s, row = self.picks[i]
-        return self.stores[s].shapes[row]
+        return tuple(self.stores[s].shapes[row])
 
     def get(self, indices: Iterable[int]) -> list[np.ndarray]:
         return [self.stores[s].item(row) for s, row in (self.picks[i] for i in indices)]
