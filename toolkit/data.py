@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .audio import ClipError
 from .errors import ToolkitError
 from .features.store import Store, StoreItems, StoreRows, open_store, store_files
@@ -64,17 +65,19 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     if category:
         classes = classes_for(category, pd.concat([t[category] for t in tables]), classes)
     labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c, classes) if category else [-1] * len(t))]
-    paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[column].astype(str)]
     df = pd.concat(tables, ignore_index=True)
     options = options if options is not None else feature.input_options(config)
     stores = packed_stores(feature, csvs, tables, column) if from_audio is None and normalize != "speaker" else None
     if stores:  # stage 2's packed stores, current: mapped, nothing read until a batch is taken
         stacked = feature.stack_rows(StoreItems(stores), options)
-        params = params_beside(paths[0]) or stores[0].index.get("params") or {}
+        folders = [os.path.dirname(os.path.abspath(c)) for c in csvs]  # no file is looked for: 100,000s of rows
+        paths = [os.path.join(d, p) for d, rows in zip(folders, (s.rows for s in stores)) for p in rows]
+        params = params_beside(resolve_from_csv(stores[0].rows[0], csvs[0])) or stores[0].index.get("params") or {}
         data = FeatureSet(x=stacked.pop("x"), labels=torch.tensor(labels, dtype=torch.long), paths=paths, frame=df,
                           feature=feature, params=params, options=options, extra=stacked)
         data.classes = classes if category else None
         return data
+    paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[column].astype(str)]
     if from_audio is None:
         results = [read_feature(feature, path) for path in
                    tqdm(paths, desc=f"loading {desc or os.path.basename(csvs[0])}", unit="clip", leave=False)]
@@ -140,8 +143,10 @@ def batches(
     """(inputs, labels) batches; shuffled when a generator is given (training), in order otherwise."""
     n = len(data)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if generator is not None:
+        order = distributed.shard(order)  # under torchrun: this rank's share of the epoch (else all of it)
     order = order.to(data.x.device)
-    for start in range(0, n, batch_size):
+    for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         x = data.feature.take(data, idx, generator)
         yield data.to_input(x, device), data.labels[idx].to(device, non_blocking=True)
