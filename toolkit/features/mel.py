@@ -356,7 +356,7 @@ class Mel(FeatureType):
         out = {"x": StoreRows(items, lambda fs: torch.from_numpy(np.stack([prepare_image(f, size, time_axis, frames)
                                                                            for f in fs])), (1, *size), torch.uint8)}
         if time_axis == "pad":
-            widths = [items.shape(i)[1] for i in range(len(items))]
+            widths = items.shapes()[:, 1].tolist()
             width = canvas_width(widths, frames)
             out["canvas"] = StoreRows(items, lambda fs: _canvas([_resize(f, size[0], f.shape[1]) for f in fs], frames,
                                                                 width)["canvas"], (1, size[0], width), torch.uint8)

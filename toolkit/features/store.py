@@ -111,24 +111,34 @@ def write_store(csv_path: str, feature_name: str, dtype: str, rows: list[str],
 
 
 class StoreItems:
-    """The stored items of one or more stores (a split loaded from several CSVs), addressed by one running index."""
+    """The stored items of one or more stores (a split loaded from several CSVs), addressed by one running index
+    (two small integer arrays: which store, which row of it)."""
 
-    def __init__(self, stores: list[Store], picks: list[tuple[int, int]] | None = None) -> None:
+    def __init__(self, stores: list[Store], which: np.ndarray | None = None, rows: np.ndarray | None = None) -> None:
         self.stores = stores
-        self.picks = picks if picks is not None else [(s, i) for s, store in enumerate(stores) for i in range(len(store))]
+        if which is None:
+            which = np.concatenate([np.full(len(store), s, np.int32) for s, store in enumerate(stores)])
+            rows = np.concatenate([np.arange(len(store), dtype=np.int64) for store in stores])
+        self.which, self.rows = which, rows
 
     def __len__(self) -> int:
-        return len(self.picks)
+        return len(self.rows)
 
     def shape(self, i: int) -> tuple[int, ...]:
-        s, row = self.picks[i]
-        return tuple(self.stores[s].shapes[row])
+        return tuple(self.stores[self.which[i]].shapes[self.rows[i]])
+
+    def shapes(self) -> np.ndarray:
+        """(items, ndim): every item's stored shape, in order."""
+        if len(self.stores) == 1:
+            return self.stores[0].shapes[self.rows]
+        return np.stack([self.stores[s].shapes[r] for s, r in zip(self.which, self.rows)])
 
     def get(self, indices: Iterable[int]) -> list[np.ndarray]:
-        return [self.stores[s].item(row) for s, row in (self.picks[i] for i in indices)]
+        return [self.stores[self.which[i]].item(self.rows[i]) for i in indices]
 
     def select(self, indices: Iterable[int]) -> "StoreItems":
-        return StoreItems(self.stores, [self.picks[i] for i in indices])
+        indices = np.asarray(list(indices), dtype=np.int64)
+        return StoreItems(self.stores, self.which[indices], self.rows[indices])
 
 
 class StoreRows:
