@@ -107,3 +107,40 @@ def test_no_png_writes_only_the_stores_and_trains(sex_data, tmp_path):
     run_script("train_cnn.py", "--csv_load_path", out, "--category", "sex", "--model", "cnn3", "--epochs", "1",
                "--batch_size", "16", "--threads", "1", "--model_save_path", models)
     assert (models / "cnn3_sex.json").is_file()
+
+
+def test_compile_failure_falls_back_to_eager_with_one_line(monkeypatch, capsys):
+    from toolkit.engine import CompiledOrEager, make_optimizer
+
+    class BackendCompilerFailed(Exception):
+        pass
+
+    BackendCompilerFailed.__module__ = "torch._dynamo.exc"  # where torch.compile's own failures come from
+
+    def broken_compile(module, **kwargs):
+        def run(*args, **kw):
+            raise BackendCompilerFailed("no working C++ compiler\n(long traceback)")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    layer = torch.nn.Linear(3, 2)
+    net = CompiledOrEager(layer)
+    x = torch.ones(4, 3)
+    assert torch.equal(net(x), layer(x)) and torch.equal(net(x), layer(x))
+    out = capsys.readouterr().out
+    assert out.count("warning: --compile") == 1 and len(out.strip().splitlines()) == 1
+    assert not make_optimizer(layer, 1e-3, 0.0).defaults.get("fused")  # fused AdamW only for CUDA parameters
+
+
+def test_pooled_csvs_and_folds_stay_on_the_store(sex_data, monkeypatch):
+    from toolkit.features import subset
+
+    csvs = [str(sex_data / f"sex_{s}.csv") for s in SPLITS]  # cross-validation pools the three CSVs
+    lazy = load_split(csvs, "sex", RECIPES["default"])
+    fold = subset(lazy, [5, 0, len(lazy) - 1])
+    assert isinstance(lazy.x, StoreRows) and isinstance(fold.x, StoreRows)
+    monkeypatch.setattr("toolkit.data.open_store", lambda *a, **k: None)
+    eager = load_split(csvs, "sex", RECIPES["default"])
+    assert torch.equal(lazy.x[:], eager.x) and torch.equal(lazy.extra["canvas"][:], eager.extra["canvas"])
+    assert torch.equal(fold.x[:], subset(eager, [5, 0, len(eager) - 1]).x)
+    assert lazy.paths == eager.paths and lazy.labels.tolist() == eager.labels.tolist()

@@ -206,7 +206,41 @@ def public(metrics: dict) -> dict:
 
 
 def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay)
+    """AdamW; fused (one kernel for every parameter's update) when the parameters are on a CUDA device."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}  # CPU: unchanged (not fused)
+    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, **fused)
+
+
+class CompiledOrEager(nn.Module):
+    """torch.compile of `module` that falls back to `module` itself, with a one-line warning, the first time
+    compiling fails (no C++ compiler, an unsupported operation, ...): a failed compile raises before the step runs,
+    so the same step is run again uncompiled. Other errors (out of memory, bad input) are raised as they are."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        try:
+            self.compiled = torch.compile(module)
+        except Exception as e:  # e.g. a Python or platform torch.compile does not support
+            self.compiled = None
+            warn_compile_failed(e)
+
+    def forward(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:
+                if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                    raise
+                self.compiled = None
+                warn_compile_failed(e)
+        return self.module(*args, **kwargs)
+
+
+def warn_compile_failed(e: Exception) -> None:
+    reason = (str(e).strip().splitlines() or [""])[0][:160]
+    print(f"warning: --compile: torch.compile failed ({type(e).__name__}: {reason}); training uncompiled")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int,
@@ -330,7 +364,7 @@ def train_loop(
     """
     # --compile: steps run through the compiled wrapper; `model` keeps plain parameter names for the checkpoints
     net = distributed.wrap(model, device)  # under torchrun: DistributedDataParallel
-    net = torch.compile(net) if compile else net
+    net = CompiledOrEager(net) if compile else net
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
     scheduler = make_scheduler(optimizer, config.lr_schedule, config.epochs, config.warmup)
     generator = torch.Generator().manual_seed(config.seed)
