@@ -15,6 +15,9 @@ for the same parameters and the same audio is reused (an interrupted run continu
 from other audio under the same name (another corpus, a replaced recording) never is. The split is written as CSVs
 (one row per clip, with the feature file's path) and a manifest
 {category}_split.json that the training stages copy into their run cards.
+Each split is also packed into one file beside its CSV, {category}_{split}.store.bin with its index .store.json
+(toolkit/features/store.py), which stage 3 memory-maps instead of reading the per-clip files; --no_png writes only
+the stores.
 """
 from __future__ import annotations
 
@@ -108,13 +111,15 @@ def pack_split(feature: type[FeatureType], csv: str, params: FeatureParams, scra
         for row in tqdm(rows, desc=f"packing {os.path.basename(csv)}", unit="clip", leave=False, disable=len(rows) < 1000):
             path = resolve_from_csv(row, csv)
             unpacked = os.path.join(scratch, os.path.basename(path)) if scratch else None
-            if os.path.exists(path) or not (unpacked and os.path.exists(unpacked)) and os.path.abspath(path) not in packed:
-                yield feature.read(path)  # a missing file is a one-line error naming it
+            if os.path.exists(path):
+                yield feature.read(path)
             elif unpacked and os.path.exists(unpacked):
                 yield feature.read(unpacked)
-            else:
+            elif os.path.abspath(path) in packed:
                 store, i = packed[os.path.abspath(path)]
                 yield store.item(i)
+            else:
+                yield feature.read(path)  # a one-line error naming the missing file
 
     if write_store(csv, feature.name, feature.store_dtype, rows, items, params.to_dict()):
         print(f"packed {len(rows)} {feature.name} features into {store_files(csv)[0]}")
