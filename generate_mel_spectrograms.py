@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import os
+import re
 import shutil
 import tempfile
 
@@ -35,7 +36,7 @@ from toolkit.corpus import one_row_per, read_label_manifest
 from toolkit.errors import ToolkitError
 from toolkit.features.store import open_store, store_files, write_store
 from toolkit.features import FEATURES, STORED, FeatureParams, FeatureType, feature_file_job, feature_file_name, get_feature
-from toolkit.fileio import output_dir, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
+from toolkit.fileio import output_dir, process_alive, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
 from toolkit.labels import CATEGORIES, check_category, classes_for, encode_labels
 from toolkit.splits import TEST_FRACTION, VAL_FRACTION, coverage_warnings, make_splits, manifest_path, split_manifest
 
@@ -102,6 +103,16 @@ def packed_features(feature: type[FeatureType], csvs: list[str]) -> dict:
     return packed
 
 
+def scratch_folder(folder: str) -> str:
+    """A new folder in `folder` for --no_png's per-clip files until they are packed (removed at the end); those a
+    killed run left (named after its process) are removed first."""
+    for name in os.listdir(folder):
+        match = re.fullmatch(r"\.unpacked\.(\d+)\..+", name)
+        if match and int(match[1]) != os.getpid() and not process_alive(int(match[1])):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f".unpacked.{os.getpid()}.", dir=folder)
+
+
 def pack_split(feature: type[FeatureType], csv: str, params: FeatureParams, scratch: str | None, packed: dict) -> None:
     """Write the split's packed store (toolkit/features/store.py) beside its CSV, unless a current one is there;
     each row's values come from its feature file, else from the scratch folder (--no_png), else an earlier store."""
@@ -165,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = output_dir(os.path.join(args.save_spec_path, feature.folder, params.tag()), "--save_spec_path")
     write_json(params.to_dict(), os.path.join(folder, PARAMS_FILE))  # (re)written: a damaged one is repaired
 
-    scratch = tempfile.mkdtemp(prefix=".unpacked.", dir=folder) if args.no_png else None
+    scratch = scratch_folder(folder) if args.no_png else None
     try:
         audio = [resolve_from_csv(p, in_csv) for p in table["Audio_file_path"].astype(str)]
         files = feature_files(feature, folder, audio, table["Audio_file_name"].astype(str).tolist())

@@ -93,7 +93,12 @@ def test_no_png_writes_only_the_stores_and_trains(sex_data, tmp_path):
     out = tmp_path / "nopng"
     args = ("--load_csv_path", sex_data, "--save_spec_path", out, "--save_csv_path", out, "--category", "sex",
             "--workers", "1", "--no_png")
+    tag = next(p.name for p in (sex_data / "mel_spectrograms").iterdir() if p.is_dir())
+    killed = out / "mel_spectrograms" / tag / ".unpacked.999999999.abcd"  # what a killed --no_png run leaves
+    (killed / "clip.png").parent.mkdir(parents=True)
+    (killed / "clip.png").write_bytes(b"half")
     run_script("generate_mel_spectrograms.py", *args)
+    assert not killed.exists()
     assert list(out.rglob("*.png")) == [] and [p for p in (out / "mel_spectrograms").rglob("*") if p.is_dir()
                                                  and p.name.startswith(".unpacked")] == []
     stores = {s: open_store(out / f"sex_{s}.csv", "mel") for s in SPLITS}
