@@ -149,3 +149,14 @@ def test_pooled_csvs_and_folds_stay_on_the_store(sex_data, monkeypatch):
     assert torch.equal(lazy.x[:], eager.x) and torch.equal(lazy.extra["canvas"][:], eager.extra["canvas"])
     assert torch.equal(fold.x[:], subset(eager, [5, 0, len(eager) - 1]).x)
     assert lazy.paths == eager.paths and lazy.labels.tolist() == eager.labels.tolist()
+
+
+def test_vector_features_from_the_store_equal_their_npy_files(egemaps_data, monkeypatch):
+    csv = str(egemaps_data / "sex_train.csv")
+    store = open_store(csv, "egemaps")
+    assert store is not None and store.dtype == np.float32 and store.shapes[0].tolist() == [88]
+    lazy = load_split(csv, "sex", RECIPES["default"])
+    monkeypatch.setattr("toolkit.data.open_store", lambda *a, **k: None)
+    eager = load_split(csv, "sex", RECIPES["default"])
+    assert isinstance(lazy.x, StoreRows) and torch.equal(lazy.x[:], eager.x) and lazy.x.dtype == eager.x.dtype
+    assert lazy.feature.fit_stats(lazy.x) == eager.feature.fit_stats(eager.x)  # the run card's standardisation
