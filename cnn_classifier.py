@@ -12,6 +12,7 @@ import os
 
 from models import build_model, check_input
 from toolkit.autoencoding import ENCODER_FILE, STEM, freeze
+from toolkit import distributed
 from toolkit.cli import get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
 from toolkit.config import train_config
 from toolkit.data import load_split
@@ -52,7 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     category = check_category(args.category)
     folder = args.model_save_and_load_path
     encoder_path = in_folder(args.encoder_file, folder)
-    device = pick_device(args.device, args.threads)
+    with distributed.session(pick_device(args.device, args.threads)) as device:  # torchrun: data-parallel
+        train_classifier(args, config, category, folder, encoder_path, device)
+
+
+def train_classifier(args, config, category: str, folder: str, encoder_path: str, device) -> None:
     csvs = {s: split_csv(args, s) for s in ("train", "val", "test")}
     split = split_of_run(csvs, category)
     classes = split.get("classes") or classes_for(category, read_csv(csvs["train"], [category])[category])

@@ -15,11 +15,17 @@ for the same parameters and the same audio is reused (an interrupted run continu
 from other audio under the same name (another corpus, a replaced recording) never is. The split is written as CSVs
 (one row per clip, with the feature file's path) and a manifest
 {category}_split.json that the training stages copy into their run cards.
+Each split is also packed into one file beside its CSV, {category}_{split}.store.bin with its index .store.json
+(toolkit/features/store.py), which stage 3 memory-maps instead of reading the per-clip files; --no_png writes only
+the stores.
 """
 from __future__ import annotations
 
 import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import os
+import re
+import shutil
+import tempfile
 
 from tqdm import tqdm
 
@@ -28,8 +34,9 @@ from toolkit.cli import Parser, run_main
 from toolkit.config import fraction, positive_float, positive_int, seed_value
 from toolkit.corpus import one_row_per, read_label_manifest
 from toolkit.errors import ToolkitError
+from toolkit.features.store import open_store, store_files, write_store
 from toolkit.features import FEATURES, STORED, FeatureParams, FeatureType, feature_file_job, feature_file_name, get_feature
-from toolkit.fileio import output_dir, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
+from toolkit.fileio import output_dir, process_alive, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
 from toolkit.labels import CATEGORIES, check_category, classes_for, encode_labels
 from toolkit.splits import TEST_FRACTION, VAL_FRACTION, coverage_warnings, make_splits, manifest_path, split_manifest
 
@@ -56,6 +63,10 @@ def get_args_parser() -> Parser:
     p.add_argument("--val_fraction", type=fraction, default=VAL_FRACTION, help="share of the clips for validation")
     p.add_argument("--test_fraction", type=fraction, default=TEST_FRACTION, help="share of the clips for the test")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="parallel processes")
+    p.add_argument("--no_png", action="store_true",
+                   help="no per-clip feature files (PNGs for mel, .npy for the others): only each split's packed store "
+                        "({category}_{split}.store.bin + .store.json beside the CSVs), which stage 3 memory-maps; the "
+                        "CSVs still name the files, as the store's index. Without it both are written")
     p.add_argument("--max_seconds", type=positive_float, default=MAX_SECONDS,
                    help="a clip longer than this is reported and left out (its header is read first: memory stays bounded)")
     return p
@@ -69,14 +80,60 @@ def feature_files(feature: type[FeatureType], folder: str, audio_paths: list[str
 
 
 def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_paths: list[str], params: FeatureParams,
-                       workers: int, max_seconds: float = MAX_SECONDS) -> dict[str, str]:
-    """Compute the missing feature files in parallel; returns {file path: error} for clips that failed."""
+                       workers: int, max_seconds: float = MAX_SECONDS, made: set[str] = frozenset()) -> dict[str, str]:
+    """Compute the missing feature files in parallel (those in `made` are had otherwise); returns {file path: error}
+    for clips that failed."""
     # only the missing files go to the workers: a re-run of a finished stage starts no processes
-    jobs = [(feature, a, o, params, max_seconds) for a, o in zip(audio_paths, out_paths) if not os.path.exists(o)]
+    jobs = [(feature, a, o, params, max_seconds) for a, o in zip(audio_paths, out_paths)
+            if not os.path.exists(o) and o not in made]
     workers = min(feature.workers(workers), len(jobs))
     print(f"{len(audio_paths)} clips, {len(audio_paths) - len(jobs)} {feature.name} files already made, "
           f"{len(jobs)} to make with {workers} worker(s)")
     return {out: error for out, error in parallel_map(feature_file_job, jobs, workers, desc=feature.name) if error}
+
+
+def packed_features(feature: type[FeatureType], csvs: list[str]) -> dict:
+    """{feature file path: its stored values} of the complete stores beside `csvs` (current or not: a row's file
+    name holds its clip's audio hash and its folder the parameters, so its values are still that file's)."""
+    packed = {}
+    for csv in csvs:
+        store = open_store(csv, feature.name, current=False)
+        for i, row in enumerate(store.rows if store else []):
+            packed[os.path.abspath(resolve_from_csv(row, csv))] = (store, i)
+    return packed
+
+
+def scratch_folder(folder: str) -> str:
+    """A new folder in `folder` for --no_png's per-clip files until they are packed (removed at the end); those a
+    killed run left (named after its process) are removed first."""
+    for name in os.listdir(folder):
+        match = re.fullmatch(r"\.unpacked\.(\d+)\..+", name)
+        if match and int(match[1]) != os.getpid() and not process_alive(int(match[1])):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f".unpacked.{os.getpid()}.", dir=folder)
+
+
+def pack_split(feature: type[FeatureType], csv: str, params: FeatureParams, scratch: str | None, packed: dict) -> None:
+    """Write the split's packed store (toolkit/features/store.py) beside its CSV, unless a current one is there;
+    each row's values come from its feature file, else from the scratch folder (--no_png), else an earlier store."""
+    rows = read_csv(csv, [feature.column()])[feature.column()].astype(str).tolist()
+
+    def items():
+        for row in tqdm(rows, desc=f"packing {os.path.basename(csv)}", unit="clip", leave=False, disable=len(rows) < 1000):
+            path = resolve_from_csv(row, csv)
+            unpacked = os.path.join(scratch, os.path.basename(path)) if scratch else None
+            if os.path.exists(path):
+                yield feature.read(path)
+            elif unpacked and os.path.exists(unpacked):
+                yield feature.read(unpacked)
+            elif os.path.abspath(path) in packed:
+                store, i = packed[os.path.abspath(path)]
+                yield store.item(i)
+            else:
+                yield feature.read(path)  # a one-line error naming the missing file
+
+    if write_store(csv, feature.name, feature.store_dtype, rows, items, params.to_dict()):
+        print(f"packed {len(rows)} {feature.name} features into {store_files(csv)[0]}")
 
 
 def check_not_overwriting_other_features(feature: type[FeatureType], csv: str) -> None:
@@ -119,44 +176,56 @@ def main(argv: list[str] | None = None) -> None:
     folder = output_dir(os.path.join(args.save_spec_path, feature.folder, params.tag()), "--save_spec_path")
     write_json(params.to_dict(), os.path.join(folder, PARAMS_FILE))  # (re)written: a damaged one is repaired
 
-    audio = [resolve_from_csv(p, in_csv) for p in table["Audio_file_path"].astype(str)]
-    files = feature_files(feature, folder, audio, table["Audio_file_name"].astype(str).tolist())
-    errors = make_feature_files(feature, audio, files, params, args.workers, args.max_seconds)
-    column = feature.column()
-    table[column] = files
-    failed = table[[f in errors for f in files]]
-    table = table[[f not in errors for f in files]]
-    failed_csv = os.path.join(args.save_csv_path, f"{args.category}_failed_clips.csv")
-    if errors:
-        write_csv(failed[["Audio_file_name", "ActorID", args.category]].assign(error=[errors[f] for f in failed[column]]),
-                  failed_csv)
-    elif os.path.isfile(failed_csv):
-        os.remove(failed_csv)  # from an earlier run whose problems are fixed now
-    if table.empty:
-        raise ToolkitError(f"{in_csv}: no clip could be turned into {feature.name} features; the reasons are in {failed_csv}")
+    scratch = scratch_folder(folder) if args.no_png else None
+    try:
+        audio = [resolve_from_csv(p, in_csv) for p in table["Audio_file_path"].astype(str)]
+        files = feature_files(feature, folder, audio, table["Audio_file_name"].astype(str).tolist())
+        # --no_png: features are made in a scratch folder (removed at the end) or taken from the splits' earlier stores
+        packed = packed_features(feature, list(outs.values())) if args.no_png else {}
+        targets = [os.path.join(scratch, os.path.basename(f)) if scratch and not os.path.exists(f) else f for f in files]
+        made = {t for t, f in zip(targets, files) if os.path.abspath(f) in packed}
+        errors = make_feature_files(feature, audio, targets, params, args.workers, args.max_seconds, made)
+        errors = {f: errors[t] for t, f in zip(targets, files) if t in errors}
+        column = feature.column()
+        table[column] = files
+        failed = table[[f in errors for f in files]]
+        table = table[[f not in errors for f in files]]
+        failed_csv = os.path.join(args.save_csv_path, f"{args.category}_failed_clips.csv")
+        if errors:
+            write_csv(failed[["Audio_file_name", "ActorID", args.category]].assign(error=[errors[f] for f in failed[column]]),
+                      failed_csv)
+        elif os.path.isfile(failed_csv):
+            os.remove(failed_csv)  # from an earlier run whose problems are fixed now
+        if table.empty:
+            raise ToolkitError(f"{in_csv}: no clip could be turned into {feature.name} features; the reasons are in {failed_csv}")
 
-    splits = make_splits(table, args.category, **split)
-    for name, part in splits.items():
-        out = outs[name]
-        part = part.assign(**{column: [relative_to_csv(p, out) for p in part[column]],
-                              "Audio_file_path": [relative_to_csv(resolve_from_csv(p, in_csv), out) for p in part["Audio_file_path"]]})
-        write_csv(part, out)
-        counts = ", ".join(f"{k} {v}" for k, v in part[args.category].value_counts().items())
-        print(f"wrote {out}: {len(part)} clips, {part['ActorID'].nunique()} speakers ({counts})")
-    by_speaker = args.split == "speaker" and labels.get("speaker_column", "ActorID") is not None
-    kind = args.split if by_speaker or args.split == "random" else "clip (no speaker column)"
-    fractions = {"train": 1 - args.val_fraction - args.test_fraction, "val": args.val_fraction, "test": args.test_fraction}
-    write_json(split_manifest(splits, kind, args.seed, args.category, classes, feature.name, outs, fractions),
-               manifest_path(args.save_csv_path, args.category))
-    if by_speaker:
-        for warning in coverage_warnings(splits, args.category):
-            print(f"warning: {warning}")
-    if errors:  # the summary comes last, where it is seen: which clips were left out and why
-        print(f"warning: {len(errors)} clip(s) could not be used and are left out (all listed in {failed_csv}):")
-        for error in list(errors.values())[:10]:
-            print(f"  {error}")
-        if len(errors) > 10:
-            print(f"  ... and {len(errors) - 10} more")
+        splits = make_splits(table, args.category, **split)
+        for name, part in splits.items():
+            out = outs[name]
+            part = part.assign(**{column: [relative_to_csv(p, out) for p in part[column]],
+                                  "Audio_file_path": [relative_to_csv(resolve_from_csv(p, in_csv), out) for p in part["Audio_file_path"]]})
+            write_csv(part, out)
+            counts = ", ".join(f"{k} {v}" for k, v in part[args.category].value_counts().items())
+            print(f"wrote {out}: {len(part)} clips, {part['ActorID'].nunique()} speakers ({counts})")
+        for out in outs.values():
+            pack_split(feature, out, params, scratch, packed)
+        by_speaker = args.split == "speaker" and labels.get("speaker_column", "ActorID") is not None
+        kind = args.split if by_speaker or args.split == "random" else "clip (no speaker column)"
+        fractions = {"train": 1 - args.val_fraction - args.test_fraction, "val": args.val_fraction, "test": args.test_fraction}
+        write_json(split_manifest(splits, kind, args.seed, args.category, classes, feature.name, outs, fractions),
+                   manifest_path(args.save_csv_path, args.category))
+        if by_speaker:
+            for warning in coverage_warnings(splits, args.category):
+                print(f"warning: {warning}")
+        if errors:  # the summary comes last, where it is seen: which clips were left out and why
+            print(f"warning: {len(errors)} clip(s) could not be used and are left out (all listed in {failed_csv}):")
+            for error in list(errors.values())[:10]:
+                print(f"  {error}")
+            if len(errors) > 10:
+                print(f"  ... and {len(errors) - 10} more")
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ The best epoch by validation weighted F1 (or loss, --select_by) is saved as {mod
 reproduces the seed project's training; the default recipe keeps the time scale and adds augmentation, a schedule
 and early stopping. The feature type (mel images or eGeMAPS vectors) is read off the split CSVs.
 
+Launched by `torchrun --nproc_per_node=N train_cnn.py ...` it trains data-parallel (toolkit/distributed.py: one
+share of each epoch per process, gradients averaged; rank 0 writes the files; the run card records world_size).
+
 --folds K instead pools the train/val/test CSVs and runs speaker-grouped K-fold cross-validation: K models,
 mean ± std of accuracy / weighted F1 / UAR, per-speaker accuracy and the worst speaker ({model}_{category}_cv.json).
 """
@@ -15,10 +18,12 @@ import os
 import sys
 
 from models import MODEL_NAMES, MODELS, build_model, canonical_name, check_input
+from toolkit import distributed
 from toolkit.cli import fold_count, get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
 from toolkit.config import train_config
 from toolkit.data import load_split
 from toolkit.engine import RunFiles, fit
+from toolkit.errors import ToolkitError
 from toolkit.fileio import output_dir
 from toolkit.labels import check_category
 from toolkit.runcard import RunCard
@@ -50,6 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     name = canonical_name(args.model)
     device = pick_device(args.device, args.threads)
     output_dir(args.model_save_path, "--model_save_path")  # an unusable folder fails now, not after training
+    if args.folds and distributed.launched():
+        raise ToolkitError("--folds under torchrun is not supported: run the folds in one process each")
+    with distributed.session(device) as device:  # under torchrun: this rank's device, in the process group
+        train_and_report(args, config, category, name, device)
+
+
+def train_and_report(args, config, category: str, name: str, device) -> None:
     pretrained = bool(args.pretrained and MODELS[name].imagenet)
     csvs = {s: split_csv(args, s) for s in SPLITS}
 
@@ -75,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(config.seed)
     model = make_model()
     card = fit(model, train, val, test, config, run, card, device, resume=args.resume, compile=args.compile)
-    if extra:
+    if extra and distributed.is_main():
         from toolkit.crossval import score_extra_tests
 
         score_extra_tests(model, extra, card, config.batch_size, device, run.path("_extra_tests.json"))

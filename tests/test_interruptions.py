@@ -77,7 +77,8 @@ def test_stage2_killed_midway_reruns_to_exactly_the_expected_files(sex_data, tmp
     table = pd.read_csv(sex_data / "sex_with_audio_path.csv")
     expected = {Path(n).stem for n in table["Audio_file_name"]} | {"params"}
     assert sorted(p.name.split(".")[0] for p in image_dir.iterdir()) == sorted(expected)  # one file per clip, no leftovers
-    assert sorted(p.name for p in out.iterdir()) == ["sex_split.json"] + [f"sex_{s}.csv" for s in ("test", "train", "val")]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["sex_split.json"] + [f"sex_{s}{suffix}" for s in SPLITS
+                                                           for suffix in (".csv", ".store.bin", ".store.json")])
     # same --seed, same split as the fixture's uninterrupted run
     for s in SPLITS:
         ours, theirs = pd.read_csv(out / f"sex_{s}.csv"), pd.read_csv(sex_data / f"sex_{s}.csv")

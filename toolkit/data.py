@@ -14,8 +14,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .audio import ClipError
 from .errors import ToolkitError
+from .features.store import Store, StoreItems, StoreRows, open_store, store_files
 from .features import FeatureParams, FeatureSet, FeatureType, feature_of_table, features_from_audio, params_beside, subset
 from .fileio import read_csv, require_columns, resolve_from_csv, without_blanks
 from .labels import classes_for, encode_labels
@@ -63,8 +65,19 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     if category:
         classes = classes_for(category, pd.concat([t[category] for t in tables]), classes)
     labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c, classes) if category else [-1] * len(t))]
-    paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[column].astype(str)]
     df = pd.concat(tables, ignore_index=True)
+    options = options if options is not None else feature.input_options(config)
+    stores = packed_stores(feature, csvs, tables, column) if from_audio is None and normalize != "speaker" else None
+    if stores:  # stage 2's packed stores, current: mapped, nothing read until a batch is taken
+        stacked = feature.stack_rows(StoreItems(stores), options)
+        folders = [os.path.dirname(os.path.abspath(c)) for c in csvs]  # no file is looked for: 100,000s of rows
+        paths = [os.path.join(d, p) for d, rows in zip(folders, (s.rows for s in stores)) for p in rows]
+        params = params_beside(resolve_from_csv(stores[0].rows[0], csvs[0])) or stores[0].index.get("params") or {}
+        data = FeatureSet(x=stacked.pop("x"), labels=torch.tensor(labels, dtype=torch.long), paths=paths, frame=df,
+                          feature=feature, params=params, options=options, extra=stacked)
+        data.classes = classes if category else None
+        return data
+    paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[column].astype(str)]
     if from_audio is None:
         results = [read_feature(feature, path) for path in
                    tqdm(paths, desc=f"loading {desc or os.path.basename(csvs[0])}", unit="clip", leave=False)]
@@ -78,13 +91,27 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     if not keep:
         raise ToolkitError(f"{csv_path}: none of its {len(df)} {what} files could be read; "
                            + ("re-run generate_mel_spectrograms.py" if from_audio is None else "fix its Audio_file_path column"))
-    data = make_feature_set(feature, features, df.iloc[keep].reset_index(drop=True),
-                            options if options is not None else feature.input_options(config),
+    data = make_feature_set(feature, features, df.iloc[keep].reset_index(drop=True), options,
                             labels=[labels[i] for i in keep], paths=[paths[i] for i in keep],
                             params=params_beside(paths[keep[0]]) if from_audio is None else params.to_dict(),
                             normalize=normalize)
     data.classes = classes if category else None
     return data
+
+
+def packed_stores(feature: type[FeatureType], csvs: list, tables: list[pd.DataFrame], column: str) -> list[Store] | None:
+    """The packed store (features/store.py) of every CSV, when each has one that matches the CSV as it is now (rows
+    in the same order); else None, and the per-clip files are read (a note says so when a store is out of date)."""
+    stores = []
+    for csv, table in zip(csvs, tables):
+        store = open_store(csv, feature.name)
+        if store is None or store.rows != table[column].astype(str).tolist():
+            if os.path.exists(store_files(csv)[1]):
+                print(f"note: {store_files(csv)[1]} does not match {csv} as it is now (edited since stage 2, or another "
+                      f"feature type); reading the per-clip files instead (re-run stage 2 to repack)")
+            return None
+        stores.append(store)
+    return stores
 
 
 def read_feature(feature: type[FeatureType], path: str) -> tuple[np.ndarray | None, str | None]:
@@ -116,8 +143,10 @@ def batches(
     """(inputs, labels) batches; shuffled when a generator is given (training), in order otherwise."""
     n = len(data)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if generator is not None:
+        order = distributed.shard(order)  # under torchrun: this rank's share of the epoch (else all of it)
     order = order.to(data.x.device)
-    for start in range(0, n, batch_size):
+    for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         x = data.feature.take(data, idx, generator)
         yield data.to_input(x, device), data.labels[idx].to(device, non_blocking=True)
@@ -125,6 +154,8 @@ def batches(
 
 def move_to_device(data: FeatureSet, device: torch.device, max_fraction: float = 0.5) -> FeatureSet:
     """On a GPU keep the whole split on the device (uint8 images: 16 KB each) when it fits comfortably."""
+    if isinstance(data.x, StoreRows):  # a packed store: batches are made on the host and moved one at a time
+        return data
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if data.x.numel() * data.x.element_size() < max_fraction * free:

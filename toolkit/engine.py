@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .config import LR_SCHEDULES, TrainConfig
 from .data import FeatureSet, batches, move_to_device
 from .errors import ToolkitError
@@ -83,6 +84,10 @@ def train_batches(
     if pending:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    if distributed.active():  # the epoch's loss over every rank's share
+        total, count = distributed.all_sum(torch.as_tensor(total, dtype=torch.float32, device=device),
+                                           torch.tensor(float(count), device=device))
+        count = int(count)
     return float(total) / max(count, 1)
 
 
@@ -201,7 +206,41 @@ def public(metrics: dict) -> dict:
 
 
 def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay)
+    """AdamW; fused (one kernel for every parameter's update) when the parameters are on a CUDA device."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}  # CPU: unchanged (not fused)
+    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, **fused)
+
+
+class CompiledOrEager(nn.Module):
+    """torch.compile of `module` that falls back to `module` itself, with a one-line warning, the first time
+    compiling fails (no C++ compiler, an unsupported operation, ...): a failed compile raises before the step runs,
+    so the same step is run again uncompiled. Other errors (out of memory, bad input) are raised as they are."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        try:
+            self.compiled = torch.compile(module)
+        except Exception as e:  # e.g. a Python or platform torch.compile does not support
+            self.compiled = None
+            warn_compile_failed(e)
+
+    def forward(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:
+                if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                    raise
+                self.compiled = None
+                warn_compile_failed(e)
+        return self.module(*args, **kwargs)
+
+
+def warn_compile_failed(e: Exception) -> None:
+    reason = (str(e).strip().splitlines() or [""])[0][:160]
+    print(f"warning: --compile: torch.compile failed ({type(e).__name__}: {reason}); training uncompiled")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int,
@@ -324,7 +363,8 @@ def train_loop(
     it had never stopped (model, optimizer, schedule, RNG states, history), and refuses a changed config.
     """
     # --compile: steps run through the compiled wrapper; `model` keeps plain parameter names for the checkpoints
-    net = torch.compile(model) if compile else model
+    net = distributed.wrap(model, device)  # under torchrun: DistributedDataParallel
+    net = CompiledOrEager(net) if compile else net
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
     scheduler = make_scheduler(optimizer, config.lr_schedule, config.epochs, config.warmup)
     generator = torch.Generator().manual_seed(config.seed)
@@ -345,7 +385,7 @@ def train_loop(
 
     started = time.time() - sum(h["seconds"] for h in history)
     bar = tqdm(range(start_epoch, config.epochs + 1), desc=f"training {run.stem}", unit="epoch", initial=start_epoch - 1,
-               total=config.epochs)
+               total=config.epochs, disable=not distributed.is_main())
     for epoch in bar:
         # Checked before the epoch (not after the last one) so a resumed run that had stopped stays stopped.
         if validate and config.patience and epoch - 1 - best_epoch >= config.patience:
@@ -371,8 +411,9 @@ def train_loop(
             best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
             if on_improve:
                 on_improve(epoch, val, best_state)
-        save_last(run.last, model, optimizer, generator, epoch, history, scheduler=scheduler.state_dict(),
-                  best_score=best_score, best_epoch=best_epoch, best_model=best_state, config=config.to_dict())
+        if distributed.is_main():  # under torchrun the ranks hold the same state: one writes it
+            save_last(run.last, model, optimizer, generator, epoch, history, scheduler=scheduler.state_dict(),
+                      best_score=best_score, best_epoch=best_epoch, best_model=best_state, config=config.to_dict())
         bar.write(f"epoch {epoch:3d}/{config.epochs} train_loss {train_loss:.4g} "
                   f"{''.join(f'{k} {v:.4g} ' for k, v in extra.items())}{format_metrics(val, 'val_')}"
                   f"{'  *best' if improved and validate else ''}")
@@ -433,16 +474,23 @@ def fit(
             return train_one_epoch(net, train, optimizer, config.batch_size, device, generator, augment, weights,
                                    len(classes), config.accumulate)
 
+    if distributed.active():
+        card.training["world_size"] = distributed.world_size()
+
     def on_improve(epoch: int, val_metrics: dict, state: dict) -> None:
+        if not distributed.is_main():
+            return
         write_torch(state, run.weights)
         card.metrics = {"epoch": epoch, "val": public(val_metrics)}
         card.save(run.card)
 
     windows = config.eval_windows == "all"
-    with run.lock():
+    with run.lock() if distributed.is_main() else nullcontext():
         loop = train_loop(model, config, run, device, train_step,
                           validate=lambda net: evaluate(net, val, config.batch_size, device, len(classes), windows),
                           on_improve=on_improve, resume=resume, compile=compile)
+        if not distributed.is_main():  # rank 0 scores the best epoch and writes the files
+            return card
         return report(model, loop, val, test, config, run, card, device)
 
 

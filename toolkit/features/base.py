@@ -19,6 +19,7 @@ import torch
 
 from ..audio import MAX_RATE, MAX_SECONDS, MIN_RATE, ClipError, load_audio, parallel_map
 from ..errors import ToolkitError
+from .store import StoreItems, StoreRows
 
 
 DEFAULT_WINDOW_SECONDS = 4.0  # vector features: CREMA-D's clips are 1.3-5 s
@@ -86,6 +87,7 @@ class FeatureType:
     suffix: ClassVar[str]
     Params: ClassVar[type[FeatureParams]]
     stored: ClassVar[bool] = True  # False: no stage-2 files; made from each clip's audio when needed (fine-tuning)
+    store_dtype: ClassVar[str] = "float32"  # the dtype of its values in the packed feature store (store.py)
 
     @classmethod
     def column(cls) -> str:
@@ -159,6 +161,13 @@ class FeatureType:
     def stack(cls, features: list[np.ndarray], options: dict) -> dict[str, torch.Tensor]:
         """{'x': one tensor of the split, plus any extra per-item tensors FeatureSet keeps (e.g. canvas, lengths)}."""
         return {"x": torch.from_numpy(np.stack(features).astype(np.float32))}
+
+    @classmethod
+    def stack_rows(cls, items: StoreItems, options: dict) -> dict:
+        """`stack`'s lazy twin over a packed store: tensor-likes (store.StoreRows) whose rows are made by `stack` only
+        when a batch indexes them, plus any small per-item tensors in full."""
+        probe = cls.stack(items.get([0]), options)["x"]
+        return {"x": StoreRows(items, lambda values: cls.stack(values, options)["x"], probe.shape[1:], probe.dtype)}
 
     @classmethod
     def speaker_normalize(cls, features: list[np.ndarray]) -> list[np.ndarray]:
@@ -237,7 +246,7 @@ def subset(data: FeatureSet, index) -> FeatureSet:
     index = torch.as_tensor(np.array(index), dtype=torch.long)
 
     def pick(t: torch.Tensor) -> torch.Tensor:
-        return t[index.to(t.device)]
+        return t.select(index) if isinstance(t, StoreRows) else t[index.to(t.device)]  # a store's rows stay unread
 
     return FeatureSet(x=pick(data.x), labels=pick(data.labels), paths=[data.paths[i] for i in index.tolist()],
                       frame=data.frame.iloc[index.numpy()].reset_index(drop=True), feature=data.feature,

@@ -22,6 +22,7 @@ from ..errors import ToolkitError
 from ..config import TIME_AXES
 from ..fileio import atomic_path
 from .base import FeatureParams, FeatureSet, FeatureType
+from .store import StoreItems, StoreRows
 
 IMAGE_SIZE = (128, 128)  # (height, width) the seed's networks were designed for
 FIXED_TOP_DB = 40.0  # with db_ref='fixed': a full-scale sine peaks near +40 dB in one mel band (n_fft 1536)
@@ -196,9 +197,15 @@ def window_starts(length: int, frames: int, hop: int) -> list[int]:
     return starts if starts[-1] == length - frames else starts + [length - frames]
 
 
-def _canvas(images: list[np.ndarray], frames: int) -> dict[str, torch.Tensor]:
-    """Clips left-aligned on one zero canvas, at most 2 windows wide (longer clips keep their centre)."""
-    width = min(max(frames, max(im.shape[1] for im in images)), 2 * frames)
+def canvas_width(widths: list[int], frames: int) -> int:
+    """The canvas's width for clips `widths` frames long: the longest, at least one window, at most 2 windows."""
+    return min(max(frames, max(widths)), 2 * frames)
+
+
+def _canvas(images: list[np.ndarray], frames: int, width: int | None = None) -> dict[str, torch.Tensor]:
+    """Clips left-aligned on one zero canvas, at most 2 windows wide (longer clips keep their centre); `width`: the
+    whole split's canvas width when `images` are some of its clips."""
+    width = width or canvas_width([im.shape[1] for im in images], frames)
     canvas = np.zeros((len(images), 1, images[0].shape[0], width), np.uint8)
     lengths = []
     for out, image in zip(canvas, images):
@@ -235,6 +242,7 @@ class Mel(FeatureType):
     folder = "mel_spectrograms"
     suffix = ".png"
     Params = MelParams
+    store_dtype = "uint8"
 
     @classmethod
     def column(cls) -> str:
@@ -338,6 +346,21 @@ class Mel(FeatureType):
         out = {"x": torch.from_numpy(np.stack([prepare_image(f, size, time_axis, frames) for f in features]))}
         if time_axis == "pad":  # whole clips too, so that training can draw a fresh window every epoch
             out.update(_canvas([_resize(f, size[0], f.shape[1]) for f in features], frames))
+        return out
+
+    @classmethod
+    def stack_rows(cls, items: StoreItems, options: dict) -> dict:
+        """`stack` made lazily over a packed store: the window images and the canvas rows of a batch are made from
+        the mapped bytes when it is taken, by the same functions; the canvas width comes from the stored shapes."""
+        size, time_axis, frames = tuple(options["image_size"]), options["time_axis"], options["frames"]
+        out = {"x": StoreRows(items, lambda fs: torch.from_numpy(np.stack([prepare_image(f, size, time_axis, frames)
+                                                                           for f in fs])), (1, *size), torch.uint8)}
+        if time_axis == "pad":
+            widths = items.shapes()[:, 1].tolist()
+            width = canvas_width(widths, frames)
+            out["canvas"] = StoreRows(items, lambda fs: _canvas([_resize(f, size[0], f.shape[1]) for f in fs], frames,
+                                                                width)["canvas"], (1, size[0], width), torch.uint8)
+            out["lengths"] = torch.tensor([min(w, width) for w in widths])
         return out
 
     @classmethod

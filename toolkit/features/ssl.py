@@ -44,6 +44,7 @@ class Ssl(FeatureType):
     folder = "ssl"
     suffix = ".npy"
     Params = SslParams
+    store_dtype = "float16"
 
     @classmethod
     def add_args(cls, p) -> None:

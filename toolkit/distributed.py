@@ -1,0 +1,105 @@
+"""Data-parallel training under torchrun: one process per device (or per group of CPU cores), one model replica each.
+
+A stage launched by `torchrun --nproc_per_node=N` (RANK, WORLD_SIZE and LOCAL_RANK in the environment, N > 1) joins
+the process group in `session` (gloo on the CPU, nccl on CUDA, each rank on cuda:LOCAL_RANK). Then the engine wraps
+the network in DistributedDataParallel (`wrap`), every rank shuffles the training split with the same generator and
+takes its own deterministic share of that order (`shard`, as torch's DistributedSampler does: padded by repeating
+the first items so that every rank runs the same number of equal batches and the generators stay in step), and the
+epoch's training loss is summed over the ranks (`all_sum`). Every rank evaluates the whole validation split (the
+weights are the same on all), so all take the same best-epoch and early-stopping decisions; only rank 0 writes files
+and prints. Outside torchrun (or with one process) every function here is a no-op: single-process runs are unchanged.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def launched() -> bool:
+    """Started by torchrun with more than one process."""
+    return all(k in os.environ for k in ENV) and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def active() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+@contextmanager
+def session(device: torch.device) -> Iterator[torch.device]:
+    """Join the process group when launched by torchrun (yields this rank's device); barrier and leave at the end."""
+    if not launched() or active():
+        yield device
+        return
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                         timeout=datetime.timedelta(minutes=30))
+    stdout = sys.stdout
+    if not is_main():  # one rank reports: the others' progress lines would only repeat it
+        sys.stdout = open(os.devnull, "w")
+    failed = False
+    try:
+        yield device
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if not failed:  # a failed rank must not wait for the others: it leaves, and they time out or fail too
+            torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        if sys.stdout is not stdout:
+            sys.stdout.close()
+            sys.stdout = stdout
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model as DistributedDataParallel when in a process group (gradients averaged over the ranks)."""
+    if not active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def shard(order: torch.Tensor) -> torch.Tensor:
+    """This rank's share of an epoch's order (the same order on every rank): every world_size-th item from its rank,
+    after padding the order with its first items to a multiple of world_size."""
+    if not active():
+        return order
+    n, size = len(order), world_size()
+    total = -(-n // size) * size
+    if total > n:
+        order = torch.cat([order, order[: total - n]])
+    return order[rank() : total : size]
+
+
+def all_sum(*values: torch.Tensor) -> list[torch.Tensor]:
+    """The values summed over the ranks (unchanged outside a process group)."""
+    if not active():
+        return list(values)
+    out = []
+    for v in values:
+        v = v.clone()
+        torch.distributed.all_reduce(v)
+        out.append(v)
+    return out

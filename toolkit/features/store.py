@@ -1,0 +1,207 @@
+"""The packed feature store: one split's stored features in one file, memory-mapped by stage 3.
+
+Stage 2 writes, beside each split CSV {stem}.csv, {stem}.store.bin (every row's feature, as its type stores it, one
+after the other in C order, in the feature type's `store_dtype`) and {stem}.store.json (the index: the CSV's file
+column in order, each item's shape, the dtype, the feature type and the SHA-1 of the CSV it matches). The data file
+is written to a temporary file and renamed, and the index is written last (also renamed into place): a store without
+an index, or whose index does not match the CSV now beside it, is not used (stage 3 reads the per-clip files
+instead), so an interrupted or stale store is never read.
+
+Stage 3 (toolkit.data.load_split) opens a current store as a read-only np.memmap; FeatureSet.x is then a StoreRows,
+which makes a batch's network inputs from the mapped bytes when indexed (FeatureType.stack on just those rows), so
+only the pages a batch touches are read and no copy of the split is made.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from ..errors import ToolkitError
+from ..fileio import atomic_path, read_json, write_json
+
+STORE_VERSION = 1
+
+
+def store_files(csv_path: str | os.PathLike) -> tuple[str, str]:
+    """(data file, index file) of the store beside a split CSV."""
+    stem = os.path.splitext(str(csv_path))[0]
+    return f"{stem}.store.bin", f"{stem}.store.json"
+
+
+def file_sha1(path: str | os.PathLike) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Store:
+    """An opened store: its index and the read-only mapping of its data."""
+
+    def __init__(self, index: dict, data_path: str) -> None:
+        self.index = index
+        self.rows: list[str] = index["rows"]
+        self.shapes = np.asarray(index["shapes"], dtype=np.int64).reshape(len(self.rows), -1)  # (items, ndim)
+        self.offsets = np.concatenate([[0], np.cumsum(self.shapes.prod(1))])
+        self.dtype = np.dtype(index["dtype"])
+        total = int(self.offsets[-1])
+        if os.path.getsize(data_path) != total * self.dtype.itemsize:
+            raise ValueError("the data file is not as long as the index says")
+        self.data = np.memmap(data_path, dtype=self.dtype, mode="r", shape=(total,)) if total else np.zeros(0, self.dtype)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def item(self, i: int) -> np.ndarray:
+        """Row i as its type stored it (a read-only view of the mapping: no bytes are read until used)."""
+        return self.data[self.offsets[i] : self.offsets[i + 1]].reshape(tuple(self.shapes[i]))
+
+
+def open_store(csv_path: str | os.PathLike, feature_name: str | None = None, current: bool = True) -> Store | None:
+    """The store beside `csv_path`, or None when there is none, it is incomplete, of another feature type, or (with
+    `current`) made for other CSV content than the file there now."""
+    data_path, index_path = store_files(csv_path)
+    if not (os.path.isfile(index_path) and os.path.isfile(data_path)):
+        return None
+    try:
+        index = read_json(index_path, "feature store index")
+    except ToolkitError:
+        return None
+    if not isinstance(index, dict) or index.get("version") != STORE_VERSION:
+        return None
+    if feature_name is not None and index.get("feature") != feature_name:
+        return None
+    try:
+        if len(index["shapes"]) != len(index["rows"]) or current and index["csv_sha1"] != file_sha1(csv_path):
+            return None
+        return Store(index, data_path)
+    except (KeyError, TypeError, ValueError, OSError):
+        return None
+
+
+def write_store(csv_path: str, feature_name: str, dtype: str, rows: list[str],
+                items: Callable[[], Iterable[np.ndarray]], params: dict | None = None) -> bool:
+    """Pack `items()` (the features of `rows`, the CSV's file column, in order) beside `csv_path`; False (nothing
+    written) when a current store of the same rows is already there. An exception while reading the items leaves
+    the previous store's index removed and no new one: stage 3 then reads the per-clip files."""
+    existing = open_store(csv_path, feature_name)
+    if existing is not None and existing.rows == rows and existing.index["dtype"] == dtype:
+        return False
+    data_path, index_path = store_files(csv_path)
+    if os.path.exists(index_path):
+        os.remove(index_path)  # first: a run stopped below leaves no index, so no store that looks complete
+    shapes = []
+    with atomic_path(data_path) as tmp, open(tmp, "wb") as f:
+        for value in items():
+            value = np.ascontiguousarray(value, dtype=dtype)
+            shapes.append(list(value.shape))
+            f.write(value.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    if len(shapes) != len(rows):
+        raise ToolkitError(f"{csv_path}: packed {len(shapes)} features for {len(rows)} rows")
+    write_json({"version": STORE_VERSION, "feature": feature_name, "dtype": dtype, "csv": os.path.basename(csv_path),
+                "csv_sha1": file_sha1(csv_path), "params": params or {}, "rows": rows, "shapes": shapes}, index_path)
+    return True
+
+
+class StoreItems:
+    """The stored items of one or more stores (a split loaded from several CSVs), addressed by one running index
+    (two small integer arrays: which store, which row of it)."""
+
+    def __init__(self, stores: list[Store], which: np.ndarray | None = None, rows: np.ndarray | None = None) -> None:
+        self.stores = stores
+        if which is None:
+            which = np.concatenate([np.full(len(store), s, np.int32) for s, store in enumerate(stores)])
+            rows = np.concatenate([np.arange(len(store), dtype=np.int64) for store in stores])
+        self.which, self.rows = which, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        return tuple(self.stores[self.which[i]].shapes[self.rows[i]])
+
+    def shapes(self) -> np.ndarray:
+        """(items, ndim): every item's stored shape, in order."""
+        if len(self.stores) == 1:
+            return self.stores[0].shapes[self.rows]
+        return np.stack([self.stores[s].shapes[r] for s, r in zip(self.which, self.rows)])
+
+    def get(self, indices: Iterable[int]) -> list[np.ndarray]:
+        return [self.stores[self.which[i]].item(self.rows[i]) for i in indices]
+
+    def select(self, indices: Iterable[int]) -> "StoreItems":
+        indices = np.asarray(list(indices), dtype=np.int64)
+        return StoreItems(self.stores, self.which[indices], self.rows[indices])
+
+
+class StoreRows:
+    """Tensor-like stand-in for a FeatureSet tensor (x, or a per-item extra such as the mel canvas) over a store:
+    indexing makes just the asked rows with `make(list of stored items) -> tensor`, exactly what the feature type's
+    stack would have made for them. It has what the data path uses of a tensor: len, shape, dtype, device, int /
+    slice / index-tensor indexing, cpu(); torch functions given it, and double()/float(), work on `self[:]` (the
+    whole split, read into memory)."""
+
+    def __init__(self, items: StoreItems, make: Callable[[list[np.ndarray]], torch.Tensor], item_shape: tuple[int, ...],
+                 dtype: torch.dtype) -> None:
+        self.items, self.make, self.item_shape, self.dtype = items, make, tuple(item_shape), dtype
+        self.device = torch.device("cpu")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.items), *self.item_shape))
+
+    def dim(self) -> int:
+        return 1 + len(self.item_shape)
+
+    def cpu(self) -> "StoreRows":
+        return self
+
+    def select(self, index) -> "StoreRows":
+        """The rows at `index`, still unread (a subset of a split, e.g. one fold)."""
+        return StoreRows(self.items.select(torch.as_tensor(index).tolist()), self.make, self.item_shape, self.dtype)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            return self[key[0]][key[1:]]
+        if isinstance(key, slice):
+            key = range(*key.indices(len(self)))
+        elif isinstance(key, (int, np.integer)) or (isinstance(key, torch.Tensor) and key.dim() == 0):
+            return self[[int(key)]][0]
+        indices = torch.as_tensor(key).cpu().tolist() if not isinstance(key, range) else list(key)
+        if not indices:
+            return torch.empty((0, *self.item_shape), dtype=self.dtype)
+        return self.make(self.items.get(indices))
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """A torch function given a StoreRows (torch.equal, torch.cat, ...) gets the whole split as a tensor."""
+        def whole(a):
+            if isinstance(a, StoreRows):
+                return a[:]
+            if isinstance(a, (list, tuple)):
+                return type(a)(whole(v) for v in a)
+            return a
+
+        return func(*whole(args), **{k: whole(v) for k, v in (kwargs or {}).items()})
+
+    def double(self) -> torch.Tensor:
+        return self[:].double()
+
+    def float(self) -> torch.Tensor:
+        return self[:].float()
+
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    def element_size(self) -> int:
+        return torch.empty(0, dtype=self.dtype).element_size()
