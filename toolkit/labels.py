@@ -28,14 +28,12 @@ def check_category(category: str) -> str:
 
 
 def classes_for(category: str, labels, given: list[str] | None = None) -> list[str]:
-    """The class list of a category: `given`, else CREMA-D's for its four categories (when every label is one of
-    CREMA-D's: a user's own 'emotion' column with other labels keeps its own), else the labels found, sorted."""
+    """The class list of a category: `given`, else CREMA-D's for its four categories, else the labels found, sorted."""
     if given:
         return [str(c) for c in given]
-    found = {str(v) for v in labels}
-    if category in CLASSES and found <= set(CLASSES[category]):
+    if category in CLASSES:
         return CLASSES[category]
-    return sorted(found)
+    return sorted({str(v) for v in labels})
 
 
 def age_bin(age: int) -> str:
