@@ -217,6 +217,9 @@ def one_category(table: pd.DataFrame, category: str, given: list[str] | None, so
     reports = [] if len(labelled) == len(table) else [
         report("clip(s)", table.loc[~table.index.isin(labelled.index), "Audio_file_name"].tolist(), f"no '{category}' label")]
     labelled = labelled.assign(**{category: labelled[category].astype(str)})
+    found = set(labelled[category])
+    if not given and category in CLASSES and not found <= set(CLASSES[category]):
+        given = sorted(found)  # a user's own column named like a CREMA-D category, with labels of its own
     classes = classes_for(category, labelled[category], given)
     outside = ~labelled[category].isin(classes)
     if outside.any():
