@@ -1,6 +1,9 @@
 """Shared fixtures: one tiny demo corpus per test session, taken through stages 1-2 (and 3) once."""
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
 import subprocess
 import sys
@@ -13,13 +16,37 @@ SHARED_CREMA_D = ROOT.parent / "shared" / "crema-d"
 sys.path.insert(0, str(ROOT))
 
 
-def run_script(script: str, *args: str, check: bool = True, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a stage script as a user would; returns the finished process (stdout/stderr captured as text)."""
+def run_script(script: str, *args: str, check: bool = True, cwd: Path = ROOT, env: dict | None = None,
+               in_process: bool = False) -> subprocess.CompletedProcess:
+    """Run a stage script as a user would; returns the finished process (stdout/stderr captured as text).
+    in_process: the script's main() through the same run_main wrapper its `__main__` calls, in this process (exit
+    status, stdout and stderr as a subprocess would give them, without ~3 s of interpreter start-up and imports);
+    for the many quick-failing cases. Tests of signals, start-up and the command line itself use a subprocess."""
+    if in_process:
+        return run_in_process(script, *args, check=check)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, env=full_env, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def run_in_process(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    from toolkit.cli import run_main
+
+    module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_main(lambda: module.main(argv))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    proc = subprocess.CompletedProcess([sys.executable, str(ROOT / script), *argv], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{script} {' '.join(argv)} exited {code}:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 

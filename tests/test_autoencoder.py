@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_script
+import conftest
+
+
+def run_script(script: str, *args, check: bool = True):
+    """The stage's main() in-process, through its script's run_main wrapper (conftest.run_script)."""
+    return conftest.run_script(script, *args, check=check, in_process=True)
 from models import CNN9, AutoEncoder, build_model
 from toolkit.autoencoding import DECODER_FILE, ENCODER_FILE, STEM
 

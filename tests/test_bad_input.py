@@ -1,4 +1,6 @@
-"""Every bad input a user can give, run as the user runs it (subprocess), with the behaviour the README promises.
+"""Every bad input a user can give, run as the user runs it, with the behaviour the README promises. Each stage runs
+in-process, through the same run_main wrapper its script's `__main__` calls (exit status, stdout and stderr as a
+user sees them, without 3 s of start-up per case); test_pipeline.py runs the scripts' errors as subprocesses.
 
 Two kinds of behaviour:
 - a user error: exit status 2 and one line `error: <file>: <what> ; <what to do>` on stderr, no traceback,
@@ -20,7 +22,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import run_script
+import conftest
+
+
+def run_script(script: str, *args, check: bool = True):
+    return conftest.run_script(script, *args, check=check, in_process=True)
 from toolkit.features.mel import read_image
 from toolkit.fileio import resolve_from_csv
 

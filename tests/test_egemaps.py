@@ -9,7 +9,12 @@ import pytest
 import soundfile as sf
 
 import predict
-from conftest import run_script
+import conftest
+
+
+def run_script(script: str, *args, check: bool = True):
+    """The stage's main() in-process, through its script's run_main wrapper (conftest.run_script)."""
+    return conftest.run_script(script, *args, check=check, in_process=True)
 from toolkit.audio import ClipError
 from toolkit.data import normalize_by_speaker
 from toolkit.features import Egemaps, Mel

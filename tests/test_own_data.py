@@ -11,7 +11,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import run_script
+import conftest
+
+
+def run_script(script: str, *args, check: bool = True):
+    """The stage's main() in-process, through its script's run_main wrapper (conftest.run_script)."""
+    return conftest.run_script(script, *args, check=check, in_process=True)
 from toolkit.metrics import expected_calibration_error, fit_temperature
 from toolkit.splits import coverage_warnings, make_splits
 

@@ -160,3 +160,23 @@ def test_vector_features_from_the_store_equal_their_npy_files(egemaps_data, monk
     eager = load_split(csv, "sex", RECIPES["default"])
     assert isinstance(lazy.x, StoreRows) and torch.equal(lazy.x[:], eager.x) and lazy.x.dtype == eager.x.dtype
     assert lazy.feature.fit_stats(lazy.x) == eager.feature.fit_stats(eager.x)  # the run card's standardisation
+
+
+@pytest.mark.parametrize("change", [{"dtype": "O"}, {"dtype": "V16"}, {"shapes": "negative"}])
+def test_a_store_index_from_elsewhere_with_odd_types_is_not_used(sex_data, tmp_path, change):
+    """The index is untrusted input: an object or raw dtype, or a negative shape, means no store (the CSV's
+    per-clip files are read instead), never a crash or an object array."""
+    csv = tmp_path / "sex_val.csv"
+    shutil.copy(sex_data / "sex_val.csv", csv)
+    for source, target in zip(store_files(sex_data / "sex_val.csv"), store_files(csv)):
+        shutil.copy(source, target)
+    assert open_store(csv, "mel") is not None
+    index_path = store_files(csv)[1]
+    index = json.loads(open(index_path).read())
+    if change.get("shapes") == "negative":
+        index["shapes"][0] = [-s for s in index["shapes"][0]]  # (-h, -w): the same size, so the length check passes
+    else:
+        index.update(change)
+    with open(index_path, "w") as f:
+        json.dump(index, f)
+    assert open_store(csv, "mel") is None

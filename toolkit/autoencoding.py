@@ -51,7 +51,7 @@ def plot_reconstructions(model: nn.Module, data: FeatureSet, device: torch.devic
     out = model(x).float().mean(1).cpu()  # the 3 output channels all model the same grey image
     fig, axes = plt.subplots(2, len(x), figsize=(1.6 * len(x), 3.6), squeeze=False)
     for i in range(len(x)):
-        for row, image in enumerate((x[i, 0].cpu(), out[i])):
+        for row, image in enumerate((x[i, 0].float().cpu().numpy(), out[i].numpy())):
             axes[row, i].imshow(image, cmap="magma", vmin=0, vmax=1)
             axes[row, i].set_xticks([])
             axes[row, i].set_yticks([])

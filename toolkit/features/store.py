@@ -49,6 +49,8 @@ class Store:
         self.shapes = np.asarray(index["shapes"], dtype=np.int64).reshape(len(self.rows), -1)  # (items, ndim)
         self.offsets = np.concatenate([[0], np.cumsum(self.shapes.prod(1))])
         self.dtype = np.dtype(index["dtype"])
+        if self.dtype.kind not in "uif" or (self.shapes < 0).any():  # an index from elsewhere: numbers only
+            raise ValueError("the index names a dtype or shape no feature type stores")
         total = int(self.offsets[-1])
         if os.path.getsize(data_path) != total * self.dtype.itemsize:
             raise ValueError("the data file is not as long as the index says")
