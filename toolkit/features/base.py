@@ -78,8 +78,8 @@ class FeatureParams:
 
 
 class FeatureType:
-    """One kind of feature. A subclass sets the class attributes and implements extract/save/read/stack/to_input;
-    the other methods have defaults for vector features (one float array per clip)."""
+    """One kind of feature. A subclass sets the class attributes and implements extract; the other methods have
+    defaults for vector features (one float array per clip, stored as .npy), which image types override."""
 
     name: ClassVar[str]
     kind: ClassVar[str]  # "image": uint8 (N, 1, H, W) for the CNNs; "vector": float32 (N, ..., D) for linear/mlp
@@ -87,7 +87,9 @@ class FeatureType:
     suffix: ClassVar[str]
     Params: ClassVar[type[FeatureParams]]
     stored: ClassVar[bool] = True  # False: no stage-2 files; made from each clip's audio when needed (fine-tuning)
-    store_dtype: ClassVar[str] = "float32"  # the dtype of its values in the packed feature store (store.py)
+    store_dtype: ClassVar[str] = "float32"  # the dtype of its values in its .npy files and the packed store (store.py)
+    ndim: ClassVar[int] = 1  # vector types: the rank of one clip's array, and what it holds (for error messages)
+    holds: ClassVar[str] = "values"
 
     @classmethod
     def column(cls) -> str:
@@ -139,11 +141,11 @@ class FeatureType:
 
     @classmethod
     def save(cls, feature: np.ndarray, path: str) -> None:
-        raise NotImplementedError
+        save_npy(feature.astype(cls.store_dtype), path)  # in the store's dtype: a clip's file and its store row agree
 
     @classmethod
     def read(cls, path: str) -> np.ndarray:
-        raise NotImplementedError
+        return load_npy(cls, path, ndim=cls.ndim, what=cls.holds)
 
     # ---- stage 3: a split's arrays -> one tensor -> network inputs
     @classmethod

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..audio import ClipError
-from .base import FeatureParams, FeatureType, load_npy, save_npy
+from .base import FeatureParams, FeatureType
 
 _SMILE: dict = {}  # one openSMILE extractor per process and feature set (creating one costs ~0.2 s)
 
@@ -54,11 +54,3 @@ class Egemaps(FeatureType):
     @classmethod
     def warm_up(cls, params: EgemapsParams) -> None:
         smile(params.feature_set)  # made once here, inherited by the forked workers
-
-    @classmethod
-    def save(cls, feature: np.ndarray, path: str) -> None:
-        save_npy(feature.astype(np.float32), path)
-
-    @classmethod
-    def read(cls, path: str) -> np.ndarray:
-        return load_npy(cls, path, ndim=1, what="values")

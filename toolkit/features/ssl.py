@@ -14,7 +14,7 @@ import torch
 
 from ..audio import ClipError
 from ..encoders import MAX_CHUNK_SECONDS, build_encoder, encoder_info, min_samples, pooled_states, zero_mean_unit_var
-from .base import FeatureParams, FeatureType, load_npy, save_npy
+from .base import FeatureParams, FeatureType
 
 _ENCODERS: dict[str, torch.nn.Module] = {}  # one loaded encoder per process and source
 
@@ -45,6 +45,8 @@ class Ssl(FeatureType):
     suffix = ".npy"
     Params = SslParams
     store_dtype = "float16"
+    ndim = 2  # (layers + 1, width)
+    holds = "layer states"
 
     @classmethod
     def add_args(cls, p) -> None:
@@ -88,11 +90,3 @@ class Ssl(FeatureType):
             states = pooled_states(encoder, wave.to(encoder.device), round(params.chunk_seconds * params.sr),
                                    all_layers=True)
         return states.cpu().numpy().astype(np.float16)
-
-    @classmethod
-    def save(cls, feature: np.ndarray, path: str) -> None:
-        save_npy(feature.astype(np.float16), path)
-
-    @classmethod
-    def read(cls, path: str) -> np.ndarray:
-        return load_npy(cls, path, ndim=2, what="layer states")
