@@ -30,14 +30,45 @@ from toolkit.runcard import RunCard
 from toolkit.splits import training_sets
 
 SPLITS = ("train", "val", "test")
+STAGE_4C_FLAGS = ("--model_save_and_load_path", "--model_load_and_save_path")  # the seed README's stage-4c line
+
+
+def is_stage_4c(argv: list[str]) -> bool:
+    """The seed README runs stage 4c as `train_cnn.py ... --model_save_and_load_path DIR`: that command is the
+    autoencoder-initialised classifier (cnn_classifier.py), never a new cnn3 over stage 3's cnn3_{category}.pt."""
+    return any(a.split("=")[0] in STAGE_4C_FLAGS for a in argv)
+
+
+def run_stage_4c(argv: list[str]) -> None:
+    import cnn_classifier
+
+    rest, i = [], 0
+    while i < len(argv):  # --model names stage 3's network; stage 4c's is always cnn3
+        name, _, value = argv[i].partition("=")
+        if name == "--model":
+            value = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            if canonical_name(value) != "cnn3":
+                raise ToolkitError(f"--model {value} with --model_save_and_load_path: that is stage 4c (cnn_classifier.py), "
+                                   f"whose network is cnn3 from the autoencoder's encoder; drop --model_save_and_load_path "
+                                   f"to train {value} (--model_save_path DIR)")
+            i += 1 if "=" in argv[i] else 2
+            continue
+        rest.append(argv[i])
+        i += 1
+    print("note: --model_save_and_load_path is the seed README's stage 4c: running cnn_classifier.py (cnn3 initialised "
+          "from the autoencoder's encoder_3_layers.pt; saved as cnn3_ae_{category}.pt)")
+    cnn_classifier.main(rest)
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if is_stage_4c(argv):
+        return run_stage_4c(argv)
     p = get_args_parser(__doc__, epochs=30)
     p.add_argument("--model", default="cnn3", help=f"network: {', '.join(MODEL_NAMES)} (or efficientnet_b2)")
-    p.add_argument("--model_save_path", "--model_dir", "--model_save_and_load_path", "--model_load_and_save_path", dest="model_save_path",
-                   default="Models/", help="folder for the state dict, run card, metrics and plots (the other two names: "
-                   "the seed README's stage-4c example, which calls train_cnn.py; cnn_classifier.py is that stage)")
+    p.add_argument("--model_save_path", "--model_dir", dest="model_save_path", default="Models/",
+                   help="folder for the state dict, run card, metrics and plots (--model_save_and_load_path instead runs "
+                        "stage 4c, cnn_classifier.py, as the seed README's stage-4c line does)")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                    help="train the torchvision models from scratch (without it they start from ImageNet weights, which "
                         "must be in torchvision's cache or given with --weights)")
@@ -47,9 +78,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--extra_test_csv", nargs="+", default=[],
                    help="also score the best model (every fold's, with --folds) on these CSVs, e.g. unseen kinds of voices")
     args = p.parse_args(argv)
-    if any(a.startswith(("--model_save_and_load_path", "--model_load_and_save_path")) for a in (argv or sys.argv[1:])):
-        print("note: this trains a new network; for the classifier initialised from the autoencoder's encoder "
-              "(the seed README's stage 4c) run cnn_classifier.py with the same flags")
     config = train_config(args)
     category = check_category(args.category)
     name = canonical_name(args.model)

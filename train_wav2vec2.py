@@ -44,7 +44,7 @@ def make_parser() -> Parser:
                    help="random weights from the encoder's config instead of its pretrained ones (from scratch)")
     p.add_argument("--model_save_name", default=None,
                    help=f"file name of the fine-tuned model, with or without .pt (default {MODEL}_{{category}})")
-    p.add_argument("--model_save_path", default="Models/", help="folder for the state dict, run card, metrics and plots")
+    p.add_argument("--model_save_path", "--model_dir", dest="model_save_path", default="Models/", help="folder for the state dict, run card, metrics and plots")
     p.add_argument("--max_seconds", type=at_least(0.5, float), default=FINETUNE.max_seconds,
                    help="training crops clips longer than this at random (evaluation takes whole clips)")
     p.add_argument("--gradient_accumulation_steps", dest="accumulate", type=positive_int, default=FINETUNE.accumulate,
