@@ -172,3 +172,30 @@ def plot_grouped_bars(values: dict[str, dict[str, float]], path: str, ylabel: st
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title(title)
     save_figure(fig, path)
+
+
+def plot_groups(report: dict, path: str, title: str = "") -> None:
+    """Per-group weighted F1 with 95 % speaker-bootstrap intervals, one block per demographic column, the headline F1
+    and its interval as a band; groups too small to rank in grey (toolkit/fairness.py)."""
+    rows = [(column, g, v) for column, c in report["columns"].items() for g, v in c["groups"].items()]
+    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.32 * max(len(rows), 1)))
+    overall = report["overall"]
+    if overall["f1_ci"][0] is not None:
+        ax.axvspan(*overall["f1_ci"], color="grey", alpha=0.15, label=f"all: F1 {overall['f1']:.3f} (95% CI)")
+    ax.axvline(overall["f1"], color="grey", linewidth=1)
+    columns = list(report["columns"])
+    for y, (column, g, v) in enumerate(rows):
+        low, high = v["f1_ci"]
+        colour = plt.cm.tab10(columns.index(column) % 10) if v["ranked"] else "lightgrey"
+        if low is not None:
+            ax.errorbar(v["f1"], y, xerr=[[v["f1"] - low], [high - v["f1"]]], fmt="o", color=colour, capsize=3)
+        else:
+            ax.plot(v["f1"], y, "o", color=colour)
+    ax.set_yticks(range(len(rows)), [f"{c}: {g} ({v['speakers']} spk{'' if v['ranked'] else ', not ranked'})"
+                                     for c, g, v in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("weighted F1 (95% CI, bootstrap over speakers)")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
