@@ -37,7 +37,7 @@ from toolkit.cli import Parser, add_device_flags, in_folder, pick_device, run_ma
 from toolkit.config import TrainConfig, positive_float, positive_int
 from toolkit.corpus import folder_rows, manifest_rows
 from toolkit.data import AUDIO_COLUMN, SPEAKER_COLUMN
-from toolkit.engine import metrics_of, public
+from toolkit.engine import public, score_probabilities
 from toolkit.errors import ToolkitError
 from toolkit.fairness import REPLICATES, describe, fairness_report, group_columns, write_fairness
 from toolkit.fileio import output_dir, read_csv, write_csv, write_json
@@ -51,9 +51,10 @@ TABLE_METRICS = ("accuracy", "f1", "precision", "recall", "uar", "ece", "loss")
 
 def get_args_parser() -> Parser:
     p = Parser(description=__doc__)
-    p.add_argument("data", help="labelled recordings: a CSV (split, stage-1 or your own manifest) or a folder of class folders")
+    p.add_argument("data", nargs="?", help="labelled recordings: a CSV (split, stage-1 or your own manifest) or a folder of "
+                                           "class folders")
     p.add_argument("--model_dir", default="Models/", help="folder holding the model files")
-    p.add_argument("--model_file", action="append", required=True, metavar="PT",
+    p.add_argument("--model_file", action="append", default=[], metavar="PT",
                    help="a trained model (.pt with its run card beside it); looked up in --model_dir unless it is a "
                         "path. Repeat it to score several models on the same recordings")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the metrics, predictions and plots")
@@ -73,7 +74,11 @@ def get_args_parser() -> Parser:
     f = p.add_argument_group("fusion (models of one category)")
     f.add_argument("--fuse", action="store_true", help="also score the weighted mean of the models' calibrated probabilities")
     f.add_argument("--fuse_weights", default=None, metavar="W1,W2,...",
-                   help="one weight per --model_file, in order (default: equal weights)")
+                   help="one weight per --model_file (or --cv_run), in order (default: equal weights); with --cv_run "
+                        "'validation' chooses them on each fold's validation speakers")
+    f.add_argument("--cv_run", action="append", default=[], metavar="CV_JSON",
+                   help="instead of DATA and --model_file: fuse cross-validation runs ({model}_{category}_cv.json of "
+                        "train_cnn.py --folds, same --folds and --seed) fold by fold; writes fused_{category}_cv.json")
     f.add_argument("--choose_weights_on", default=None, metavar="CSV",
                    help="choose the weights on these labelled recordings (e.g. the validation split): the ones of a "
                         "0.1 grid with the lowest log loss")
@@ -152,9 +157,8 @@ def run_models(models, cards, files: list[str], speakers: list[str], args, devic
 def score(probs: np.ndarray, y: np.ndarray, frame: pd.DataFrame, classes: list[str], temperature: float) -> dict:
     """Stage 3's test metrics of calibrated probabilities (metrics_of on their logarithm: softmax gives them back),
     per class and per speaker; `uncalibrated` the probabilities before the temperature, for the reliability plot."""
-    log_p = torch.log(torch.as_tensor(probs, dtype=torch.float32).clamp_min(1e-38))
-    m = metrics_of(log_p, torch.as_tensor(y), len(classes))
-    m["uncalibrated"] = torch.softmax(log_p * temperature, 1).numpy()  # softmax(log(p) / T) undone
+    m = score_probabilities(probs, y, len(classes))
+    m["uncalibrated"] = torch.softmax(m["logits"] * temperature, 1).numpy()  # softmax(log(p) / T) undone
     return {**m, **breakdown(frame, y, m["probabilities"].argmax(1), classes)}
 
 
@@ -179,7 +183,14 @@ def write_outputs(name: str, title: str, m: dict, frame: pd.DataFrame, y: np.nda
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.cv_run:
+        if args.data or args.model_file:
+            parser.error("--cv_run fuses cross-validation runs: give no DATA or --model_file with it")
+        return fuse_cv_runs(args)
+    if not args.data or not args.model_file:
+        parser.error("give the labelled DATA and at least one --model_file (or --cv_run)")
     out = output_dir(args.out, "--out")
     device = pick_device(args.device, args.threads)
     paths = [in_folder(f, args.model_dir) for f in args.model_file]
@@ -247,6 +258,17 @@ def main(argv: list[str] | None = None) -> None:
     write_json(results, os.path.join(out, "evaluation.json"))
     print(f"scored {len(entries)} model(s) on {len(frame)} recording(s) of {args.data}; wrote {out}/evaluation.csv and "
           f"each model's metrics, predictions, plots and per-group report")
+
+
+def fuse_cv_runs(args) -> None:
+    from toolkit.crossval import fuse_cross_validations
+
+    if len(args.cv_run) < 2:
+        raise ToolkitError("--cv_run: give two or more cross-validation runs to fuse")
+    weights = args.fuse_weights
+    if weights and weights != "validation":
+        weights = parse_weights(weights, len(args.cv_run))
+    fuse_cross_validations(args.cv_run, weights, output_dir(args.out, "--out"))
 
 
 def weights_on(csv: str, args, models, cards, label_of: list[str], paths: list[str], device) -> list[float]:

@@ -158,7 +158,7 @@ def build_category_table(csv_file: str, audio_path: str, category: str) -> tuple
     table = table[exists].sort_values("Audio_file_name").reset_index(drop=True)
     if table.empty:
         raise ToolkitError(f"{csv_file}: no clip with a '{category}' label has its audio in {audio_path}; check --audio_path")
-    extra = [c for c in ("Sentence", "emotion", "Level", "sex", "age", "race") if c in table.columns and c != category]
+    extra = [c for c in ("Sentence", "emotion", "Level", "sex", "age", "race", "Ethnicity") if c in table.columns and c != category]
     return table[[category, "Audio_file_name", "Audio_file_path", "ActorID", *extra]], missing, reports
 
 

@@ -25,6 +25,7 @@ from . import distributed
 from .config import LR_SCHEDULES, TrainConfig
 from .data import FeatureSet, batches, move_to_device
 from .errors import ToolkitError
+from .fairness import describe as describe_groups, fairness_report, group_columns, write_fairness
 from .fileio import load_checkpoint, process_alive, write_csv, write_torch
 from .metrics import (breakdown, classification_metrics, expected_calibration_error, fit_temperature, format_confusion,
                       format_metrics, reliability)
@@ -134,6 +135,13 @@ def metrics_of(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, tem
     metrics["probabilities"] = probs.numpy()
     metrics["logits"] = logits
     return metrics
+
+
+def score_probabilities(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    """metrics_of for calibrated probabilities (of predict.py, a fusion): their logarithm as logits, so that the
+    softmax gives them back and the loss and calibration error are those of the probabilities themselves."""
+    log_p = torch.log(torch.as_tensor(np.asarray(probs), dtype=torch.float32).clamp_min(1e-38))
+    return metrics_of(log_p, torch.as_tensor(np.asarray(labels)), num_classes)
 
 
 def evaluate(model: nn.Module, data: FeatureSet, batch_size: int, device: torch.device, num_classes: int,
@@ -521,12 +529,17 @@ def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet
         w = test_breakdown["worst_speaker"]
         print(f"  worst test speaker: {w['speaker']} ({w['label']}), accuracy {w['accuracy']:.3f} on {w['clips']} clips")
 
+    groups = fairness_report(test.frame, test.labels.cpu().numpy(), test_metrics["probabilities"].argmax(1), classes,
+                             group_columns(test.frame))
+    for line in describe_groups(groups):
+        print(f"  {line}")
     card.metrics = {"epoch": loop.best_epoch, "seconds": loop.seconds, "val": public(val_metrics),
-                    "test": {**public(test_metrics), **test_breakdown}}
+                    "test": {**public(test_metrics), **test_breakdown, "groups": groups}}
     card.save(run.card)
     card.save(run.path("_metrics.json"), history=loop.history)
     write_csv(pd.DataFrame(loop.history), run.path("_metrics.csv"))
     write_test_predictions(test, test_metrics, classes, run.path("_test_predictions.csv"))
+    write_test_predictions(val, val_metrics, classes, run.path("_val_predictions.csv"))  # fusion weights (crossval)
     title = f"{card.name} · test F1 {test_metrics['f1']:.3f}"
     plot_confusion_matrix(test_metrics["confusion_matrix"], classes, run.path("_confusion_matrix.png"), title)
     curves = {"before calibration": reliability(raw_test["probabilities"], test.labels.cpu().numpy())}
@@ -536,6 +549,7 @@ def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet
     plot_training_curves(loop.history, run.path("_training_curves.png"), title, saved_epoch=loop.best_epoch)
     if "per_speaker" in test_breakdown:
         plot_speaker_accuracy(test_breakdown["per_speaker"], run.path("_speakers.png"), f"{card.name}: test accuracy per speaker")
+    write_fairness(groups, run.path(""), f"{card.name}: test F1 per group")
     print(f"saved {run.weights} and its run card, metrics and plots in {run.folder}")
     return card
 
