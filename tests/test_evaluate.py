@@ -44,3 +44,191 @@ def test_train_wav2vec2_takes_model_dir(tmp_path):
 
     args = train_wav2vec2.make_parser().parse_args(["--model_dir", str(tmp_path)])
     assert args.model_save_path == str(tmp_path)
+
+
+# ---- evaluate.py ---------------------------------------------------------------------------------------------------
+
+def evaluate_run(*args, check=True):
+    return run_script("evaluate.py", *args, "--device", "cpu", "--threads", "1", "--workers", "1", check=check,
+                      in_process=True)
+
+
+def assert_close(expected, got, path="") -> None:
+    """Numbers to 1e-6, everything else equal, key by key."""
+    if isinstance(expected, dict):
+        assert set(expected) <= set(got), f"{path}: {set(expected) - set(got)} missing"
+        for k in expected:
+            assert_close(expected[k], got[k], f"{path}.{k}")
+    elif isinstance(expected, list):
+        assert len(expected) == len(got), path
+        for i, (e, g) in enumerate(zip(expected, got)):
+            assert_close(e, g, f"{path}[{i}]")
+    elif isinstance(expected, float):
+        assert abs(expected - got) < 1e-6, f"{path}: {expected} != {got}"
+    else:
+        assert expected == got, f"{path}: {expected} != {got}"
+
+
+def test_reproduces_the_test_metrics_stage_3_wrote(trained_cnn3, sex_data, tmp_path):
+    evaluate_run("--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", sex_data / "sex_test.csv", "--out", tmp_path)
+    stage3 = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())["metrics"]["test"]
+    got = json.loads((tmp_path / "cnn3_sex_metrics.json").read_text())["test"]
+    assert {"accuracy", "f1", "uar", "loss", "ece", "per_class", "per_speaker", "groups"} <= set(stage3)
+    assert_close(stage3, got)  # to 1e-6: metrics, confusion matrix, per class, per speaker, the per-group report
+    expected = pd.read_csv(trained_cnn3 / "cnn3_sex_test_predictions.csv")
+    predicted = pd.read_csv(tmp_path / "cnn3_sex_predictions.csv")
+    assert list(predicted["predicted"]) == list(expected["predicted"])
+    np.testing.assert_allclose(predicted[["p_Male", "p_Female"]], expected[["p_Male", "p_Female"]], atol=2e-6)
+    table = pd.read_csv(tmp_path / "evaluation.csv")
+    assert list(table["model"]) == ["cnn3_sex"] and abs(table["f1"][0] - stage3["f1"]) < 1e-6
+    for suffix in ("_confusion_matrix.png", "_reliability.png", "_speakers.png", "_groups.png", "_groups.csv"):
+        assert (tmp_path / f"cnn3_sex{suffix}").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def other_recordings(sex_data, tmp_path_factory):
+    """Training clips (not the test split) as someone else's recordings: 44.1 kHz stereo FLAC under new names, a
+    manifest (path, gender, who) and the same clips in class folders."""
+    import soundfile as sf
+    import soxr
+
+    root = tmp_path_factory.mktemp("other")
+    train = pd.read_csv(sex_data / "sex_train.csv").groupby("ActorID").head(3)
+    rows = []
+    for i, (_, r) in enumerate(train.iterrows()):
+        y, sr = sf.read(sex_data / r["Audio_file_path"], dtype="float32")
+        y44 = soxr.resample(y, sr, 44100)
+        name = f"take_{i:02d}.flac"
+        for folder in (root / "clips", root / "by_class" / r["sex"] / f"spk{r['ActorID']}"):
+            folder.mkdir(parents=True, exist_ok=True)
+            sf.write(folder / name, np.stack([y44, 0.5 * y44], 1), 44100)
+        rows.append({"path": f"clips/{name}", "gender": r["sex"], "who": f"spk{r['ActorID']}", "sex": r["sex"]})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+def test_scores_a_manifest_of_other_recordings_as_predict_classifies_them(trained_cnn3, other_recordings, tmp_path):
+    out = tmp_path / "eval"
+    evaluate_run("--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", other_recordings / "manifest.csv",
+                 "--audio_column", "path", "--label_column", "gender", "--speaker_column", "who", "--out", out)
+    manifest = pd.read_csv(other_recordings / "manifest.csv")
+    got = pd.read_csv(out / "cnn3_sex_predictions.csv")
+    assert len(got) == len(manifest) and set(got["ActorID"]) == set(manifest["who"])
+    files = [str(other_recordings / p) for p in manifest["path"]]
+    run_script("predict.py", "--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", *files, "--out",
+               tmp_path / "p.csv", "--device", "cpu", "--threads", "1", in_process=True)
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    np.testing.assert_allclose(got[["p_Male", "p_Female"]], predicted[["p_Male", "p_Female"]], atol=2e-6)
+    report = json.loads((out / "cnn3_sex_metrics.json").read_text())["test"]
+    assert report["groups"]["overall"]["speakers"] == manifest["who"].nunique()
+    assert "sex" in report["groups"]["columns"]  # the manifest's demographic column, found by itself
+    evaluate_run("--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", other_recordings / "by_class", "--out", tmp_path / "folders")
+    by_folder = json.loads((tmp_path / "folders" / "cnn3_sex_metrics.json").read_text())
+    assert by_folder["clips"] == len(manifest) and abs(by_folder["test"]["f1"] - report["f1"]) < 1e-6
+    assert len(by_folder["test"]["per_speaker"]) == manifest["who"].nunique()  # the folder below the class
+
+
+def spoiled_copy(trained_cnn3, folder, **changes):
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(trained_cnn3 / "cnn3_sex.pt", folder / "cnn3_other.pt")
+    card = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())
+    (folder / "cnn3_other.json").write_text(json.dumps({**card, **changes}))
+    return folder / "cnn3_other.pt"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown label", "label(s) ['Other'] in column 'gender' are not classes of cnn3_sex.pt (Male, Female)"),
+    ("no label column", "no label column 'emotion'"),
+    ("other classes", "fuse models trained on the same classes"),
+    ("other category", "fuse models of one category"),
+    ("speaker features, no speakers", "trained with --normalize speaker, which needs each clip's speaker"),
+])
+def test_mismatches_are_one_line_and_write_nothing(trained_cnn3, other_recordings, tmp_path, case, message):
+    manifest = pd.read_csv(other_recordings / "manifest.csv")
+    csv = tmp_path / "manifest.csv"
+    (manifest.assign(gender=["Other"] + list(manifest["gender"][1:])) if case == "unknown label" else manifest).to_csv(csv, index=False)
+    (tmp_path / "clips").symlink_to(other_recordings / "clips")
+    models = ["--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt"]
+    flags = ["--audio_column", "path", "--label_column", "gender"]
+    if case == "no label column":
+        models, flags = ["--model_file", spoiled_copy(trained_cnn3, tmp_path / "m", category="emotion",
+                                                      classes=["ANG", "DIS"])], ["--audio_column", "path"]
+    elif case == "other classes":
+        models += ["--model_file", spoiled_copy(trained_cnn3, tmp_path / "m", classes=["Male", "Unknown"]), "--fuse"]
+    elif case == "other category":
+        models += ["--model_file", spoiled_copy(trained_cnn3, tmp_path / "m", category="gender"), "--fuse"]
+    elif case == "speaker features, no speakers":
+        models = ["--model_file", spoiled_copy(trained_cnn3, tmp_path / "m", normalize="speaker")]
+    out = tmp_path / "out"
+    proc = evaluate_run(*models, csv, *flags, "--out", out, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+    assert not list(out.iterdir())
+
+
+# ---- the per-group report -------------------------------------------------------------------------------------------
+
+def synthetic_predictions(accuracy: dict, speakers: dict, clips: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Speakers of each group classified right with the group's accuracy (two classes, balanced)."""
+    rng = np.random.default_rng(seed)
+    rows, n = [], 0
+    for group, count in speakers.items():
+        for _ in range(count):
+            n += 1
+            for c in range(clips):
+                y = c % 2
+                rows.append({"ActorID": f"s{n}", "race": group, "y": y,
+                             "p": y if rng.random() < accuracy[group] else 1 - y})
+    return pd.DataFrame(rows)
+
+
+def test_a_known_gap_is_detected_and_a_one_speaker_group_is_flagged_not_ranked():
+    from toolkit.fairness import fairness_report, fairness_rows, group_columns
+
+    frame = synthetic_predictions({"A": 0.95, "B": 0.6, "C": 0.2}, {"A": 12, "B": 12, "C": 1})
+    assert group_columns(frame) == ["race"]
+    report = fairness_report(frame, frame["y"], frame["p"], ["x", "y"], ["race"])
+    race = report["columns"]["race"]
+    assert race["stratified"] and race["ranked"] == ["A", "B"] and race["not_ranked"] == ["C"]
+    assert race["worst"]["group"] == "B"  # C is worse, but one voice is not a group
+    low, high = race["gap"]["ci"]
+    assert 0.15 < low <= race["gap"]["f1"] <= high and abs(race["gap"]["f1"] - 0.35) < 0.1
+    assert race["groups"]["A"]["f1_ci"][0] > race["groups"]["B"]["f1_ci"][1]  # the intervals do not overlap
+    assert race["groups"]["C"]["speakers"] == 1 and not race["groups"]["C"]["ranked"]
+    overall = report["overall"]
+    assert overall["f1_ci"][0] < overall["f1"] < overall["f1_ci"][1] and overall["speakers"] == 25
+    rows = fairness_rows(report).set_index("group")
+    assert rows.loc["B", "note"] == "worst" and "not ranked" in rows.loc["C", "note"]
+
+    same = synthetic_predictions({"A": 0.8, "B": 0.8}, {"A": 15, "B": 15}, seed=1)
+    gap = fairness_report(same, same["y"], same["p"], ["x", "y"], ["race"])["columns"]["race"]["gap"]
+    assert gap["ci"][0] < 0.05  # no real difference: the interval reaches down to about zero
+
+
+def test_stage_3_writes_the_per_group_report(trained_cnn3):
+    groups = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())["metrics"]["test"]["groups"]
+    assert groups["bootstrap"]["unit"] == "speaker" and "sex" in groups["columns"]
+    assert set(groups["columns"]) <= {"sex", "age", "race", "Ethnicity"}  # columns with 2 or more groups here
+    table = pd.read_csv(trained_cnn3 / "cnn3_sex_groups.csv")
+    assert table["group"].iloc[0] == "(all)" and (trained_cnn3 / "cnn3_sex_groups.png").stat().st_size > 0
+
+
+# ---- fusion ----------------------------------------------------------------------------------------------------------
+
+def test_fusion_of_one_member_is_that_member_exactly(trained_cnn3, sex_data, tmp_path):
+    from toolkit.fusion import choose_weights, fuse
+
+    p = np.random.default_rng(0).dirichlet([1, 1, 1], size=20).astype(np.float32)
+    assert np.array_equal(fuse([p]), p) and np.array_equal(fuse([p], [3.0]), p)
+    np.testing.assert_allclose(fuse([p, p], [1, 2]), p, atol=1e-7)
+    y = p.argmax(1)
+    assert choose_weights([np.full_like(p, 1 / 3), p], y) == [0.0, 1.0]  # the informative member gets the weight
+
+    evaluate_run("--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", sex_data / "sex_test.csv", "--fuse",
+                 "--out", tmp_path)
+    single = json.loads((tmp_path / "cnn3_sex_metrics.json").read_text())
+    fused = json.loads((tmp_path / "fused_sex_metrics.json").read_text())
+    assert fused["test"] == single["test"] and fused["fusion"]["weights"] == [1.0]
+    a, b = pd.read_csv(tmp_path / "cnn3_sex_predictions.csv"), pd.read_csv(tmp_path / "fused_sex_predictions.csv")
+    pd.testing.assert_frame_equal(a, b)
+    assert list(pd.read_csv(tmp_path / "evaluation.csv")["model"]) == ["cnn3_sex", "fused_sex"]
