@@ -232,3 +232,50 @@ def test_fusion_of_one_member_is_that_member_exactly(trained_cnn3, sex_data, tmp
     a, b = pd.read_csv(tmp_path / "cnn3_sex_predictions.csv"), pd.read_csv(tmp_path / "fused_sex_predictions.csv")
     pd.testing.assert_frame_equal(a, b)
     assert list(pd.read_csv(tmp_path / "evaluation.csv")["model"]) == ["cnn3_sex", "fused_sex"]
+
+
+# ---- folds that do not depend on the feature type, and fused cross-validation ---------------------------------------
+
+def all_rows(folder) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(folder / f"sex_{s}.csv") for s in ("train", "val", "test")], ignore_index=True)
+
+
+def test_two_feature_types_get_the_same_folds_whatever_their_rows(sex_data, egemaps_data):
+    from toolkit.crossval import fold_assignment, fold_splits
+
+    mel = all_rows(sex_data)
+    egemaps = all_rows(egemaps_data).sample(frac=1, random_state=3).iloc[1:]  # other order, one clip failed
+    assert "Image_file_path" in mel and "egemaps_file_path" in egemaps
+    assert fold_assignment(mel, "sex", 4, 42) == fold_assignment(egemaps, "sex", 4, 42)
+    assert fold_assignment(mel, "sex", 4, 42) != fold_assignment(mel, "sex", 4, 7)  # the seed does change them
+    for a, b in zip(fold_splits(mel, "sex", 4, 42), fold_splits(egemaps.reset_index(drop=True), "sex", 4, 42)):
+        for part in ("train", "val", "test"):
+            assert set(mel["ActorID"].iloc[a[part]]) == set(egemaps["ActorID"].iloc[b[part]])
+
+
+def test_fused_cross_validation_of_runs_on_the_same_folds(egemaps_data, tmp_path):
+    from toolkit.crossval import fold_assignment
+
+    run_script("train_cnn.py", "--csv_load_path", egemaps_data, "--category", "sex", "--model", "mlp", "--folds", "2",
+               "--epochs", "1", "--batch_size", "16", "--threads", "1", "--model_save_path", tmp_path / "a", in_process=True)
+    cv = json.loads((tmp_path / "a" / "mlp_sex_cv.json").read_text())
+    assignment = cv["run"]["split"]["assignment"]
+    assert assignment["fold_of_speaker"] == fold_assignment(all_rows(egemaps_data), "sex", 2, 42)
+    assert "groups" in cv["pooled_test"] and (tmp_path / "a" / "mlp_sex_cv_groups.png").is_file()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    members = ["--cv_run", tmp_path / "a" / "mlp_sex_cv.json", "--cv_run", tmp_path / "b" / "mlp_sex_cv.json"]
+    evaluate_run(*members, "--fuse_weights", "validation", "--out", tmp_path / "fused")
+    fused = json.loads((tmp_path / "fused" / "fused_sex_cv.json").read_text())
+    for mine, theirs in zip(fused["fold_results"], cv["fold_results"]):  # twice the same model: that model
+        assert mine["test_speakers"] == theirs["test_speakers"] and mine["weights"] == [0.5, 0.5]
+        for k in ("accuracy", "f1", "uar"):
+            assert abs(mine["test"][k] - theirs["test"][k]) < 1e-9
+        assert abs(mine["test"]["ece"] - theirs["test"]["ece"]) < 1e-5
+    assert fused["pooled_test"]["groups"]["overall"]["speakers"] == len(assignment["fold_of_speaker"])
+
+    card = tmp_path / "b" / "mlp_sex_cv.json"
+    spoiled = json.loads(card.read_text())
+    spoiled["run"]["split"]["assignment"]["fold_of_speaker"] = {s: 1 for s in assignment["fold_of_speaker"]}
+    card.write_text(json.dumps(spoiled))
+    proc = evaluate_run(*members, "--out", tmp_path / "refused", check=False)
+    assert proc.returncode == 2 and "its folds are not" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
