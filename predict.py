@@ -31,6 +31,7 @@ from toolkit.cli import Parser, add_device_flags, in_folder, pick_device, run_ma
 from toolkit.config import TrainConfig, positive_float, positive_int
 from toolkit.errors import ToolkitError
 from toolkit.fileio import atomic_path, output_dir, read_csv, write_csv
+from toolkit.fusion import FUSED, check_fusable, fuse, parse_weights
 from toolkit.inference import (View, analyse, classify, describe, expand_audio_paths, load_trained_model,
                                spectrogram_extraction, window_marks)
 from toolkit.plots import plot_recording
@@ -76,6 +77,12 @@ def get_args_parser() -> Parser:
     p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="windows per network batch")
     p.add_argument("--max_seconds", type=positive_float, default=MAX_SECONDS,
                    help="a longer file is reported and left out (its header is read first: memory stays bounded)")
+    p.add_argument("--fuse", action="store_true",
+                   help="also the fusion of the models (one category): the weighted mean of their calibrated "
+                        "probabilities, as columns fused_predicted, fused_p_<class> (evaluate.py --fuse scores it)")
+    p.add_argument("--fuse_weights", default=None, metavar="W1,W2,...",
+                   help="--fuse: one weight per --model_file, in order (default: equal; evaluate.py "
+                        "--choose_weights_on VAL.csv chooses them on labelled clips)")
     add_device_flags(p)
     return p
 
@@ -133,6 +140,12 @@ def main(argv: list[str] | None = None) -> None:
         if not card.features.get("params"):
             print(f"warning: {path}'s run card has no feature parameters (its images had no params.json); "
                   f"using the defaults, which may not be how its training features were made")
+    fused = None
+    if args.fuse or args.fuse_weights:
+        if args.per_window:
+            raise ToolkitError("--fuse combines whole recordings' probabilities: drop --per_window")
+        check_fusable(model_paths, cards)
+        fused = parse_weights(args.fuse_weights, len(cards)) if args.fuse_weights else [1.0] * len(cards)
     normalized = [p for p, c in zip(model_paths, cards) if c.normalize == "speaker"]
     if normalized and not args.speakers:
         raise ToolkitError(f"{normalized[0]}: trained with --normalize speaker; pass --speakers folder (one folder per "
@@ -165,7 +178,12 @@ def main(argv: list[str] | None = None) -> None:
         for i, r in enumerate(good):
             per_model = [result[i] for result in results]
             rows[r.path] = file_rows(r, per_model, cards, prefixes, args.per_window)
+            if fused:
+                probs = fuse([p for p, _ in per_model], fused)
+                rows[r.path][0].update(probability_columns(f"{FUSED}_", cards[0].classes, probs))
+                per_model = per_model + [(probs, per_model[0][1])]
             print(f"{r.path}  " + "  ".join(describe(card, probs) for card, (probs, _) in zip(cards, per_model))
+                  + (f"  {FUSED}: {describe(cards[0], per_model[-1][0]).split(': ', 1)[1]}" if fused else "")
                   + (f"  [{len(per_model[0][1])} windows]" if len(per_model[0][1]) > 1 else ""))
             if args.plot:
                 first_card = cards[0]
@@ -179,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     in_order = found + [p for p in errors if p not in found]  # the files as given, folders' problems last
     if args.out:
         table = [row for f in in_order for row in rows.get(f) or [{"file": f, "error": errors[f]}]]
-        write_predictions(table, args.out, args.format, prefixes, cards, args.per_window)
+        write_predictions(table, args.out, args.format, prefixes + ([f"{FUSED}_"] if fused else []),
+                          list(cards) + ([cards[0]] if fused else []), args.per_window)
     total = len(in_order)
     print(f"classified {total - len(errors)} of {total} file(s) with {len(models)} model(s)"
           + (f"; wrote {args.out}" if args.out else "") + (f"; spectrograms in {args.plot}" if args.plot else ""))

@@ -233,6 +233,14 @@ def test_fusion_of_one_member_is_that_member_exactly(trained_cnn3, sex_data, tmp
     pd.testing.assert_frame_equal(a, b)
     assert list(pd.read_csv(tmp_path / "evaluation.csv")["model"]) == ["cnn3_sex", "fused_sex"]
 
+    clips = [str(sex_data / p) for p in a["Audio_file_path"][:3]]
+    run_script("predict.py", "--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", *clips, "--fuse", "--out",
+               tmp_path / "p.csv", "--device", "cpu", "--threads", "1", in_process=True)
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert list(predicted.columns[-4:]) == ["fused_predicted", "fused_p_Male", "fused_p_Female", "error"]
+    assert list(predicted["fused_predicted"]) == list(predicted["predicted"])
+    assert predicted["fused_p_Male"].tolist() == predicted["p_Male"].tolist()
+
 
 # ---- folds that do not depend on the feature type, and fused cross-validation ---------------------------------------
 
