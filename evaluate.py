@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {line}")
     write_csv(pd.DataFrame(rows), os.path.join(out, "evaluation.csv"))
     write_json(results, os.path.join(out, "evaluation.json"))
-    print(f"scored {len(entries)} model(s) on {len(frame)} recording(s) of {args.data}; wrote {out}/evaluation.csv and "
+    print(f"scored {len(entries)} model(s) on {len(frame)} recording(s) of {args.data}; wrote {os.path.join(out, 'evaluation.csv')} and "
           f"each model's metrics, predictions, plots and per-group report")
 
 

@@ -287,3 +287,31 @@ def test_fused_cross_validation_of_runs_on_the_same_folds(egemaps_data, tmp_path
     card.write_text(json.dumps(spoiled))
     proc = evaluate_run(*members, "--out", tmp_path / "refused", check=False)
     assert proc.returncode == 2 and "its folds are not" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# ---- the seed's wav2vec2 scripts, as its command lines are written ---------------------------------------------------
+
+def test_the_seed_wav2vec2_command_lines_run_as_written(sex_data, tmp_path):
+    """training_wav2vec2.py and evaluate_wav2vec2.py with the seed's flags; 'facebook/wav2vec2-base' (the seed's
+    encoder) is a tiny random one placed in a Hugging Face cache, offline, as a downloaded model would be (evaluation
+    needs only the .pt and its card)."""
+    from demo.encoder import save_demo_encoder
+
+    entry = tmp_path / "hf" / "models--facebook--wav2vec2-base"
+    save_demo_encoder(str(entry / "snapshots" / ("0" * 40)))
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text("0" * 40)
+    env = {"HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run_script("training_wav2vec2.py", "--csv_load_path", f"{sex_data}/", "--category", "sex", "--model_save_name",
+               "sex", "--model_save_path", f"{tmp_path}/models/", "--train_csv", "sex_train.csv", "--val_csv",
+               "sex_val.csv", "--epochs", "1", "--batch_size", "8", env=env)
+    card = json.loads((tmp_path / "models" / "sex.json").read_text())
+    assert card["model"] == "wav2vec2" and card["init_detail"]["encoder"]["source"] == "facebook/wav2vec2-base"
+    proc = run_script("evaluate_wav2vec2.py", "--csv_load_path", f"{sex_data}/", "--category", "sex",
+                      "--model_load_path", f"{tmp_path}/models/", "--model_dir_path", f"{tmp_path}/eval/",
+                      "--test_csv", "sex_test.csv", "--epochs", "20", "--batch_size", "4", in_process=True)
+    assert "true \\ pred" in proc.stdout
+    got = json.loads((tmp_path / "eval" / "sex_metrics.json").read_text())["test"]
+    for k in ("accuracy", "f1", "uar"):
+        assert abs(got[k] - card["metrics"]["test"][k]) < 1e-6
+    assert abs(got["loss"] - card["metrics"]["test"]["loss"]) < 1e-5
