@@ -232,12 +232,13 @@ def main(argv: list[str] | None = None) -> None:
         fused = fuse([e[3] for e in entries], weights)
         members = [e[0] for e in entries]
         entries.append((f"{FUSED}_{cards[0].category}", " + ".join(members), cards[0], fused, entries[0][4], 1.0))
-    for name, source, card, p, y, temperature in entries:
+    for i, (name, source, card, p, y, temperature) in enumerate(entries):
+        is_fusion = i == len(paths)
         m = score(p, y, frame, card.classes, temperature)
         groups = fairness_report(frame, y, m["probabilities"].argmax(1), card.classes, columns, args.bootstrap)
-        title = name if source.startswith(name) or " + " in source else card.name
+        title = f"{FUSED} ({len(paths)} models) · {card.category}" if is_fusion else card.name
         extra = {"model": source, "data": os.path.abspath(args.data), "category": card.category, "classes": card.classes}
-        if name.startswith(FUSED):
+        if is_fusion:
             extra["fusion"] = {"members": [str(p) for p in paths], "weights": weights or [1.0 / len(paths)] * len(paths),
                                "weights_chosen_on": args.choose_weights_on}
         write_outputs(name, title, m, frame, y, card.classes, temperature, groups, out, extra)
