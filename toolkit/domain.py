@@ -2,9 +2,9 @@
 
 At the end of training (engine.fit) the penultimate embedding of the network (the input of its last Linear layer:
 what the classes are read from) is taken for the training items and summarised in the run card's `domain` entry as
-a mean and a probabilistic-PCA covariance: the top COMPONENTS principal directions with their variances, and one
-variance shared by all other directions (a shrunk covariance in (COMPONENTS + 1) x D numbers, whatever the width D,
-that never divides by a near-zero variance). A window's distance is its Mahalanobis distance under that covariance;
+a mean and a shrunk (Ledoit-Wolf) covariance in probabilistic-PCA form: the top COMPONENTS principal directions with
+their variances, and one variance shared by all other directions ((COMPONENTS + 1) x D numbers, whatever the width
+D; no direction has a near-zero variance). A window's distance is its Mahalanobis distance under that covariance;
 a recording's is the mean over its windows. The threshold is the QUANTILE of the validation items' distances: about
 1 in 100 in-domain recordings is flagged `unlike_training`, and one far from every training voice is.
 
@@ -28,19 +28,28 @@ def _rounded(values: np.ndarray) -> list:
 
 
 def fit_domain(embeddings: np.ndarray, components: int = COMPONENTS) -> dict:
-    """The card's summary of training embeddings (N, D): mean, principal directions, their variances, the rest's."""
+    """The card's summary of training embeddings (N, D): mean, principal directions, their variances, the rest's.
+
+    The covariance is shrunk towards a multiple of the identity by the Ledoit-Wolf amount (a few hundred items
+    cannot pin down D x D numbers: unshrunk, the directions the training items happen not to span would have
+    near-zero variance and make every new voice look infinitely far)."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
     x = np.asarray(embeddings, np.float64)
     n, dim = x.shape
     mean = x.mean(0)
-    _, singular, directions = np.linalg.svd(x - mean, full_matrices=False)
-    variances = singular**2 / max(n - 1, 1)
-    k = max(1, min(components, dim, n - 1))
-    total = float(variances.sum())
-    floor = max(1e-6 * float(variances[0]) if len(variances) else 0.0, 1e-12)  # shrinkage: no direction is free
-    rest = (total - float(variances[:k].sum())) / (dim - k) if dim > k else 0.0
-    return {"embedding": "input of the last Linear layer", "dim": dim, "train_items": n,
-            "mean": _rounded(mean), "components": _rounded(directions[:k]),
-            "variances": _rounded(np.maximum(variances[:k], floor)), "rest_variance": float(f"{max(rest, floor):.{SIGNIFICANT}g}")}
+    centred = x - mean
+    _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+    eigen = np.zeros(dim)
+    eigen[: len(singular)] = singular**2 / n  # the maximum-likelihood covariance's, as Ledoit-Wolf shrinks it
+    shrinkage = float(ledoit_wolf_shrinkage(centred, assume_centered=True)) if n > 1 else 1.0
+    average = max(float(eigen.mean()), 1e-12)
+    shrunk = (1 - shrinkage) * eigen + shrinkage * average
+    k = max(1, min(components, dim, len(singular)))
+    rest = float(shrunk[k:].mean()) if dim > k else average
+    return {"embedding": "input of the last Linear layer", "dim": dim, "train_items": n, "shrinkage": shrinkage,
+            "mean": _rounded(mean), "components": _rounded(directions[:k]), "variances": _rounded(shrunk[:k]),
+            "rest_variance": float(f"{rest:.{SIGNIFICANT}g}")}
 
 
 def distances(domain: dict, embeddings: np.ndarray) -> np.ndarray:
