@@ -31,6 +31,7 @@ from torch import nn
 
 from toolkit.cli import Parser, add_device_flags, pick_device, run_main
 from toolkit.config import TrainConfig, positive_float, positive_int
+from toolkit.domain import MESSAGE as DOMAIN_MESSAGE
 from toolkit.errors import ToolkitError
 from toolkit.inference import (Extraction, Recording, View, analyse, classify, describe, find_trained_models,
                                load_trained_model, spectrogram_extraction, window_marks)
@@ -111,15 +112,23 @@ def card_facts(m: DemoModel) -> pd.DataFrame:
         ("calibration temperature", f"{card.temperature:g}"),
         ("caveat", CAVEAT),
     ]
+    if card.domain:
+        rows.append(("out-of-domain flag", f"distance from the training voices above {card.domain['threshold']:.1f} "
+                                           f"(99th percentile of validation)"))
     if card.normalize == "speaker":  # one upload is one voice: its own windows are the speaker statistics
         rows.append(("speaker normalisation", "over this upload's own windows (one upload = one speaker)"))
     return pd.DataFrame(rows, columns=["run card", "value"])
 
 
-def result_html(card: RunCard, probs: np.ndarray) -> str:
-    """The top class and every probability to 3 decimals, in predict.py's printed wording (a test reads it)."""
+def result_html(card: RunCard, probs: np.ndarray, unlike_training: bool | None = None, distance: float | None = None) -> str:
+    """The top class and every probability to 3 decimals, in predict.py's printed wording (a test reads it), and the
+    out-of-domain warning when the recording is unlike the model's training voices."""
     top = card.classes[int(probs.argmax())]
-    return f"<p><b>top class: {top}</b></p><p class='probabilities'>{describe(card, probs)}</p>"
+    text = f"<p><b>top class: {top}</b></p><p class='probabilities'>{describe(card, probs)}</p>"
+    if unlike_training:
+        text += (f"<p class='unlike-training'><b>{DOMAIN_MESSAGE}</b> (distance {distance:.1f} from the training "
+                 f"voices; above {card.domain['threshold']:.1f}, the 99th percentile of its validation clips)</p>")
+    return text
 
 
 class Classifier:
@@ -158,9 +167,11 @@ class Classifier:
         results = []
         for m in self.models:
             speakers = [recording.path] if m.card.normalize == "speaker" else None
-            probs, windows = classify(m.model, m.card, m.view, [recording], self.device, self.batch_size, speakers)[0]
+            prediction = classify(m.model, m.card, m.view, [recording], self.device, self.batch_size, speakers)[0]
+            probs, windows = prediction
             results.append((m, probs, windows))
-            outputs += [{c: float(p) for c, p in zip(m.card.classes, probs)}, result_html(m.card, probs)]
+            outputs += [{c: float(p) for c, p in zip(m.card.classes, probs)},
+                        result_html(m.card, probs, prediction.unlike_training, prediction.distance)]
         first, _, first_windows = results[0]
         title = f"{shown}: windows {first.name} classified, shaded by its prediction"
         figure = recording_figure(recording.image, self.plotted.params, title,

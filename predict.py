@@ -12,7 +12,9 @@ windows every half a window (--window_hop), each is classified, and the file get
 windows, calibrated with the card's temperature; --per_window writes every window instead, with its start and end.
 
 One line per file is printed; --out writes a CSV (columns as in training's test predictions: predicted, p_<class>;
-with several models prefixed by their category) or JSON lines (--format jsonl). Files are decoded in --workers
+with several models prefixed by their category) or JSON lines (--format jsonl). A model whose run card summarises its
+training inputs also gives each file a `distance` from them and an `unlike_training` flag (distance above the 99th
+percentile of its validation clips'): the answer for such a voice deserves caution. Files are decoded in --workers
 processes and windows go through the network in batches. A file that cannot be read is reported, the others are
 still classified, and the exit status is 2 at the end. A file name that starts with '-' goes after '--'.
 """
@@ -32,7 +34,7 @@ from toolkit.config import TrainConfig, positive_float, positive_int
 from toolkit.errors import ToolkitError
 from toolkit.fileio import atomic_path, output_dir, read_csv, write_csv
 from toolkit.fusion import FUSED, check_fusable, fuse, parse_weights
-from toolkit.inference import (View, analyse, classify, describe, expand_audio_paths, load_trained_model,
+from toolkit.inference import (BACKENDS, View, analyse, classify, describe, expand_audio_paths, load_model,
                                spectrogram_extraction, window_marks)
 from toolkit.plots import plot_recording
 
@@ -83,6 +85,9 @@ def get_args_parser() -> Parser:
     p.add_argument("--fuse_weights", default=None, metavar="W1,W2,...",
                    help="--fuse: one weight per --model_file, in order (default: equal; evaluate.py "
                         "--choose_weights_on VAL.csv chooses them on labelled clips)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="'onnx': run export_onnx.py's folder with onnxruntime (--model_file names the folder, or the .pt "
+                        "it was exported from); a mel model then needs no torch")
     add_device_flags(p)
     return p
 
@@ -128,14 +133,21 @@ def probability_columns(prefix: str, classes: list[str], probs) -> dict:
             **{f"{prefix}p_{c}": round(float(p), 6) for c, p in zip(classes, probs)}}
 
 
+def domain_columns(prefix: str, distance: float | None, threshold: float | None) -> dict:
+    """The out-of-domain score and flag (none for a run card without the training summary)."""
+    if distance is None:
+        return {}
+    return {f"{prefix}distance": round(distance, 6), f"{prefix}unlike_training": distance > threshold}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     for path, flag in ((args.out and os.path.dirname(os.path.abspath(args.out)), "--out"), (args.plot, "--plot")):
         if path:  # an unusable output folder fails now, not after every file was classified
             output_dir(path, flag)
-    device = pick_device(args.device, args.threads)
+    device = pick_device(args.device, args.threads) if args.backend == "torch" else "cpu"  # onnxruntime: CPU
     model_paths = [in_folder(f, args.model_dir) for f in args.model_file]
-    models, cards = zip(*(load_trained_model(p, device) for p in model_paths))
+    models, cards = zip(*(load_model(p, device, args.backend, args.threads) for p in model_paths))
     for path, card in zip(model_paths, cards):
         if not card.features.get("params"):
             print(f"warning: {path}'s run card has no feature parameters (its images had no params.json); "
@@ -184,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
                 per_model = per_model + [(probs, per_model[0][1])]
             print(f"{r.path}  " + "  ".join(describe(card, probs) for card, (probs, _) in zip(cards, per_model))
                   + (f"  {FUSED}: {describe(cards[0], per_model[-1][0]).split(': ', 1)[1]}" if fused else "")
-                  + (f"  [{len(per_model[0][1])} windows]" if len(per_model[0][1]) > 1 else ""))
+                  + (f"  [{len(per_model[0][1])} windows]" if len(per_model[0][1]) > 1 else "")
+                  + "".join(f"  [{card.category}: unlike the training voices, distance {p.distance:.1f} > {p.threshold:.1f}]"
+                            for card, p in zip(cards, per_model) if p.unlike_training))
             if args.plot:
                 first_card = cards[0]
                 marks = window_marks(first_card.classes, per_model[0][1])
@@ -211,18 +225,22 @@ def file_rows(recording, per_model: list, cards, prefixes: list[str], per_window
     """The output rows of one file: one (whole-recording probabilities), or one per window of the first model's view."""
     if not per_window:
         row = {"file": recording.path, "seconds": round(recording.seconds, 3), "windows": len(per_model[0][1]), "error": ""}
-        for card, prefix, (probs, _) in zip(cards, prefixes, per_model):
-            row.update(probability_columns(prefix, card.classes, probs))
+        for card, prefix, prediction in zip(cards, prefixes, per_model):
+            row.update(probability_columns(prefix, card.classes, prediction[0]))
+            row.update(domain_columns(prefix, prediction.distance, prediction.threshold))
         return [row]
     rows = []
     for w, (start, end, _) in enumerate(per_model[0][1]):
         row = {"file": recording.path, "start": round(start, 3), "end": round(end, 3), "error": ""}
-        for card, prefix, (_, windows) in zip(cards, prefixes, per_model):
+        for card, prefix, prediction in zip(cards, prefixes, per_model):
+            windows = prediction[1]
             probs = windows[w][2] if w < len(windows) else None
             if probs is None:
                 row[f"{prefix}predicted"] = "(skipped: quiet)"
             else:
                 row.update(probability_columns(prefix, card.classes, probs))
+                row.update(domain_columns(prefix, (prediction.window_distances or [None] * len(windows))[w],
+                                          prediction.threshold))
         rows.append(row)
     return rows
 
@@ -235,7 +253,9 @@ def write_predictions(rows: list[dict], path: str, form: str, prefixes: list[str
         return
     first = ["file", "start", "end"] if per_window else ["file", "seconds", "windows"]
     columns = first + [c for prefix, card in zip(prefixes, cards)
-                       for c in [f"{prefix}predicted"] + [f"{prefix}p_{k}" for k in card.classes]] + ["error"]
+                       for c in [f"{prefix}predicted"] + [f"{prefix}p_{k}" for k in card.classes]
+                       + ([f"{prefix}distance", f"{prefix}unlike_training"] if card.domain and prefix != f"{FUSED}_" else [])]
+    columns += ["error"]
     write_csv(pd.DataFrame(rows, columns=columns), path)
 
 

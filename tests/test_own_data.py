@@ -54,7 +54,8 @@ def test_a_manifest_with_its_own_columns_goes_through_stages_1_to_3_and_predict(
     clip = sorted((sex_data / "AudioWAV").iterdir())[0]
     run_script("predict.py", "--model_dir", tmp_path / "models", "--model_file", "cnn3_gender.pt", clip, "--out", tmp_path / "p.csv")
     predicted = pd.read_csv(tmp_path / "p.csv")
-    assert list(predicted.columns) == ["file", "seconds", "windows", "predicted", "p_f", "p_m", "error"]
+    assert list(predicted.columns) == ["file", "seconds", "windows", "predicted", "p_f", "p_m", "distance",
+                                       "unlike_training", "error"]
     assert predicted.loc[0, "predicted"] in ("f", "m")
 
 

@@ -54,8 +54,10 @@ def test_several_models_give_one_row_per_file_and_plots(trained_cnn3, test_clips
     predict.main(["--model_dir", str(models), "--model_file", "cnn3_sex.pt", "--model_file", "cnn3_emotion.pt",
                   *test_clips[:2], "--out", str(out), "--plot", str(plots), "--device", "cpu"])
     got = predictions(out)
-    assert list(got.columns) == (["seconds", "windows", "sex_predicted", "sex_p_Male", "sex_p_Female", "emotion_predicted"]
-                                 + [f"emotion_p_{c}" for c in CLASSES["emotion"]] + ["error"])
+    assert list(got.columns) == (["seconds", "windows", "sex_predicted", "sex_p_Male", "sex_p_Female", "sex_distance",
+                                  "sex_unlike_training", "emotion_predicted"]
+                                 + [f"emotion_p_{c}" for c in CLASSES["emotion"]]
+                                 + ["emotion_distance", "emotion_unlike_training", "error"])  # out-of-domain: both cards
     assert len(got) == 2 and set(got["emotion_predicted"]) <= set(CLASSES["emotion"])
     np.testing.assert_allclose(got[[f"emotion_p_{c}" for c in CLASSES["emotion"]]].sum(axis=1), 1.0, atol=1e-4)
     printed = capsys.readouterr().out

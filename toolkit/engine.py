@@ -24,6 +24,7 @@ from tqdm import tqdm
 from . import distributed
 from .config import LR_SCHEDULES, TrainConfig
 from .data import FeatureSet, batches, move_to_device
+from .domain import describe_domain
 from .errors import ToolkitError
 from .fairness import describe as describe_groups, fairness_report, group_columns, write_fairness
 from .fileio import load_checkpoint, process_alive, write_csv, write_torch
@@ -108,14 +109,22 @@ def item_logits(model: nn.Module, data: FeatureSet, batch_size: int, device: tor
     """One logit vector per item: the model's, or, with `windows`, for an item the feature type covers with several
     windows (a mel clip longer than the window) the log of the mean probability over its windows, as predict.py
     scores a recording. softmax of either is the item's probabilities."""
-    spread = data.feature.eval_windows(data) if windows else None
-    if spread is None:
+    window_set, owner = evaluation_windows(data, windows)
+    if window_set is data:
         return predict_logits(model, data, batch_size, device)
-    x, owner = spread
-    window_set = replace(data, x=x, labels=torch.zeros(len(x), dtype=torch.long), paths=[],
-                         frame=pd.DataFrame(index=range(len(x))), extra={})
     probs = torch.softmax(predict_logits(model, window_set, batch_size, device), 1)
     return mean_by_owner(probs, owner, len(data)).log()
+
+
+def evaluation_windows(data: FeatureSet, windows: bool) -> tuple[FeatureSet, torch.Tensor]:
+    """(what evaluation puts through the network, the item each of its rows belongs to): `data` itself, or with
+    `windows` the windows of the items the feature type covers with several (a mel clip longer than the window)."""
+    spread = data.feature.eval_windows(data) if windows else None
+    if spread is None:
+        return data, torch.arange(len(data))
+    x, owner = spread
+    return replace(data, x=x, labels=torch.zeros(len(x), dtype=torch.long), paths=[],
+                   frame=pd.DataFrame(index=range(len(x))), extra={}), owner
 
 
 def mean_by_owner(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
@@ -499,6 +508,7 @@ def fit(
                           on_improve=on_improve, resume=resume, compile=compile)
         if not distributed.is_main():  # rank 0 scores the best epoch and writes the files
             return card
+        card.domain = describe_domain(model, train, val, config.batch_size, device, windows)  # out-of-domain flag
         return report(model, loop, val, test, config, run, card, device)
 
 

@@ -10,31 +10,38 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
-
-from models import build_model
 
 from .audio import load_audio
 from .config import TrainConfig
 from .corpus import AUDIO_SUFFIXES
-from .data import make_feature_set, normalize_by_speaker
-from .engine import load_weights, mean_by_owner, predict_logits
+from .domain import distances, per_owner_mean
 from .errors import ToolkitError
-from .features import FeatureParams, FeatureSet, FeatureType
-from .features.mel import Mel, MelParams
+from .onnx_backend import OnnxNetwork
 from .runcard import AUTOENCODER, CV_FOLD, RunCard, card_path, read_card
 
+if TYPE_CHECKING:  # torch is imported where it is used: the ONNX backend of a mel model runs without it
+    import torch
+    from torch import nn
 
-def load_trained_model(pt_path: str, device: torch.device | str = "cpu") -> tuple[nn.Module, RunCard]:
+    from .features import FeatureParams, FeatureSet, FeatureType
+
+BACKENDS = ("torch", "onnx")
+
+
+def load_trained_model(pt_path: str, device: "torch.device | str" = "cpu") -> tuple[nn.Module, RunCard]:
     """The network of a training run, weights loaded and in eval mode, with its run card.
 
     A missing or unreadable file, or weights that do not fit the architecture and class count the card names, is
     a ToolkitError naming the file.
     """
+    from models import build_model
+
+    from .engine import load_weights
+
     if not os.path.isfile(pt_path):
         raise ToolkitError(f"{pt_path}: model file not found; check the folder and file name")
     card = read_card(pt_path)
@@ -48,6 +55,17 @@ def load_trained_model(pt_path: str, device: torch.device | str = "cpu") -> tupl
     load_weights(model, pt_path, hint=f"it must match {os.path.basename(card_path(pt_path))} ({card.model}, "
                                       f"{len(card.classes)} classes): keep each .pt beside its own run card")
     return model.to(device).eval(), card
+
+
+def load_model(path: str, device="cpu", backend: str = "torch", threads: int | None = None) -> tuple:
+    """(network, run card) of a trained model on `backend`: 'torch' (the .pt and its card) or 'onnx' (the folder
+    export_onnx.py wrote: the folder, its model.onnx, or the .pt it was exported from). classify() takes either."""
+    if backend == "onnx":
+        network = OnnxNetwork(path, threads)
+        return network, network.card
+    if backend != "torch":
+        raise ToolkitError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    return load_trained_model(path, device)
 
 
 def find_trained_models(folder: str) -> tuple[list[str], list[str]]:
@@ -80,7 +98,12 @@ def find_trained_models(folder: str) -> tuple[list[str], list[str]]:
 
 def spectrogram_extraction(views: list["View"]) -> "Extraction":
     """The spectrogram a recording is drawn with: the first mel model's, else one as stage 2 makes it by default."""
-    return next((v.extraction for v in views if v.extraction.feature is Mel), Extraction(Mel, MelParams(db_ref="fixed")))
+    found = next((v.extraction for v in views if v.extraction.feature.name == "mel"), None)
+    if found:
+        return found
+    from .features.mel import Mel, MelParams
+
+    return Extraction(Mel, MelParams(db_ref="fixed"))
 
 
 def window_marks(classes: list[str], windows: list) -> list[tuple[float, float, str | None]]:
@@ -177,9 +200,50 @@ def keep_windows(loudness: list[float], quieter_than: float | None) -> list[bool
     return [level >= loudest - quieter_than for level in loudness]
 
 
-def classify(model: nn.Module, card: RunCard, view: View, recordings: list[Recording], device: torch.device,
-             batch_size: int, speakers: list | None = None, quieter_than: float | None = None) -> list[tuple[np.ndarray, list]]:
-    """Per recording: (probabilities, per window (start, end, probabilities or None if skipped as quiet)).
+class Prediction(tuple):
+    """classify()'s result for one recording. It unpacks as (probabilities, windows) where windows are (start, end,
+    probabilities or None if skipped as quiet); `distance` is the recording's out-of-domain score (the mean over its
+    windows, `window_distances`) and `unlike_training` its flag, both None when the run card has no `domain`."""
+
+    def __new__(cls, probs: np.ndarray, windows: list, distance: float | None = None,
+                window_distances: list | None = None, threshold: float | None = None) -> "Prediction":
+        self = super().__new__(cls, (probs, windows))
+        self.distance, self.window_distances, self.threshold = distance, window_distances, threshold
+        return self
+
+    @property
+    def unlike_training(self) -> bool | None:
+        return None if self.distance is None else bool(self.distance > self.threshold)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
+
+
+def network_outputs(model, card: RunCard, features: list[np.ndarray], batch_size: int, device,
+                    embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(logits, embeddings or None) of windows' features through a torch model or an exported one."""
+    if isinstance(model, OnnxNetwork):
+        logits, embedded = model.outputs(features, batch_size)
+        return logits, embedded if embeddings else None
+    from contextlib import nullcontext
+
+    from .domain import captured_embeddings
+    from .engine import predict_logits
+
+    with captured_embeddings(model) if embeddings else nullcontext() as caught:
+        logits = predict_logits(model, model_inputs(card, features), batch_size, device).numpy()
+    if not embeddings:
+        return logits, None
+    return logits, np.concatenate(caught) if caught else np.zeros((0, 0), np.float32)
+
+
+def classify(model, card: RunCard, view: View, recordings: list[Recording], device, batch_size: int,
+             speakers: list | None = None, quieter_than: float | None = None) -> list[Prediction]:
+    """Per recording, a Prediction: (probabilities, per window (start, end, probabilities or None if skipped as
+    quiet)) and the out-of-domain distance where the card has its summary. `model` is a torch network or an
+    exported one (load_model).
 
     A recording's probabilities are the mean over its windows, then the card's calibration temperature.
     """
@@ -196,26 +260,38 @@ def classify(model: nn.Module, card: RunCard, view: View, recordings: list[Recor
         if window_speakers is None:
             raise ToolkitError(f"{card.model} for {card.category} was trained with --normalize speaker: say which file "
                                f"is whose voice (predict.py --speakers)")
+        from .data import normalize_by_speaker
+
         features = normalize_by_speaker(card.feature, features, window_speakers)
-    probs = []
+    probs, embedded = [], []
     for start in range(0, len(features), WINDOWS_PER_STACK):  # the stacked inputs of a long recording stay bounded
-        data = model_inputs(card, features[start : start + WINDOWS_PER_STACK])
-        probs.append(torch.softmax(predict_logits(model, data, batch_size, device), 1))
-    probs = torch.cat(probs) if probs else torch.empty(0, len(card.classes))
-    owners = torch.tensor(owner, dtype=torch.long)
-    per_file = torch.softmax(mean_by_owner(probs, owners, len(recordings)).log() / card.temperature, 1).numpy()
+        logits, embedding = network_outputs(model, card, features[start : start + WINDOWS_PER_STACK], batch_size,
+                                            device, card.domain is not None)
+        probs.append(softmax(logits.astype(np.float32)))
+        embedded.append(embedding)
+    probs = np.concatenate(probs) if probs else np.empty((0, len(card.classes)), np.float32)
+    owners = np.asarray(owner, dtype=np.int64)
+    with np.errstate(divide="ignore"):
+        per_file = softmax(np.log(per_owner_mean(probs, owners, len(recordings))) / np.float32(card.temperature))
+    window_distances = distances(card.domain, np.concatenate(embedded)) if card.domain and embedded else None
+    file_distances = per_owner_mean(window_distances, owners, len(recordings)) if window_distances is not None else None
     out, cursor = [], 0
     for r, keep in zip(recordings, kept):
-        rows = []
+        rows, row_distances = [], []
         for (s, e, _), k in zip(r.windows[view], keep):
-            rows.append((s, e, probs[cursor].numpy() if k else None))
+            rows.append((s, e, probs[cursor] if k else None))
+            row_distances.append(float(window_distances[cursor]) if k and window_distances is not None else None)
             cursor += k
-        out.append((per_file[len(out)], rows))
+        i = len(out)
+        out.append(Prediction(per_file[i], rows, None if file_distances is None else float(file_distances[i]),
+                              row_distances, (card.domain or {}).get("threshold")))
     return out
 
 
 def model_inputs(card: RunCard, features: list[np.ndarray]) -> FeatureSet:
     """Features (already speaker-normalised where the card says so) -> the FeatureSet a model's evaluation sees."""
+    from .data import make_feature_set
+
     data = make_feature_set(card.feature, features, pd.DataFrame(index=range(len(features))), card.input_options,
                             params=card.features.get("params"), stats=card.features.get("stats"))
     data.extra = {}  # evaluation takes the centred windows: no whole clips needed
@@ -225,6 +301,10 @@ def model_inputs(card: RunCard, features: list[np.ndarray]) -> FeatureSet:
 def class_probabilities(model: nn.Module, data: FeatureSet, device: torch.device,
                         batch_size: int = TrainConfig.batch_size) -> np.ndarray:
     """Softmax probabilities (N, classes), through the evaluate loop's code."""
+    import torch
+
+    from .engine import predict_logits
+
     return torch.softmax(predict_logits(model, data, batch_size, device), 1).numpy()
 
 

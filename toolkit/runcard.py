@@ -32,6 +32,7 @@ class RunCard:
     split: dict = field(default_factory=dict)  # stage 2's split manifest and the CSVs trained on
     metrics: dict = field(default_factory=dict)  # epoch (the one saved), seconds, val, test
     calibration: dict | None = None  # {"method": "temperature", "temperature": T, ...}: predict divides logits by T
+    domain: dict | None = None  # the training embeddings' summary and the flag's threshold (toolkit/domain.py)
     args: dict = field(default_factory=dict)  # the command line, for the record
     schema: int = SCHEMA
 
@@ -110,6 +111,7 @@ class RunCard:
 
 def _check(card: RunCard, source: str) -> None:
     """The values a reader relies on, checked once here so that a hand-edited card fails with one line."""
+    from .domain import check_domain
     from .features import FEATURES
     from .labels import CLASSES
 
@@ -135,6 +137,7 @@ def _check(card: RunCard, source: str) -> None:
     temperature = (card.calibration or {}).get("temperature", 1.0)
     if not isinstance(temperature, (int, float)) or not 0 < temperature < 1000:
         raise ToolkitError(f"{source}: calibration temperature {temperature!r} is not a positive number; restore the file")
+    check_domain(card.domain, source)
     canonical = CLASSES.get(card.category)
     if canonical and sorted(classes) == sorted(canonical) and classes != canonical:
         # the network's output k means canonical[k]: another order would put every prediction under a wrong name

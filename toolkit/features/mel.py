@@ -1,6 +1,7 @@
 """Log-mel spectrogram images: the seed's feature, made exactly as librosa makes it, stored as lossless 8-bit PNGs.
 
-A clip becomes (n_mels, frames) dB values, scaled to uint8 grey levels with low frequencies at the bottom. Stage 3
+The numbers themselves (STFT, filterbank, dB, grey levels, resizing, windows) are made in toolkit/melspec.py, which
+needs no torch. A clip becomes (n_mels, frames) dB values, scaled to uint8 grey levels with low frequencies at the bottom. Stage 3
 resizes the frequency axis to 128 rows and either stretches the time axis to 128 columns (the seed's 'resize') or
 keeps its scale and pads/crops to a window of `frames` columns ('pad': a random window per epoch in training, the
 centred one for evaluation). Networks see the grey levels scaled to [0, 1] and repeated over 3 channels.
@@ -21,18 +22,16 @@ from ..audio import ClipError
 from ..errors import ToolkitError
 from ..config import TIME_AXES
 from ..fileio import atomic_path
+from ..melspec import (DB_REFS, FIXED_TOP_DB, IMAGE_SIZE, MEL_SCALES, MIN_AUDIBLE, PAD_MODES,  # noqa: F401 (public here too)
+                       check_mel_params, image_windows, log_mel, mel_basis, mel_frequencies, mel_image, paste_window,
+                       prepare_image, resize_image, to_image, window_seconds, window_start, window_starts)
 from .base import FeatureParams, FeatureSet, FeatureType
 from .store import StoreItems, StoreRows
 
-IMAGE_SIZE = (128, 128)  # (height, width) the seed's networks were designed for
-FIXED_TOP_DB = 40.0  # with db_ref='fixed': a full-scale sine peaks near +40 dB in one mel band (n_fft 1536)
 NORMALIZED_CENTRE, NORMALIZED_SCALE = 128, 32  # --normalize speaker: a band's z-score z is stored as 128 + 32 z
-MIN_AUDIBLE = 0.01  # a spectrogram with less of its area above the dB floor shows nothing
 
 
-DB_REFS = ("max", "fixed")
-MEL_SCALES = ("slaney", "htk")
-PAD_MODES = ("constant", "reflect")
+
 # Parameters added after images were first made: at these values they are left out of the folder name's digest, so
 # folders made before they existed are still found (and not remade) by a later stage 2 with the same settings.
 NEWER_PARAMETERS = {"mel_scale": "slaney", "pad_mode": "constant"}
@@ -57,22 +56,7 @@ class MelParams(FeatureParams):
 
     def check(self, source: str) -> None:
         super().check(source)
-        whole = {k: getattr(self, k) for k in ("n_fft", "hop_length", "n_mels")}
-        bad = [f"{k} {v!r}" for k, v in whole.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
-        if bad:
-            raise ToolkitError(f"{source}: {', '.join(bad)}: must be whole numbers of at least 1")
-        for name, value, allowed in (("db_ref", self.db_ref, DB_REFS), ("mel_scale", self.mel_scale, MEL_SCALES),
-                                     ("pad_mode", self.pad_mode, PAD_MODES)):
-            if value not in allowed:
-                raise ToolkitError(f"{source}: {name} {value!r} is not one of {', '.join(allowed)}")
-        if not 64 <= self.n_fft <= 16384:
-            raise ToolkitError(f"{source}: n_fft {self.n_fft} gives no usable frequency resolution; use 256-4096 "
-                               f"(the seed: 1536)")
-        if self.hop_length > self.n_fft:
-            raise ToolkitError(f"{source}: hop_length {self.hop_length} is longer than the window (n_fft {self.n_fft}): "
-                               f"samples between windows would be skipped; use at most {self.n_fft}")
-        if not isinstance(self.top_db, (int, float)) or not 10 <= self.top_db <= 200:
-            raise ToolkitError(f"{source}: top_db {self.top_db!r} is outside 10-200 dB")
+        check_mel_params(self, source)
 
 
 def seed_preset(category: str) -> MelParams:
@@ -83,54 +67,6 @@ def seed_preset(category: str) -> MelParams:
 
 
 PRESETS = {"default": lambda category: MelParams(db_ref="fixed"), "seed": seed_preset}
-
-
-_MEL_BASIS: dict[tuple, np.ndarray] = {}
-
-
-def mel_basis(p: MelParams) -> np.ndarray:
-    """librosa's mel filterbank for these parameters (cached: making it costs more than a clip's STFT)."""
-    import warnings
-
-    import librosa
-
-    key = (p.sr, p.n_fft, p.n_mels, p.mel_scale)
-    if key not in _MEL_BASIS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # librosa's "empty filters" warning: said below in one line instead
-            basis = librosa.filters.mel(sr=p.sr, n_fft=p.n_fft, n_mels=p.n_mels, htk=p.mel_scale == "htk")
-        empty = int((basis.sum(axis=1) == 0).sum())
-        if empty:  # such bands are black in every image: garbage a model would happily learn from
-            raise ToolkitError(f"{empty} of {p.n_mels} mel bands are empty with n_fft {p.n_fft} at {p.sr} Hz (too few "
-                               f"FFT bins between band edges); use fewer --n_mels or a larger --n_fft")
-        _MEL_BASIS[key] = basis
-    return _MEL_BASIS[key]
-
-
-def mel_frequencies(p: MelParams) -> np.ndarray:
-    """Centre frequency (Hz) of each mel band of these parameters, lowest first (a plot's axis)."""
-    import librosa
-
-    return librosa.mel_frequencies(p.n_mels + 2, fmin=0.0, fmax=p.sr / 2, htk=p.mel_scale == "htk")[1:-1]
-
-
-def log_mel(y: np.ndarray, p: MelParams) -> np.ndarray:
-    """(n_mels, frames) dB values in [-top_db, 0]; equals librosa melspectrogram + power_to_db."""
-    import librosa
-
-    power = np.abs(librosa.stft(y, n_fft=p.n_fft, hop_length=p.hop_length, pad_mode=p.pad_mode)) ** 2
-    mel = mel_basis(p) @ power
-    ref = np.max if p.db_ref == "max" else 1.0
-    db = librosa.power_to_db(mel, ref=ref, top_db=None)
-    # 'max' puts every clip's peak at 0 dB (loudness is lost); 'fixed' keeps a fixed window, so loudness survives.
-    top = 0.0 if p.db_ref == "max" else FIXED_TOP_DB
-    return np.clip(db, top - p.top_db, top) - top
-
-
-def to_image(db: np.ndarray, p: MelParams) -> np.ndarray:
-    """dB in [-top_db, 0] -> uint8 image, low frequencies at the bottom as people draw spectrograms."""
-    scaled = np.round((db + p.top_db) * (255.0 / p.top_db))
-    return np.flipud(scaled).clip(0, 255).astype(np.uint8)
 
 
 def save_png(image: np.ndarray, path: str) -> None:
@@ -148,53 +84,6 @@ def read_image(path: str) -> np.ndarray:
             return np.asarray(im.convert("L"))
     except Exception as e:
         raise ClipError(f"{path}: not a readable image ({type(e).__name__}); delete it and re-run stage 2")
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    if image.shape == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-
-
-def window_start(length: int, frames: int) -> int:
-    """First frame of the centred `frames`-wide window on a clip `length` frames long (negative: the clip is
-    shorter and starts later). Evaluation uses it; training draws random placements (random_windows)."""
-    return (length - frames) // 2
-
-
-def paste_window(out, image, length: int, start: int) -> None:
-    """Copy frames [start, start + width of out) of `image` (first `length` columns valid) into `out`.
-
-    Columns outside the clip are left as they are (zero: the dB floor, silence). numpy or torch alike.
-    """
-    lo, hi = max(start, 0), min(length, start + out.shape[-1])
-    if hi > lo:
-        out[..., lo - start : hi - start] = image[..., lo:hi]
-
-
-def prepare_image(image: np.ndarray, size: tuple[int, int] = IMAGE_SIZE, time_axis: str = "resize",
-                  frames: int | None = None) -> np.ndarray:
-    """2-D uint8 spectrogram -> (1, H, W) uint8 network input, as stage 3 and predict.py see it.
-
-    'resize' stretches the whole clip to `size` (the seed's choice: tempo is lost); 'pad' resizes only the
-    frequency axis to size[0] and centres the clip in a window of `frames` columns (padding with silence,
-    cropping longer clips), so one frame is always the same 32 ms.
-    """
-    if time_axis == "resize":
-        return _resize(image, *size)[None]
-    image = _resize(image, size[0], image.shape[1])
-    out = np.zeros((1, size[0], frames), np.uint8)
-    paste_window(out, image, image.shape[1], window_start(image.shape[1], frames))
-    return out
-
-
-def window_starts(length: int, frames: int, hop: int) -> list[int]:
-    """First frames of the windows that cover a clip `length` frames long: the centred one when the clip fits in
-    one window, else one every `hop` frames from the start and a last one flush with the end."""
-    if length <= frames:
-        return [window_start(length, frames)]
-    starts = list(range(0, length - frames + 1, hop))
-    return starts if starts[-1] == length - frames else starts + [length - frames]
 
 
 def canvas_width(widths: list[int], frames: int) -> int:
@@ -284,29 +173,15 @@ class Mel(FeatureType):
 
     @classmethod
     def extract(cls, audio: np.ndarray, params: MelParams) -> np.ndarray:
-        image = to_image(log_mel(audio, params), params)
-        audible = float((image > 0).mean())
-        if audible < MIN_AUDIBLE:  # an all-black image with a real label teaches nothing but noise
-            raise ClipError(f"too quiet for the spectrogram's dB window ({audible:.1%} of it above the floor); raise the "
-                            f"recording's level, or use --db_ref max")
-        return image
+        return mel_image(audio, params)
 
     @classmethod
     def window_seconds(cls, options: dict, params: MelParams) -> float:
-        """The network's window: `frames` hops ('pad'), or the 128 columns a 'resize' model stretches clips to."""
-        return (options.get("frames") or IMAGE_SIZE[1]) * params.hop_length / params.sr
+        return window_seconds(options, params)
 
     @classmethod
     def windows(cls, audio: np.ndarray, params: MelParams, window: float, hop: float) -> list[tuple[float, float, np.ndarray]]:
-        """The recording's spectrogram cut into windows of columns, as training cuts its random windows (so the
-        STFT sees each window's surroundings): the whole image when it is no longer than one window."""
-        image = cls.extract(audio, params)
-        seconds_per_frame = params.hop_length / params.sr
-        frames = max(1, round(window / seconds_per_frame))
-        starts = window_starts(image.shape[1], frames, max(1, round(hop / seconds_per_frame)))
-        if image.shape[1] <= frames:
-            return [(0.0, len(audio) / params.sr, image)]
-        return [(s * seconds_per_frame, (s + frames) * seconds_per_frame, image[:, s : s + frames]) for s in starts]
+        return image_windows(cls.extract(audio, params), len(audio), params, window, hop)
 
     @classmethod
     def warm_up(cls, params: MelParams) -> None:
@@ -345,7 +220,7 @@ class Mel(FeatureType):
         size, time_axis, frames = tuple(options["image_size"]), options["time_axis"], options["frames"]
         out = {"x": torch.from_numpy(np.stack([prepare_image(f, size, time_axis, frames) for f in features]))}
         if time_axis == "pad":  # whole clips too, so that training can draw a fresh window every epoch
-            out.update(_canvas([_resize(f, size[0], f.shape[1]) for f in features], frames))
+            out.update(_canvas([resize_image(f, size[0], f.shape[1]) for f in features], frames))
         return out
 
     @classmethod
@@ -358,7 +233,7 @@ class Mel(FeatureType):
         if time_axis == "pad":
             widths = items.shapes()[:, 1].tolist()
             width = canvas_width(widths, frames)
-            out["canvas"] = StoreRows(items, lambda fs: _canvas([_resize(f, size[0], f.shape[1]) for f in fs], frames,
+            out["canvas"] = StoreRows(items, lambda fs: _canvas([resize_image(f, size[0], f.shape[1]) for f in fs], frames,
                                                                 width)["canvas"], (1, size[0], width), torch.uint8)
             out["lengths"] = torch.tensor([min(w, width) for w in widths])
         return out
