@@ -1,4 +1,5 @@
-"""Training-time augmentation: SpecAugment masks and random gain for spectrogram batches, mixup for any batch.
+"""Training-time augmentation: SpecAugment masks and random gain for spectrogram batches, mixup for any batch, and
+`--augment` (OnTheFly): training items re-made from waveforms augmented by toolkit.wave_augment.
 
 The spectrogram functions take a float batch (B, C, H, W) in [0, 1] as made by features.mel (0 = the dB floor, i.e.
 silence; low frequencies at the bottom); mixup takes any batch. Each feature type picks what applies to it (its
@@ -7,7 +8,7 @@ any device. Nothing here is used at evaluation time.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -81,3 +82,81 @@ class Augment:
         if self.mixup > 0:
             return mixup(x, y, num_classes, self.mixup, generator)
         return x, y
+
+
+class OnTheFly:
+    """`--augment`: training batches re-made from augmented audio, new every epoch. Each item's clip is read again,
+    put through a chain of toolkit.wave_augment transforms drawn for it (the same ones augmentation.py writes copies
+    with; babble noise from other training clips) and made into its feature as stage 2 made the stored one; then it
+    is windowed or cropped as the stored features are in training. The draws come from the run's generator, so a
+    seeded run (and its --resume) is repeatable. Evaluation keeps the stored features."""
+
+    def __init__(self, data, spec: str) -> None:
+        from .wave_augment import parse_spec
+
+        self.spec = parse_spec(spec)
+        self.feature = data.feature
+        self.params = data.feature.Params.from_dict(data.params)
+        self.audio = list(data.audio)
+
+    def clip(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        """Item i's audio, augmented."""
+        from .audio import load_audio
+        from .wave_augment import apply_chain, draw_chain
+
+        sr = self.params.sr
+
+        def babble(count: int, rng: np.random.Generator) -> list[np.ndarray]:
+            others = rng.choice(len(self.audio) - 1, size=min(count, len(self.audio) - 1), replace=False)
+            return [load_audio(self.audio[j + (j >= i)], sr) for j in others]  # any clip but this one
+
+        chain = draw_chain(self.spec, rng, sr, babble=len(self.audio) > 1)
+        return apply_chain(load_audio(self.audio[i], sr), sr, chain, rng, babble)
+
+    def take(self, data, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """What data.feature.take gives for a training batch, made from augmented audio."""
+        import pandas as pd
+
+        from .audio import ClipError, load_audio
+
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+        values = []
+        for i in index.tolist():
+            try:
+                values.append(self.feature.extract(self.clip(i, rng), self.params))
+            except ClipError:  # e.g. augmented below the spectrogram's dB window: this time the clip as it is
+                values.append(self.feature.extract(load_audio(self.audio[i], self.params.sr), self.params))
+        stacked = self.feature.stack(values, data.options)
+        batch = replace(data, x=stacked.pop("x"), labels=data.labels[index.to(data.labels.device)], paths=[],
+                        frame=pd.DataFrame(index=range(len(values))), extra=stacked, audio=None, wave_augment=None)
+        return self.feature.take(batch, torch.arange(len(values)), generator)
+
+
+def with_wave_augment(data, spec: str, normalize: str = "none"):
+    """The training set `data` (a FeatureSet) with on-the-fly waveform augmentation `spec` (a --augment value; 'none':
+    `data` unchanged). What cannot be re-made from audio is a one-line ToolkitError."""
+    import os
+
+    from .errors import ToolkitError
+    from .wave_augment import parse_spec
+
+    if not parse_spec(spec):
+        return data
+    if data.feature.kind not in ("image", "audio"):
+        raise ToolkitError(f"--augment {spec}: on-the-fly augmentation re-makes spectrograms or waveforms, not "
+                           f"{data.feature.name} features; write augmented copies with augmentation.py and re-run stage 2 "
+                           f"with --augmented_csv instead")
+    if normalize == "speaker":
+        raise ToolkitError(f"--augment {spec} with --normalize speaker: the speaker statistics are those of the stored "
+                           f"features; drop one of the two (or train on augmentation.py's copies)")
+    if data.audio is None:
+        raise ToolkitError(f"--augment {spec}: the training CSV has no Audio_file_path column to read the clips from; "
+                           f"use stage 2's split CSVs")
+    missing = next((p for p in data.audio if not os.path.isfile(p)), None)
+    if missing:
+        raise ToolkitError(f"--augment {spec}: {missing}: audio file not found (the training CSV's Audio_file_path); "
+                           f"--augment re-reads each training clip, so the audio must be where the CSV says")
+    if not data.params:
+        raise ToolkitError(f"--augment {spec}: how the training features were made is unknown (no params.json beside "
+                           f"them); re-run generate_mel_spectrograms.py")
+    return replace(data, wave_augment=OnTheFly(data, spec))
