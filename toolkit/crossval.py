@@ -25,7 +25,7 @@ from .fileio import write_csv, write_json
 from .metrics import breakdown, classification_metrics
 from .plots import plot_folds, plot_speaker_accuracy
 from .runcard import RunCard
-from .splits import hold_out_groups
+from .splits import hold_out_groups, is_copy
 
 SCORES = ("accuracy", "f1", "uar")  # plotted per fold (higher is better)
 FOLD_METRICS = (*SCORES, "ece")  # summarised over folds
@@ -42,13 +42,22 @@ def speaker_folds(frame: pd.DataFrame, label: str, k: int, seed: int) -> list[np
 
 
 def fold_splits(frame: pd.DataFrame, label: str, k: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Per fold: row positions of train, val (held-out training speakers) and test (the fold)."""
+    """Per fold: row positions of train, val (held-out training speakers) and test (the fold).
+
+    The folds are made of the original clips alone (the same folds as without augmented copies); a copy
+    (augmentation.py) trains in every fold whose training part holds its speaker, and is never validated or tested on.
+    """
     frame = frame.reset_index(drop=True)
+    copies = is_copy(frame)
+    originals = frame[~copies]
     out = []
-    for test in speaker_folds(frame, label, k, seed):
-        rest = frame.drop(index=test)
+    for test in speaker_folds(originals, label, k, seed):
+        test = originals.index[test]
+        rest = originals.drop(index=test)
         train, val = hold_out_groups(rest, label, VAL_FRACTION, seed)
-        out.append({"train": train.index.to_numpy(), "val": val.index.to_numpy(), "test": np.asarray(test)})
+        extra = frame.index[copies & frame["ActorID"].isin(set(train["ActorID"]))]
+        out.append({"train": np.concatenate([train.index.to_numpy(), extra.to_numpy()]), "val": val.index.to_numpy(),
+                    "test": np.asarray(test)})
     return out
 
 
