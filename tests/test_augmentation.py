@@ -44,7 +44,7 @@ def envelope_peak(y: np.ndarray, low: float, high: float) -> float:
     import librosa
 
     spectrum = np.abs(librosa.stft(y, n_fft=2048)).mean(1)
-    envelope = W.spectral_envelope(np.log(spectrum + 1e-8)[:, None], 30)[:, 0]
+    envelope = W.spectral_envelope(np.log(spectrum + 1e-8), 30)
     freqs = np.linspace(0, SR / 2, len(spectrum))
     band = (freqs > low) & (freqs < high)
     return float(freqs[band][np.argmax(envelope[band])])

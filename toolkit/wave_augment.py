@@ -63,11 +63,13 @@ def vtlp_warp(freqs: np.ndarray, alpha: float, nyquist: float, boundary: float =
 
 
 def spectral_envelope(log_magnitude: np.ndarray, lifter: int) -> np.ndarray:
-    """The smooth envelope of log-magnitude spectra (freq, frames): cepstral liftering, the first `lifter`
+    """The smooth envelope of log-magnitude spectra (frames, freq): cepstral liftering, the first `lifter`
     quefrencies kept (below one pitch period, so the harmonics are smoothed away)."""
-    cepstrum = np.fft.irfft(log_magnitude, axis=0)
-    cepstrum[lifter : cepstrum.shape[0] - lifter + 1] = 0.0
-    return np.fft.rfft(cepstrum, axis=0).real[: log_magnitude.shape[0]]
+    from scipy.fft import irfft, rfft
+
+    cepstrum = irfft(log_magnitude, axis=-1)
+    cepstrum[..., lifter : cepstrum.shape[-1] - lifter + 1] = 0.0
+    return rfft(cepstrum, axis=-1).real[..., : log_magnitude.shape[-1]]
 
 
 def vtlp(audio: np.ndarray, sr: int, rng: np.random.Generator, alpha: float) -> np.ndarray:
@@ -78,12 +80,15 @@ def vtlp(audio: np.ndarray, sr: int, rng: np.random.Generator, alpha: float) -> 
 
     n_fft, hop = 1024 * sr // 16000 or 256, 256 * sr // 16000 or 64
     spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop)
-    log_mag = np.log(np.abs(spec) + 1e-8)
-    envelope = spectral_envelope(log_mag, lifter=max(8, int(0.0015 * sr)))  # 1.5 ms: below a 600 Hz voice's period
+    lifter = max(8, int(0.0015 * sr))  # 1.5 ms: shorter than the pitch period of a voice up to 600 Hz
+    envelope = spectral_envelope(np.log(np.abs(spec.T) + 1e-8), lifter)
     freqs = np.linspace(0, sr / 2, spec.shape[0])
-    source = np.interp(freqs, vtlp_warp(freqs, alpha, sr / 2), freqs)  # which frequency's envelope lands at each bin
-    warped = np.stack([np.interp(source, freqs, frame) for frame in envelope.T], axis=1)
-    out = librosa.istft(spec * np.exp(warped - envelope), hop_length=hop, n_fft=n_fft, length=len(audio))
+    source = np.interp(freqs, vtlp_warp(freqs, alpha, sr / 2), freqs) / freqs[1]  # the bin whose envelope lands here
+    low = np.minimum(source.astype(int), len(freqs) - 2)
+    frac = source - low
+    warped = envelope[:, low] * (1 - frac) + envelope[:, low + 1] * frac  # linear interpolation, all frames at once
+    gain = np.exp(warped - envelope).T
+    out = librosa.istft(spec * gain, hop_length=hop, n_fft=n_fft, length=len(audio))
     return out.astype(np.float32)
 
 
