@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         source_hash = fingerprint(source)
         for number in range(1, n + 1):
             entropy = copy_entropy(args.seed, name, number)
-            chain, _ = plan(entropy, spec, args.sr, bool(pool))
+            chain = plan(entropy, spec, args.sr, bool(pool))
             copy = copy_name(name, number, source_hash, entropy, chain, args.sr)
-            jobs.append(CopyJob(source, os.path.join(out_dir, copy), entropy, tuple(spec.items()), args.sr,
+            jobs.append(CopyJob(source, os.path.join(out_dir, copy), tuple(chain), entropy, args.sr,
                                 babble_sources(entropy, chain, pool), args.max_seconds))
             made.append({**rows.iloc[i].to_dict(), "Audio_file_name": copy, COPY_COLUMN: name,
                          "transform": describe(chain)})

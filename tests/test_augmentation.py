@@ -338,6 +338,8 @@ def test_on_the_fly_batches_are_seeded_augmented_and_shaped_like_the_stored(sex_
     assert torch.equal(a, b) and a.shape == stored.shape and a.dtype == stored.dtype
     assert not torch.equal(a, stored)
     assert with_wave_augment(train, "none") is train
+    parallel = with_wave_augment(train, "speed:1,noise:1", workers=2)  # the same items, whoever makes them
+    assert torch.equal(parallel.wave_augment.take(parallel, index, torch.Generator().manual_seed(0)), a)
 
 
 def test_augment_refuses_a_bad_spec(sex_data):

@@ -86,55 +86,76 @@ class Augment:
 
 class OnTheFly:
     """`--augment`: training batches re-made from augmented audio, new every epoch. Each item's clip is read again,
-    put through a chain of toolkit.wave_augment transforms drawn for it (the same ones augmentation.py writes copies
-    with; babble noise from other training clips) and made into its feature as stage 2 made the stored one; then it
-    is windowed or cropped as the stored features are in training. The draws come from the run's generator, so a
-    seeded run (and its --resume) is repeatable. Evaluation keeps the stored features."""
+    put through a chain of toolkit.wave_augment transforms drawn for it (as augmentation.py makes its copies: the
+    same code; babble noise from other training clips) and made into its feature as stage 2 made the stored one;
+    then it is windowed or cropped as the stored features are in training. The chains are drawn from the run's
+    generator, so a seeded run (and its --resume) is repeatable; the items of a batch are made by `workers`
+    processes (the result does not depend on how many). Evaluation keeps the stored features."""
 
-    def __init__(self, data, spec: str) -> None:
+    def __init__(self, data, spec: str, workers: int = 1) -> None:
         from .wave_augment import parse_spec
 
         self.spec = parse_spec(spec)
         self.feature = data.feature
         self.params = data.feature.Params.from_dict(data.params)
         self.audio = list(data.audio)
+        self.workers = workers
+        self.pool = None
 
-    def clip(self, i: int, rng: np.random.Generator) -> np.ndarray:
-        """Item i's audio, augmented."""
-        from .audio import load_audio
-        from .wave_augment import apply_chain, draw_chain
+    def jobs(self, index: list[int], seed: int) -> list[tuple]:
+        """What remake needs for each item: its clip, transforms, generator seed and the clips of its babble."""
+        from .copies import babble_sources, plan
 
-        sr = self.params.sr
-
-        def babble(count: int, rng: np.random.Generator) -> list[np.ndarray]:
-            others = rng.choice(len(self.audio) - 1, size=min(count, len(self.audio) - 1), replace=False)
-            return [load_audio(self.audio[j + (j >= i)], sr) for j in others]  # any clip but this one
-
-        chain = draw_chain(self.spec, rng, sr, babble=len(self.audio) > 1)
-        return apply_chain(load_audio(self.audio[i], sr), sr, chain, rng, babble)
+        out = []
+        for k, i in enumerate(index):
+            entropy = (seed, k)
+            chain = plan(entropy, self.spec, self.params.sr, len(self.audio) > 1, at_least_one=False)
+            babble = babble_sources(entropy, chain, self.audio[:i] + self.audio[i + 1 :])  # any clip but this one
+            out.append((self.feature, self.params, self.audio[i], chain, entropy, babble))
+        return out
 
     def take(self, data, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """What data.feature.take gives for a training batch, made from augmented audio."""
         import pandas as pd
 
-        from .audio import ClipError, load_audio
+        jobs = self.jobs(index.tolist(), int(torch.randint(2**62, (1,), generator=generator)))
+        if self.workers > 1 and len(jobs) > 1:
+            if self.pool is None:
+                from concurrent.futures import ProcessPoolExecutor
 
-        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
-        values = []
-        for i in index.tolist():
-            try:
-                values.append(self.feature.extract(self.clip(i, rng), self.params))
-            except ClipError:  # e.g. augmented below the spectrogram's dB window: this time the clip as it is
-                values.append(self.feature.extract(load_audio(self.audio[i], self.params.sr), self.params))
+                from .audio import _init_worker
+
+                self.pool = ProcessPoolExecutor(self.workers, initializer=_init_worker)
+            values = list(self.pool.map(remake, jobs, chunksize=max(1, len(jobs) // (4 * self.workers))))
+        else:
+            values = [remake(job) for job in jobs]
         stacked = self.feature.stack(values, data.options)
         batch = replace(data, x=stacked.pop("x"), labels=data.labels[index.to(data.labels.device)], paths=[],
                         frame=pd.DataFrame(index=range(len(values))), extra=stacked, audio=None, wave_augment=None)
         return self.feature.take(batch, torch.arange(len(values)), generator)
 
+    def __del__(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
-def with_wave_augment(data, spec: str, normalize: str = "none"):
+
+def remake(job: tuple) -> np.ndarray:
+    """Worker: one item's feature made from its augmented audio (from the clip as it is when the augmented audio
+    cannot make one, e.g. below a spectrogram's dB window)."""
+    from .audio import ClipError, load_audio
+    from .copies import make_copy
+
+    feature, params, source, chain, entropy, babble = job
+    try:
+        return feature.extract(make_copy(source, params.sr, chain, entropy, babble), params)
+    except ClipError:
+        return feature.extract(load_audio(source, params.sr), params)
+
+
+def with_wave_augment(data, spec: str, normalize: str = "none", workers: int = 1):
     """The training set `data` (a FeatureSet) with on-the-fly waveform augmentation `spec` (a --augment value; 'none':
-    `data` unchanged). What cannot be re-made from audio is a one-line ToolkitError."""
+    `data` unchanged), its items made by `workers` processes. What cannot be re-made from audio is a one-line
+    ToolkitError."""
     import os
 
     from .errors import ToolkitError
@@ -159,4 +180,4 @@ def with_wave_augment(data, spec: str, normalize: str = "none"):
     if not data.params:
         raise ToolkitError(f"--augment {spec}: how the training features were made is unknown (no params.json beside "
                            f"them); re-run generate_mel_spectrograms.py")
-    return replace(data, wave_augment=OnTheFly(data, spec))
+    return replace(data, wave_augment=OnTheFly(data, spec, workers))

@@ -21,7 +21,7 @@ from .audio import MAX_SECONDS, load_audio
 from .errors import ToolkitError
 from .fileio import atomic_path, read_csv, read_json, resolve_from_csv
 from .splits import COPY_COLUMN, PARTS, is_copy
-from .wave_augment import Step, apply_chain, describe, draw_chain
+from .wave_augment import Step, apply_chain, draw_chain
 
 STAGE1_SUFFIX = "_with_audio_path.csv"  # stage 1's CSV: every clip of the corpus, of whichever split
 CLIP_COLUMNS = ("Audio_file_name", "Audio_file_path", "ActorID")
@@ -100,10 +100,10 @@ def copies_per_clip(labels: pd.Series, copies: int, balance: bool, seed: int) ->
 class CopyJob:
     source: str  # the source clip's audio file
     out: str  # the copy's WAV
-    entropy: tuple[int, ...]  # seeds the copy's generator: (seed, hash of the source clip's name, copy number)
-    spec: tuple[tuple[str, float], ...]  # the transforms and their probabilities
+    chain: tuple  # the transforms and their parameters (plan)
+    entropy: tuple[int, ...]  # seeds the copy's generators: (seed, hash of the source clip's name, copy number)
     sr: int
-    babble: tuple[str, ...]  # audio files of other training speakers' clips, for babble noise
+    babble: tuple[str, ...]  # audio files of other clips, for babble noise
     max_seconds: float = MAX_SECONDS
 
 
@@ -111,10 +111,9 @@ def copy_entropy(seed: int, clip: str, number: int) -> tuple[int, ...]:
     return seed, zlib.crc32(clip.encode()), number
 
 
-def plan(entropy: tuple[int, ...], spec: dict[str, float], sr: int, babble: bool) -> tuple[list[Step], np.random.Generator]:
-    """A copy's transforms and parameters (at least one transform), and the generator that goes on to make its noise."""
-    rng = np.random.default_rng(list(entropy))
-    return draw_chain(spec, rng, sr, at_least_one=True, babble=babble), rng
+def plan(entropy: tuple[int, ...], spec: dict[str, float], sr: int, babble: bool, at_least_one: bool = True) -> list[Step]:
+    """A copy's transforms and their parameters (at least one transform unless told otherwise)."""
+    return draw_chain(spec, np.random.default_rng(list(entropy)), sr, at_least_one=at_least_one, babble=babble)
 
 
 def babble_sources(entropy: tuple[int, ...], chain: list[Step], pool: list[str]) -> tuple[str, ...]:
@@ -124,6 +123,15 @@ def babble_sources(entropy: tuple[int, ...], chain: list[Step], pool: list[str])
         return ()
     picks = np.random.default_rng([*entropy, 1]).choice(len(pool), size=min(voices, len(pool)), replace=False)
     return tuple(pool[i] for i in sorted(picks))
+
+
+def make_copy(source: str, sr: int, chain: list[Step], entropy: tuple[int, ...], babble: tuple[str, ...] = (),
+              max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """The source clip's audio put through `chain`; the noise and rooms come from a generator seeded by `entropy`.
+    What augmentation.py writes, and what training's --augment makes a feature of."""
+    rng = np.random.default_rng([*entropy, 2])
+    audio = load_audio(source, sr, max_seconds)
+    return apply_chain(audio, sr, chain, rng, lambda count, rng: [load_audio(p, sr) for p in babble])
 
 
 def copy_name(source_name: str, number: int, source_hash: str, entropy: tuple[int, ...], chain: list[Step], sr: int) -> str:
@@ -140,11 +148,8 @@ def write_copy(job: CopyJob) -> tuple[str, str | None]:
 
     if os.path.exists(job.out):
         return job.out, None
-    spec = dict(job.spec)
-    chain, rng = plan(job.entropy, spec, job.sr, bool(job.babble))
     try:
-        audio = load_audio(job.source, job.sr, job.max_seconds)
-        out = apply_chain(audio, job.sr, chain, rng, lambda count, rng: [load_audio(p, job.sr) for p in job.babble])
+        out = make_copy(job.source, job.sr, list(job.chain), job.entropy, job.babble, job.max_seconds)
     except ToolkitError as e:  # a source clip that cannot be read is reported, the run goes on
         return job.out, str(e)
     with atomic_path(job.out) as tmp:

@@ -461,7 +461,8 @@ def fit(
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    train = with_wave_augment(train, config.augment, config.normalize)  # --augment: re-made from augmented audio
+    # --augment: training items re-made from augmented audio, by as many processes as torch has threads (--threads)
+    train = with_wave_augment(train, config.augment, config.normalize, torch.get_num_threads())
     stats = card.features.get("stats") or train.feature.fit_stats(train.x)
     for split in (train, val, test):
         split.stats = stats
