@@ -27,6 +27,7 @@ import re
 import shutil
 import tempfile
 
+import pandas as pd
 from tqdm import tqdm
 
 from toolkit.audio import MAX_SECONDS, PARAMS_FILE, fingerprint, parallel_map
@@ -38,7 +39,8 @@ from toolkit.features.store import open_store, store_files, write_store
 from toolkit.features import FEATURES, STORED, FeatureParams, FeatureType, feature_file_job, feature_file_name, get_feature
 from toolkit.fileio import output_dir, process_alive, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
 from toolkit.labels import CATEGORIES, check_category, classes_for, encode_labels
-from toolkit.splits import TEST_FRACTION, VAL_FRACTION, coverage_warnings, make_splits, manifest_path, split_manifest
+from toolkit.splits import (COPY_COLUMN, TEST_FRACTION, VAL_FRACTION, coverage_warnings, is_copy, make_splits,
+                            manifest_path, split_manifest)
 
 SPLITS = ("train", "val", "test")
 
@@ -67,6 +69,10 @@ def get_args_parser() -> Parser:
                    help="no per-clip feature files (PNGs for mel, .npy for the others): only each split's packed store "
                         "({category}_{split}.store.bin + .store.json beside the CSVs), which stage 3 memory-maps; the "
                         "CSVs still name the files, as the store's index. Without it both are written")
+    p.add_argument("--augmented_csv", default=None,
+                   help="augmentation.py's {category}_augmented.csv: its copies of training clips get features too and "
+                        "are added to the training CSV only, beside their source clips (the split of the originals "
+                        "stays as without them); a copy whose source clip is not in the training part is refused")
     p.add_argument("--max_seconds", type=positive_float, default=MAX_SECONDS,
                    help="a clip longer than this is reported and left out (its header is read first: memory stays bounded)")
     return p
@@ -150,6 +156,34 @@ def check_not_overwriting_other_features(feature: type[FeatureType], csv: str) -
                            f"--features {feature.name} (or delete those CSVs)")
 
 
+def read_copies(path: str, category: str, classes: list[str], table: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
+    """augmentation.py's copies (audio paths made absolute), checked: labels of the class list, names of their own,
+    and source clips in the training part of the split (else the copies would carry a held-out voice into training)."""
+    copies = read_csv(path, [category, "Audio_file_name", "Audio_file_path", "ActorID", COPY_COLUMN])
+    copies = one_row_per(without_blanks(copies, ["Audio_file_name", "Audio_file_path", COPY_COLUMN], path),
+                         "Audio_file_name", path, "clip")
+    encode_labels(copies, category, path, classes)
+    clash = copies["Audio_file_name"].isin(set(table["Audio_file_name"]))
+    if clash.any():
+        raise ToolkitError(f"{path}: {int(clash.sum())} copies are named like clips of the corpus (e.g. "
+                           f"{copies['Audio_file_name'][clash].iloc[0]}); pass augmentation.py's CSV")
+    outside = ~copies[COPY_COLUMN].astype(str).isin(set(train["Audio_file_name"].astype(str)))
+    if outside.any():
+        raise ToolkitError(f"{path}: {int(outside.sum())} copies of clips outside the training part of this split (e.g. "
+                           f"{copies[COPY_COLUMN][outside].iloc[0]}); re-run augmentation.py on this split's training CSV")
+    copies["Audio_file_path"] = [os.path.abspath(resolve_from_csv(p, path)) for p in copies["Audio_file_path"].astype(str)]
+    return copies
+
+
+def with_copies(train: pd.DataFrame, copies: pd.DataFrame) -> pd.DataFrame:
+    """The training part with the copies of its clips (copies of a clip that could not be used are left out)."""
+    kept = copies[copies[COPY_COLUMN].astype(str).isin(set(train["Audio_file_name"].astype(str)))]
+    if len(kept) < len(copies):
+        print(f"note: {len(copies) - len(kept)} copies of clips that could not be used are left out")
+    print(f"training part: {len(train)} clips and {len(kept)} augmented copies of them")
+    return pd.concat([train, kept]).sort_values("Audio_file_name").reset_index(drop=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = get_args_parser()
     args = parser.parse_args(argv)
@@ -168,7 +202,10 @@ def main(argv: list[str] | None = None) -> None:
     encode_labels(table, args.category, in_csv, classes)  # a label outside the class list fails now, not after the features
     split = dict(how=args.split, seed=args.seed, source=in_csv, val_fraction=args.val_fraction,
                  test_fraction=args.test_fraction)
-    make_splits(table, args.category, **split)  # so does too little data to split
+    planned = make_splits(table, args.category, **split)  # so does too little data to split
+    copies = read_copies(args.augmented_csv, args.category, classes, table, planned["train"]) if args.augmented_csv else None
+    if copies is not None:  # features are made for the copies too; they join the training part after the split
+        table = pd.concat([table, copies], ignore_index=True)
     output_dir(args.save_csv_path, "--save_csv_path")
     outs = {s: os.path.join(args.save_csv_path, f"{args.category}_{s}.csv") for s in SPLITS}
     for out in outs.values():
@@ -199,7 +236,9 @@ def main(argv: list[str] | None = None) -> None:
         if table.empty:
             raise ToolkitError(f"{in_csv}: no clip could be turned into {feature.name} features; the reasons are in {failed_csv}")
 
-        splits = make_splits(table, args.category, **split)
+        splits = make_splits(table[~is_copy(table)], args.category, **split)
+        if copies is not None:
+            splits["train"] = with_copies(splits["train"], table[is_copy(table)])
         for name, part in splits.items():
             out = outs[name]
             part = part.assign(**{column: [relative_to_csv(p, out) for p in part[column]],
@@ -212,8 +251,11 @@ def main(argv: list[str] | None = None) -> None:
         by_speaker = args.split == "speaker" and labels.get("speaker_column", "ActorID") is not None
         kind = args.split if by_speaker or args.split == "random" else "clip (no speaker column)"
         fractions = {"train": 1 - args.val_fraction - args.test_fraction, "val": args.val_fraction, "test": args.test_fraction}
-        write_json(split_manifest(splits, kind, args.seed, args.category, classes, feature.name, outs, fractions),
-                   manifest_path(args.save_csv_path, args.category))
+        manifest = split_manifest(splits, kind, args.seed, args.category, classes, feature.name, outs, fractions)
+        if copies is not None:
+            manifest["augmented"] = {"csv": os.path.abspath(args.augmented_csv),
+                                     "copies": int(is_copy(splits["train"]).sum())}
+        write_json(manifest, manifest_path(args.save_csv_path, args.category))
         if by_speaker:
             for warning in coverage_warnings(splits, args.category):
                 print(f"warning: {warning}")

@@ -36,7 +36,7 @@ MODEL = "wav2vec2"  # the models.MODELS name of a fine-tuned encoder, whichever 
 
 def make_parser() -> Parser:
     p = get_args_parser(__doc__, epochs=FINETUNE.epochs, recipe=False, base=FINETUNE)
-    add_recipe_flags(p, names=("weight_decay", "lr_schedule", "warmup", "patience", "select_by", "class_weights"),
+    add_recipe_flags(p, names=("weight_decay", "lr_schedule", "warmup", "patience", "select_by", "class_weights", "augment"),
                      base=FINETUNE)
     p.add_argument("--encoder", default="facebook/wav2vec2-base",
                    help="pretrained speech encoder: Hugging Face hub id (from the local cache) or model directory")

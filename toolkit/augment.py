@@ -1,4 +1,5 @@
-"""Training-time augmentation: SpecAugment masks and random gain for spectrogram batches, mixup for any batch.
+"""Training-time augmentation: SpecAugment masks and random gain for spectrogram batches, mixup for any batch, and
+`--augment` (OnTheFly): training items re-made from waveforms augmented by toolkit.wave_augment.
 
 The spectrogram functions take a float batch (B, C, H, W) in [0, 1] as made by features.mel (0 = the dB floor, i.e.
 silence; low frequencies at the bottom); mixup takes any batch. Each feature type picks what applies to it (its
@@ -7,7 +8,7 @@ any device. Nothing here is used at evaluation time.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -81,3 +82,102 @@ class Augment:
         if self.mixup > 0:
             return mixup(x, y, num_classes, self.mixup, generator)
         return x, y
+
+
+class OnTheFly:
+    """`--augment`: training batches re-made from augmented audio, new every epoch. Each item's clip is read again,
+    put through a chain of toolkit.wave_augment transforms drawn for it (as augmentation.py makes its copies: the
+    same code; babble noise from other training clips) and made into its feature as stage 2 made the stored one;
+    then it is windowed or cropped as the stored features are in training. The chains are drawn from the run's
+    generator, so a seeded run (and its --resume) is repeatable; the items of a batch are made by `workers`
+    processes (the result does not depend on how many). Evaluation keeps the stored features."""
+
+    def __init__(self, data, spec: str, workers: int = 1) -> None:
+        from .wave_augment import parse_spec
+
+        self.spec = parse_spec(spec)
+        self.feature = data.feature
+        self.params = data.feature.Params.from_dict(data.params)
+        self.audio = list(data.audio)
+        self.workers = workers
+        self.pool = None
+
+    def jobs(self, index: list[int], seed: int) -> list[tuple]:
+        """What remake needs for each item: its clip, transforms, generator seed and the clips of its babble."""
+        from .copies import babble_sources, plan
+
+        out = []
+        for k, i in enumerate(index):
+            entropy = (seed, k)
+            chain = plan(entropy, self.spec, self.params.sr, len(self.audio) > 1, at_least_one=False)
+            babble = babble_sources(entropy, chain, self.audio[:i] + self.audio[i + 1 :])  # any clip but this one
+            out.append((self.feature, self.params, self.audio[i], chain, entropy, babble))
+        return out
+
+    def take(self, data, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """What data.feature.take gives for a training batch, made from augmented audio."""
+        import pandas as pd
+
+        jobs = self.jobs(index.tolist(), int(torch.randint(2**62, (1,), generator=generator)))
+        if self.workers > 1 and len(jobs) > 1:
+            if self.pool is None:
+                from concurrent.futures import ProcessPoolExecutor
+
+                from .audio import _init_worker
+
+                self.pool = ProcessPoolExecutor(self.workers, initializer=_init_worker)
+            values = list(self.pool.map(remake, jobs, chunksize=max(1, len(jobs) // (4 * self.workers))))
+        else:
+            values = [remake(job) for job in jobs]
+        stacked = self.feature.stack(values, data.options)
+        batch = replace(data, x=stacked.pop("x"), labels=data.labels[index.to(data.labels.device)], paths=[],
+                        frame=pd.DataFrame(index=range(len(values))), extra=stacked, audio=None, wave_augment=None)
+        return self.feature.take(batch, torch.arange(len(values)), generator)
+
+    def __del__(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def remake(job: tuple) -> np.ndarray:
+    """Worker: one item's feature made from its augmented audio (from the clip as it is when the augmented audio
+    cannot make one, e.g. below a spectrogram's dB window)."""
+    from .audio import ClipError, load_audio
+    from .copies import make_copy
+
+    feature, params, source, chain, entropy, babble = job
+    try:
+        return feature.extract(make_copy(source, params.sr, chain, entropy, babble), params)
+    except ClipError:
+        return feature.extract(load_audio(source, params.sr), params)
+
+
+def with_wave_augment(data, spec: str, normalize: str = "none", workers: int = 1):
+    """The training set `data` (a FeatureSet) with on-the-fly waveform augmentation `spec` (a --augment value; 'none':
+    `data` unchanged), its items made by `workers` processes. What cannot be re-made from audio is a one-line
+    ToolkitError."""
+    import os
+
+    from .errors import ToolkitError
+    from .wave_augment import parse_spec
+
+    if not parse_spec(spec):
+        return data
+    if data.feature.kind not in ("image", "audio"):
+        raise ToolkitError(f"--augment {spec}: on-the-fly augmentation re-makes spectrograms or waveforms, not "
+                           f"{data.feature.name} features; write augmented copies with augmentation.py and re-run stage 2 "
+                           f"with --augmented_csv instead")
+    if normalize == "speaker":
+        raise ToolkitError(f"--augment {spec} with --normalize speaker: the speaker statistics are those of the stored "
+                           f"features; drop one of the two (or train on augmentation.py's copies)")
+    if data.audio is None:
+        raise ToolkitError(f"--augment {spec}: the training CSV has no Audio_file_path column to read the clips from; "
+                           f"use stage 2's split CSVs")
+    missing = next((p for p in data.audio if not os.path.isfile(p)), None)
+    if missing:
+        raise ToolkitError(f"--augment {spec}: {missing}: audio file not found (the training CSV's Audio_file_path); "
+                           f"--augment re-reads each training clip, so the audio must be where the CSV says")
+    if not data.params:
+        raise ToolkitError(f"--augment {spec}: how the training features were made is unknown (no params.json beside "
+                           f"them); re-run generate_mel_spectrograms.py")
+    return replace(data, wave_augment=OnTheFly(data, spec, workers))

@@ -10,6 +10,8 @@ import argparse
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+from .wave_augment import spec_flag, spec_help
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -31,6 +33,7 @@ class TrainConfig:
     freq_width: int = 12
     gain_db: float = 6.0
     mixup: float = 0.0
+    augment: str = "none"  # on-the-fly waveform augmentation (toolkit.wave_augment spec, e.g. 'speed:0.5,noise:0.3')
     normalize: str = "none"  # 'speaker': each speaker's own mean and spread removed (within-speaker traits)
     eval_windows: str = "all"  # mel 'pad': a clip longer than the window is scored on all its windows ('center': one)
     calibration: str = "temperature"  # probabilities calibrated on the validation split after training
@@ -127,6 +130,12 @@ RECIPE_FLAGS: dict[str, tuple[dict, str]] = {
     "freq_width": (dict(type=non_negative(int)), "mel: widest frequency mask (image rows)"),
     "gain_db": (dict(type=non_negative(float)), "mel: random gain of up to ± this many dB"),
     "mixup": (dict(type=non_negative(float)), "mixup Beta(a, a) parameter a (0 = off)"),
+    "augment": (dict(type=spec_flag, metavar="NAME[:P],..."),
+                "waveform augmentation of each training clip before its features are made, new every epoch: transforms "
+                "each applied with probability P (0.5 when left out), e.g. speed:0.5,pitch:0.3,noise:0.3; 'none' = off. "
+                "mel: each training clip's spectrogram is re-made from its augmented audio (the split CSVs' "
+                "Audio_file_path), then SpecAugment and gain apply as usual; fine-tuned encoders: the audio itself. "
+                "The same transforms as augmentation.py: " + spec_help()),
     "normalize": (dict(choices=NORMALIZE), "'speaker': remove each speaker's own mean and spread (per value; per mel "
                                            "band), computed from the speaker's clips with no labels; for traits that "
                                            "vary within a speaker (emotion). It removes the signal of traits constant "

@@ -29,6 +29,7 @@ from .fileio import read_json, write_csv, write_json
 from .metrics import breakdown, classification_metrics
 from .plots import plot_folds, plot_speaker_accuracy
 from .runcard import RunCard
+from .splits import is_copy
 
 SCORES = ("accuracy", "f1", "uar")  # plotted per fold (higher is better)
 FOLD_METRICS = (*SCORES, "ece")  # summarised over folds
@@ -81,16 +82,25 @@ def speaker_folds(frame: pd.DataFrame, label: str, k: int, seed: int) -> list[np
 
 
 def fold_splits(frame: pd.DataFrame, label: str, k: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Per fold: row positions of train, val (held-out training speakers) and test (the fold)."""
+    """Per fold: row positions of train, val (held-out training speakers) and test (the fold).
+
+    The folds are made of the original clips alone (the same folds as without augmented copies); a copy
+    (augmentation.py) trains in every fold whose training part holds its speaker, and is never validated or tested on.
+    """
     frame = frame.reset_index(drop=True)
+    copies = is_copy(frame).to_numpy()
+    originals = frame[~copies]
     speaker = frame["ActorID"].astype(str)
-    classes = speaker_classes(frame, label)
+    classes = speaker_classes(originals, label)
     out = []
-    for i, test in enumerate(speaker_folds(frame, label, k, seed), 1):
+    for i, test in enumerate(speaker_folds(originals, label, k, seed), 1):
+        test = originals.index.to_numpy()[test]
         is_test = np.zeros(len(frame), bool)
         is_test[test] = True
-        val = speaker.isin(validation_speakers(sorted(set(speaker[~is_test])), classes, seed, i)).to_numpy() & ~is_test
-        out.append({"train": np.flatnonzero(~is_test & ~val), "val": np.flatnonzero(val), "test": np.asarray(test)})
+        train_speakers = sorted(set(speaker[~is_test & ~copies]))
+        val = speaker.isin(validation_speakers(train_speakers, classes, seed, i)).to_numpy() & ~is_test
+        train = ~is_test & ~val & (~copies | speaker.isin(train_speakers).to_numpy())
+        out.append({"train": np.flatnonzero(train), "val": np.flatnonzero(val & ~copies), "test": np.asarray(test)})
     return out
 
 

@@ -76,6 +76,7 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
         data = FeatureSet(x=stacked.pop("x"), labels=torch.tensor(labels, dtype=torch.long), paths=paths, frame=df,
                           feature=feature, params=params, options=options, extra=stacked)
         data.classes = classes if category else None
+        data.audio = audio_files(csvs, tables)
         return data
     paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[column].astype(str)]
     if from_audio is None:
@@ -96,7 +97,18 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
                             params=params_beside(paths[keep[0]]) if from_audio is None else params.to_dict(),
                             normalize=normalize)
     data.classes = classes if category else None
+    audio = audio_files(csvs, tables)
+    data.audio = [audio[i] for i in keep] if audio is not None else None
     return data
+
+
+def audio_files(csvs: list, tables: list[pd.DataFrame]) -> list[str] | None:
+    """Each row's audio file as its CSV lists it (a relative path taken from the CSV's folder, no file looked for), or
+    None when a CSV has no audio column."""
+    if not all(AUDIO_COLUMN in t.columns for t in tables):
+        return None
+    return [p if os.path.isabs(p) else os.path.join(os.path.dirname(os.path.abspath(str(c))), p)
+            for c, t in zip(csvs, tables) for p in t[AUDIO_COLUMN].astype(str)]
 
 
 def packed_stores(feature: type[FeatureType], csvs: list, tables: list[pd.DataFrame], column: str) -> list[Store] | None:
@@ -148,7 +160,10 @@ def batches(
     order = order.to(data.x.device)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        x = data.feature.take(data, idx, generator)
+        if generator is not None and data.wave_augment is not None:
+            x = data.wave_augment.take(data, idx, generator)
+        else:
+            x = data.feature.take(data, idx, generator)
         yield data.to_input(x, device), data.labels[idx].to(device, non_blocking=True)
 
 

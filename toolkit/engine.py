@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed
+from .augment import with_wave_augment
 from .config import LR_SCHEDULES, TrainConfig
 from .data import FeatureSet, batches, move_to_device
 from .domain import describe_domain
@@ -477,6 +478,8 @@ def fit(
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    # --augment: training items re-made from augmented audio, by as many processes as torch has threads (--threads)
+    train = with_wave_augment(train, config.augment, config.normalize, torch.get_num_threads())
     stats = card.features.get("stats") or train.feature.fit_stats(train.x)
     for split in (train, val, test):
         split.stats = stats

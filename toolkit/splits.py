@@ -19,6 +19,14 @@ TEST_FRACTION = 0.20
 VAL_FRACTION = 0.08  # of the whole: 72/8/20
 MIN_SPEAKERS = 3  # a part with fewer speakers gives scores that say more about those speakers than about the model
 PARTS = {"train": "training", "val": "validation", "test": "test"}
+COPY_COLUMN = "source_clip"  # augmentation.py's copies name their source clip here; original clips leave it blank
+
+
+def is_copy(frame: pd.DataFrame) -> pd.Series:
+    """Which rows are augmented copies of another clip (they train beside their source, never validate or test)."""
+    if COPY_COLUMN not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame[COPY_COLUMN].notna() & (frame[COPY_COLUMN].astype(str).str.strip() != "")
 
 
 def split_random(df: pd.DataFrame, label: str, seed: int, val_fraction: float, test_fraction: float) -> dict[str, pd.DataFrame]:

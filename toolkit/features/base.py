@@ -226,6 +226,8 @@ class FeatureSet:
     stats: dict | None = None  # input standardisation, from the training split
     extra: dict = None  # per-item tensors of the type (mel, time_axis 'pad': the whole clips and their lengths)
     classes: list[str] | None = None  # what the label indices mean (None: unlabeled)
+    audio: list[str] | None = None  # each item's audio file, where its CSV lists one (on-the-fly augmentation reads it)
+    wave_augment: object = None  # training batches re-made from augmented audio (augment.OnTheFly); None: stored values
 
     def __post_init__(self) -> None:
         self.params = self.params or {}
@@ -253,7 +255,8 @@ def subset(data: FeatureSet, index) -> FeatureSet:
     return FeatureSet(x=pick(data.x), labels=pick(data.labels), paths=[data.paths[i] for i in index.tolist()],
                       frame=data.frame.iloc[index.numpy()].reset_index(drop=True), feature=data.feature,
                       params=data.params, options=data.options, stats=data.stats,
-                      extra={k: pick(v) for k, v in data.extra.items()}, classes=data.classes)
+                      extra={k: pick(v) for k, v in data.extra.items()}, classes=data.classes,
+                      audio=[data.audio[i] for i in index.tolist()] if data.audio is not None else None)
 
 
 
