@@ -4,10 +4,14 @@ table, clips.csv: file, speaker, sex, emotion).
 Example:
     python3 make_demo_data.py --out Data/demo
     python3 make_demo_data.py --out Data/demo_unseen --actors 10 --voices unseen
+    python3 make_demo_data.py --out Data/demo_wide --actors 48 --clips_per_actor 24 --seed 1 --voices wide
     python3 data_preprocessing.py --csv_file VideoDemographics.csv --csv_path Data/demo/ --audio_path Data/demo/AudioWAV/ --category sex
 
 The voices come from a source-filter model (demo/synth.py): sex, age, emotion and (mildly)
 race are audible in the clips, so the toolkit's models have something real to learn.
+
+--voices wide: the voice families (every speaker has one or two; a listener still hears their sex and emotion):
+{families}
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below the
 import argparse
 import os
 
-from demo.synth import VOICE_SETTINGS, build_corpus
+from demo.synth import VOICE_FAMILIES, VOICE_SETTINGS, build_corpus
+
+__doc__ = __doc__.format(families="\n".join(f"  {name:14s}{what}" for name, what in VOICE_FAMILIES.items()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,7 +40,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="'unseen' draws voices from a different generator setting (pitch and formants beyond the "
                              "training ranges, other noise, another glottal pulse; IDs from 3001, unlabeled from 4001) "
                              "to test generalisation to new kinds of voices; 'boundary' (IDs from 5001) puts both "
-                             "sexes at the edge of the other's range, a stress test (default: standard)")
+                             "sexes at the edge of the other's range, a stress test; 'wide' (IDs from 7001, unlabeled "
+                             "from 8001; half women, half men) gives every speaker one or two voice families the "
+                             "training voices never have, taken in turn within each sex (listed below; which speaker "
+                             "has which: {out}/voice_families.csv): the honest development set for voices never heard "
+                             "(default: standard)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.actors < 1:

@@ -25,6 +25,7 @@ from toolkit.data import load_split
 from toolkit.engine import RunFiles, fit
 from toolkit.errors import ToolkitError
 from toolkit.fileio import output_dir
+from toolkit.fullbatch import check_config as check_full_batch
 from toolkit.labels import check_category
 from toolkit.runcard import RunCard
 from toolkit.splits import training_sets
@@ -78,9 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--extra_test_csv", nargs="+", default=[],
                    help="also score the best model (every fold's, with --folds) on these CSVs, e.g. unseen kinds of voices")
     args = p.parse_args(argv)
-    config = train_config(args)
     category = check_category(args.category)
     name = canonical_name(args.model)
+    config = train_config(args, default_recipe=MODELS[name].recipe)
     device = pick_device(args.device, args.threads)
     output_dir(args.model_save_path, "--model_save_path")  # an unusable folder fails now, not after training
     if args.folds and distributed.launched():
@@ -99,6 +100,7 @@ def train_and_report(args, config, category: str, name: str, device) -> None:
     train, val, test, split = training_sets(csvs, load, args.folds, config.seed, category)
     classes = train.classes
     check_input(name, train.feature.kind, train.input_shape(), csvs["train"])
+    check_full_batch(config, train.feature.kind, csvs["train"])
     card = RunCard.new(name, category, classes, train, config, split, vars(args), init=["imagenet" if pretrained else "scratch"],
                        init_detail={"weights": os.path.abspath(args.weights)} if args.weights else {})
     run = RunFiles(args.model_save_path, f"{name}_{category}")

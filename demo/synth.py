@@ -14,6 +14,12 @@ toolkit classifies, so every stage can be run and must *learn* something:
 
 Everything is drawn from numpy Generators seeded by (seed, actor, clip name), so a clip's
 bytes do not depend on which worker made it or in which order.
+
+Besides the training voices ('standard') there are test settings (VOICE_SETTINGS): 'unseen' and 'boundary' move
+pitch and vocal tract, and 'wide' adds VOICE_FAMILIES that the training voices never have (breathy, creaky and
+pressed phonation, accents of a speaker's own, telephone and band-limited channels, reverberant rooms, low-pitched
+women and high-pitched men, other speaking styles). Their draws come from streams of their own, so the other
+settings' clips keep their bytes.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import csv
 import os
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from multiprocessing import Pool
 
 import numpy as np
@@ -126,6 +132,9 @@ MALE_SHARE, HISPANIC_SHARE = 0.53, 0.12
 # background noise (dBFS, one-pole colour) and the glottal pulse. 'unseen' is the held-out kind of voice: pitch and
 # vocal tract beyond the training ranges on each class's own side, louder hissy noise and another pulse shape.
 # 'boundary' is a stress test: both sexes pushed toward (and a little past) the edge of the other's range.
+# 'wide' is the honest development set for voices never heard: the training ranges of pitch and vocal tract, either
+# pulse, any noise colour, and every speaker carries one or two of the VOICE_FAMILIES below (balanced over sex: as
+# many women as men), so what a model gets wrong there can be put down to the families.
 VOICE_SETTINGS = {
     "standard": dict(f0=((160, 250), (85, 145)), formant_scale=((1.12, 1.24), (0.90, 1.02)),
                      noise_db=(-60, -53), noise_colour=(0.85, 0.97), pulse="rosenberg"),
@@ -133,9 +142,23 @@ VOICE_SETTINGS = {
                    noise_db=(-50, -42), noise_colour=(-0.4, 0.2), pulse="klglott"),
     "boundary": dict(f0=((160, 180), (130, 150)), formant_scale=((1.11, 1.16), (0.99, 1.04)),
                      noise_db=(-50, -42), noise_colour=(-0.4, 0.2), pulse="klglott"),
+    "wide": dict(f0=((160, 250), (85, 145)), formant_scale=((1.12, 1.24), (0.90, 1.02)),
+                 noise_db=(-60, -45), noise_colour=(-0.4, 0.97), pulse="klglott", male_share=0.5),
 }
 FIRST_ID = {("standard", False): 1001, ("standard", True): 2001, ("unseen", False): 3001, ("unseen", True): 4001,
-            ("boundary", False): 5001, ("boundary", True): 6001}
+            ("boundary", False): 5001, ("boundary", True): 6001, ("wide", False): 7001, ("wide", True): 8001}
+# The kinds of voice and recording the training voices never have ('wide' setting), each still heard by a listener as
+# the speaker's sex and emotion. The three phonations exclude each other (see wide_families).
+VOICE_FAMILIES = {
+    "breathy": "breathy phonation: glottis open most of the cycle, strong aspiration noise, weak upper harmonics",
+    "creaky": "creaky voice (vocal fry): low, irregular and alternating pulses, most at phrase ends, in bursts elsewhere",
+    "pressed": "pressed (tense) phonation: short open phase, little aspiration, narrow formants, flat spectral tilt",
+    "accent": "an accent of the speaker's own: every vowel's formant targets shifted, and formant spacing unlike a scaled standard tract",
+    "telephone": "a narrowband telephone channel (300-3400 Hz, 8 kHz G.711 mu-law) or a band-limited microphone (low-pass 3.8-5.5 kHz)",
+    "reverb": "a reverberant room (RT60 0.35-0.9 s, direct-to-reverberant ratio -2 to +6 dB)",
+    "crossed_pitch": "a low-pitched woman (F0 118-145 Hz, in the male range) or a high-pitched man (F0 165-195 Hz); formants keep the sex",
+    "prosody": "another speaking style: much slower or faster (x0.72-0.85 or x1.2-1.35) and flatter or wider intonation",
+}
 
 
 # ----------------------------------------------------------------------------- corpus layout
@@ -184,14 +207,14 @@ def _apportion(n: int, shares: list[float], minimum: int = 0) -> list[int]:
     return counts
 
 
-def draw_demographics(n: int, first_id: int, seed: int) -> list[dict]:
+def draw_demographics(n: int, first_id: int, seed: int, male_share: float = MALE_SHARE) -> list[dict]:
     """n actors resembling CREMA-D's: ~53% male, ages 20-74 (mostly 20s-30s), race 60/23/13/4, 12% Hispanic.
 
     Sex and age bin are assigned by stratum (every sex and age bin gets >= 2 actors once n >= 10),
     then shuffled, so small corpora still contain every class.
     """
     rng = np.random.default_rng([seed, first_id, 7])
-    n_male = min(max(round(MALE_SHARE * n), min(2, n // 2)), n - min(2, n // 2))
+    n_male = min(max(round(male_share * n), min(2, n // 2)), n - min(2, n // 2))
     bins = [b for b, count in zip(AGE_BINS, _apportion(n, [b[2] for b in AGE_BINS], minimum=2)) for _ in range(count)]
     # Spread the sexes evenly along the age-sorted list so each age bin gets both where it can.
     sexes = ["Male" if (i + 1) * n_male // n > i * n_male // n else "Female" for i in range(n)]
@@ -233,10 +256,20 @@ class Voice:
     noise_colour: float  # one-pole coefficient: ~1 rumbly, 0 white, <0 hissy
     pulse: str  # glottal pulse shape: "rosenberg" or "klglott"
     accent: int  # 0, 1, 2: the made-up accent groups that carry "race"
+    # The 'wide' setting's families (apply_families); the defaults change nothing, so other voices keep their bytes.
+    families: tuple[str, ...] = ()
+    vowel_shift: dict = field(default_factory=dict)  # vowel -> (F1..F4) factors: an accent of the speaker's own
+    formant_dispersion: np.ndarray | None = None  # per-formant factors on top of formant_scale (another tract shape)
+    fry: float = 0.0  # vocal fry: strength of low, irregular, alternating pulses (0 = none)
+    channel: tuple[float, float] | None = None  # pass band (Hz) of the recording channel
+    mu_law: bool = False  # telephone: 8 kHz sampling with G.711 8-bit mu-law companding
+    rt60: float = 0.0  # room reverberation time (s); 0 = a dry booth
+    drr_db: float = 0.0  # direct-to-reverberant energy ratio (dB)
 
 
-def make_voice(actor: dict, seed: int, voices: str = "standard") -> Voice:
-    """Draw an actor's voice from their demographics. 'unseen' uses a different generator setting."""
+def make_voice(actor: dict, seed: int, voices: str = "standard", families: tuple[str, ...] = ()) -> Voice:
+    """Draw an actor's voice from their demographics. 'unseen' uses a different generator setting; 'wide' one more
+    and the given VOICE_FAMILIES (build_corpus assigns them with wide_families)."""
     rng = np.random.default_rng([seed, actor["ActorID"], 11])
     male = actor["Sex"] == "Male"
     age = int(actor["Age"])
@@ -251,7 +284,7 @@ def make_voice(actor: dict, seed: int, voices: str = "standard") -> Voice:
     # Ageing: women's pitch drops, men's rises late; voices get rougher, breathier, slower.
     f0 *= (1 - 0.08 * old) if not male else (1 + 0.06 * old**2)
     accent = {"Caucasian": 0, "African American": 1, "Asian": 2}.get(actor["Race"], int(rng.integers(3)))
-    return Voice(
+    voice = Voice(
         actor_id=int(actor["ActorID"]), sex=actor["Sex"], age=age, f0=float(f0), formant_scale=float(formant_scale),
         open_quotient=float(rng.uniform(0.45, 0.6) + (0.08 if not male else 0.0)),
         jitter=float(0.004 + 0.03 * old * rng.uniform(0.8, 1.2)),
@@ -265,6 +298,64 @@ def make_voice(actor: dict, seed: int, voices: str = "standard") -> Voice:
         loudness_db=float(rng.uniform(-3, 3)),
         noise_db=float(noise_db), noise_colour=float(noise_colour), pulse=pulse, accent=accent,
     )
+    if voices == "wide":  # its own random stream: the draws above stay those of the other settings
+        voice = apply_families(voice, families, np.random.default_rng([seed, actor["ActorID"], 17]))
+    return voice
+
+
+def apply_families(voice: Voice, families: tuple[str, ...], rng: np.random.Generator) -> Voice:
+    """The voice with the 'wide' setting's pulse choice and the given families (VOICE_FAMILIES) applied."""
+    unknown = set(families) - set(VOICE_FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown voice families {sorted(unknown)}: choose from {', '.join(VOICE_FAMILIES)}")
+    male = voice.sex == "Male"
+    v = replace(voice, families=tuple(families), pulse=str(rng.choice(["rosenberg", "klglott"])))
+    if "breathy" in families:
+        v.open_quotient = float(rng.uniform(0.72, 0.82))
+        v.breath = float(v.breath + rng.uniform(0.45, 0.8))
+    if "creaky" in families:
+        v.fry = float(rng.uniform(0.45, 0.8))
+        v.open_quotient = float(rng.uniform(0.35, 0.45))
+        v.jitter = float(v.jitter + rng.uniform(0.005, 0.015))
+    if "pressed" in families:
+        v.open_quotient = float(rng.uniform(0.30, 0.38))
+        v.breath = float(0.3 * v.breath)
+        v.bandwidth_scale = float(0.8 * v.bandwidth_scale)
+    if "accent" in families:
+        spread = np.array([0.09, 0.07, 0.04, 0.02])  # F1 moves most between accents, F4 hardly
+        v.vowel_shift = {vowel: np.exp(rng.normal(0, spread)) for vowel in VOWELS}
+        v.formant_dispersion = np.exp(rng.normal(0, [0.05, 0.04, 0.03, 0.03]))
+    if "telephone" in families:
+        if rng.random() < 2 / 3:
+            v.channel, v.mu_law = (300.0, 3400.0), True
+        else:
+            v.channel = (float(rng.uniform(80, 200)), float(rng.uniform(3800, 5500)))
+    if "reverb" in families:
+        v.rt60, v.drr_db = float(rng.uniform(0.35, 0.9)), float(rng.uniform(-2, 6))
+    if "crossed_pitch" in families:  # the formant scale drawn above keeps the speaker's sex
+        v.f0 = float(rng.uniform(165, 195) if male else rng.uniform(118, 145))
+    if "prosody" in families:
+        v.tempo = float(v.tempo * (rng.uniform(0.72, 0.85) if rng.random() < 0.5 else rng.uniform(1.2, 1.35)))
+        v.pitch_range = float(v.pitch_range * (rng.uniform(0.45, 0.65) if rng.random() < 0.5 else rng.uniform(1.6, 2.0)))
+    return v
+
+
+PHONATIONS = ("breathy", "creaky", "pressed")
+
+
+def wide_families(actors: list[dict]) -> dict[int, tuple[str, ...]]:
+    """Each actor's families, balanced over sex: within each sex the actors take the families in turn, the first
+    eight one family each, the next eight a second one 3 places on, the next a second one 5 places on (never two
+    phonations), and so on."""
+    names = list(VOICE_FAMILIES)
+    out = {}
+    for sex in ("Female", "Male"):
+        for rank, actor in enumerate(a for a in actors if a["Sex"] == sex):
+            first = names[rank % len(names)]
+            offset = (0, 3, 5)[(rank // len(names)) % 3]
+            second = names[(rank + offset) % len(names)]
+            out[int(actor["ActorID"])] = (first,) if offset == 0 else (first, second)
+    return out
 
 
 def emotion_style(emotion: str, level: str, strength: float) -> dict:
@@ -278,6 +369,8 @@ def _vowel_formants(vowel: str, voice: Voice) -> tuple[np.ndarray, np.ndarray]:
     shifts = ACCENT_VOWELS.get(voice.accent, {})
     a = np.array(VOWELS[start], float) * shifts.get(start, 1.0)
     b = np.array(VOWELS[end], float) * shifts.get(end, 1.0)
+    if voice.vowel_shift:
+        a, b = a * voice.vowel_shift[start], b * voice.vowel_shift[end]
     if voice.accent == 1 and vowel == "ay":
         b = a.copy()  # monophthongised /ay/
     return a, b
@@ -375,6 +468,8 @@ def synthesize(voice: Voice, sentence: str, emotion: str, level: str, rng: np.ra
     gain = 10 ** (ph["gain_db"][idx] / 20)
     formants = ph["f_start"][idx] + (ph["f_end"][idx] - ph["f_start"][idx]) * frac[:, None]
     formants = _smooth(formants, 5) * voice.formant_scale * style["formant"]
+    if voice.formant_dispersion is not None:
+        formants *= voice.formant_dispersion
     formants[:, 0] *= style["f1"]
     formants = np.minimum(formants, 0.45 * SR)
     voicing = _smooth(voicing * gain, 3)
@@ -393,6 +488,11 @@ def synthesize(voice: Voice, sentence: str, emotion: str, level: str, rng: np.ra
     st += voice.tremor * np.sin(2 * np.pi * rng.uniform(4, 5.5) * t + rng.uniform(0, 2 * np.pi))
     st += _smooth(rng.normal(0, 1.2, n_blocks), 15)
     creak = style["creak"] * np.clip((speech_frac - 0.65) / 0.35, 0, 1)  # disgust: creaky endings
+    if voice.fry:  # a creaky speaker: fry towards the end of the phrase and in short bursts anywhere
+        bursts = _smooth((rng.random(n_blocks) < 0.03).astype(float), 12) > 0
+        fry = voice.fry * np.maximum(np.clip((speech_frac - 0.5) / 0.3, 0, 1), bursts)
+        creak = np.clip(creak + fry, 0, 1)
+        st -= 4.0 * fry
     st -= 5.0 * creak
     f0 = np.clip(voice.f0 * 2 ** (st / 12), 50, 500)
 
@@ -400,6 +500,8 @@ def synthesize(voice: Voice, sentence: str, emotion: str, level: str, rng: np.ra
     ts = np.arange(n) / SR
     f0_s = np.interp(ts, t, f0)
     jitter_s = voice.jitter * (1 + 4 * np.interp(ts, t, creak))
+    if voice.fry:
+        jitter_s = jitter_s + 0.06 * np.interp(ts, t, creak)
     cycles = np.cumsum(f0_s) / SR
     per_cycle = rng.standard_normal((2, int(cycles[-1]) + 2))
     f0_s = f0_s * (1 + np.clip(jitter_s * per_cycle[0][cycles.astype(int)], -0.3, 0.3))
@@ -408,6 +510,8 @@ def synthesize(voice: Voice, sentence: str, emotion: str, level: str, rng: np.ra
     oq = np.clip(voice.open_quotient * style["oq"], 0.3, 0.9)
     flow = _glottal_flow(cycles - k, oq, voice.pulse)
     shimmer = np.clip(1 + voice.shimmer * per_cycle[1][np.minimum(k, per_cycle.shape[1] - 1)], 0.2, 2.0)
+    if voice.fry:  # alternating strong and weak pulses (diplophonia), as in fry
+        shimmer = shimmer * (1 - 0.5 * np.interp(ts, t, creak) * (k % 2))
     source = np.diff(flow, prepend=0.0) * shimmer  # flow derivative: lip radiation
     source /= np.sqrt(np.mean(source**2)) + 1e-9
     voicing_s = np.interp(ts, t, voicing)
@@ -451,16 +555,45 @@ def synthesize(voice: Voice, sentence: str, emotion: str, level: str, rng: np.ra
         if env.any():
             speech += rms * signal.sosfilt(_bandpass(lo, hi), white) * env
 
+    if voice.rt60:
+        speech = _reverberate(speech, voice.rt60, voice.drr_db, rng)
+
     # Level: vocal effort sets the speech level; the room noise floor stays, so SNR follows effort.
     rms = np.sqrt(np.mean(speech[active] ** 2)) if active.any() else 1.0
     speech *= 10 ** ((-26 + voice.loudness_db + style["energy"] + rng.normal(0, 1.0)) / 20) / (rms + 1e-12)
     room = signal.lfilter([1.0], [1.0, -voice.noise_colour], rng.standard_normal(n))
     room *= 10 ** ((voice.noise_db + rng.normal(0, 1.5)) / 20) / (np.sqrt(np.mean(room**2)) + 1e-12)
     out = speech + room
+    if voice.channel:
+        out = _channel(out, voice.channel, voice.mu_law)
     peak = np.max(np.abs(out))
     if peak > 0.98:  # shouting: turn the gain down rather than clip
         out *= 0.98 / peak
     return out.astype(np.float32)
+
+
+def _reverberate(x: np.ndarray, rt60: float, drr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """x in a room: a direct path plus an exponentially decaying noise tail (60 dB down after rt60 s, darkening as
+    it decays, from 5 ms on), the tail's energy drr_db below the direct sound's; the clip keeps its length."""
+    t = np.arange(int(1.2 * rt60 * SR)) / SR
+    tail = rng.standard_normal(len(t)) * np.exp(-6.91 * t / rt60) * (t > 0.005)
+    tail = signal.lfilter([0.6], [1.0, -0.4], tail)  # air and walls absorb the highs
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail**2))
+    tail[0] = 1.0
+    return signal.fftconvolve(x, tail)[: len(x)]
+
+
+def _channel(x: np.ndarray, band: tuple[float, float], mu_law: bool) -> np.ndarray:
+    """x through a band-limited channel; with mu_law, a telephone line: band-pass, 8 kHz sampling, 8-bit G.711
+    mu-law, back to 16 kHz and the receiver's band-pass."""
+    sos = signal.butter(6, band, btype="bandpass", fs=SR, output="sos")
+    y = signal.sosfilt(sos, x)
+    if mu_law:
+        narrow = np.clip(signal.resample_poly(y, 1, 2), -1, 1)
+        code = np.round(np.sign(narrow) * np.log1p(255 * np.abs(narrow)) / np.log1p(255) * 127) / 127
+        narrow = np.sign(code) * np.expm1(np.abs(code) * np.log1p(255)) / 255
+        y = signal.sosfilt(sos, signal.resample_poly(narrow, 2, 1)[: len(x)])
+    return y
 
 
 _BANDPASS: dict[tuple, np.ndarray] = {}
@@ -520,18 +653,21 @@ def build_corpus(out: str, actors: int = 30, seed: int = 0, clips_per_actor: int
     started = time.time()
     audio_dir = os.path.join(out, "AudioWAV")
     os.makedirs(audio_dir, exist_ok=True)
-    labeled = draw_demographics(actors, FIRST_ID[voices, False], seed)
+    male_share = VOICE_SETTINGS[voices].get("male_share", MALE_SHARE)
+    labeled = draw_demographics(actors, FIRST_ID[voices, False], seed, male_share)
+    unlabeled = draw_demographics(unlabeled_actors, FIRST_ID[voices, True], seed, male_share) if unlabeled_actors > 0 else []
+    families = {**wide_families(labeled), **wide_families(unlabeled)} if voices == "wide" else {}
     jobs = []
     for actor in labeled:
-        voice = make_voice(actor, seed, voices)
+        voice = make_voice(actor, seed, voices, families.get(actor["ActorID"], ()))
         for clip in choose_clips(actor["ActorID"], clips_per_actor, seed):
             jobs.append((voice, clip, os.path.join(audio_dir, clip + ".wav"), seed))
     unlabeled_rows = []
     if unlabeled_actors > 0:
         unlabeled_dir = os.path.join(out, "Unlabeled", "AudioWAV")
         os.makedirs(unlabeled_dir, exist_ok=True)
-        for actor in draw_demographics(unlabeled_actors, FIRST_ID[voices, True], seed):
-            voice = make_voice(actor, seed, voices)
+        for actor in unlabeled:
+            voice = make_voice(actor, seed, voices, families.get(actor["ActorID"], ()))
             clips = choose_clips(actor["ActorID"], clips_per_actor, seed)
             # File names carry the speaker only: the shuffled index reveals nothing about the emotion.
             order = np.random.default_rng([seed, actor["ActorID"], 3]).permutation(len(clips))
@@ -560,6 +696,9 @@ def build_corpus(out: str, actors: int = 30, seed: int = 0, clips_per_actor: int
     write_csv_rows(os.path.join(out, "clips.csv"), ["file", "speaker", "sex", "emotion"], table)
     if unlabeled_rows:
         write_csv_rows(os.path.join(out, "unlabeled.csv"), ["Audio_file_path", "Audio_file_name"], sorted(unlabeled_rows))
+    if families:  # which families each speaker carries, for results per family (experiments/compare_heads.py)
+        write_csv_rows(os.path.join(out, "voice_families.csv"), ["ActorID", "Sex", "families"],
+                       [[a["ActorID"], a["Sex"], "+".join(families[a["ActorID"]])] for a in labeled + unlabeled])
     return dict(written=todo, clips=len(jobs), actors=actors, unlabeled_actors=unlabeled_actors,
                 hours=sum(durations) / 3600, seconds=time.time() - started)
 

@@ -98,10 +98,10 @@ def seed_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_table(path: str, text: str, section: str = "table") -> None:
-    """Put the table between the section's markers of an existing write-up (the analysis around it stays); a section
-    the file lacks is appended, a missing file is created."""
-    start, end = f"<!-- compare_recipes.py: {section} -->", f"<!-- /{section} -->"
+def write_table(path: str, text: str, section: str = "table", tool: str = "compare_recipes.py") -> None:
+    """Put the table between the section's markers (named after `tool`) of an existing write-up (the analysis around
+    it stays); a section the file lacks is appended, a missing file is created."""
+    start, end = f"<!-- {tool}: {section} -->", f"<!-- /{section} -->"
     old = open(path).read() if os.path.isfile(path) else ""
     if start in old and end in old:
         new = old[: old.index(start) + len(start)] + "\n" + text + old[old.index(end):]
@@ -148,7 +148,7 @@ def main() -> None:
 
     variants = {name: flags.split() for name, flags in (v.split("=", 1) for v in args.variants)}
     image_configs = {r: [] for r in args.recipes} | variants
-    vector_configs = {"default": []} | variants  # the seed had no vector features: no seed recipe to reproduce
+    vector_configs = {"default": []} | variants  # each vector head's own default recipe (the seed had no vector features)
     jobs = [(c, m, r, seed) for seed in args.seeds for c in args.categories
             for models, configs in ((args.models, image_configs), (args.vector_models, vector_configs))
             for m in models for r in configs]
@@ -164,7 +164,7 @@ def main() -> None:
         if not os.path.isfile(summary):
             os.makedirs(models, exist_ok=True)
             run("train_cnn.py", "--csv_load_path", os.path.join(standard, data) + "/", "--category", category,
-                "--model", model, "--no-pretrained", "--recipe", recipe, "--folds", str(args.folds),
+                "--model", model, "--no-pretrained", *([] if vector else ["--recipe", recipe]), "--folds", str(args.folds),
                 "--epochs", str(args.epochs), "--seed", str(seed), "--threads", "1", "--model_save_path", models + "/",
                 "--extra_test_csv", os.path.join(unseen, data, f"{category}_all.csv"), *(variants.get(config) or []),
                 log=os.path.join(models, f"{model}_{category}_cv.log"))

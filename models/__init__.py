@@ -24,6 +24,7 @@ class ModelSpec:
     takes: str  # the feature kind it accepts: "image" (3×H×W), "vector" (D, or L×D stacks) or "audio" (waveforms)
     imagenet: str | None = None  # torchvision's weights enum, where ImageNet weights exist
     image_size: tuple[int, int] | None = None  # the only H×W it can take (a Linear layer sized for it)
+    recipe: str = "default"  # the training recipe (toolkit/config.py RECIPES) when no --recipe is given
 
 
 def torchvision_model(builder: str, weights: str) -> ModelSpec:
@@ -42,8 +43,8 @@ MODELS: dict[str, ModelSpec] = {
     "resnet34": torchvision_model("resnet34", "ResNet34_Weights"),
     "vgg16": torchvision_model("vgg16", "VGG16_Weights"),
     "efficientnet": torchvision_model("efficientnet_b2", "EfficientNet_B2_Weights"),
-    "linear": ModelSpec(lambda n, shape: VectorHead(shape, n), "vector"),
-    "mlp": ModelSpec(lambda n, shape: VectorHead(shape, n, hidden=(256,)), "vector"),
+    "linear": ModelSpec(lambda n, shape: VectorHead(shape, n), "vector", recipe="vector"),
+    "mlp": ModelSpec(lambda n, shape: VectorHead(shape, n, hidden=(256,)), "vector", recipe="vector"),
     "wav2vec2": ModelSpec(lambda n, shape, encoder, pretrained: build_speech_classifier(n, encoder, pretrained), "audio"),
 }
 MODEL_NAMES = list(MODELS)

@@ -41,13 +41,16 @@ class TrainConfig:
     accumulate: int = 1  # batches whose gradients are summed before each optimiser step
     max_seconds: float = 5.0  # audio (fine-tuned encoders): longer clips are cropped at random in training
     freeze_feature_encoder: bool = False  # fine-tuned encoders: keep the CNN front end (raw audio -> frames) fixed
+    optimizer: str = "adamw"  # 'lbfgs': full-batch L-BFGS for the vector heads (toolkit/fullbatch.py)
+    C: tuple[float, ...] = (1.0,)  # lbfgs: inverse L2 strengths (scikit-learn's C) to try, one an epoch; validation chooses
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        return cls(**{f.name: tuple(d[f.name]) if isinstance(d[f.name], list) else d[f.name]  # JSON has no tuples
+                      for f in fields(cls) if f.name in d})
 
     def changed(self, other: "TrainConfig", ignore: tuple[str, ...] = ("epochs",)) -> dict[str, tuple]:
         """{field: (self's value, other's)} where the two differ (for --resume)."""
@@ -60,6 +63,10 @@ RECIPES: dict[str, TrainConfig] = {
     "default": TrainConfig(),
     "seed": TrainConfig(recipe="seed", time_axis="resize", weight_decay=0.0, lr_schedule="none", patience=0,
                         select_by="f1", class_weights="none", time_masks=0, freq_masks=0, gain_db=0.0, calibration="none"),
+    # The vector heads' (linear, mlp): full-batch L-BFGS, C chosen on validation (experiments/RESULTS.md, "Vector heads").
+    # C: one value a decade, as scikit-learn's LogisticRegressionCV.
+    "vector": TrainConfig(recipe="vector", optimizer="lbfgs", weight_decay=0.0, lr_schedule="none",
+                          C=tuple(10.0 ** k for k in range(-4, 5))),
 }
 # train_wav2vec2.py's fixed recipe: the seed project's Transformer/training_wav2vec2.py (Hugging Face Trainer: batch 4,
 # 4 accumulated batches, learning rate 3e-5 warmed up over 10% then decayed linearly, 20 epochs, no weight decay,
@@ -74,6 +81,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 NORMALIZE = ("none", "speaker")
 EVAL_WINDOWS = ("all", "center")
 CALIBRATIONS = ("temperature", "none")
+OPTIMIZERS = ("adamw", "lbfgs")
 
 
 def at_least(minimum: float, kind: type = int):
@@ -143,6 +151,12 @@ RECIPE_FLAGS: dict[str, tuple[dict, str]] = {
     "eval_windows": (dict(choices=EVAL_WINDOWS), "mel with time_axis pad: score a clip longer than the window on all its "
                                                  "windows (hop half a window; mean probability), as predict.py scores a "
                                                  "recording, or on the centred one only"),
+    "optimizer": (dict(choices=OPTIMIZERS), "'adamw': mini-batches, --learning_rate and --lr_schedule; 'lbfgs' (vector "
+                                            "heads): full-batch L-BFGS to the optimum, each epoch one L2 strength "
+                                            "(--C), the best on validation kept; learning rate and schedule unused"),
+    "C": (dict(type=positive_float, nargs="+"), "lbfgs: inverse L2 strengths, as scikit-learn's C: each is one epoch (a "
+                                                "fit from the same initial weights), the best on validation is kept "
+                                                "(--epochs is unused)"),
     "calibration": (dict(choices=CALIBRATIONS), "after training, fit a temperature on the validation split so that the "
                                                 "probabilities mean what they say (kept in the run card; predictions "
                                                 "unchanged)"),
@@ -152,8 +166,9 @@ RECIPE_FLAGS: dict[str, tuple[dict, str]] = {
 def _default_text(name: str, base: TrainConfig | None) -> str:
     if base is not None:
         return f"default: {getattr(base, name)}"
-    default, seed = getattr(RECIPES["default"], name), getattr(RECIPES["seed"], name)
-    return f"default: {default}" + (f"; --recipe seed: {seed}" if seed != default else "")
+    default = getattr(RECIPES["default"], name)
+    return f"default: {default}" + "".join(f"; --recipe {r}: {getattr(c, name)}" for r, c in RECIPES.items()
+                                            if getattr(c, name) != default)
 
 
 def add_training_flags(p: argparse.ArgumentParser, epochs: int, base: TrainConfig = TrainConfig()) -> None:
@@ -176,16 +191,20 @@ def add_recipe_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None =
     train_config can tell them from a value the user typed."""
     g = p.add_argument_group("training recipe" + ("" if base else " (unset flags take the value of --recipe)"))
     if base is None:
-        g.add_argument("--recipe", choices=list(RECIPES), default="default",
+        g.add_argument("--recipe", choices=list(RECIPES), default=None,
                        help="'default': the measured recipe (experiments/RESULTS.md); 'seed': the seed project's "
-                            "(stretched images, no augmentation, constant learning rate, best epoch by F1)")
+                            "(stretched images, no augmentation, constant learning rate, best epoch by F1); 'vector': "
+                            "full-batch L-BFGS with the L2 strength chosen on validation (default for linear and mlp, "
+                            "'default' for the others)")
     for name in names or RECIPE_FLAGS:
         kwargs, text = RECIPE_FLAGS[name]
         g.add_argument(f"--{name}", default=argparse.SUPPRESS, help=f"{text} ({_default_text(name, base)})", **kwargs)
 
 
-def train_config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """The TrainConfig of parsed flags: the chosen recipe (or `base`), with every flag the user gave on top."""
-    start = base if base is not None else RECIPES[args.recipe]
+def train_config(args: argparse.Namespace, base: TrainConfig | None = None, default_recipe: str = "default") -> TrainConfig:
+    """The TrainConfig of parsed flags: the chosen recipe (or `base`; without --recipe, `default_recipe`, the model's
+    own), with every flag the user gave on top."""
+    start = base if base is not None else RECIPES[getattr(args, "recipe", None) or default_recipe]
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "recipe" and hasattr(args, f.name)}
-    return replace(start, **given)
+    config = replace(start, **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+    return replace(config, epochs=len(config.C)) if config.optimizer == "lbfgs" else config  # an epoch per C

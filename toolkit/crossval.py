@@ -175,7 +175,8 @@ def _cross_validate(data: FeatureSet, k: int, config: TrainConfig, make_model: C
         extra = score_extra_tests(model, extra_tests, result, config.batch_size, device, fold_run.path("_extra_tests.json"))
         metrics = result.metrics
         folds.append({"fold": i, "epoch": metrics["epoch"], "seconds": metrics["seconds"], "test": {k: metrics["test"][k] for k in FOLD_METRICS},
-                      "test_speakers": sorted(test.frame["ActorID"].astype(str).unique()), "extra_tests": extra})
+                      "test_speakers": sorted(test.frame["ActorID"].astype(str).unique()),
+                      "val_speakers": sorted(data.frame["ActorID"].iloc[part["val"]].astype(str).unique()), "extra_tests": extra})
         pred = pd.read_csv(fold_run.path("_test_predictions.csv"))
         predictions.append(pred.assign(fold=i))
 

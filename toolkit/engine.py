@@ -29,6 +29,7 @@ from .domain import describe_domain
 from .errors import ToolkitError
 from .fairness import describe as describe_groups, fairness_report, group_columns, write_fairness
 from .fileio import load_checkpoint, process_alive, write_csv, write_torch
+from .fullbatch import fitted, full_batch_step, make_lbfgs
 from .metrics import (breakdown, classification_metrics, expected_calibration_error, fit_temperature, format_confusion,
                       format_metrics, reliability)
 from .plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy, plot_training_curves
@@ -383,8 +384,9 @@ def train_loop(
     # --compile: steps run through the compiled wrapper; `model` keeps plain parameter names for the checkpoints
     net = distributed.wrap(model, device)  # under torchrun: DistributedDataParallel
     net = CompiledOrEager(net) if compile else net
-    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
-    scheduler = make_scheduler(optimizer, config.lr_schedule, config.epochs, config.warmup)
+    full_batch = config.optimizer == "lbfgs"  # an epoch is one L2 strength (fullbatch.py): no learning rate to schedule
+    optimizer = make_lbfgs(model) if full_batch else make_optimizer(model, config.learning_rate, config.weight_decay)
+    scheduler = make_scheduler(optimizer, "none" if full_batch else config.lr_schedule, config.epochs, config.warmup)
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
     best_score, best_epoch, best_state, start_epoch = -math.inf, 0, None, 1
@@ -490,9 +492,12 @@ def fit(
         augment = train.feature.augmentation(config, train.params)
         weights = balanced_class_weights(train.labels, len(classes)) if config.class_weights == "balanced" else None
 
-        def train_step(net, optimizer, epoch, generator):
-            return train_one_epoch(net, train, optimizer, config.batch_size, device, generator, augment, weights,
-                                   len(classes), config.accumulate)
+        if config.optimizer == "lbfgs":
+            train_step = full_batch_step(model, train, config, device, weights)
+        else:
+            def train_step(net, optimizer, epoch, generator):
+                return train_one_epoch(net, train, optimizer, config.batch_size, device, generator, augment, weights,
+                                       len(classes), config.accumulate)
 
     if distributed.active():
         card.training["world_size"] = distributed.world_size()
@@ -512,6 +517,8 @@ def fit(
         if not distributed.is_main():  # rank 0 scores the best epoch and writes the files
             return card
         card.domain = describe_domain(model, train, val, config.batch_size, device, windows)  # out-of-domain flag
+        if config.optimizer == "lbfgs":
+            card.training["lbfgs"] = fitted(loop.history, loop.best_epoch, len(train))
         return report(model, loop, val, test, config, run, card, device)
 
 
