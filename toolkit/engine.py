@@ -500,6 +500,7 @@ def fit(
             return
         write_torch(state, run.weights)
         card.metrics = {"epoch": epoch, "val": public(val_metrics)}
+        card.complete = False  # until report() has scored the run on test: every reader refuses it
         card.save(run.card)
 
     windows = config.eval_windows == "all"
@@ -545,7 +546,7 @@ def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet
 
     card.metrics = {"epoch": loop.best_epoch, "seconds": loop.seconds, "val": public(val_metrics),
                     "test": {**public(test_metrics), **test_breakdown}}
-    card.save(run.card)
+    card.complete = True
     card.save(run.path("_metrics.json"), history=loop.history)
     write_csv(pd.DataFrame(loop.history), run.path("_metrics.csv"))
     write_test_predictions(test, test_metrics, classes, run.path("_test_predictions.csv"))
@@ -559,6 +560,7 @@ def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet
     plot_training_curves(loop.history, run.path("_training_curves.png"), title, saved_epoch=loop.best_epoch)
     if "per_speaker" in test_breakdown:
         plot_speaker_accuracy(test_breakdown["per_speaker"], run.path("_speakers.png"), f"{card.name}: test accuracy per speaker")
+    card.save(run.card)  # last: a card that says complete is a finished run with all its files
     print(f"saved {run.weights} and its run card, metrics and plots in {run.folder}")
     return card
 
