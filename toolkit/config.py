@@ -23,7 +23,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     lr_schedule: str = "cosine"
     patience: int = 10
-    select_by: str = "loss"
+    select_by: str = "f1_loss"  # F1, loss breaking ties: robust on small validation splits (experiments/RESULTS.md)
     class_weights: str = "balanced"
     time_masks: int = 2
     time_width: int = 12
