@@ -15,7 +15,10 @@ kept in a temporary folder that is removed when the demo stops.
 """
 from __future__ import annotations
 
-import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
+if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C during them then ends in one line
+    from toolkit.interrupts import quit_on_ctrl_c_during_startup
+    quit_on_ctrl_c_during_startup()
+
 import atexit
 import html
 import os

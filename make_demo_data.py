@@ -15,11 +15,15 @@ race are audible in the clips, so the toolkit's models have something real to le
 """
 from __future__ import annotations
 
-import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
+if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C during them then ends in one line
+    from toolkit.interrupts import quit_on_ctrl_c_during_startup
+    quit_on_ctrl_c_during_startup()
+
 import argparse
 import os
 
 from demo.synth import VOICE_FAMILIES, VOICE_SETTINGS, build_corpus
+from toolkit.interrupts import raise_on_ctrl_c
 
 __doc__ = __doc__.format(families="\n".join(f"  {name:14s}{what}" for name, what in VOICE_FAMILIES.items()))
 
@@ -63,4 +67,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    raise_on_ctrl_c()  # start-up is over: from here Ctrl-C raises, so pools and temporary files are cleaned up
     main()

@@ -15,6 +15,10 @@ with its run card, which holds the encoder's config: predict.py and stage 5 rebu
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C during them then ends in one line
+    from toolkit.interrupts import quit_on_ctrl_c_during_startup
+    quit_on_ctrl_c_during_startup()
+
 import os
 from dataclasses import asdict
 

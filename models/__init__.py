@@ -1,7 +1,6 @@
 """One registry for every network: a model is one MODELS entry; build_model(name, num_classes, input_shape, ...)."""
 from __future__ import annotations
 
-import toolkit  # noqa: F401  (before torch: a Ctrl-C during its slow import then ends in one line)
 import os
 from dataclasses import dataclass
 from typing import Callable

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded demo corpus, offline, in a few minutes on 2 CPU cores.
 # Edit the variables to try another category or model; every command is the one a user types.
+# Incremental: a model whose run card is complete (trained and scored on test) is kept and reported as done on a
+# second run; an interrupted one (its card says "complete": false) is trained again. Delete Models/demo to redo all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -8,6 +10,17 @@ DATA=Data/demo            # corpus + CSVs + spectrograms
 MODELS=Models/demo        # checkpoints, metrics and plots
 CATEGORY=sex
 EPOCHS=${EPOCHS:-15}
+STARTED=$SECONDS
+
+# once CARD COMMAND...: run the training COMMAND unless CARD is the run card of a finished run
+once() {
+    local card=$1; shift
+    if [ -f "$card" ] && $PYTHON -c 'import sys; from toolkit.runcard import read_card; read_card(sys.argv[1])' "$card" 2>/dev/null; then
+        echo "   done before: $card is a finished run (delete it to train again)"
+    else
+        "$@"
+    fi
+}
 
 echo "== demo corpus (+ 4 unlabeled actors for stage 5)"
 $PYTHON make_demo_data.py --out $DATA --unlabeled_actors 4 ${DEMO_FLAGS:-}
@@ -19,11 +32,11 @@ echo "== stage 2: log-mel spectrograms + speaker-disjoint train/val/test split"
 $PYTHON generate_mel_spectrograms.py --load_csv_path $DATA/ --save_spec_path $DATA/ --save_csv_path $DATA/ --category $CATEGORY
 
 echo "== stage 3: train cnn3"
-$PYTHON train_cnn.py --csv_load_path $DATA/ --category $CATEGORY --model cnn3 --epochs $EPOCHS --batch_size 64 \
+once $MODELS/cnn3_$CATEGORY.json $PYTHON train_cnn.py --csv_load_path $DATA/ --category $CATEGORY --model cnn3 --epochs $EPOCHS --batch_size 64 \
     --learning_rate 1e-3 --model_save_path $MODELS/
 
 echo "== stage 4a: autoencoder pre-training on the training images"
-$PYTHON train_autoencoder.py --csv_load_path $DATA/ --category $CATEGORY --train_csv ${CATEGORY}_train.csv \
+once $MODELS/autoencoder_3_layers.json $PYTHON train_autoencoder.py --csv_load_path $DATA/ --category $CATEGORY --train_csv ${CATEGORY}_train.csv \
     --epochs ${AE_EPOCHS:-3} --batch_size 64 --learning_rate 1e-3 --model_save_path $MODELS/
 
 echo "== stage 4b: reload the autoencoder, check it reproduces its loss"
@@ -31,22 +44,24 @@ $PYTHON testing_autoencoder.py --csv_load_path $DATA/ --category $CATEGORY --tra
     --model_load_path $MODELS/
 
 echo "== stage 4c: cnn3 classifier from the pre-trained encoder"
-$PYTHON cnn_classifier.py --csv_load_path $DATA/ --category $CATEGORY --epochs ${AE_CLASSIFIER_EPOCHS:-6} --batch_size 64 \
+once $MODELS/cnn3_ae_$CATEGORY.json $PYTHON cnn_classifier.py --csv_load_path $DATA/ --category $CATEGORY --epochs ${AE_CLASSIFIER_EPOCHS:-6} --batch_size 64 \
     --learning_rate 1e-3 --model_save_and_load_path $MODELS/
 
 echo "== stage 5: pseudo-labeling on the unlabeled actors, starting from the stage-3 cnn3"
-$PYTHON pseudo_labeling_semisupervised.py --csv_load_path $DATA/ --category $CATEGORY --unlabeled_csv unlabeled.csv \
+once $MODELS/cnn3_${CATEGORY}_PL.json $PYTHON pseudo_labeling_semisupervised.py --csv_load_path $DATA/ --category $CATEGORY --unlabeled_csv unlabeled.csv \
     --epochs ${PL_EPOCHS:-4} --batch_size 64 --learning_rate 1e-3 --model cnn3 --cnn_param_file cnn3_${CATEGORY}.pt \
     --pseudolabeling_param_file cnn3_${CATEGORY}_PL.pt --model_save_and_load_path $MODELS/ --T1 0 --T2 3
 
 if [ "${ENCODERS:-1}" = 1 ]; then  # ENCODERS=0 leaves out the speech encoders, the slowest part on a CPU
     echo "== speech encoders, offline: a small random-init wav2vec2 (real use: hf download facebook/wav2vec2-base once)"
-    $PYTHON make_demo_encoder.py --out $MODELS/demo_encoder
+    [ -f $MODELS/demo_encoder/config.json ] || $PYTHON make_demo_encoder.py --out $MODELS/demo_encoder
     $PYTHON generate_mel_spectrograms.py --load_csv_path $DATA/ --save_spec_path $DATA/ --save_csv_path $DATA/ssl/ \
         --category $CATEGORY --features ssl --encoder $MODELS/demo_encoder
-    $PYTHON train_cnn.py --csv_load_path $DATA/ssl/ --category $CATEGORY --model mlp --epochs $EPOCHS --model_save_path $MODELS/ssl/
-    $PYTHON train_wav2vec2.py --csv_load_path $DATA/ --category $CATEGORY --encoder $MODELS/demo_encoder --no-pretrained \
-        --epochs ${W2V_EPOCHS:-2} --batch_size 16 --gradient_accumulation_steps 1 --learning_rate 5e-4 --model_save_path $MODELS/
+    once $MODELS/ssl/mlp_$CATEGORY.json $PYTHON train_cnn.py --csv_load_path $DATA/ssl/ --category $CATEGORY --model mlp --epochs $EPOCHS --model_save_path $MODELS/ssl/
+    # fine-tuning end to end, kept short on a CPU: one epoch on 2-second crops with the convolutional front end frozen
+    once $MODELS/wav2vec2_$CATEGORY.json $PYTHON train_wav2vec2.py --csv_load_path $DATA/ --category $CATEGORY --encoder $MODELS/demo_encoder --no-pretrained \
+        --epochs ${W2V_EPOCHS:-1} --max_seconds 2 --freeze_feature_encoder --batch_size 16 --gradient_accumulation_steps 1 \
+        --learning_rate 5e-4 --model_save_path $MODELS/
 fi
 
 echo "== summary (test scores on a synthetic corpus: they show the pipeline works, not how it does on real speech)"
@@ -59,3 +74,4 @@ Corpus, spectrograms and split CSVs: $DATA/
 Web demo:  $PYTHON app.py --model_dir $MODELS   (then open http://127.0.0.1:7860)
 Next steps: README.md, "Walkthrough".
 EOF
+echo "demo finished in $(( (SECONDS - STARTED) / 60 )) min $(( (SECONDS - STARTED) % 60 )) s"

@@ -16,8 +16,9 @@ import conftest
 
 def run_script(script: str, *args, check: bool = True):
     """The stage's main() in-process, through its script's run_main wrapper (conftest.run_script)."""
-    return conftest.run_script(script, *args, check=check, in_process=True)
-from toolkit.metrics import expected_calibration_error, fit_temperature
+    return conftest.run_script(script, *args, check=check)
+from toolkit.metrics import (MIN_CALIBRATION_CLIPS, MIN_CALIBRATION_SPEAKERS, choose_temperature,
+                             expected_calibration_error, fit_temperature)
 from toolkit.splits import coverage_warnings, make_splits
 
 SPLITS = ("train", "val", "test")
@@ -216,12 +217,56 @@ def test_temperature_scaling_never_sharpens():
     assert fit_temperature(logits, labels) == pytest.approx(1.0, abs=1e-3)
 
 
+def overconfident(clips: int, speakers: int, truth: float, seed: int = 0):
+    """Logits `truth` times surer than the labels drawn from them, and a speaker for every clip."""
+    torch.manual_seed(seed)
+    logits = torch.randn(clips, 3) * 4
+    labels = torch.multinomial(torch.softmax(logits / truth, 1), 1).squeeze(1)
+    return logits.numpy(), labels.numpy(), np.arange(clips) % speakers
+
+
+def test_a_temperature_is_kept_where_validation_supports_it():
+    temperature, note = choose_temperature(*overconfident(2000, 20, truth=2.5))
+    assert temperature == pytest.approx(2.5, rel=0.1) and note.startswith("fitted on the validation split (held-out")
+
+
+@pytest.mark.parametrize("clips, speakers, truth, reason", [
+    (MIN_CALIBRATION_CLIPS - 1, 20, 2.5, f"validation has {MIN_CALIBRATION_CLIPS - 1} clips, fewer than the 100"),
+    (2000, MIN_CALIBRATION_SPEAKERS - 1, 2.5, "validation has 3 speaker(s), fewer than the 4"),
+    (2000, 20, 1.0, "did not lower the other half's NLL by 2%"),  # already calibrated: nothing to gain
+])
+def test_otherwise_the_temperature_is_1_and_the_note_says_why(clips, speakers, truth, reason):
+    temperature, note = choose_temperature(*overconfident(clips, speakers, truth))
+    assert temperature == 1.0 and reason in note
+
+
 def test_a_run_is_calibrated_on_validation_and_says_so(trained_cnn3):
     card = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())
     calibration = card["calibration"]
-    assert calibration["method"] == "temperature" and 1 <= calibration["temperature"] <= 20
+    assert calibration["method"] == "temperature" and calibration["temperature"] == 1.0  # 24 validation clips
+    assert calibration["note"].startswith("not fitted: validation has 24 clips")
     assert set(calibration["ece_before"]) == {"val", "test"} and "ece" in card["metrics"]["test"]
+    assert card["metrics"]["test"]["ece"] == calibration["ece_before"]["test"]
     assert (trained_cnn3 / "cnn3_sex_reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_folder_per_class_run_with_a_small_validation_split_is_not_made_worse(tiny_corpus, tmp_path):
+    """The case that once flattened every test probability to ~0.5: folders of classes, a few validation clips."""
+    actors = pd.read_csv(tiny_corpus / "VideoDemographics.csv").set_index("ActorID")
+    for wav in sorted((tiny_corpus / "AudioWAV").iterdir()):
+        target = tmp_path / "root" / actors.loc[int(wav.name[:4]), "Sex"].lower() / f"spk{wav.name[:4]}" / wav.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(wav, target)
+    run_script("data_preprocessing.py", "--from_folders", "--audio_path", tmp_path / "root", "--label_column", "voice",
+               "--csv_path", tmp_path)
+    run_script("generate_mel_spectrograms.py", "--load_csv_path", tmp_path, "--save_spec_path", tmp_path,
+               "--save_csv_path", tmp_path, "--category", "voice", "--workers", "1")
+    proc = run_script("train_cnn.py", "--csv_load_path", tmp_path, "--category", "voice", "--model", "cnn3",
+                      "--epochs", "3", "--batch_size", "16", "--threads", "1", "--model_save_path", tmp_path / "m")
+    card = json.loads((tmp_path / "m" / "cnn3_voice.json").read_text())
+    calibration, test = card["calibration"], card["metrics"]["test"]
+    assert calibration["temperature"] == 1.0 and "calibration: temperature 1 (not fitted: validation has" in proc.stdout
+    assert test["ece"] <= calibration["ece_before"]["test"] + 1e-12
 
 
 # ---------------------------------------------------------------- pseudo-labeling defaults, flags

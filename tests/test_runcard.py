@@ -60,3 +60,26 @@ def test_predict_uses_a_model_whose_card_is_an_old_sidecar(sex_data, tmp_path):
     clip = sex_data / "AudioWAV" / sorted(p.name for p in (sex_data / "AudioWAV").iterdir())[0]
     proc = run_script("predict.py", "--model_dir", tmp_path, "--model_file", "cnn3_sex.pt", clip)
     assert "sex: " in proc.stdout and "classified 1 of 1 file(s)" in proc.stdout
+
+
+def test_a_run_stopped_before_its_test_scores_is_refused_by_every_reader(sex_data, tmp_path, monkeypatch):
+    """The weights and card of the best epoch so far are on disk while training runs; until the run is scored on
+    test the card says so, and a reader refuses it rather than take an unfinished run for a finished one."""
+    import toolkit.engine
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # as if Ctrl-C came just after the last epoch
+
+    monkeypatch.setattr(toolkit.engine, "report", stopped)
+    proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--batch_size", "32", "--threads", "1",
+                      "--model_save_path", tmp_path, check=False, in_process=True)
+    assert proc.returncode == 130 and (tmp_path / "cnn3_sex.pt").is_file()
+    assert json.loads((tmp_path / "cnn3_sex.json").read_text())["complete"] is False
+    with pytest.raises(ToolkitError, match=r"cnn3_sex.json: an unfinished run \(stopped at epoch 1 before its test scores\); "
+                                           r"finish it with the same command and --resume, or train it again"):
+        read_card(str(tmp_path / "cnn3_sex.pt"))
+    monkeypatch.undo()
+    proc = run_script("predict.py", "--model_dir", tmp_path, "--model_file", "cnn3_sex.pt",
+                      sorted((sex_data / "AudioWAV").iterdir())[0], check=False,
+                      in_process=True)
+    assert proc.returncode == 2 and "an unfinished run" in proc.stdout + proc.stderr

@@ -4,6 +4,7 @@ stages that turn many clips into features. soundfile and soxr are imported lazil
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -117,6 +118,8 @@ def limit_blas_threads(n: int = 1):
 
 def _init_worker() -> None:
     limit_blas_threads()
+    if "torch" in sys.modules:  # a worker runs its own clips: one torch thread each, not one per core in every worker
+        sys.modules["torch"].set_num_threads(1)
     # A pool worker whose parent was killed (SIGKILL, OOM killer) would otherwise wait for work forever.
     parent = os.getppid()
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import INTERRUPTED, was_interrupted
+from .interrupts import INTERRUPTED, raise_on_ctrl_c, was_interrupted
 from .config import TrainConfig, add_recipe_flags, add_training_flags, positive_int
 from .errors import ToolkitError
 from .labels import CATEGORIES
@@ -147,6 +147,7 @@ def run_main(main: Callable[[], None]) -> None:
     """Run a stage: a ToolkitError becomes `error: ...` on one line and exit status 2, never a traceback."""
     global _MAIN_PID
     _MAIN_PID = os.getpid()
+    raise_on_ctrl_c()
     signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     try:
         main()

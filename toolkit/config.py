@@ -25,7 +25,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     lr_schedule: str = "cosine"
     patience: int = 10
-    select_by: str = "loss"
+    select_by: str = "f1_loss"  # F1, loss breaking ties: robust on small validation splits (experiments/RESULTS.md)
     class_weights: str = "balanced"
     time_masks: int = 2
     time_width: int = 12
@@ -76,7 +76,7 @@ FINETUNE = TrainConfig(recipe="wav2vec2", epochs=20, batch_size=4, learning_rate
                        time_masks=0, freq_masks=0, gain_db=0.0)
 TIME_AXES = ("resize", "pad")
 LR_SCHEDULES = ("none", "cosine", "onecycle", "linear")
-SELECT_BY = ("f1", "loss")
+SELECT_BY = ("f1", "loss", "f1_loss")
 CLASS_WEIGHTS = ("none", "balanced")
 NORMALIZE = ("none", "speaker")
 EVAL_WINDOWS = ("all", "center")
@@ -130,7 +130,7 @@ RECIPE_FLAGS: dict[str, tuple[dict, str]] = {
     "warmup": (dict(type=non_negative(float)), "onecycle / linear: fraction of the epochs that warm the learning rate "
                                                "up (at least one epoch)"),
     "patience": (dict(type=non_negative(int)), "stop after this many epochs without a better validation score (0 = never)"),
-    "select_by": (dict(choices=SELECT_BY), "best epoch by validation weighted F1 or validation loss (ties: the later epoch)"),
+    "select_by": (dict(choices=SELECT_BY), "best epoch by validation weighted F1, validation loss, or F1 with the loss breaking ties (ties: the later epoch)"),
     "class_weights": (dict(choices=CLASS_WEIGHTS), "'balanced': weight the loss by inverse class frequency (imbalanced age/race)"),
     "time_masks": (dict(type=non_negative(int)), "mel: SpecAugment time masks per clip"),
     "time_width": (dict(type=non_negative(int)), "mel: widest time mask (frames)"),

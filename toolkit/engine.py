@@ -30,7 +30,7 @@ from .errors import ToolkitError
 from .fairness import describe as describe_groups, fairness_report, group_columns, write_fairness
 from .fileio import load_checkpoint, process_alive, write_csv, write_torch
 from .fullbatch import fitted, full_batch_step, make_lbfgs
-from .metrics import (breakdown, classification_metrics, expected_calibration_error, fit_temperature, format_confusion,
+from .metrics import (breakdown, choose_temperature, classification_metrics, expected_calibration_error, format_confusion,
                       format_metrics, reliability)
 from .plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy, plot_training_curves
 from .runcard import RunCard
@@ -363,9 +363,26 @@ TrainStep = Callable[[nn.Module, torch.optim.Optimizer, int, torch.Generator], "
 class LoopResult:
     history: list[dict]  # one row per epoch: train_loss, extras, val_* metrics, lr, seconds
     best_epoch: int  # the epoch whose weights are best_state (the last one when there is no validation)
-    best_score: float
+    best_score: tuple[float, float]  # selection_score of the best epoch
     best_state: dict  # a CPU copy of its state dict
     seconds: float  # training time, the epochs before a --resume included
+
+
+def selection_score(val: dict, select_by: str) -> tuple[float, float]:
+    """How good an epoch is on validation, higher is better, compared as a tuple: "f1" weighted F1, "loss" the
+    validation loss, "f1_loss" F1 with the loss breaking ties (a small validation split has few distinct F1
+    values, and one confident error there can make the loss alone keep epoch 1; experiments/RESULTS.md)."""
+    if select_by == "f1":
+        return (val["f1"], 0.0)
+    if select_by == "loss":
+        return (-val["loss"], 0.0)
+    return (val["f1"], -val["loss"])
+
+
+def describe_score(score: tuple[float, float], select_by: str) -> str:
+    if select_by == "f1_loss":
+        return f"validation f1 {score[0]:.4f}, loss {-score[1]:.4f}"
+    return f"validation {select_by} {abs(score[0]):.4f}"
 
 
 def train_loop(
@@ -389,17 +406,18 @@ def train_loop(
     scheduler = make_scheduler(optimizer, "none" if full_batch else config.lr_schedule, config.epochs, config.warmup)
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
-    best_score, best_epoch, best_state, start_epoch = -math.inf, 0, None, 1
+    best_score, best_epoch, best_state, start_epoch = (-math.inf, -math.inf), 0, None, 1
     if resume and os.path.isfile(run.last):
         state = load_last(run.last, model, optimizer, generator)
         check_resumable(run.last, state, config)
         history, best_score, best_epoch = state["history"], state.get("best_score", -math.inf), state.get("best_epoch", 0)
+        best_score = tuple(best_score) if isinstance(best_score, (tuple, list)) else (best_score, 0.0)  # older runs: one number
         best_state = state.get("best_model")
         start_epoch = state["epoch"] + 1
         if "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
         print(f"resuming {run.last} after epoch {state['epoch']}" +
-              (f" (best epoch {best_epoch}, val {config.select_by} {abs(best_score):.4f})" if validate else ""))
+              (f" (best epoch {best_epoch}, {describe_score(best_score, config.select_by)})" if validate else ""))
     elif resume:
         print(f"--resume: no {run.last} yet, starting from epoch 1")
 
@@ -424,7 +442,7 @@ def train_loop(
         history.append({"epoch": epoch, "train_loss": train_loss, **extra,
                         **{f"val_{k}": v for k, v in public(val).items() if k != "confusion_matrix"},
                         "lr": lr, "seconds": time.time() - t0})
-        score = (val["f1"] if config.select_by == "f1" else -val["loss"]) if validate else float(epoch)
+        score = selection_score(val, config.select_by) if validate else (float(epoch), 0.0)
         improved = score >= best_score
         if improved:
             best_score, best_epoch = score, epoch
@@ -507,6 +525,7 @@ def fit(
             return
         write_torch(state, run.weights)
         card.metrics = {"epoch": epoch, "val": public(val_metrics)}
+        card.complete = False  # until report() has scored the run on test: every reader refuses it
         card.save(run.card)
 
     windows = config.eval_windows == "all"
@@ -530,20 +549,24 @@ def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet
     raw_val = evaluate(model, val, config.batch_size, device, len(classes), windows)
     raw_test = evaluate(model, test, config.batch_size, device, len(classes), windows)
     if config.calibration == "temperature":
-        temperature = fit_temperature(raw_val["logits"], val.labels.cpu())
+        speakers = val.frame["ActorID"].to_numpy() if "ActorID" in getattr(val.frame, "columns", []) else None
+        temperature, note = choose_temperature(raw_val["logits"], val.labels.cpu().numpy(), speakers)
         card.calibration = {"method": "temperature", "temperature": temperature, "fitted_on": "validation split",
-                            "ece_before": {"val": raw_val["ece"], "test": raw_test["ece"]}}
+                            "note": note, "ece_before": {"val": raw_val["ece"], "test": raw_test["ece"]}}
     else:
         temperature, card.calibration = 1.0, None
     val_metrics = metrics_of(raw_val["logits"], val.labels.cpu(), len(classes), temperature)
     test_metrics = metrics_of(raw_test["logits"], test.labels.cpu(), len(classes), temperature)
-    print(f"best epoch {loop.best_epoch} (validation {config.select_by} {abs(loop.best_score):.4f}); test set, {len(test)} clips:")
+    print(f"best epoch {loop.best_epoch} ({describe_score(loop.best_score, config.select_by)}); test set, {len(test)} clips:")
     print(f"  {format_metrics(test_metrics, 'test_')}")
     print(format_confusion(test_metrics["confusion_matrix"], classes))
     if card.calibration:
         card.calibration["ece_after"] = {"val": val_metrics["ece"], "test": test_metrics["ece"]}
-        print(f"  calibration: temperature {temperature:.3f} (fitted on validation); test expected calibration error "
-              f"{raw_test['ece']:.4f} -> {test_metrics['ece']:.4f}")
+        if temperature == 1.0:
+            print(f"  calibration: temperature 1 ({note}); test expected calibration error {test_metrics['ece']:.4f}")
+        else:
+            print(f"  calibration: temperature {temperature:.3f} ({note}); test expected calibration error "
+                  f"{raw_test['ece']:.4f} -> {test_metrics['ece']:.4f}")
     test_breakdown = breakdown(test.frame, test.labels.cpu().numpy(), test_metrics["probabilities"].argmax(1), classes)
     if "worst_speaker" in test_breakdown:
         w = test_breakdown["worst_speaker"]
@@ -555,21 +578,23 @@ def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet
         print(f"  {line}")
     card.metrics = {"epoch": loop.best_epoch, "seconds": loop.seconds, "val": public(val_metrics),
                     "test": {**public(test_metrics), **test_breakdown, "groups": groups}}
-    card.save(run.card)
+    card.complete = True
     card.save(run.path("_metrics.json"), history=loop.history)
     write_csv(pd.DataFrame(loop.history), run.path("_metrics.csv"))
     write_test_predictions(test, test_metrics, classes, run.path("_test_predictions.csv"))
     write_test_predictions(val, val_metrics, classes, run.path("_val_predictions.csv"))  # fusion weights (crossval)
     title = f"{card.name} · test F1 {test_metrics['f1']:.3f}"
     plot_confusion_matrix(test_metrics["confusion_matrix"], classes, run.path("_confusion_matrix.png"), title)
-    curves = {"before calibration": reliability(raw_test["probabilities"], test.labels.cpu().numpy())}
-    if card.calibration:
+    curves = {"before calibration" if temperature != 1.0 else "uncalibrated (T = 1)":
+              reliability(raw_test["probabilities"], test.labels.cpu().numpy())}
+    if temperature != 1.0:  # at T = 1 the calibrated curve is the same line, hidden under this one
         curves[f"temperature {temperature:.2f}"] = reliability(test_metrics["probabilities"], test.labels.cpu().numpy())
     plot_reliability(curves, run.path("_reliability.png"), f"{card.name}: calibration on the test split")
     plot_training_curves(loop.history, run.path("_training_curves.png"), title, saved_epoch=loop.best_epoch)
     if "per_speaker" in test_breakdown:
         plot_speaker_accuracy(test_breakdown["per_speaker"], run.path("_speakers.png"), f"{card.name}: test accuracy per speaker")
     write_fairness(groups, run.path(""), f"{card.name}: test F1 per group")
+    card.save(run.card)  # last: a card that says complete is a finished run with all its files
     print(f"saved {run.weights} and its run card, metrics and plots in {run.folder}")
     return card
 

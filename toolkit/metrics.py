@@ -49,7 +49,11 @@ def reliability(probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> 
              "accuracy": float(correct[which == b].mean()) if (which == b).any() else None} for b in range(bins)]
 
 
-def fit_temperature(logits, y_true, low: float = 1.0, high: float = 20.0, steps: int = 60) -> float:
+TEMPERATURE_RANGE = (1.0, 20.0)
+
+
+def fit_temperature(logits, y_true, low: float = TEMPERATURE_RANGE[0], high: float = TEMPERATURE_RANGE[1],
+                    steps: int = 60) -> float:
     """The temperature T that minimises the negative log-likelihood of softmax(logits / T) (temperature scaling,
     Guo et al. 2017): a golden-section search over log T, deterministic and bounded. T never goes below 1: a
     validation split of the training corpus's own voices often asks for sharper probabilities (T 0.05-0.9 on the demo
@@ -76,6 +80,53 @@ def fit_temperature(logits, y_true, low: float = 1.0, high: float = 20.0, steps:
             a, c = c, d
             d = a + ratio * (b - a)
     return math.exp((a + b) / 2)
+
+
+# Temperature scaling is kept only where validation can support it (issue 24): with a few clips one confident error
+# decides T (a folder-per-class run with a 6-clip validation split hit the old cap of 20 and flattened every test
+# probability to ~0.5 at test accuracy 1.0), and a T that helps the clips it was fitted on can hurt other voices.
+MIN_CALIBRATION_CLIPS = 100
+MIN_CALIBRATION_SPEAKERS = 4  # speaker-disjoint halves for the held-out check need 2+ speakers each
+CALIBRATION_MARGIN = 0.02  # the relative drop in held-out validation NLL a temperature must bring to be kept
+
+
+def nll_and_ece(logits, y_true, temperature: float = 1.0) -> tuple[float, float]:
+    import torch
+    import torch.nn.functional as F
+
+    logits, y_true = torch.as_tensor(logits, dtype=torch.float64) / temperature, torch.as_tensor(y_true)
+    return float(F.cross_entropy(logits, y_true)), expected_calibration_error(logits.softmax(1).numpy(), y_true.numpy())
+
+
+def choose_temperature(logits, y_true, speakers=None) -> tuple[float, str]:
+    """The calibration temperature for these validation logits and why: T = 1 unless validation has at least
+    MIN_CALIBRATION_CLIPS clips (and MIN_CALIBRATION_SPEAKERS speakers where `speakers` is given), a temperature
+    fitted on one half of it (by speaker) lowers the other half's NLL by CALIBRATION_MARGIN without raising its
+    ECE (both ways round), and the temperature fitted on all of it stays inside fit_temperature's range."""
+    y_true = np.asarray(y_true)
+    n = len(y_true)
+    if n < MIN_CALIBRATION_CLIPS:
+        return 1.0, f"not fitted: validation has {n} clips, fewer than the {MIN_CALIBRATION_CLIPS} a temperature needs"
+    groups = np.asarray(speakers).astype(str) if speakers is not None else np.arange(n).astype(str)
+    names = np.unique(groups)
+    if speakers is not None and len(names) < MIN_CALIBRATION_SPEAKERS:
+        return 1.0, (f"not fitted: validation has {len(names)} speaker(s), fewer than the {MIN_CALIBRATION_SPEAKERS} "
+                     f"a temperature needs")
+    halves = [np.isin(groups, names[0::2]), np.isin(groups, names[1::2])]
+    before, after = np.zeros(2), np.zeros(2)  # held-out (NLL, ECE) summed over both halves, T = 1 and fitted T
+    logits = np.asarray(logits, dtype=np.float64)
+    for fit_on, score_on in (halves, halves[::-1]):
+        t = fit_temperature(logits[fit_on], y_true[fit_on])
+        before += nll_and_ece(logits[score_on], y_true[score_on])
+        after += nll_and_ece(logits[score_on], y_true[score_on], t)
+    held_out = f"held-out validation NLL {before[0] / 2:.4f} -> {after[0] / 2:.4f}, ECE {before[1] / 2:.4f} -> {after[1] / 2:.4f}"
+    if after[0] > (1 - CALIBRATION_MARGIN) * before[0] or after[1] > before[1]:
+        return 1.0, f"not kept: a temperature fitted on half the validation {'speakers' if speakers is not None else 'clips'} " \
+                    f"did not lower the other half's NLL by {CALIBRATION_MARGIN:.0%} without raising its ECE ({held_out})"
+    temperature = fit_temperature(logits, y_true)
+    if temperature >= 0.99 * TEMPERATURE_RANGE[1]:
+        return 1.0, f"not kept: the fitted temperature reached the end of its range ({TEMPERATURE_RANGE[1]:g})"
+    return temperature, f"fitted on the validation split ({held_out})"
 
 
 def format_metrics(m: dict, prefix: str = "") -> str:

@@ -34,6 +34,7 @@ class RunCard:
     calibration: dict | None = None  # {"method": "temperature", "temperature": T, ...}: predict divides logits by T
     domain: dict | None = None  # the training embeddings' summary and the flag's threshold (toolkit/domain.py)
     args: dict = field(default_factory=dict)  # the command line, for the record
+    complete: bool = True  # False while training runs (or after it stopped early): the weights are not a finished model
     schema: int = SCHEMA
 
     def to_dict(self) -> dict:
@@ -104,6 +105,10 @@ class RunCard:
         missing = [k for k in ("model", "category", "classes", "features", "input") if k not in d]
         if missing:
             raise ToolkitError(f"{source}: run card without {missing}; it is not a card written by this toolkit")
+        if d.get("complete", True) is not True:
+            epoch = (d.get("metrics") or {}).get("epoch") if isinstance(d.get("metrics"), dict) else None
+            raise ToolkitError(f"{source}: an unfinished run (stopped{f' at epoch {epoch}' if epoch else ''} before its "
+                               f"test scores); finish it with the same command and --resume, or train it again")
         card = cls(**{k: v for k, v in d.items() if k in known})
         _check(card, source)
         return card

@@ -72,7 +72,9 @@ class Ssl(FeatureType):
 
     @classmethod
     def workers(cls, requested: int) -> int:
-        return 1  # the encoder already uses every core (torch threads); more processes would only fight over them
+        # On a GPU one process feeds it. On CPUs, processes with one torch thread each (audio.py's pool sets that)
+        # scale better than one process's threads over the small per-clip tensors of a clip-by-clip encoder.
+        return 1 if torch.cuda.is_available() else requested
 
     @classmethod
     def warm_up(cls, params: SslParams) -> None:
