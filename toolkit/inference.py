@@ -27,6 +27,7 @@ from .errors import ToolkitError
 from .features import FeatureParams, FeatureSet, FeatureType
 from .features.mel import Mel, MelParams
 from .runcard import AUTOENCODER, CV_FOLD, RunCard, card_path, read_card
+from .schemas import first_non_finite
 
 
 def load_trained_model(pt_path: str, device: torch.device | str = "cpu") -> tuple[nn.Module, RunCard]:
@@ -95,6 +96,7 @@ def describe(card: RunCard, probs: np.ndarray) -> str:
 
 
 DEFAULT_HOP = 0.5  # of a window
+MIN_HOP = 0.1  # of a window: a finer hop averages windows that are nearly the same image
 WINDOWS_PER_STACK = 4096  # windows stacked into network inputs at once (16 KB each for mel)
 
 
@@ -127,6 +129,9 @@ class View:
     def of(cls, card: RunCard, hop: float | None = None) -> "View":
         extraction = Extraction.from_card(card)
         window = card.feature.window_seconds(card.input_options, extraction.params)
+        if hop is not None and hop < MIN_HOP * window:  # a window per sample would run for hours and fill memory
+            raise ToolkitError(f"--window_hop {hop:g}: windows closer than {MIN_HOP:g} of {card.model}'s window "
+                               f"({window:.3g} s) add work, not information; use at least {MIN_HOP * window:.3g}")
         return cls(extraction, round(window, 6), round(hop or DEFAULT_HOP * window, 6))
 
 
@@ -204,6 +209,10 @@ def classify(model: nn.Module, card: RunCard, view: View, recordings: list[Recor
     probs = torch.cat(probs) if probs else torch.empty(0, len(card.classes))
     owners = torch.tensor(owner, dtype=torch.long)
     per_file = torch.softmax(mean_by_owner(probs, owners, len(recordings)).log() / card.temperature, 1).numpy()
+    for i in sorted(set(owner)):  # a recording with windows: its probabilities are numbers, or nothing is shown
+        if first_non_finite([per_file[i], probs[owners == i]]) is not None:
+            raise ToolkitError(f"{recordings[i].path}: {card.model} gave non-finite (NaN/inf) probabilities for it; the "
+                               f"model or its run card is broken: re-train it, or restore its .pt and .json")
     out, cursor = [], 0
     for r, keep in zip(recordings, kept):
         rows = []
@@ -224,8 +233,11 @@ def model_inputs(card: RunCard, features: list[np.ndarray]) -> FeatureSet:
 
 def class_probabilities(model: nn.Module, data: FeatureSet, device: torch.device,
                         batch_size: int = TrainConfig.batch_size) -> np.ndarray:
-    """Softmax probabilities (N, classes), through the evaluate loop's code."""
-    return torch.softmax(predict_logits(model, data, batch_size, device), 1).numpy()
+    """Softmax probabilities (N, classes), through the evaluate loop's code; non-finite ones are an error."""
+    probs = torch.softmax(predict_logits(model, data, batch_size, device), 1).numpy()
+    if first_non_finite(probs) is not None:
+        raise ToolkitError(f"{type(model).__name__} gave non-finite (NaN/inf) probabilities; the model is broken: re-train it")
+    return probs
 
 
 def audio_files_in(folder: str, recursive: bool = False) -> list[str]:
