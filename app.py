@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from toolkit.cli import Parser, add_device_flags, pick_device, run_main
-from toolkit.config import TrainConfig, positive_float, positive_int
+from toolkit.config import TrainConfig, number, positive_float, positive_int
 from toolkit.domain import MESSAGE as DOMAIN_MESSAGE
 from toolkit.errors import ToolkitError
 from toolkit.inference import (Extraction, Recording, View, analyse, classify, describe, find_trained_models,
@@ -62,9 +62,9 @@ def get_args_parser() -> Parser:
     p.add_argument("--model_dir", default="Models/demo", help="folder searched (with its subfolders) for trained models")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on; 0.0.0.0 makes the page reachable from other machines of the network")
-    p.add_argument("--port", type=positive_int, default=7860, help="port to serve on")
+    p.add_argument("--port", type=number(int, 1, 65535), default=7860, help="port to serve on")
     p.add_argument("--share", action="store_true", help="also ask Gradio for a public share link (needs the internet)")
-    p.add_argument("--max_mb", type=positive_float, default=20.0, help="largest upload accepted, in MB")
+    p.add_argument("--max_mb", type=number(float, 0, 100_000, above=True), default=20.0, help="largest upload accepted, in MB")
     p.add_argument("--max_seconds", type=positive_float, default=120.0, help="longest recording accepted, in seconds")
     p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="windows per network batch")
     add_device_flags(p)

@@ -24,6 +24,7 @@ from toolkit.cli import Parser, run_main
 from toolkit.corpus import build_category_table, folder_rows, label_manifest_path, manifest_rows, one_category
 from toolkit.fileio import output_dir, relative_to_csv, write_csv, write_json
 from toolkit.labels import CATEGORIES, CLASSES, check_category
+from toolkit.schemas import LabelManifest
 
 CREMA_D_AUDIO = "Data/AudioWAV/"
 
@@ -56,8 +57,8 @@ def write_category(table, category: str, classes: list[str], folder: str, source
     out = os.path.join(folder, f"{category}_with_audio_path.csv")
     table = table.assign(Audio_file_path=[relative_to_csv(p, out) for p in table["Audio_file_path"]])
     write_csv(table, out)
-    write_json({"category": category, "classes": classes, "speaker_column": speakers, "source": os.path.abspath(source)},
-               label_manifest_path(out))
+    write_json(LabelManifest(category=category, classes=classes, speaker_column=speakers,
+                             source=os.path.abspath(source)).model_dump(), label_manifest_path(out))
     counts = ", ".join(f"{k} {v}" for k, v in table[category].value_counts().items())
     print(f"wrote {out}: {len(table)} clips from {table['ActorID'].nunique()} speakers ({counts})")
     if speakers is None:

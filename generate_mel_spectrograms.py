@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from toolkit.audio import MAX_SECONDS, PARAMS_FILE, fingerprint, parallel_map
 from toolkit.cli import Parser, run_main
-from toolkit.config import fraction, positive_float, positive_int, seed_value
+from toolkit.config import fraction, number, positive_float, positive_int, seed_value
 from toolkit.corpus import one_row_per, read_label_manifest
 from toolkit.errors import ToolkitError
 from toolkit.features.store import open_store, store_files, write_store
@@ -67,7 +67,7 @@ def get_args_parser() -> Parser:
     p.add_argument("--seed", type=seed_value, default=42, help="random seed of the split")
     p.add_argument("--val_fraction", type=fraction, default=VAL_FRACTION, help="share of the clips for validation")
     p.add_argument("--test_fraction", type=fraction, default=TEST_FRACTION, help="share of the clips for the test")
-    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="parallel processes")
+    p.add_argument("--workers", type=number(int, 1, 1024), default=os.cpu_count() or 1, help="parallel processes")
     p.add_argument("--no_png", action="store_true",
                    help="no per-clip feature files (PNGs for mel, .npy for the others): only each split's packed store "
                         "({category}_{split}.store.bin + .store.json beside the CSVs), which stage 3 memory-maps; the "

@@ -23,6 +23,7 @@ import argparse
 import os
 
 from demo.synth import VOICE_FAMILIES, VOICE_SETTINGS, build_corpus
+from toolkit.config import number, seed_value
 from toolkit.interrupts import raise_on_ctrl_c
 
 __doc__ = __doc__.format(families="\n".join(f"  {name:14s}{what}" for name, what in VOICE_FAMILIES.items()))
@@ -31,13 +32,13 @@ __doc__ = __doc__.format(families="\n".join(f"  {name:14s}{what}" for name, what
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="Data/demo", help="output folder (default: Data/demo)")
-    parser.add_argument("--actors", type=int, default=30, help="labeled actors, IDs from 1001 (default: 30)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives byte-identical WAVs (default: 0)")
-    parser.add_argument("--clips_per_actor", type=int, default=None,
+    parser.add_argument("--actors", type=number(int, 1, 10_000), default=30, help="labeled actors, IDs from 1001 (default: 30)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="random seed; the same seed gives byte-identical WAVs (default: 0)")
+    parser.add_argument("--clips_per_actor", type=number(int, 1, 100_000), default=None,
                         help="clips per actor, spread evenly over the 6 emotions (default: all 82, as in CREMA-D)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=number(int, 1, 1024), default=min(4, os.cpu_count() or 1),
                         help="processes synthesising clips (default: min(4, CPU count))")
-    parser.add_argument("--unlabeled_actors", type=int, default=0,
+    parser.add_argument("--unlabeled_actors", type=number(int, 0, 10_000), default=0,
                         help="extra actors (IDs from 2001) written to {out}/Unlabeled/AudioWAV/ and listed in "
                              "{out}/unlabeled.csv without labels, for pseudo-labeling (default: 0)")
     parser.add_argument("--voices", choices=list(VOICE_SETTINGS), default="standard",

@@ -33,7 +33,7 @@ import pandas as pd
 
 from toolkit.audio import MAX_SECONDS, parallel_map
 from toolkit.cli import Parser, add_device_flags, in_folder, pick_device, run_main
-from toolkit.config import TrainConfig, positive_float, positive_int
+from toolkit.config import TrainConfig, number, positive_float, positive_int
 from toolkit.errors import ToolkitError
 from toolkit.fileio import atomic_path, output_dir, read_csv, write_csv
 from toolkit.fusion import FUSED, check_fusable, fuse, parse_weights
@@ -69,7 +69,7 @@ def get_args_parser() -> Parser:
                    help="one row per window (file, start, end and its probabilities) instead of one per file")
     p.add_argument("--window_hop", type=positive_float, default=None, metavar="SECONDS",
                    help="seconds between windows of a long recording (default: half the model's window)")
-    p.add_argument("--skip_quiet_windows", type=positive_float, default=None, metavar="DB",
+    p.add_argument("--skip_quiet_windows", type=number(float, 0, 200, above=True), default=None, metavar="DB",
                    help="leave out windows more than DB dB quieter than the file's loudest (silence, breaths) "
                         "(default: classify every window)")
     p.add_argument("--recursive", action="store_true", help="a folder also means the audio files of its subfolders")
@@ -78,7 +78,7 @@ def get_args_parser() -> Parser:
     p.add_argument("--speakers", default=None, metavar="folder|CSV",
                    help="whose voice each file is, for models trained with --normalize speaker: 'folder' (each file's "
                         "folder is one speaker) or a CSV with columns file and speaker")
-    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="processes decoding the files")
+    p.add_argument("--workers", type=number(int, 1, 1024), default=os.cpu_count() or 1, help="processes decoding the files")
     p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="windows per network batch")
     p.add_argument("--max_seconds", type=positive_float, default=MAX_SECONDS,
                    help="a longer file is reported and left out (its header is read first: memory stays bounded)")

@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from models import MODEL_NAMES, canonical_name
 from toolkit.cli import get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
-from toolkit.config import RECIPES, add_recipe_flags, positive_int, train_config
+from toolkit.config import RECIPES, add_recipe_flags, non_negative, positive_int, share, train_config
 from toolkit.data import load_split, move_to_device
 from toolkit.engine import RunFiles, evaluate, fit, predict_logits, public
 from toolkit.errors import ToolkitError
@@ -58,16 +58,14 @@ def main(argv: list[str] | None = None) -> None:
                         "the run (10%%) (default: 0%%)")
     p.add_argument("--T2", type=schedule_point, default=schedule_point("50%"),
                    help="where it reaches --af, in the same units (default: 50%%; the seed's: 700)")
-    p.add_argument("--af", type=float, default=0.5, help="final weight of the pseudo-label loss")
-    p.add_argument("--start_step", type=int, default=None,
+    p.add_argument("--af", type=non_negative(float, 100), default=0.5, help="final weight of the pseudo-label loss")
+    p.add_argument("--start_step", type=non_negative(int), default=None,
                    help="step at the first epoch (default --T1, as the seed: the stage-3 model is the warm-up)")
-    p.add_argument("--confidence_threshold", type=float, default=0.0,
+    p.add_argument("--confidence_threshold", type=share, default=0.0,
                    help="ignore pseudo-labels whose softmax confidence is below this (0: use all, as the seed)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="processes making features when --unlabeled_csv lists audio")
     args = p.parse_args(argv)
-    if not 0 <= args.confidence_threshold <= 1:
-        p.error(f"--confidence_threshold must be between 0 and 1, got {args.confidence_threshold}")
     category = check_category(args.category)
     name = canonical_name(args.model)
     folder = args.model_save_and_load_path

@@ -15,6 +15,7 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
     quit_on_ctrl_c_during_startup()
 
 import argparse
+import math
 import os
 
 import pandas as pd
@@ -74,7 +75,7 @@ def number(value, what: str) -> float | None:
     """A metric read from a card as a number (None when absent); anything else makes the run's card unusable."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ToolkitError(f"{what} is {value!r}, not a number")
     return float(value)
 
@@ -102,7 +103,10 @@ def collect(runs_dir: str) -> pd.DataFrame:
         try:
             saved = read_json(path)
             card = RunCard.from_dict(saved, path)
-            rows.append(table_row(path, card, saved.get("history") or [], runs_dir))
+            history = saved.get("history") or []
+            if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+                raise ToolkitError(f"history is {type(history).__name__}, not a list of epochs")
+            rows.append(table_row(path, card, history, runs_dir))
         except (ToolkitError, KeyError, TypeError, AttributeError) as e:
             why = str(e) if isinstance(e, ToolkitError) else "no test scores"
             print(f"warning: {path}: not the metrics of a finished classifier run ({why}); skipped")

@@ -18,7 +18,7 @@ import sys
 from models import AutoEncoder
 from toolkit.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_reconstructions, reconstruction_loss
 from toolkit.cli import get_args_parser, pick_device, run_main, split_csv
-from toolkit.config import TrainConfig, positive_int
+from toolkit.config import TrainConfig, positive_float, positive_int
 from toolkit.data import load_split, move_to_device
 from toolkit.engine import load_weights
 from toolkit.errors import ToolkitError
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model_load_path", "--model_dir", "--model_save_path", dest="model_load_path", default="Models/",
                    help=f"folder holding {ENCODER_FILE}, {DECODER_FILE} and {STEM}.json (--model_save_path: the seed README's name)")
     p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="images per forward pass")
-    p.add_argument("--epochs", type=int, default=5, help="accepted so the seed's commands run; ignored: nothing is trained")
-    p.add_argument("--learning_rate", type=float, default=TrainConfig.learning_rate,
+    p.add_argument("--epochs", type=positive_int, default=5, help="accepted so the seed's commands run; ignored: nothing is trained")
+    p.add_argument("--learning_rate", type=positive_float, default=TrainConfig.learning_rate,
                    help="accepted so the seed's commands run; ignored: nothing is trained")
     args = p.parse_args(argv)
     check_category(args.category)

@@ -83,7 +83,7 @@ def one_actor_coded_m(corpus: Path, folder: Path) -> Path:
 STAGE1_CASES = {
     # name: (makes the metadata CSV in tmp_path (None: the corpus's own), extra args, expected in the error)
     "unknown category": (None, ["--category", "height"], ["no 'height' in CREMA-D's metadata", "sex, age, race, emotion"]),
-    "missing CSV": (lambda c, p: p / "nope.csv", ["--category", "sex"], ["nope.csv: file not found"]),
+    "missing CSV": (lambda c, p: p / "nope.csv", ["--category", "sex"], ["nope.csv: metadata CSV not found"]),
     "empty CSV": (empty_csv, ["--category", "sex"], ["empty.csv: cannot read it as CSV"]),
     "missing column": (without_sex_column, ["--category", "sex"], ["d.csv: neither CREMA-D's VideoDemographics.csv (one row per actor"]),
     "label outside the class list": (one_actor_coded_m, ["--category", "sex"],
@@ -385,7 +385,7 @@ TRAINING_STAGES = {  # script: the flag naming its output folder
 @pytest.mark.parametrize("script", list(TRAINING_STAGES))
 def test_every_training_stage_refuses_epochs_0(sex_data, tmp_path, script):
     proc = run_script(script, "--csv_load_path", sex_data, "--epochs", "0", TRAINING_STAGES[script], tmp_path, check=False)
-    assert_user_error(proc, "--epochs: must be at least 1, got 0")
+    assert_user_error(proc, "--epochs: must be a whole number from 1 to 100000, got 0")
 
 
 @pytest.mark.parametrize("script", [s for s in TRAINING_STAGES if s != "train_cnn.py"])  # train_cnn.py: above

@@ -337,8 +337,8 @@ def test_a_diverging_run_stops_and_never_saves_a_non_finite_model(tmp_path):
     (["--learning_rate", "inf"], "argument --learning_rate: must be a finite number above 0, got inf"),
     (["--learning_rate", "nan"], "argument --learning_rate: must be a finite number above 0, got nan"),
     (["--learning_rate", "-1"], "argument --learning_rate: must be a finite number above 0, got -1"),
-    (["--threads", "-1"], "argument --threads: must be at least 1, got -1"),
-    (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+    (["--threads", "-1"], "argument --threads: must be a whole number from 1 to 1024, got -1"),
+    (["--seed", "-1"], "argument --seed: must be a whole number from 0 to 4294967295, got -1"),
     (["--device", "garbage"], "--device 'garbage': not a device; use auto, cpu, cuda or cuda:N"),
     (["--frames", "64"], "cnn3 takes 128×128 images (its Linear layer is sized for them), these are 128×64"),
 ])
@@ -425,7 +425,7 @@ def test_a_malformed_last_checkpoint_is_a_one_line_error(sex_data, one_epoch_run
     (lambda c: {**c, "features": {**c["features"], "params": {**c["features"]["params"], "db_ref": "foo"}}},
      "db_ref 'foo' is not one of max, fixed"),
     (lambda c: {**c, "classes": ["Female", "Male"]}, "classes ['Female', 'Male'] are CREMA-D's sex classes in another order"),
-    (lambda c: {**c, "category": ["sex"]}, "'model' and 'category' must be names"),
+    (lambda c: {**c, "category": ["sex"]}, "run card: field 'category' input should be a valid string (got ['sex'])"),
 ], ids=["image_size", "frames", "image_size text", "time_axis", "shape", "n_mels 0", "db_ref", "classes swapped", "category list"])
 def test_an_edited_run_card_is_refused_by_predict(trained_cnn3, sex_data, tmp_path, capsys, change, message):
     shutil.copy(trained_cnn3 / "cnn3_sex.pt", tmp_path / "m.pt")
@@ -492,8 +492,11 @@ def test_a_broken_autoencoder_card_is_one_line_in_4b_and_a_warning_in_4c(sex_dat
 
 @pytest.mark.parametrize("change, why", [
     (lambda c: {**c, "metrics": {**c["metrics"], "seconds": "fast"}}, "seconds is 'fast', not a number"),
-    (lambda c: {**c, "category": ["sex", "age"]}, "'model' and 'category' must be names"),
-], ids=["seconds text", "category list"])
+    (lambda c: {**c, "category": ["sex", "age"]}, "field 'category' input should be a valid string"),
+    (lambda c: {**c, "metrics": {**c["metrics"], "test": {**c["metrics"]["test"], "f1": float("nan")}}}, "not finite (nan)"),
+    (lambda c: {**c, "metrics": {**c["metrics"], "seconds": float("inf")}}, "not finite (inf)"),
+    (lambda c: {**c, "history": "abcdefghij"}, "history is str, not a list of epochs"),
+], ids=["seconds text", "category list", "nan f1", "inf seconds", "history string"])
 def test_summarize_skips_a_spoiled_metrics_file_with_a_warning(trained_cnn3, tmp_path, capsys, change, why):
     shutil.copy(trained_cnn3 / "cnn3_sex_metrics.json", tmp_path / "a_metrics.json")
     spoiled = change(json.loads((trained_cnn3 / "cnn3_sex_metrics.json").read_text()))
@@ -501,7 +504,8 @@ def test_summarize_skips_a_spoiled_metrics_file_with_a_warning(trained_cnn3, tmp
     code, out, err = run_stage("summarize_runs.py", tmp_path, capsys=capsys)
     assert code == 0, err
     assert "b_metrics.json: not the metrics of a finished classifier run" in out and why in out
-    assert len(pd.read_csv(tmp_path / "runs_summary.csv")) == 1
+    table = pd.read_csv(tmp_path / "runs_summary.csv")
+    assert len(table) == 1 and np.isfinite(table.select_dtypes("number").to_numpy()).all()
 
 
 def test_summarize_checks_its_output_folder_before_reading_runs(trained_cnn3, tmp_path, capsys):

@@ -45,7 +45,7 @@ def test_the_old_autoencoder_json_loads_as_a_card():
     ({"schema": "one"}, "run card schema 'one' is not a version number"),
     ({"features": {"type": "wav2vec9"}}, "unknown feature type 'wav2vec9' (this toolkit has mel, egemaps, ssl, waveform)"),
     ({"classes": ["Male", "Male"]}, "'classes' must list at least 2 distinct class names"),
-    ({"input": {"kind": "vector"}}, "input kind 'vector' does not match feature type mel"),
+    ({"input": {"kind": "vector", "shape": [88]}}, "input kind 'vector' does not match feature type mel"),
 ])
 def test_a_card_from_elsewhere_is_checked_on_load(change, message):
     card = read_card(str(LEGACY)).to_dict()

@@ -23,6 +23,8 @@ class ClipError(ToolkitError):
 MIN_SECONDS = 0.05  # shorter than one STFT hop: nothing to show
 MAX_SECONDS = 3600.0  # longer clips are refused unless asked for: memory stays bounded whatever a file claims
 MIN_RATE, MAX_RATE = 4000, 192000  # sample rates of real recordings; a header outside them is broken or hostile
+MAX_CHANNELS = 64
+BLOCK_FRAMES = 1 << 18  # frames read at a time: 8 MB of 8-channel float32
 QUIET_DBFS = -60.0  # a clip that never gets louder than this is near silence (or a stereo downmix that cancelled out)
 MAX_PEAK = 100.0  # float samples far beyond full scale (±1) are a broken export, not sound
 PARAMS_FILE = "params.json"  # written by stage 2 beside the feature files: how they were made
@@ -48,20 +50,17 @@ def load_audio(path: str, sr: int, max_seconds: float = MAX_SECONDS) -> np.ndarr
     except Exception as e:
         if path.lower().endswith(".wav"):
             raise ClipError(f"{path}: not a readable WAV file ({_reason(e)}); convert it to a standard WAV or leave it out")
-        y, file_sr = _load_other_format(path, max_seconds)
+        y, file_sr = _load_other_format(path, max_seconds)  # at most max_seconds of it, read whole
+        y, peak = _checked_mono(y[:, None], path)
+        if file_sr != sr:
+            import soxr
+
+            y = soxr.resample(y, file_sr, sr).astype(np.float32)
     else:
-        _check_header(path, info.samplerate, info.frames / max(info.samplerate, 1), max_seconds)
-        y, file_sr = sf.read(path, dtype="float32", always_2d=True)
-        y = y.mean(axis=1)
-    if not np.isfinite(y).all():
-        raise ClipError(f"{path}: contains NaN/inf samples (not sound); re-export it or leave it out")
-    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+        _check_header(path, info.samplerate, info.frames / max(info.samplerate, 1), max_seconds, info.channels)
+        y, peak = _read_mono(path, info.frames, info.samplerate, sr)
     if peak > MAX_PEAK:
         raise ClipError(f"{path}: samples reach {peak:.3g}, far outside full scale (±1): not sound; re-export it")
-    if file_sr != sr:
-        import soxr
-
-        y = soxr.resample(y, file_sr, sr).astype(np.float32)
     if len(y) < MIN_SECONDS * sr:
         raise ClipError(f"{path}: too short ({len(y) / sr:.3f} s < {MIN_SECONDS} s); nothing to show, leave it out")
     if peak < 1e-6:
@@ -72,7 +71,44 @@ def load_audio(path: str, sr: int, max_seconds: float = MAX_SECONDS) -> np.ndarr
     return y
 
 
-def _check_header(path: str, rate: float, seconds: float, max_seconds: float) -> None:
+def _read_mono(path: str, frames: int, rate: int, sr: int) -> tuple[np.ndarray, float]:
+    """The file's samples as mono float32 at `sr` and their peak, read BLOCK_FRAMES at a time, each block downmixed
+    and resampled before the next is read: memory is the output and one block, whatever the channel count and rate
+    (a 1-hour 8-channel 192 kHz file would be 22 GB as float32). The same numbers as reading it whole: soxr's stream
+    resampler gives exactly its one-shot result."""
+    import soundfile as sf
+    import soxr
+
+    stream = soxr.ResampleStream(rate, sr, 1, dtype="float32") if rate != sr else None
+    out = np.empty(int(np.ceil(frames * sr / rate)) + 64, np.float32)  # soxr's output is round(frames * sr / rate)
+    filled, peak = 0, 0.0
+    with sf.SoundFile(path) as f:
+        while True:
+            block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+            last = len(block) < BLOCK_FRAMES
+            mono, block_peak = _checked_mono(block, path)
+            peak = max(peak, block_peak)
+            if stream is not None:
+                mono = stream.resample_chunk(mono, last=last)
+            if filled + len(mono) > len(out):  # a header that under-counts its frames
+                out = np.concatenate([out[:filled], np.empty(len(mono) + len(out), np.float32)])
+            out[filled : filled + len(mono)] = mono
+            filled += len(mono)
+            if last:
+                return out[:filled], peak
+
+
+def _checked_mono(block: np.ndarray, path: str) -> tuple[np.ndarray, float]:
+    """(frames, channels) float32 -> the mono mean and its peak; NaN/inf samples are a ClipError."""
+    mono = block.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise ClipError(f"{path}: contains NaN/inf samples (not sound); re-export it or leave it out")
+    return mono, float(np.max(np.abs(mono))) if len(mono) else 0.0
+
+
+def _check_header(path: str, rate: float, seconds: float, max_seconds: float, channels: int = 1) -> None:
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ClipError(f"{path}: {channels} channels (a broken header?); at most {MAX_CHANNELS} are read: re-export it")
     if not MIN_RATE <= rate <= MAX_RATE:
         raise ClipError(f"{path}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz (a broken header?); "
                         f"re-export it")

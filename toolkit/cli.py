@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .interrupts import INTERRUPTED, raise_on_ctrl_c, was_interrupted
-from .config import TrainConfig, add_recipe_flags, add_training_flags, positive_int
+from .config import TrainConfig, add_recipe_flags, add_training_flags, number, positive_int
 from .errors import ToolkitError
 from .labels import CATEGORIES
 
@@ -73,13 +73,13 @@ def get_args_parser(description: str, epochs: int | None = None, splits: tuple[s
 def add_device_flags(p: argparse.ArgumentParser) -> None:
     """--device and --threads, for every script that runs a network."""
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch (default: all cores)")
+    p.add_argument("--threads", type=number(int, 1, 1024), default=None, help="CPU threads for PyTorch (default: all cores)")
 
 
 def fold_count(text: str) -> int:
     """An argparse type for --folds: 0 (one train/val/test run) or K >= 2 speaker-grouped folds."""
-    value = int(text)
-    if value == 1 or value < 0:
+    value = number(int, 0, 1000)(text)
+    if value == 1:
         raise argparse.ArgumentTypeError(f"use 0 (one train/val/test run) or at least 2 folds, got {value}")
     return value
 

@@ -84,60 +84,72 @@ CALIBRATIONS = ("temperature", "none")
 OPTIMIZERS = ("adamw", "lbfgs")
 
 
-def at_least(minimum: float, kind: type = int):
-    """An argparse type: a number of `kind` no smaller than `minimum`."""
+def number(kind: type = float, low: float | None = None, high: float | None = None, above: bool = False,
+           below: bool = False):
+    """The argparse type of every numeric flag: a finite number of `kind` (int: a whole number) from `low` (or above
+    it, with `above`) to `high` (or below it, with `below`). NaN, inf and out-of-range values are refused when the flags are parsed, in one line
+    naming the flag, before any data is read: each would otherwise run into garbage or a traceback later."""
+    def show(v: float) -> str:
+        return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+    words = {int: "a whole number", float: "a finite number"}[kind]
+    if low is not None and high is not None and not (above or below):
+        wanted = f"{words} from {show(low)} to {show(high)}"
+    else:
+        bounds = [f"{'above' if above else 'at least'} {show(low)}" if low is not None else "",
+                  f"{'below' if below else 'at most'} {show(high)}" if high is not None else ""]
+        wanted = f"{words} {' and '.join(b for b in bounds if b)}".strip()
+
     def parse(text: str):
-        value = kind(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if kind is float and not math.isfinite(value) or low is not None and (value <= low if above else value < low) \
+                or high is not None and (value >= high if below else value > high):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
         return value
+
+    parse.__name__ = kind.__name__
     return parse
 
 
-def non_negative(kind: type):
-    return at_least(0, kind)
+def at_least(minimum: float, kind: type = int, high: float | None = None):
+    """An argparse type: a finite number of `kind` no smaller than `minimum` (and no larger than `high`)."""
+    return number(kind, minimum, high)
 
 
-positive_int = at_least(1, int)
-seed_value = at_least(0, int)  # numpy takes seeds 0 .. 2**32 - 1
+def non_negative(kind: type, high: float | None = None):
+    return number(kind, 0, high)
 
 
-def fraction(text: str) -> float:
-    """A share strictly between 0 and 1."""
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number above 0 (a learning rate): nan, inf and negatives would train into garbage."""
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
+positive_int = number(int, 1)
+seed_value = number(int, 0, 2**32 - 1)  # numpy takes seeds 0 .. 2**32 - 1
+fraction = number(float, 0, 1, above=True, below=True)  # a share strictly between 0 and 1
+positive_float = number(float, 0, above=True)  # a learning rate: nan, inf and negatives would train into garbage
+share = number(float, 0, 1)  # a share from 0 to 1 (a warm-up, a confidence threshold)
 
 
 # flag -> (argparse keywords, help). The defaults come from the recipes above, never from here.
 RECIPE_FLAGS: dict[str, tuple[dict, str]] = {
     "time_axis": (dict(choices=TIME_AXES), "mel: 'resize' stretches each clip to 128 frames (tempo lost); 'pad' keeps "
                                            "the time scale and pads/crops to --frames (random window in training)"),
-    "frames": (dict(type=positive_int), "time_axis pad: window width in frames (128 = 4.1 s)"),
-    "weight_decay": (dict(type=non_negative(float)), "AdamW weight decay"),
+    "frames": (dict(type=number(int, 8, 4096)), "time_axis pad: window width in frames (128 = 4.1 s)"),
+    "weight_decay": (dict(type=non_negative(float, 10)), "AdamW weight decay"),
     "lr_schedule": (dict(choices=LR_SCHEDULES), "learning rate over the epochs: constant, cosine decay to 0, "
                                                 "one-cycle (warm-up then cosine decay) or linear (warm-up then linear "
                                                 "decay, the Hugging Face Trainer's)"),
-    "warmup": (dict(type=non_negative(float)), "onecycle / linear: fraction of the epochs that warm the learning rate "
+    "warmup": (dict(type=share), "onecycle / linear: fraction of the epochs that warm the learning rate "
                                                "up (at least one epoch)"),
-    "patience": (dict(type=non_negative(int)), "stop after this many epochs without a better validation score (0 = never)"),
+    "patience": (dict(type=non_negative(int, 100_000)), "stop after this many epochs without a better validation score (0 = never)"),
     "select_by": (dict(choices=SELECT_BY), "best epoch by validation weighted F1, validation loss, or F1 with the loss breaking ties (ties: the later epoch)"),
     "class_weights": (dict(choices=CLASS_WEIGHTS), "'balanced': weight the loss by inverse class frequency (imbalanced age/race)"),
-    "time_masks": (dict(type=non_negative(int)), "mel: SpecAugment time masks per clip"),
-    "time_width": (dict(type=non_negative(int)), "mel: widest time mask (frames)"),
-    "freq_masks": (dict(type=non_negative(int)), "mel: SpecAugment frequency masks per clip"),
-    "freq_width": (dict(type=non_negative(int)), "mel: widest frequency mask (image rows)"),
-    "gain_db": (dict(type=non_negative(float)), "mel: random gain of up to ± this many dB"),
-    "mixup": (dict(type=non_negative(float)), "mixup Beta(a, a) parameter a (0 = off)"),
+    "time_masks": (dict(type=non_negative(int, 100)), "mel: SpecAugment time masks per clip"),
+    "time_width": (dict(type=non_negative(int, 4096)), "mel: widest time mask (frames)"),
+    "freq_masks": (dict(type=non_negative(int, 100)), "mel: SpecAugment frequency masks per clip"),
+    "freq_width": (dict(type=non_negative(int, 4096)), "mel: widest frequency mask (image rows)"),
+    "gain_db": (dict(type=non_negative(float, 60)), "mel: random gain of up to ± this many dB"),
+    "mixup": (dict(type=non_negative(float, 100)), "mixup Beta(a, a) parameter a (0 = off)"),
     "augment": (dict(type=spec_flag, metavar="NAME[:P],..."),
                 "waveform augmentation of each training clip before its features are made, new every epoch: transforms "
                 "each applied with probability P (0.5 when left out), e.g. speed:0.5,pitch:0.3,noise:0.3; 'none' = off. "
@@ -174,8 +186,8 @@ def _default_text(name: str, base: TrainConfig | None) -> str:
 def add_training_flags(p: argparse.ArgumentParser, epochs: int, base: TrainConfig = TrainConfig()) -> None:
     """The seed's training flags (epochs, batch size, learning rate, seed) and --resume / --compile; the batch size,
     learning rate and seed default to `base`'s (a stage's fixed recipe)."""
-    p.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
-    p.add_argument("--batch_size", type=positive_int, default=base.batch_size, help="clips per batch")
+    p.add_argument("--epochs", type=number(int, 1, 100_000), default=epochs, help="training epochs")
+    p.add_argument("--batch_size", type=number(int, 1, 65536), default=base.batch_size, help="clips per batch")
     p.add_argument("--learning_rate", type=positive_float, default=base.learning_rate, help="optimiser learning rate")
     p.add_argument("--seed", type=seed_value, default=base.seed, help="random seed: same seed, same run (on CPU)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved epoch")

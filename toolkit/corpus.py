@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import ToolkitError
-from .fileio import read_csv, read_json, without_blanks
+from .fileio import read_csv, read_json, text_file, without_blanks
 from .labels import CATEGORIES, CLASSES, age_bin, check_category, classes_for
+from .schemas import LabelManifest, check
 
 CLIP_NAME = re.compile(r"^(?P<ActorID>\d{4})_(?P<Sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<Level>[A-Z]{2})$")
 DEMOGRAPHICS_COLUMNS = ["ActorID", "Age", "Sex", "Race", "Ethnicity"]  # VideoDemographics.csv
@@ -105,8 +106,7 @@ def per_clip_rows(table: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def read_table(csv_file: str) -> pd.DataFrame:
-    if not os.path.isfile(csv_file):
-        raise ToolkitError(f"{csv_file}: file not found; pass --csv_file and --csv_path pointing at it")
+    text_file(csv_file, "metadata CSV", "pass --csv_file and --csv_path pointing at it")
     try:
         return pd.read_csv(csv_file)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -240,6 +240,8 @@ def label_manifest_path(category_csv: str) -> str:
 
 
 def read_label_manifest(category_csv: str) -> dict:
-    """Stage 1's label manifest ({} for a CSV made by hand or by an earlier version)."""
-    path = label_manifest_path(category_csv)
-    return read_json(path, "stage-1 manifest", "delete it and re-run data_preprocessing.py") if os.path.isfile(path) else {}
+    """Stage 1's label manifest, checked by its schema ({} for a CSV made by hand or by an earlier version)."""
+    path, hint = label_manifest_path(category_csv), "delete it and re-run data_preprocessing.py"
+    if not os.path.isfile(path):
+        return {}
+    return check(LabelManifest, read_json(path, "stage-1 manifest", hint), path, "stage-1 label manifest", hint).model_dump()

@@ -19,12 +19,31 @@ from typing import Iterator
 
 import torch
 
+from .errors import ToolkitError
+
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT")  # where the ranks meet (torchrun sets them too)
 
 
 def launched() -> bool:
-    """Started by torchrun with more than one process."""
-    return all(k in os.environ for k in ENV) and int(os.environ["WORLD_SIZE"]) > 1
+    """Started by torchrun with more than one process (its environment checked: one line when it is broken)."""
+    if not all(k in os.environ for k in ENV):
+        return False
+    values = {k: os.environ[k] for k in ENV + ("MASTER_PORT",) if k in os.environ}
+    bad = [f"{k}={v!r}" for k, v in values.items() if not v.strip().isdigit()]
+    if bad:
+        raise ToolkitError(f"{', '.join(bad)}: not a whole number; these are set by torchrun: launch with "
+                           f"`torchrun --nproc_per_node=N script.py ...`, or unset {', '.join(ENV)} for one process")
+    if int(values["WORLD_SIZE"]) <= 1:
+        return False
+    if not int(values["RANK"]) < int(values["WORLD_SIZE"]):
+        raise ToolkitError(f"RANK={values['RANK']} is not below WORLD_SIZE={values['WORLD_SIZE']}; launch with torchrun")
+    missing = [k for k in RENDEZVOUS if not os.environ.get(k)]
+    if missing:
+        raise ToolkitError(f"{', '.join(missing)} not set: WORLD_SIZE={values['WORLD_SIZE']} asks for several processes, "
+                           f"which meet at MASTER_ADDR:MASTER_PORT; launch with torchrun (it sets them), or unset "
+                           f"{', '.join(ENV)} for one process")
+    return True
 
 
 def active() -> bool:

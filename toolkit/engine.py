@@ -7,6 +7,7 @@ epoch, checkpoints) around any `train_step`, shared by every training stage. fit
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import time
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 from tqdm import tqdm
 
@@ -34,6 +36,7 @@ from .metrics import (breakdown, choose_temperature, classification_metrics, exp
                       format_metrics, reliability)
 from .plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy, plot_training_curves
 from .runcard import RunCard
+from .schemas import STRICT, Count, check, first_non_finite, schema_of
 
 
 def autocast(device: torch.device):
@@ -115,7 +118,8 @@ def item_logits(model: nn.Module, data: FeatureSet, batch_size: int, device: tor
     if window_set is data:
         return predict_logits(model, data, batch_size, device)
     probs = torch.softmax(predict_logits(model, window_set, batch_size, device), 1)
-    return mean_by_owner(probs, owner, len(data)).log()
+    # a class whose probability underflowed to 0 in every window: a very negative logit, not -inf (an infinite loss)
+    return mean_by_owner(probs, owner, len(data)).clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
 def evaluation_windows(data: FeatureSet, windows: bool) -> tuple[FeatureSet, torch.Tensor]:
@@ -297,10 +301,37 @@ def save_last(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, gen
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history, **extra}, path)
 
 
+class ResumeState(BaseModel):
+    """A _last.pt's plain entries (the tensors are checked by loading them): what --resume relies on."""
+    model_config = ConfigDict(**{**STRICT, "allow_inf_nan": True}, arbitrary_types_allowed=True)
+    model: dict
+    optimizer: dict
+    epoch: Count
+    generator: torch.Tensor
+    torch_rng: torch.Tensor
+    history: list[dict]
+    scheduler: dict | None = None
+    best_score: float = -math.inf  # -inf: no epoch yet (NaN is refused by check_finite before it is saved)
+    best_epoch: Count = 0
+    best_model: dict | None = None
+    config: schema_of(TrainConfig) | None = None
+    data: str | None = None  # data_fingerprint of the split CSVs it trained on
+
+
+def data_fingerprint(csvs: Iterable[str]) -> str:
+    """SHA-1 of the split CSVs' contents: another split of the data (stage 2 re-run) gives another fingerprint."""
+    from .features.store import file_sha1
+
+    digests = [file_sha1(p) if os.path.isfile(p) else "missing" for p in sorted(map(str, csvs))]
+    return hashlib.sha1(" ".join(digests).encode()).hexdigest()
+
+
 def load_last(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict:
     """Restore what save_last wrote into model, optimizer and RNGs; returns the saved dict (epoch, history, extras)."""
     hint = "delete it (training restarts from epoch 1) or drop --resume"
     state = load_checkpoint(path, hint)
+    if isinstance(state, dict):
+        check(ResumeState, state, path, "not a resumable checkpoint of a run", hint)
     problem = _resumable_problem(state)
     if problem:
         raise ToolkitError(f"{path}: not a resumable checkpoint of a run ({problem}); {hint}")
@@ -325,6 +356,8 @@ def _resumable_problem(state) -> str | None:
     if not isinstance(state["epoch"], int) or not isinstance(history, list) or len(history) != state["epoch"] or \
             not all(isinstance(row, dict) and isinstance(row.get("seconds"), (int, float)) for row in history):
         return "its epoch and per-epoch history do not agree"
+    if math.isnan(state.get("best_score", 0.0)):
+        return "its best score is NaN"
     if state.get("best_epoch", 0) and not isinstance(state.get("best_model"), dict):
         return f"best epoch {state.get('best_epoch')} without its weights"
     return None
@@ -388,7 +421,7 @@ def describe_score(score: tuple[float, float], select_by: str) -> str:
 def train_loop(
     model: nn.Module, config: TrainConfig, run: RunFiles, device: torch.device, train_step: TrainStep,
     validate: Callable[[nn.Module], dict] | None = None, on_improve: Callable[[int, dict, dict], None] | None = None,
-    resume: bool = False, compile: bool = False,
+    resume: bool = False, compile: bool = False, data: str | None = None,
 ) -> LoopResult:
     """Train `model` for config.epochs with AdamW and config's schedule; every training stage's epoch loop.
 
@@ -396,7 +429,8 @@ def train_loop(
     (ties: the later epoch, as good and trained longer) is kept and passed to `on_improve(epoch, metrics, state)`,
     and config.patience epochs without a better one stop the run. Without `validate` every epoch is the best so far.
     A resumable `{stem}_last.pt` is written after every epoch; with `resume` the run continues from it exactly as if
-    it had never stopped (model, optimizer, schedule, RNG states, history), and refuses a changed config.
+    it had never stopped (model, optimizer, schedule, RNG states, history), and refuses a changed config or, given
+    `data` (data_fingerprint of the split CSVs), other data.
     """
     # --compile: steps run through the compiled wrapper; `model` keeps plain parameter names for the checkpoints
     net = distributed.wrap(model, device)  # under torchrun: DistributedDataParallel
@@ -409,7 +443,7 @@ def train_loop(
     best_score, best_epoch, best_state, start_epoch = (-math.inf, -math.inf), 0, None, 1
     if resume and os.path.isfile(run.last):
         state = load_last(run.last, model, optimizer, generator)
-        check_resumable(run.last, state, config)
+        check_resumable(run.last, state, config, data)
         history, best_score, best_epoch = state["history"], state.get("best_score", -math.inf), state.get("best_epoch", 0)
         best_score = tuple(best_score) if isinstance(best_score, (tuple, list)) else (best_score, 0.0)  # older runs: one number
         best_state = state.get("best_model")
@@ -438,7 +472,8 @@ def train_loop(
         extra = dict(out) if isinstance(out, dict) else {"train_loss": out}
         train_loss = extra.pop("train_loss")
         val = validate(net) if validate else {}
-        check_finite(epoch, {"training loss": train_loss, "validation loss": val.get("loss", 0.0)}, config, run, best_epoch)
+        scores = {f"validation {k}": v for k, v in public(val).items() if isinstance(v, (int, float))}
+        check_finite(epoch, {"training loss": train_loss, **scores}, config, run, best_epoch)
         history.append({"epoch": epoch, "train_loss": train_loss, **extra,
                         **{f"val_{k}": v for k, v in public(val).items() if k != "confusion_matrix"},
                         "lr": lr, "seconds": time.time() - t0})
@@ -451,7 +486,8 @@ def train_loop(
                 on_improve(epoch, val, best_state)
         if distributed.is_main():  # under torchrun the ranks hold the same state: one writes it
             save_last(run.last, model, optimizer, generator, epoch, history, scheduler=scheduler.state_dict(),
-                      best_score=best_score, best_epoch=best_epoch, best_model=best_state, config=config.to_dict())
+                      best_score=best_score, best_epoch=best_epoch, best_model=best_state, config=config.to_dict(),
+                      data=data)
         bar.write(f"epoch {epoch:3d}/{config.epochs} train_loss {train_loss:.4g} "
                   f"{''.join(f'{k} {v:.4g} ' for k, v in extra.items())}{format_metrics(val, 'val_')}"
                   f"{'  *best' if improved and validate else ''}")
@@ -459,18 +495,27 @@ def train_loop(
     return LoopResult(history, best_epoch, best_score, best_state, time.time() - started)
 
 
+# A loss above this has blown up (a cross-entropy of 1e6 needs logits a million apart; a reconstruction error of images
+# in [0, 1] is below 1): the network's outputs are noise even while the numbers are still finite.
+DIVERGED_LOSS = 1e6
+
+
 def check_finite(epoch: int, losses: dict[str, float], config: TrainConfig, run: RunFiles, best_epoch: int) -> None:
-    """A NaN or infinite loss means the weights are garbage now: stop before anything of this epoch is saved or
-    selected (the best epoch so far, if any, stays on disk)."""
-    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    """A NaN, infinite or huge loss means the weights are garbage now: stop before anything of this epoch is saved
+    or selected (the best epoch so far, if any, stays on disk)."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v) or v > DIVERGED_LOSS}
     if bad:
         kept = f"; {run.weights} keeps epoch {best_epoch}" if best_epoch else ""
-        raise ToolkitError(f"training diverged in epoch {epoch} ({', '.join(f'{k} {v}' for k, v in bad.items())}): lower "
+        raise ToolkitError(f"training diverged in epoch {epoch} ({', '.join(f'{k} {v:.3g}' for k, v in bad.items())}): lower "
                            f"--learning_rate (now {config.learning_rate:g}) or check the data for broken clips{kept}")
 
 
-def check_resumable(path: str, state: dict, config: TrainConfig) -> None:
-    """--resume continues the run that wrote `path`: a changed training flag (other than --epochs) would mix two runs."""
+def check_resumable(path: str, state: dict, config: TrainConfig, data: str | None = None) -> None:
+    """--resume continues the run that wrote `path`: a changed training flag (other than --epochs), or other split
+    CSVs (stage 2 re-run, e.g. with another --seed), would mix two runs."""
+    if data and state.get("data") and state["data"] != data:
+        raise ToolkitError(f"{path}: --resume on other data than the interrupted run (the split CSVs changed since: "
+                           f"stage 2 re-split them?); restore the run's split, or delete it to start afresh")
     if "config" not in state:  # written before configs were saved: nothing to compare
         return
     changed = TrainConfig.from_dict(state["config"]).changed(config)
@@ -532,7 +577,8 @@ def fit(
     with run.lock() if distributed.is_main() else nullcontext():
         loop = train_loop(model, config, run, device, train_step,
                           validate=lambda net: evaluate(net, val, config.batch_size, device, len(classes), windows),
-                          on_improve=on_improve, resume=resume, compile=compile)
+                          on_improve=on_improve, resume=resume, compile=compile,
+                          data=data_fingerprint((card.split.get("csvs") or {}).values()))
         if not distributed.is_main():  # rank 0 scores the best epoch and writes the files
             return card
         card.domain = describe_domain(model, train, val, config.batch_size, device, windows)  # out-of-domain flag
@@ -557,6 +603,10 @@ def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet
         temperature, card.calibration = 1.0, None
     val_metrics = metrics_of(raw_val["logits"], val.labels.cpu(), len(classes), temperature)
     test_metrics = metrics_of(raw_test["logits"], test.labels.cpu(), len(classes), temperature)
+    bad = first_non_finite([public(val_metrics), public(test_metrics), val_metrics["probabilities"], test_metrics["probabilities"]])
+    if bad is not None:  # nothing non-finite is printed or written as a result
+        raise ToolkitError(f"{run.weights}: the best epoch's validation/test scores hold a non-finite value ({bad}): "
+                           f"the network's outputs are not numbers; re-train with a lower --learning_rate")
     print(f"best epoch {loop.best_epoch} ({describe_score(loop.best_score, config.select_by)}); test set, {len(test)} clips:")
     print(f"  {format_metrics(test_metrics, 'test_')}")
     print(format_confusion(test_metrics["confusion_matrix"], classes))

@@ -18,6 +18,7 @@ from .errors import OutputError, ToolkitError
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp makes 0600 files, and outputs are shared data (the mode a plain open() gives)
 MAX_TEXT_BYTES = 1 << 30  # a CSV or JSON larger than this is not one of ours (and would fill the memory)
+SNIFF_BYTES = 1 << 16  # what text_file looks at before a parser reads a file
 
 
 def output_failure(path: str | os.PathLike, reason: str) -> OutputError:
@@ -103,6 +104,23 @@ def regular_file(path: str | os.PathLike, what: str, hint: str, max_bytes: int |
         raise ToolkitError(f"{path}: {os.path.getsize(path) / 2**20:.0f} MB is far too large for a {what}; {hint}")
 
 
+def text_file(path: str | os.PathLike, what: str, hint: str) -> None:
+    """regular_file for a CSV or JSON, of at most MAX_TEXT_BYTES, whose first block is sniffed before any parser
+    reads it: NUL bytes or bytes that are not UTF-8 text mean a binary file (a sparse file of zeros, an image, a .pt),
+    which a parser would read into memory whole before failing."""
+    regular_file(path, what, hint, MAX_TEXT_BYTES)
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    why = "NUL bytes: binary data" if b"\0" in head else None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # (a character cut by the block's end is not an error)
+            why = why or "bytes that are not UTF-8 text (save it as UTF-8)"
+    if why:
+        raise ToolkitError(f"{path}: {why} in its first {len(head)} bytes, not a {what}; {hint}")
+
+
 _TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")  # atomic_path's temporary files
 
 
@@ -150,7 +168,7 @@ def output_dir(path: str | os.PathLike, flag: str) -> str:
 
 def read_json(path: str | os.PathLike, what: str = "JSON file", hint: str = "restore it or re-run the stage that wrote it") -> Any:
     """A JSON file's content; a missing, oversized or unparsable file is a one-line error naming it."""
-    regular_file(path, what, hint, MAX_TEXT_BYTES)
+    text_file(path, what, hint)
     try:
         with open(path) as f:
             return json.load(f)
@@ -181,7 +199,7 @@ def resolve_from_csv(path: str, csv_path: str | os.PathLike) -> str:
 
 def read_csv(path: str, required: list[str]) -> pd.DataFrame:
     """A CSV with the named columns, or a one-line error saying what is wrong with it."""
-    regular_file(path, "CSV", "check the folder and file name flags (run the earlier stage first?)", MAX_TEXT_BYTES)
+    text_file(path, "CSV", "check the folder and file name flags (run the earlier stage first?)")
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:

@@ -22,6 +22,7 @@ from .domain import distances, per_owner_mean
 from .errors import ToolkitError
 from .onnx_backend import OnnxNetwork
 from .runcard import AUTOENCODER, CV_FOLD, RunCard, card_path, read_card
+from .schemas import first_non_finite
 
 if TYPE_CHECKING:  # torch is imported where it is used: the ONNX backend of a mel model runs without it
     import torch
@@ -118,6 +119,7 @@ def describe(card: RunCard, probs: np.ndarray) -> str:
 
 
 DEFAULT_HOP = 0.5  # of a window
+MIN_HOP = 0.1  # of a window: a finer hop averages windows that are nearly the same image
 WINDOWS_PER_STACK = 4096  # windows stacked into network inputs at once (16 KB each for mel)
 
 
@@ -150,6 +152,9 @@ class View:
     def of(cls, card: RunCard, hop: float | None = None) -> "View":
         extraction = Extraction.from_card(card)
         window = card.feature.window_seconds(card.input_options, extraction.params)
+        if hop is not None and hop < MIN_HOP * window:  # a window per sample would run for hours and fill memory
+            raise ToolkitError(f"--window_hop {hop:g}: windows closer than {MIN_HOP:g} of {card.model}'s window "
+                               f"({window:.3g} s) add work, not information; use at least {MIN_HOP * window:.3g}")
         return cls(extraction, round(window, 6), round(hop or DEFAULT_HOP * window, 6))
 
 
@@ -275,6 +280,10 @@ def classify(model, card: RunCard, view: View, recordings: list[Recording], devi
         per_file = softmax(np.log(per_owner_mean(probs, owners, len(recordings))) / np.float32(card.temperature))
     window_distances = distances(card.domain, np.concatenate(embedded)) if card.domain and embedded else None
     file_distances = per_owner_mean(window_distances, owners, len(recordings)) if window_distances is not None else None
+    for i in sorted(set(owner)):  # a recording with windows: its probabilities are numbers, or nothing is shown
+        if first_non_finite([per_file[i], probs[owners == i]]) is not None:
+            raise ToolkitError(f"{recordings[i].path}: {card.model} gave non-finite (NaN/inf) probabilities for it; the "
+                               f"model or its run card is broken: re-train it, or restore its .pt and .json")
     out, cursor = [], 0
     for r, keep in zip(recordings, kept):
         rows, row_distances = [], []
@@ -300,12 +309,15 @@ def model_inputs(card: RunCard, features: list[np.ndarray]) -> FeatureSet:
 
 def class_probabilities(model: nn.Module, data: FeatureSet, device: torch.device,
                         batch_size: int = TrainConfig.batch_size) -> np.ndarray:
-    """Softmax probabilities (N, classes), through the evaluate loop's code."""
+    """Softmax probabilities (N, classes), through the evaluate loop's code; non-finite ones are an error."""
     import torch
 
     from .engine import predict_logits
 
-    return torch.softmax(predict_logits(model, data, batch_size, device), 1).numpy()
+    probs = torch.softmax(predict_logits(model, data, batch_size, device), 1).numpy()
+    if first_non_finite(probs) is not None:
+        raise ToolkitError(f"{type(model).__name__} gave non-finite (NaN/inf) probabilities; the model is broken: re-train it")
+    return probs
 
 
 def audio_files_in(folder: str, recursive: bool = False) -> list[str]:

@@ -8,9 +8,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field
 
 from .errors import ToolkitError
 from .fileio import read_json, write_json
+from .schemas import STRICT, Size, check, first_non_finite, params_schema, schema_of
 
 SCHEMA = 1
 INITS = ("scratch", "imagenet", "autoencoder", "pseudo-label", "pretrained-speech")
@@ -109,6 +114,7 @@ class RunCard:
             epoch = (d.get("metrics") or {}).get("epoch") if isinstance(d.get("metrics"), dict) else None
             raise ToolkitError(f"{source}: an unfinished run (stopped{f' at epoch {epoch}' if epoch else ''} before its "
                                f"test scores); finish it with the same command and --resume, or train it again")
+        check(card_schema(), d, source, "run card", "restore the file")
         card = cls(**{k: v for k, v in d.items() if k in known})
         _check(card, source)
         return card
@@ -120,25 +126,19 @@ def _check(card: RunCard, source: str) -> None:
     from .features import FEATURES
     from .labels import CLASSES
 
-    if not isinstance(card.model, str) or not isinstance(card.category, str):
-        raise ToolkitError(f"{source}: 'model' and 'category' must be names, got {card.model!r} and {card.category!r}; "
-                           f"restore the file")
     classes = card.classes
-    if card.model == AUTOENCODER and classes == []:
-        pass
-    elif not isinstance(classes, list) or len(classes) < 2 or len(set(map(str, classes))) != len(classes):
+    if not (card.model == AUTOENCODER and classes == []) and (len(classes) < 2 or len(set(classes)) != len(classes)):
         raise ToolkitError(f"{source}: 'classes' must list at least 2 distinct class names, got {classes!r}; restore the file")
-    if not isinstance(card.features, dict) or card.features.get("type") not in FEATURES:
-        raise ToolkitError(f"{source}: unknown feature type {card.features.get('type') if isinstance(card.features, dict) else card.features!r}"
-                           f" (this toolkit has {', '.join(FEATURES)}); restore the file or update the toolkit")
-    if not isinstance(card.input, dict) or card.input.get("kind") != card.feature.kind:
-        raise ToolkitError(f"{source}: input kind {card.input.get('kind') if isinstance(card.input, dict) else None!r} does not "
-                           f"match feature type {card.features['type']}; restore the file")
-    shape = card.input.get("shape")
-    if not isinstance(shape, list) or not shape or not all(isinstance(n, int) and n > 0 for n in shape):
-        raise ToolkitError(f"{source}: input shape {shape!r} is not a list of sizes; restore the file")
+    if card.features["type"] not in FEATURES:
+        raise ToolkitError(f"{source}: unknown feature type {card.features['type']!r} (this toolkit has "
+                           f"{', '.join(FEATURES)}); restore the file or update the toolkit")
+    if card.input["kind"] != card.feature.kind:
+        raise ToolkitError(f"{source}: input kind {card.input['kind']!r} does not match feature type "
+                           f"{card.features['type']}; restore the file")
+    check(params_schema(card.feature.Params), card.features.get("params") or {}, source,
+                  "run card's features.params", "restore the file")
     card.feature_params.check(source)
-    card.feature.check_options(card.input_options, shape, source)
+    card.feature.check_options(card.input_options, card.input["shape"], source)
     temperature = (card.calibration or {}).get("temperature", 1.0)
     if not isinstance(temperature, (int, float)) or not 0 < temperature < 1000:
         raise ToolkitError(f"{source}: calibration temperature {temperature!r} is not a positive number; restore the file")
@@ -148,6 +148,40 @@ def _check(card: RunCard, source: str) -> None:
         # the network's output k means canonical[k]: another order would put every prediction under a wrong name
         raise ToolkitError(f"{source}: classes {classes} are CREMA-D's {card.category} classes in another order than "
                            f"the one the toolkit trains with ({canonical}); restore the file")
+
+
+class _Features(BaseModel):
+    model_config = STRICT
+    type: str
+    params: dict | None = None
+    stats: dict | None = None
+
+
+class _Input(BaseModel):
+    model_config = STRICT
+    kind: str
+    shape: Annotated[list[Size], Field(min_length=1)]
+
+
+class _Calibration(BaseModel):
+    model_config = STRICT
+    # predict divides the logits by it: far below 1e-2 they overflow to inf and the probabilities become NaN
+    temperature: Annotated[float, Field(ge=1e-2, le=1e3)] = 1.0
+
+
+def _finite_numbers(value):
+    """Every number in a card's metrics is finite: a NaN score is never shown as a result."""
+    bad = first_non_finite(value)
+    if bad is not None:
+        raise ValueError(f"holds a number that is not finite ({bad}): the run that wrote it went wrong")
+    return value
+
+
+@lru_cache(maxsize=None)
+def card_schema() -> type[BaseModel]:
+    """The run card's schema: RunCard's fields, with the entries readers rely on typed more closely."""
+    return schema_of(RunCard, {"features": _Features, "input": _Input, "calibration": _Calibration | None,
+                               "metrics": Annotated[dict, AfterValidator(_finite_numbers)]})
 
 
 def _from_legacy_sidecar(d: dict, source: str) -> dict:

@@ -14,6 +14,8 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .errors import ToolkitError
 from .fileio import read_json
+from .labels import CLASSES
+from .schemas import SplitManifest, check
 
 TEST_FRACTION = 0.20
 VAL_FRACTION = 0.08  # of the whole: 72/8/20
@@ -118,10 +120,24 @@ def manifest_path(folder: str, category: str) -> str:
 def split_manifest(splits: dict[str, pd.DataFrame], kind: str, seed: int, category: str, classes: list[str],
                    features: str, csvs: dict[str, str], fractions: dict[str, float]) -> dict:
     """What a run card records about the split it trained on, written once by stage 2 (nobody re-derives it)."""
-    return {"kind": kind, "seed": seed, "fractions": fractions, "category": category, "classes": classes,
-            "features": features, "clips": {k: len(v) for k, v in splits.items()},
-            "speakers": {k: int(v["ActorID"].nunique()) for k, v in splits.items()},
-            "csvs": {k: os.path.basename(p) for k, p in csvs.items()}}
+    return SplitManifest(kind=kind, seed=seed, fractions=fractions, category=category, classes=classes,
+                         features=features, clips={k: len(v) for k, v in splits.items()},
+                         speakers={k: int(v["ActorID"].nunique()) for k, v in splits.items()},
+                         csvs={k: os.path.basename(p) for k, p in csvs.items()}).model_dump()
+
+
+def read_split_manifest(path: str, category: str) -> dict:
+    """Stage 2's manifest at `path`, checked: its schema, its category, and a CREMA-D category's classes in the order
+    the toolkit trains with (another order would put every prediction under a wrong name)."""
+    hint = "delete it and re-run generate_mel_spectrograms.py"
+    manifest = check(SplitManifest, read_json(path, "split manifest", hint), path, "split manifest", hint).model_dump()
+    if manifest["category"] != category:
+        raise ToolkitError(f"{path}: split manifest of category {manifest['category']!r}, not {category!r}; {hint}")
+    canonical = CLASSES.get(category)
+    if canonical and manifest["classes"] != canonical:
+        raise ToolkitError(f"{path}: classes {manifest['classes']} are not CREMA-D's {category} classes {canonical} "
+                           f"in their order; {hint}")
+    return manifest
 
 
 def split_of_run(csvs: dict[str, str], category: str) -> dict:
@@ -129,13 +145,22 @@ def split_of_run(csvs: dict[str, str], category: str) -> dict:
     path = manifest_path(os.path.dirname(csvs["train"]), category)
     paths = {k: os.path.abspath(p) for k, p in csvs.items()}
     if os.path.isfile(path):
-        try:
-            manifest = read_json(path)
-        except ToolkitError:  # a broken manifest is as good as none: the split is then unknown
-            manifest = None
-        if isinstance(manifest, dict) and manifest.get("csvs") == {k: os.path.basename(p) for k, p in csvs.items()}:
-            return {**manifest, "csvs": paths}
+        manifest = read_split_manifest(path, category)
+        if manifest["csvs"] == {k: os.path.basename(p) for k, p in csvs.items()}:
+            return {**manifest, "csvs": paths, "manifest": os.path.abspath(path)}
     return {"kind": "unknown", "csvs": paths}
+
+
+def check_classes_trained(split: dict, train) -> None:
+    """A class of stage 2's manifest that no training clip has (a hand-edited class list) would be a class the
+    network is asked to output but never sees: refused, naming the manifest."""
+    if "manifest" not in split or split["category"] in CLASSES:
+        return
+    counts = train.labels[train.labels >= 0].bincount(minlength=len(train.classes)).tolist()
+    unseen = [c for c, n in zip(train.classes, counts) if n == 0]
+    if unseen:
+        raise ToolkitError(f"{split['manifest']}: class(es) {unseen} of its class list have no clip in the training "
+                           f"data; delete it and re-run generate_mel_spectrograms.py")
 
 
 def training_sets(csvs: dict[str, str], load: Callable, folds: int, seed: int, category: str) -> tuple:
@@ -145,8 +170,10 @@ def training_sets(csvs: dict[str, str], load: Callable, folds: int, seed: int, c
     split = split_of_run(csvs, category)
     if folds:
         train = load(list(csvs.values()), "all splits", split.get("classes"))
+        check_classes_trained(split, train)
         return train, None, None, {"kind": "speaker-grouped folds", "folds": folds, "seed": seed, "classes": train.classes,
                                    "csvs": {k: os.path.abspath(v) for k, v in csvs.items()}}
     train = load(csvs["train"], "train", split.get("classes"))
+    check_classes_trained(split, train)
     val, test = (load(csvs[s], s, train.classes) for s in ("val", "test"))
     return train, val, test, split

@@ -2,19 +2,23 @@
 
 Stage 2 writes, beside each split CSV {stem}.csv, {stem}.store.bin (every row's feature, as its type stores it, one
 after the other in C order, in the feature type's `store_dtype`) and {stem}.store.json (the index: the CSV's file
-column in order, each item's shape, the dtype, the feature type and the SHA-1 of the CSV it matches). The data file
+column in order, each item's shape and checksum, the dtype, the feature type and the SHA-1 of the CSV it matches). The data file
 is written to a temporary file and renamed, and the index is written last (also renamed into place): a store without
 an index, or whose index does not match the CSV now beside it, is not used (stage 3 reads the per-clip files
 instead), so an interrupted or stale store is never read.
 
 Stage 3 (toolkit.data.load_split) opens a current store as a read-only np.memmap; FeatureSet.x is then a StoreRows,
 which makes a batch's network inputs from the mapped bytes when indexed (FeatureType.stack on just those rows), so
-only the pages a batch touches are read and no copy of the split is made.
+only the pages a batch touches are read and no copy of the split is made. Each row's checksum (CRC-32 of its name,
+dtype, shape and bytes) is checked the first time the row is read: an index that lies about the dtype, a shape or
+the order of the rows, or a data file changed after stage 2, stops training with one line instead of training on
+the wrong features.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from typing import Callable, Iterable
 
 import numpy as np
@@ -22,8 +26,9 @@ import torch
 
 from ..errors import ToolkitError
 from ..fileio import atomic_path, read_json, write_json
+from ..schemas import StoreIndex, check
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: rows carry checksums (a version-1 store is not used: stage 3 reads the per-clip files)
 
 
 def store_files(csv_path: str | os.PathLike) -> tuple[str, str]:
@@ -40,12 +45,20 @@ def file_sha1(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def row_checksum(name: str, value: np.ndarray) -> int:
+    """CRC-32 of a stored row: its name, dtype and shape as well as its bytes, so that none of them can change unseen."""
+    head = f"{name}\0{value.dtype.str}\0{list(value.shape)}".encode()
+    return zlib.crc32(memoryview(np.ascontiguousarray(value)).cast("B"), zlib.crc32(head))
+
+
 class Store:
     """An opened store: its index and the read-only mapping of its data."""
 
-    def __init__(self, index: dict, data_path: str) -> None:
-        self.index = index
+    def __init__(self, index: dict, data_path: str, index_path: str = "") -> None:
+        self.index, self.index_path = index, index_path
         self.rows: list[str] = index["rows"]
+        self.checksums = index["checksums"]
+        self.verified = np.zeros(len(self.rows), bool)
         self.shapes = np.asarray(index["shapes"], dtype=np.int64).reshape(len(self.rows), -1)  # (items, ndim)
         self.offsets = np.concatenate([[0], np.cumsum(self.shapes.prod(1))])
         self.dtype = np.dtype(index["dtype"])
@@ -60,8 +73,15 @@ class Store:
         return len(self.rows)
 
     def item(self, i: int) -> np.ndarray:
-        """Row i as its type stored it (a read-only view of the mapping: no bytes are read until used)."""
-        return self.data[self.offsets[i] : self.offsets[i + 1]].reshape(tuple(self.shapes[i]))
+        """Row i as its type stored it (a read-only view of the mapping), its checksum checked on the first read."""
+        value = self.data[self.offsets[i] : self.offsets[i + 1]].reshape(tuple(self.shapes[i]))
+        if not self.verified[i]:
+            if row_checksum(self.rows[i], value) != self.checksums[i]:
+                raise ToolkitError(f"{self.index_path}: row {i} ({self.rows[i]}) does not match its checksum: the store "
+                                   f"was changed after stage 2 wrote it; delete it and its .store.bin (stage 3 then "
+                                   f"reads the per-clip files) or re-run generate_mel_spectrograms.py")
+            self.verified[i] = True
+        return value
 
 
 def open_store(csv_path: str | os.PathLike, feature_name: str | None = None, current: bool = True) -> Store | None:
@@ -71,17 +91,17 @@ def open_store(csv_path: str | os.PathLike, feature_name: str | None = None, cur
     if not (os.path.isfile(index_path) and os.path.isfile(data_path)):
         return None
     try:
-        index = read_json(index_path, "feature store index")
-    except ToolkitError:
+        index = check(StoreIndex, read_json(index_path, "feature store index"), index_path, "store index", "").model_dump()
+    except ToolkitError:  # damaged, or of another version: not used, the per-clip files are read
         return None
-    if not isinstance(index, dict) or index.get("version") != STORE_VERSION:
+    if index["version"] != STORE_VERSION or feature_name is not None and index["feature"] != feature_name:
         return None
-    if feature_name is not None and index.get("feature") != feature_name:
+    if not len(index["shapes"]) == len(index["rows"]) == len(index["checksums"]):
         return None
     try:
-        if len(index["shapes"]) != len(index["rows"]) or current and index["csv_sha1"] != file_sha1(csv_path):
+        if current and index["csv_sha1"] != file_sha1(csv_path):
             return None
-        return Store(index, data_path)
+        return Store(index, data_path, index_path)
     except (KeyError, TypeError, ValueError, OSError):
         return None
 
@@ -97,18 +117,20 @@ def write_store(csv_path: str, feature_name: str, dtype: str, rows: list[str],
     data_path, index_path = store_files(csv_path)
     if os.path.exists(index_path):
         os.remove(index_path)  # first: a run stopped below leaves no index, so no store that looks complete
-    shapes = []
+    shapes, checksums = [], []
     with atomic_path(data_path) as tmp, open(tmp, "wb") as f:
-        for value in items():
+        for i, value in enumerate(items()):
             value = np.ascontiguousarray(value, dtype=dtype)
             shapes.append(list(value.shape))
+            checksums.append(row_checksum(rows[i] if i < len(rows) else "", value))
             f.write(value.tobytes())
         f.flush()
         os.fsync(f.fileno())
     if len(shapes) != len(rows):
         raise ToolkitError(f"{csv_path}: packed {len(shapes)} features for {len(rows)} rows")
     write_json({"version": STORE_VERSION, "feature": feature_name, "dtype": dtype, "csv": os.path.basename(csv_path),
-                "csv_sha1": file_sha1(csv_path), "params": params or {}, "rows": rows, "shapes": shapes}, index_path)
+                "csv_sha1": file_sha1(csv_path), "params": params or {}, "rows": rows, "shapes": shapes,
+                "checksums": checksums}, index_path)
     return True
 
 
