@@ -1,9 +1,11 @@
 """predict.py with --backend torch and --backend onnx: start-up, files per second and peak memory, as a user runs it.
 
 Makes N one-second WAVs and a cnn3 model (random weights: speed does not depend on them; bench_predict.py's), exports
-it (export_onnx's check runs on 8 of the files), then times, per backend, `predict.py ONE_FILE` (start-up: interpreter,
+it (export_onnx's check runs on 8 of the files), then runs, per backend, `predict.py ONE_FILE` (start-up: interpreter,
 imports, model loading, one file) and `predict.py FOLDER --out predictions.csv` (N files), each in a fresh process
-under /usr/bin/time (peak resident memory), --workers 1 --threads 1 so that the two backends get the same CPU.
+under /usr/bin/time, --workers 1 --threads 1 so that the two backends get the same CPU, the backends taking turns.
+Reported: the best of the repeats of CPU seconds (user + system, which other work on a shared machine distorts far
+less than wall time), wall seconds and peak resident memory; the cost of a further file is (N files - 1 file) / (N - 1).
 
     python3 benchmarks/bench_onnx.py                      # 200 files, 3 repeats
 """
@@ -27,15 +29,16 @@ from bench_predict import make_files, make_model  # noqa: E402
 from toolkit.fileio import write_json  # noqa: E402
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak resident MiB) of one run of `cmd` in a fresh process."""
+def timed(cmd: list[str]) -> dict:
+    """Wall seconds, CPU seconds (user + system: what the machine's other work distorts least) and peak resident
+    MiB of one run of `cmd` in a fresh process."""
     t0 = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M", *cmd], capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
+    proc = subprocess.run(["/usr/bin/time", "-f", "MEASURED %M %U %S", *cmd], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    kib = int(proc.stderr.rsplit("MAXRSS ", 1)[1].split()[0])
-    return seconds, kib / 1024
+    kib, user, system = proc.stderr.rsplit("MEASURED ", 1)[1].split()[:3]
+    return {"wall": wall, "cpu": float(user) + float(system), "mib": int(kib) / 1024}
 
 
 def main() -> None:
@@ -53,22 +56,22 @@ def main() -> None:
                         "--check_audio", *files[:8], "--threads", "1"], check=True, capture_output=True)
         predict = [sys.executable, os.path.join(ROOT, "predict.py"), "--workers", "1", "--threads", "1"]
         backends = {"torch": ["--model_file", model, "--device", "cpu"], "onnx": ["--backend", "onnx", "--model_file", export]}
+        runs = {name: {"one": [], "many": []} for name in backends}
+        for _ in range(args.repeats):  # the backends take turns, so that both see the same load
+            for name, flags in backends.items():
+                runs[name]["one"].append(timed([*predict, *flags, files[0]]))
+                runs[name]["many"].append(timed([*predict, *flags, os.path.dirname(files[0]),
+                                                 "--out", os.path.join(work, f"{name}.csv")]))
         results = {}
-        for name, flags in backends.items():
-            one = [timed([*predict, *flags, files[0]]) for _ in range(args.repeats)]
-            many = [timed([*predict, *flags, os.path.dirname(files[0]), "--out", os.path.join(work, f"{name}.csv")])
-                    for _ in range(args.repeats)]
-            start, many_s = float(np.median([s for s, _ in one])), float(np.median([s for s, _ in many]))
-            results[name] = {"startup_seconds": start, "files_seconds": many_s,
-                             "files_per_second_end_to_end": len(files) / many_s,
-                             "files_per_second_after_startup": (len(files) - 1) / max(many_s - start, 1e-9),
-                             "peak_mib_one_file": max(m for _, m in one), "peak_mib_all_files": max(m for _, m in many),
-                             "runs": {"one": one, "many": many}}
-            r = results[name]
-            print(f"{name:5s}: start-up (1 file) {start:.2f} s, {len(files)} files {many_s:.2f} s = "
-                  f"{r['files_per_second_end_to_end']:.1f} files/s end to end, {r['files_per_second_after_startup']:.1f} "
-                  f"files/s after start-up; peak memory {r['peak_mib_one_file']:.0f} MiB (1 file), "
-                  f"{r['peak_mib_all_files']:.0f} MiB ({len(files)} files)")
+        for name, r in runs.items():
+            best = {k: {m: min(run[m] for run in r[k]) for m in ("wall", "cpu", "mib")} for k in ("one", "many")}
+            per_file_cpu = (best["many"]["cpu"] - best["one"]["cpu"]) / (len(files) - 1)
+            results[name] = {"startup": best["one"], "all_files": best["many"], "cpu_seconds_per_file": per_file_cpu,
+                             "files_per_cpu_second": 1 / per_file_cpu if per_file_cpu > 0 else None, "runs": r}
+            print(f"{name:5s}: start-up (1 file) {best['one']['cpu']:.2f} CPU s ({best['one']['wall']:.1f} s wall), "
+                  f"{len(files)} files {best['many']['cpu']:.2f} CPU s ({best['many']['wall']:.1f} s wall); "
+                  f"{per_file_cpu * 1000:.0f} CPU ms per further file; peak memory {best['one']['mib']:.0f} MiB (1 file), "
+                  f"{best['many']['mib']:.0f} MiB ({len(files)} files)  [best of {args.repeats}]")
         print(f"load average {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
         if args.json:
             write_json({"files": len(files), "repeats": args.repeats, "results": results, "loadavg": os.getloadavg(),

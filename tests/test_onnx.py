@@ -193,6 +193,12 @@ def test_broken_summary_or_export_is_one_line(trained_cnn3, exported_cnn3, clips
     proc = run_script("predict.py", "--backend", "onnx", "--model_file", broken, clips[0], check=False, in_process=True)
     assert proc.returncode == 2 and "mel_filterbank.npy: not the export's array (shape (3, 3)" in proc.stderr
 
+    shutil.copy(exported_cnn3[0] / "mel_filterbank.npy", broken / "mel_filterbank.npy")
+    front = json.loads((broken / "frontend.json").read_text())
+    (broken / "frontend.json").write_text(json.dumps({**front, "window_seconds": "long"}))
+    proc = run_script("predict.py", "--backend", "onnx", "--model_file", broken, clips[0], check=False, in_process=True)
+    assert proc.returncode == 2 and "frontend.json: 'input' or 'window_seconds' is not what export_onnx.py writes" in proc.stderr
+
 
 def test_export_fails_in_one_line_and_writes_nothing(trained_cnn3, tmp_path):
     for name in ("cnn3_sex.pt", "cnn3_sex.json"):

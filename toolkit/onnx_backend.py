@@ -25,7 +25,7 @@ from .domain import check_domain
 from .errors import ToolkitError
 from .fileio import read_json
 from .melspec import check_mel_params, image_windows, log_mel, mel_image, prepare_image, window_seconds
-from .runcard import RunCard
+from .runcard import RunCard, read_card
 
 FORMAT = 1
 MODEL, FRONTEND, CARD = "model.onnx", "frontend.json", "card.json"
@@ -138,7 +138,10 @@ class OnnxNetwork:
         self.session = make_session(os.path.join(folder, MODEL), threads)
 
     def _front_end(self, spec: dict, source: str):
-        feature, options = spec.get("feature"), spec.get("input") or {}
+        feature, options = spec.get("feature"), spec.get("input")
+        window = spec.get("window_seconds")
+        if not isinstance(options, dict) or not isinstance(window, (int, float)) or isinstance(window, bool):
+            raise ToolkitError(f"{source}: 'input' or 'window_seconds' is not what export_onnx.py writes; re-run it")
         if feature == "mel":
             try:
                 params = ExportedMelParams(**{f.name: spec["params"][f.name] for f in fields(ExportedMelParams)})
@@ -155,10 +158,11 @@ class OnnxNetwork:
             self.options = options
             front = ExportedMel(read_npy(self.folder, FILTERBANK, (params.n_mels, params.n_fft // 2 + 1)),
                                 read_npy(self.folder, STFT_WINDOW, (params.n_fft,)))
-            if abs(float(spec.get("window_seconds", -1)) - window_seconds(options, params)) > 1e-6:
+            if abs(window - window_seconds(options, params)) > 1e-6:
                 raise ToolkitError(f"{source}: window_seconds does not match the image layout; re-run export_onnx.py")
             return front, params
-        # Other feature types: the toolkit's own extractor (imports torch; eGeMAPS also opensmile)
+        # Other feature types: the toolkit's own extractor (imports torch; eGeMAPS also opensmile), and its card checks
+        read_card(os.path.join(self.folder, CARD))
         feature_type = self.card.feature
         self.options = self.card.input_options
         if spec.get("standardized"):
