@@ -230,29 +230,29 @@ def _draw_noise(rng: np.random.Generator) -> dict:
 # channel it is recorded through, then level and timing. The ranges are the ones the field uses by default.
 TRANSFORMS: dict[str, Transform] = {
     "speed": Transform(speed, lambda r, sr: {"factor": _uniform(r, 0.9, 1.1)},
-                       "speed perturbation: duration / f, pitch and formants x f, f in 0.9-1.1 (Kaldi, SpeechBrain)"),
+                       "resampling: duration / f, pitch and formants x f, f in 0.9-1.1 (Kaldi, SpeechBrain)"),
     "tempo": Transform(tempo, lambda r, sr: {"factor": _uniform(r, 0.85, 1.15)},
-                       "tempo: duration / f with pitch kept, f in 0.85-1.15"),
+                       "duration / f with pitch kept, f in 0.85-1.15"),
     "pitch": Transform(pitch, lambda r, sr: {"semitones": _uniform(r, -3.0, 3.0, 2)},
-                       "pitch shift by -3..+3 semitones, duration kept"),
+                       "-3..+3 semitones, duration kept"),
     "vtlp": Transform(vtlp, lambda r, sr: {"alpha": _uniform(r, 0.9, 1.1)},
-                      "vocal-tract-length perturbation: formants x alpha in 0.9-1.1, pitch kept (Jaitly & Hinton 2013)"),
+                      "vocal tract length: formants x alpha in 0.9-1.1, pitch kept (Jaitly & Hinton 2013)"),
     "reverb": Transform(reverb, lambda r, sr: {"rt60": _uniform(r, 0.2, 0.8, 2), "drr_db": _uniform(r, 0.0, 10.0, 1)},
                         "a synthetic room: RT60 0.2-0.8 s, direct-to-reverberant ratio 0-10 dB"),
     "noise": Transform(noise, lambda r, sr: _draw_noise(r),
                        "additive white, pink or babble noise (other training clips) at 5-20 dB SNR"),
     "telephone": Transform(telephone, lambda r, sr: {},
-                           "a telephone channel: 8 kHz, 300-3400 Hz, 8-bit mu-law (G.711)"),
+                           "8 kHz, 300-3400 Hz, 8-bit mu-law (G.711)"),
     "codec": Transform(codec, lambda r, sr: {"cutoff_hz": float(r.choice([3500.0, 4000.0, 5500.0, 7000.0])),
                                              "bits": int(r.choice([6, 7, 8]))},
-                       "a lossy codec's band limit (3.5, 4, 5.5 or 7 kHz) and 6-8 bit mu-law quantisation"),
+                       "band limit at 3.5, 4, 5.5 or 7 kHz and 6-8 bit mu-law quantisation"),
     "dropfreq": Transform(drop_freq, lambda r, sr: {"freqs_hz": sorted(_uniform(r, 100.0, 0.45 * sr, 0)
                                                                        for _ in range(int(r.integers(1, 4)))),
                                                     "width_hz": 0.025 * sr},
                           "1-3 narrow frequency bands notched out (SpeechBrain's DropFreq)"),
-    "gain": Transform(gain, lambda r, sr: {"db": _uniform(r, -6.0, 6.0, 1)}, "gain of -6..+6 dB"),
+    "gain": Transform(gain, lambda r, sr: {"db": _uniform(r, -6.0, 6.0, 1)}, "-6..+6 dB"),
     "shift": Transform(shift, lambda r, sr: {"seconds": _uniform(r, -0.25, 0.25)},
-                       "time shift by -0.25..+0.25 s (silence in, the other end cut)"),
+                       "-0.25..+0.25 s (silence in, the other end cut)"),
 }
 OFF = "none"
 
@@ -329,4 +329,4 @@ def describe(chain: list[Step]) -> str:
 
 def spec_help() -> str:
     """The transforms in words, for --help."""
-    return "; ".join(f"{name}: {t.help}" for name, t in TRANSFORMS.items())
+    return "; ".join(f"{name} ({t.help})" for name, t in TRANSFORMS.items())
