@@ -6,7 +6,8 @@ part with fewer than 3 speakers). --val_fraction and --test_fraction set the siz
 
 --features mel (default): one lossless 8-bit PNG per clip in {save_spec_path}/mel_spectrograms/{parameter tag}/.
 --features egemaps: openSMILE's eGeMAPSv02 functionals (88 values per clip), one .npy per clip in
-{save_spec_path}/egemaps/{parameter tag}/.
+{save_spec_path}/egemaps/{parameter tag}/; --features compare: openSMILE's ComParE_2016 functionals (6,373 values, the
+INTERSPEECH challenge baseline set; 25 KB a clip), in {save_spec_path}/compare/{parameter tag}/.
 --features ssl --encoder NAME_OR_DIR: a pretrained speech encoder (wav2vec2, HuBERT, WavLM, ...) run once over each
 whole clip; its hidden states mean-pooled per layer, a (layers + 1, width) float16 .npy per clip in
 {save_spec_path}/ssl/{parameter tag}/.
@@ -51,7 +52,8 @@ def get_args_parser() -> Parser:
     p.add_argument("--category", default="sex", help=f"label column (stage 1's category): {', '.join(CATEGORIES)}, or yours")
     p.add_argument("--features", choices=STORED, default="mel",
                    help="what each clip becomes: 'mel' log-mel spectrogram images (the seed's; CNNs), 'egemaps' "
-                        "openSMILE eGeMAPSv02 functionals (88 values; linear/mlp), 'ssl' a pretrained speech "
+                        "openSMILE eGeMAPSv02 functionals (88 values; linear/mlp), 'compare' openSMILE ComParE_2016 "
+                        "functionals (6,373 values; linear/mlp), 'ssl' a pretrained speech "
                         "encoder's hidden states, mean-pooled per layer (--encoder; linear/mlp)")
     p.add_argument("--sr", type=positive_int, default=FeatureParams.sr,
                    help="sample rate audio is resampled to (ssl: the encoder's own rate)")

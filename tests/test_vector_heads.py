@@ -128,3 +128,20 @@ def test_settings_lbfgs_cannot_honour_are_one_line_errors(vectors, tmp_path, sex
         "sex_train.csv: --optimizer lbfgs fits the vector heads (linear, mlp) on vector features; these are image "
         "features: use --optimizer adamw")
     assert not list(tmp_path.glob("*.pt"))
+
+
+def test_compare_heads_scores_scikit_learn_on_the_toolkits_own_folds(vectors, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(conftest.ROOT / "experiments"))
+    import compare_heads
+
+    compare_heads.main(["--data", str(vectors), "--out", str(tmp_path), "--categories", "emotion", "--normalize", "none",
+                        "--models", "linear", "--recipes", "vector", "--folds", "2"])
+    rows = {r["name"]: r for r in json.loads((tmp_path / "compare_heads.json").read_text())}
+    cv = json.loads((tmp_path / "emotion_none" / "vector" / "linear_emotion_cv.json").read_text())
+    assert all(f["val_speakers"] and not set(f["val_speakers"]) & set(f["test_speakers"]) for f in cv["fold_results"])
+    toolkit, sklearn = rows["toolkit linear, --recipe vector (full-batch L-BFGS)"], rows["sklearn LR, C on validation"]
+    assert toolkit["C"] == sklearn["C"]  # the same C values chosen on the same validation speakers
+    assert np.allclose(toolkit["f1_folds"], sklearn["f1_folds"], atol=0.01)
+    assert "| emotion | none | sklearn LR C=1 |" in (tmp_path / "compare_heads.md").read_text()

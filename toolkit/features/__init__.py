@@ -10,6 +10,7 @@ from ..errors import ToolkitError
 from ..fileio import read_json
 from .base import (FeatureParams, FeatureSet, FeatureType, clip_of, feature_file_job, feature_file_name,
                    features_from_audio, subset)
+from .compare import Compare
 from .egemaps import Egemaps
 from .mel import Mel
 from .ssl import Ssl
@@ -18,6 +19,7 @@ from .waveform import Waveform
 FEATURES: dict[str, type[FeatureType]] = {
     "mel": Mel,
     "egemaps": Egemaps,
+    "compare": Compare,
     "ssl": Ssl,
     "waveform": Waveform,
 }

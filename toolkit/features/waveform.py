@@ -78,7 +78,7 @@ class Waveform(FeatureType):
 
     @classmethod
     def speaker_normalize(cls, features: list[np.ndarray]) -> list[np.ndarray]:
-        raise ToolkitError("--normalize speaker is for stored features (mel, egemaps, ssl), not the raw audio a "
+        raise ToolkitError("--normalize speaker is for stored features (mel, egemaps, compare, ssl), not the raw audio a "
                            "fine-tuned encoder takes; drop it")
 
     @classmethod

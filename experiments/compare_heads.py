@@ -1,0 +1,180 @@
+"""The toolkit's vector heads beside scikit-learn's logistic regression, on exactly the same speaker folds.
+
+For each category, with and without speaker normalisation, on a stage-2 vector feature folder (eGeMAPS, ComParE,
+ssl: the folder holding {category}_train/val/test.csv):
+  1. `train_cnn.py --folds K` for every model × recipe asked for (default: linear and mlp with their own `vector`
+     recipe, and with the AdamW `default` recipe they had before), as a user types it;
+  2. scikit-learn on the folds those runs wrote ({model}_{category}_cv.json: every fold's test and validation
+     speakers; the rest trained), on the same feature values (the toolkit's loader, speaker normalisation included):
+     StandardScaler + LogisticRegression(C=1) fitted on the training speakers, the same with C chosen on the
+     validation speakers (lowest validation log loss over the `vector` recipe's C values, balanced class weights as
+     that recipe's), and LogisticRegression(C=1) fitted on training + validation speakers (the plain 10-line
+     baseline: it sees more speakers than any model that keeps some back for validation);
+  3. a markdown table: weighted F1 mean ± std over folds (ddof 1), accuracy, the worst speaker (lowest accuracy,
+     each speaker tested once) and the C chosen per fold; printed, written to {out}/compare_heads.md and .json, and,
+     with --markdown, put between the `<!-- compare_heads.py: SECTION -->` markers of that file.
+
+    python3 experiments/compare_heads.py --data Data/demo91/egemaps --out Models/heads --categories sex emotion
+    python3 experiments/compare_heads.py --data Data/wide/egemaps --out Models/heads_wide --folds 5 \\
+        --models linear mlp --recipes vector --markdown experiments/RESULTS.md --section heads_wide
+
+Finished runs (their _cv.json exists) are not trained again, so a re-run only adds what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from compare_recipes import run, write_table  # noqa: E402
+from toolkit.config import RECIPES  # noqa: E402
+from toolkit.data import load_split  # noqa: E402
+from toolkit.fileio import read_json, write_json  # noqa: E402
+from toolkit.metrics import breakdown, classification_metrics  # noqa: E402
+
+NORMALIZE = ("none", "speaker")
+
+
+def features(data: str, category: str, normalize: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, list[str]]:
+    """(values, labels, rows, classes) of all three split CSVs pooled, as train_cnn.py --folds reads them."""
+    csvs = [os.path.join(data, f"{category}_{s}.csv") for s in ("train", "val", "test")]
+    split = load_split(csvs, category, RECIPES["default"], normalize=normalize, desc="all splits")
+    x = split.x[torch.arange(len(split))] if not isinstance(split.x, torch.Tensor) else split.x
+    return x.double().flatten(1).numpy(), split.labels.numpy(), split.frame, split.classes
+
+
+def sklearn_folds(x: np.ndarray, y: np.ndarray, frame: pd.DataFrame, classes: list[str], cv: dict, c_values: list[float],
+                  class_weight: str | None) -> dict[str, dict]:
+    """Per baseline: per-fold metrics, pooled test predictions and chosen C, on the folds of a toolkit _cv.json."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    speakers = frame["ActorID"].astype(str).to_numpy()
+    out = {name: {"folds": [], "pred": np.full(len(y), -1), "C": []} for name in
+           ("sklearn LR C=1", "sklearn LR, C on validation", "sklearn LR C=1, train+val")}
+    for fold in cv["fold_results"]:
+        test, val = np.isin(speakers, fold["test_speakers"]), np.isin(speakers, fold["val_speakers"])
+        train = ~test & ~val
+
+        def fit(rows, c, weight=None):
+            scaler = StandardScaler().fit(x[rows])
+            model = LogisticRegression(C=c, class_weight=weight, max_iter=5000).fit(scaler.transform(x[rows]), y[rows])
+            return lambda part: model.predict_proba(scaler.transform(x[part]))
+
+        val_loss = {c: log_loss(y[val], fit(train, c, class_weight)(val), labels=model_labels(y)) for c in c_values}
+        chosen = min(val_loss, key=val_loss.get)
+        for name, predict, c in (("sklearn LR C=1", fit(train, 1.0), 1.0),
+                                 ("sklearn LR, C on validation", fit(train, chosen, class_weight), chosen),
+                                 ("sklearn LR C=1, train+val", fit(train | val, 1.0), 1.0)):
+            labels = model_labels(y)[predict(test).argmax(1)]
+            out[name]["pred"][test] = labels
+            out[name]["folds"].append(classification_metrics(y[test], labels, len(classes)))
+            out[name]["C"].append(c)
+    return out
+
+
+def model_labels(y: np.ndarray) -> np.ndarray:
+    return np.unique(y)  # scikit-learn's columns: the classes present in training (every class, in these corpora)
+
+
+def toolkit_result(folder: str, model: str, category: str, cv: dict) -> dict:
+    """The toolkit run's per-fold metrics, pooled predictions and, for a full-batch fit, the C each fold chose."""
+    chosen = []
+    for i in range(1, cv["folds"] + 1):
+        card = read_json(os.path.join(folder, f"{model}_{category}_cv", f"fold{i}", f"{model}_{category}.json"), "fold card")
+        chosen.append((card["training"].get("lbfgs") or {}).get("C"))
+    return {"folds": [f["test"] for f in cv["fold_results"]], "worst": cv["pooled_test"]["worst_speaker"],
+            "C": chosen, "epochs": [f["epoch"] for f in cv["fold_results"]]}
+
+
+def summarise(name: str, result: dict, frame: pd.DataFrame | None = None, y: np.ndarray | None = None,
+              classes: list[str] | None = None) -> dict:
+    f1 = [f["f1"] for f in result["folds"]]
+    worst = result.get("worst") or breakdown(frame, y, result["pred"], classes)["worst_speaker"]
+    cs = [c for c in result.get("C", []) if c is not None]
+    return {"name": name, "f1_mean": float(np.mean(f1)), "f1_std": float(np.std(f1, ddof=1)) if len(f1) > 1 else 0.0,
+            "f1_folds": f1, "accuracy_mean": float(np.mean([f["accuracy"] for f in result["folds"]])),
+            "worst_speaker": worst["speaker"], "worst_accuracy": worst["accuracy"],
+            "C": f"{np.median(cs):.3g} ({min(cs):.3g}-{max(cs):.3g})" if cs else "-"}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| category | normalize | head | weighted F1 (mean ± std over folds) | accuracy | worst speaker (acc.) | "
+             "C: median (range over folds) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['category']} | {r['normalize']} | {r['name']} | {r['f1_mean']:.3f} ± {r['f1_std']:.3f} | "
+                     f"{r['accuracy_mean']:.3f} | {r['worst_speaker']} ({r['worst_accuracy']:.2f}) | {r['C']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="stage-2 vector feature folder: {category}_train/val/test.csv")
+    p.add_argument("--out", required=True, help="folder for the runs, logs and the table")
+    p.add_argument("--categories", nargs="+", default=["sex", "emotion"])
+    p.add_argument("--normalize", nargs="+", default=list(NORMALIZE), choices=NORMALIZE)
+    p.add_argument("--models", nargs="+", default=["linear", "mlp"], help="toolkit vector heads")
+    p.add_argument("--recipes", nargs="+", default=["vector", "default"], choices=list(RECIPES),
+                   help="train_cnn.py --recipe of each head ('vector': the heads' own, full-batch L-BFGS)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=42, help="fold assignment and initialisation")
+    p.add_argument("--epochs", type=int, default=30, help="train_cnn.py --epochs (AdamW recipes; 'vector' has one per C)")
+    p.add_argument("--train_flags", default="", help="more train_cnn.py flags for every run, e.g. '--patience 0'")
+    p.add_argument("--markdown", default=None, help="also put the table between the markers of this file")
+    p.add_argument("--section", default="heads", help="the markers' name: <!-- compare_heads.py: SECTION -->")
+    args = p.parse_args(argv)
+
+    rows = []
+    for category in args.categories:
+        for normalize in args.normalize:
+            folder = os.path.join(args.out, f"{category}_{normalize}")
+            cvs = {}
+            for model in args.models:
+                for recipe in args.recipes:
+                    runs = os.path.join(folder, recipe)
+                    summary = os.path.join(runs, f"{model}_{category}_cv.json")
+                    if not os.path.isfile(summary):
+                        os.makedirs(runs, exist_ok=True)
+                        run("train_cnn.py", "--csv_load_path", args.data, "--category", category, "--model", model,
+                            "--recipe", recipe, "--folds", str(args.folds), "--seed", str(args.seed), "--epochs",
+                            str(args.epochs), "--normalize", normalize, "--threads", "1", "--model_save_path", runs,
+                            *args.train_flags.split(), log=os.path.join(runs, f"{model}_{category}_cv.log"))
+                    cvs[(model, recipe)] = (runs, read_json(summary, "cross-validation summary"))
+            folds = {tuple(tuple(f["test_speakers"]) for f in cv["fold_results"]) for _, cv in cvs.values()}
+            if len(folds) != 1:
+                sys.exit(f"error: {category}, normalize {normalize}: the toolkit runs were tested on different folds")
+            x, y, frame, classes = features(args.data, category, normalize)
+            reference = next(iter(cvs.values()))[1]
+            recipe = RECIPES["vector"]
+            baselines = sklearn_folds(x, y, frame, classes, reference, list(recipe.C),
+                                      "balanced" if recipe.class_weights == "balanced" else None)
+            for name, result in baselines.items():
+                rows.append({"category": category, "normalize": normalize, **summarise(name, result, frame, y, classes)})
+            for (model, recipe), (runs, cv) in cvs.items():
+                name = f"toolkit {model}, --recipe {recipe}" + (" (full-batch L-BFGS)" if RECIPES[recipe].optimizer == "lbfgs" else " (AdamW)")
+                rows.append({"category": category, "normalize": normalize,
+                             **summarise(name, toolkit_result(runs, model, category, cv))})
+
+    text = (f"Features: `{os.path.abspath(args.data)}` ({len(x[0])} values per clip). {args.folds}-fold speaker-grouped "
+            f"cross-validation (seed {args.seed}), the toolkit's folds for every row; weighted F1 mean ± std over folds "
+            f"(ddof 1); worst speaker: lowest accuracy of any speaker (each tested once).\n\n{table(rows)}\n")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "compare_heads.md"), "w") as f:
+        f.write(text)
+    write_json(rows, os.path.join(args.out, "compare_heads.json"))
+    if args.markdown:
+        write_table(args.markdown, text + f"\nCommand: `python3 experiments/compare_heads.py {' '.join(argv or sys.argv[1:])}`\n",
+                    args.section, tool="compare_heads.py")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
