@@ -14,8 +14,13 @@ ssl: the folder holding {category}_train/val/test.csv):
      each speaker tested once) and the C chosen per fold; printed, written to {out}/compare_heads.md and .json, and,
      with --markdown, put between the `<!-- compare_heads.py: SECTION -->` markers of that file.
 
+--extra NAME=FOLDER scores every fold model, the toolkit's and scikit-learn's, on another corpus's features too (e.g.
+voices never heard: `make_demo_data.py --voices wide`, stages 1-2 with the same feature type): weighted F1 mean ± std
+over the fold models and the worst speaker of that corpus (its accuracy averaged over the fold models). Where the
+corpus has a voice_families.csv (--voices wide), a second table gives each family's mean speaker accuracy.
+
     python3 experiments/compare_heads.py --data Data/demo91/egemaps --out Models/heads --categories sex emotion
-    python3 experiments/compare_heads.py --data Data/wide/egemaps --out Models/heads_wide --folds 5 \\
+    python3 experiments/compare_heads.py --data Data/demo91/egemaps --out Models/heads --extra wide=Data/wide/egemaps \\
         --models linear mlp --recipes vector --markdown experiments/RESULTS.md --section heads_wide
 
 Finished runs (their _cv.json exists) are not trained again, so a re-run only adds what is missing.
@@ -36,7 +41,7 @@ sys.path.insert(0, ROOT)
 from compare_recipes import run, write_table  # noqa: E402
 from toolkit.config import RECIPES  # noqa: E402
 from toolkit.data import load_split  # noqa: E402
-from toolkit.fileio import read_json, write_json  # noqa: E402
+from toolkit.fileio import read_json, write_csv, write_json  # noqa: E402
 from toolkit.metrics import breakdown, classification_metrics  # noqa: E402
 
 NORMALIZE = ("none", "speaker")
@@ -51,14 +56,16 @@ def features(data: str, category: str, normalize: str) -> tuple[np.ndarray, np.n
 
 
 def sklearn_folds(x: np.ndarray, y: np.ndarray, frame: pd.DataFrame, classes: list[str], cv: dict, c_values: list[float],
-                  class_weight: str | None) -> dict[str, dict]:
-    """Per baseline: per-fold metrics, pooled test predictions and chosen C, on the folds of a toolkit _cv.json."""
+                  class_weight: str | None, extras: dict[str, tuple] | None = None) -> dict[str, dict]:
+    """Per baseline: per-fold metrics, pooled test predictions and chosen C, on the folds of a toolkit _cv.json; and
+    per fold, each extra corpus's metrics and per-speaker accuracy (extras: name -> (values, labels, rows))."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.preprocessing import StandardScaler
 
     speakers = frame["ActorID"].astype(str).to_numpy()
-    out = {name: {"folds": [], "pred": np.full(len(y), -1), "C": []} for name in
+    extras = extras or {}
+    out = {name: {"folds": [], "pred": np.full(len(y), -1), "C": [], "extra": {e: [] for e in extras}} for name in
            ("sklearn LR C=1", "sklearn LR, C on validation", "sklearn LR C=1, train+val")}
     for fold in cv["fold_results"]:
         test, val = np.isin(speakers, fold["test_speakers"]), np.isin(speakers, fold["val_speakers"])
@@ -67,7 +74,7 @@ def sklearn_folds(x: np.ndarray, y: np.ndarray, frame: pd.DataFrame, classes: li
         def fit(rows, c, weight=None):
             scaler = StandardScaler().fit(x[rows])
             model = LogisticRegression(C=c, class_weight=weight, max_iter=5000).fit(scaler.transform(x[rows]), y[rows])
-            return lambda part: model.predict_proba(scaler.transform(x[part]))
+            return lambda part, values=x: model.predict_proba(scaler.transform(values[part]))
 
         val_loss = {c: log_loss(y[val], fit(train, c, class_weight)(val), labels=model_labels(y)) for c in c_values}
         chosen = min(val_loss, key=val_loss.get)
@@ -78,6 +85,10 @@ def sklearn_folds(x: np.ndarray, y: np.ndarray, frame: pd.DataFrame, classes: li
             out[name]["pred"][test] = labels
             out[name]["folds"].append(classification_metrics(y[test], labels, len(classes)))
             out[name]["C"].append(c)
+            for extra, (xe, ye, fe) in extras.items():
+                pred = model_labels(y)[predict(slice(None), xe).argmax(1)]
+                out[name]["extra"][extra].append({**classification_metrics(ye, pred, len(classes)),
+                                                  **breakdown(fe, ye, pred, classes)})
     return out
 
 
@@ -85,14 +96,15 @@ def model_labels(y: np.ndarray) -> np.ndarray:
     return np.unique(y)  # scikit-learn's columns: the classes present in training (every class, in these corpora)
 
 
-def toolkit_result(folder: str, model: str, category: str, cv: dict) -> dict:
+def toolkit_result(folder: str, model: str, category: str, cv: dict, extra_csvs: dict[str, str]) -> dict:
     """The toolkit run's per-fold metrics, pooled predictions and, for a full-batch fit, the C each fold chose."""
     chosen = []
     for i in range(1, cv["folds"] + 1):
         card = read_json(os.path.join(folder, f"{model}_{category}_cv", f"fold{i}", f"{model}_{category}.json"), "fold card")
         chosen.append((card["training"].get("lbfgs") or {}).get("C"))
     return {"folds": [f["test"] for f in cv["fold_results"]], "worst": cv["pooled_test"]["worst_speaker"],
-            "C": chosen, "epochs": [f["epoch"] for f in cv["fold_results"]]}
+            "C": chosen, "epochs": [f["epoch"] for f in cv["fold_results"]],
+            "extra": {name: [f["extra_tests"][csv] for f in cv["fold_results"]] for name, csv in extra_csvs.items()}}
 
 
 def summarise(name: str, result: dict, frame: pd.DataFrame | None = None, y: np.ndarray | None = None,
@@ -103,15 +115,63 @@ def summarise(name: str, result: dict, frame: pd.DataFrame | None = None, y: np.
     return {"name": name, "f1_mean": float(np.mean(f1)), "f1_std": float(np.std(f1, ddof=1)) if len(f1) > 1 else 0.0,
             "f1_folds": f1, "accuracy_mean": float(np.mean([f["accuracy"] for f in result["folds"]])),
             "worst_speaker": worst["speaker"], "worst_accuracy": worst["accuracy"],
-            "C": f"{np.median(cs):.3g} ({min(cs):.3g}-{max(cs):.3g})" if cs else "-"}
+            "C": f"{np.median(cs):.3g} ({min(cs):.3g}-{max(cs):.3g})" if cs else "-",
+            "extra": {e: extra_summary(folds) for e, folds in result.get("extra", {}).items()}}
 
 
-def table(rows: list[dict]) -> str:
+def extra_summary(folds: list[dict]) -> dict:
+    """One corpus scored by every fold model: F1 mean ± std over the models, each speaker's accuracy averaged over
+    them, and the worst speaker by that average."""
+    f1 = [f["f1"] for f in folds]
+    speakers = pd.DataFrame([{s: v["accuracy"] for s, v in f["per_speaker"].items()} for f in folds]).mean()
+    return {"f1_mean": float(np.mean(f1)), "f1_std": float(np.std(f1, ddof=1)) if len(f1) > 1 else 0.0, "f1_folds": f1,
+            "per_speaker": speakers.round(4).to_dict(), "worst_speaker": str(speakers.idxmin()),
+            "worst_accuracy": float(speakers.min())}
+
+
+def extra_features(folder: str, category: str, normalize: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """An extra corpus's values, labels and rows (all its clips), and its {category}_all.csv for train_cnn.py."""
+    x, y, frame, _ = features(folder, category, normalize)
+    csv = os.path.join(folder, f"{category}_all.csv")
+    if not os.path.isfile(csv):
+        parts = [pd.read_csv(os.path.join(folder, f"{category}_{s}.csv")) for s in ("train", "val", "test")]
+        write_csv(pd.concat(parts, ignore_index=True), csv)
+    return x, y, frame
+
+
+def family_table(rows: list[dict], extras: dict[str, str]) -> str:
+    """Per voice family of each extra corpus that lists them (voice_families.csv): every head's mean speaker
+    accuracy over the speakers with that family (and the lowest)."""
+    out = []
+    for name, folder in extras.items():
+        path = os.path.join(folder, "..", "voice_families.csv")
+        if not os.path.isfile(path):
+            continue
+        families = pd.read_csv(path, dtype=str).set_index("ActorID")["families"].str.split("+")
+        names = sorted({f for fs in families for f in fs})
+        out += [f"Accuracy per voice family on {name} (mean over its speakers of each speaker's accuracy averaged over "
+                f"the fold models; lowest speaker in brackets):", "",
+                "| category | normalize | head | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+        for r in rows:
+            accuracy = pd.Series(r["extra"][name]["per_speaker"])
+            cells = []
+            for family in names:
+                a = accuracy[[s for s in accuracy.index if family in families[s]]]
+                cells.append(f"{a.mean():.2f} ({a.min():.2f})")
+            out.append(f"| {r['category']} | {r['normalize']} | {r['name']} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def table(rows: list[dict], extras: list[str] = ()) -> str:
     lines = ["| category | normalize | head | weighted F1 (mean ± std over folds) | accuracy | worst speaker (acc.) | "
-             "C: median (range over folds) |", "|---|---|---|---|---|---|---|"]
+             "C: median (range over folds) |" + "".join(f" {e}: F1 | {e}: worst speaker (acc.) |" for e in extras),
+             "|---|---|---|---|---|---|---|" + "---|---|" * len(extras)]
     for r in rows:
         lines.append(f"| {r['category']} | {r['normalize']} | {r['name']} | {r['f1_mean']:.3f} ± {r['f1_std']:.3f} | "
-                     f"{r['accuracy_mean']:.3f} | {r['worst_speaker']} ({r['worst_accuracy']:.2f}) | {r['C']} |")
+                     f"{r['accuracy_mean']:.3f} | {r['worst_speaker']} ({r['worst_accuracy']:.2f}) | {r['C']} |" +
+                     "".join(f" {x['f1_mean']:.3f} ± {x['f1_std']:.3f} | {x['worst_speaker']} ({x['worst_accuracy']:.2f}) |"
+                             for x in (r["extra"][e] for e in extras)))
     return "\n".join(lines)
 
 
@@ -128,15 +188,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42, help="fold assignment and initialisation")
     p.add_argument("--epochs", type=int, default=30, help="train_cnn.py --epochs (AdamW recipes; 'vector' has one per C)")
     p.add_argument("--train_flags", default="", help="more train_cnn.py flags for every run, e.g. '--patience 0'")
+    p.add_argument("--extra", nargs="*", default=[], metavar="NAME=FOLDER",
+                   help="another corpus's stage-2 folder of the same features ({category}_train/val/test.csv), every "
+                        "fold model is scored on all its clips, e.g. wide=Data/wide/egemaps (make_demo_data.py --voices wide)")
     p.add_argument("--markdown", default=None, help="also put the table between the markers of this file")
     p.add_argument("--section", default="heads", help="the markers' name: <!-- compare_heads.py: SECTION -->")
     args = p.parse_args(argv)
+    extras = dict(e.split("=", 1) for e in args.extra if "=" in e)
+    if len(extras) != len(args.extra) or not all(os.path.isdir(f) for f in extras.values()):
+        p.error(f"--extra {' '.join(args.extra)}: give NAME=FOLDER, each folder a stage-2 output of the same feature type")
 
     rows = []
     for category in args.categories:
         for normalize in args.normalize:
             folder = os.path.join(args.out, f"{category}_{normalize}")
             cvs = {}
+            extra_sets = {name: extra_features(f, category, normalize) for name, f in extras.items()}
+            extra_csvs = {name: os.path.abspath(os.path.join(f, f"{category}_all.csv")) for name, f in extras.items()}
             for model in args.models:
                 for recipe in args.recipes:
                     runs = os.path.join(folder, recipe)
@@ -146,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
                         run("train_cnn.py", "--csv_load_path", args.data, "--category", category, "--model", model,
                             "--recipe", recipe, "--folds", str(args.folds), "--seed", str(args.seed), "--epochs",
                             str(args.epochs), "--normalize", normalize, "--threads", "1", "--model_save_path", runs,
-                            *args.train_flags.split(), log=os.path.join(runs, f"{model}_{category}_cv.log"))
+                            *args.train_flags.split(), *(["--extra_test_csv", *extra_csvs.values()] if extras else []),
+                            log=os.path.join(runs, f"{model}_{category}_cv.log"))
                     cvs[(model, recipe)] = (runs, read_json(summary, "cross-validation summary"))
             folds = {tuple(tuple(f["test_speakers"]) for f in cv["fold_results"]) for _, cv in cvs.values()}
             if len(folds) != 1:
@@ -155,17 +224,19 @@ def main(argv: list[str] | None = None) -> None:
             reference = next(iter(cvs.values()))[1]
             recipe = RECIPES["vector"]
             baselines = sklearn_folds(x, y, frame, classes, reference, list(recipe.C),
-                                      "balanced" if recipe.class_weights == "balanced" else None)
+                                      "balanced" if recipe.class_weights == "balanced" else None, extra_sets)
             for name, result in baselines.items():
                 rows.append({"category": category, "normalize": normalize, **summarise(name, result, frame, y, classes)})
             for (model, recipe), (runs, cv) in cvs.items():
                 name = f"toolkit {model}, --recipe {recipe}" + (" (full-batch L-BFGS)" if RECIPES[recipe].optimizer == "lbfgs" else " (AdamW)")
                 rows.append({"category": category, "normalize": normalize,
-                             **summarise(name, toolkit_result(runs, model, category, cv))})
+                             **summarise(name, toolkit_result(runs, model, category, cv, extra_csvs))})
 
     text = (f"Features: `{os.path.abspath(args.data)}` ({len(x[0])} values per clip). {args.folds}-fold speaker-grouped "
             f"cross-validation (seed {args.seed}), the toolkit's folds for every row; weighted F1 mean ± std over folds "
-            f"(ddof 1); worst speaker: lowest accuracy of any speaker (each tested once).\n\n{table(rows)}\n")
+            f"(ddof 1); worst speaker: lowest accuracy of any speaker (each tested once)."
+            + "".join(f" {n}: `{os.path.abspath(f)}`, every clip scored by every fold model." for n, f in extras.items())
+            + f"\n\n{table(rows, list(extras))}\n\n{family_table(rows, extras)}")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "compare_heads.md"), "w") as f:
         f.write(text)

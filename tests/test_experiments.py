@@ -52,3 +52,59 @@ def test_a_section_of_its_own_is_appended_and_then_replaced(tmp_path):
     write_table(str(markdown), "C\n", "features")
     assert markdown.read_text() == ("# kept\n\n<!-- compare_recipes.py: table -->\nA\n<!-- /table -->\n\n"
                                     "<!-- compare_recipes.py: features -->\nC\n<!-- /features -->\n")
+
+
+def vector_corpus(folder, speakers: range, shift: float = 0.0, seed: int = 0):
+    """Stage-2-like eGeMAPS vectors of a 2-class problem (10 clips a speaker): one .npy per clip and
+    sex_train/val/test.csv; `shift` moves every value (another kind of voice)."""
+    import numpy as np
+    import pandas as pd
+
+    from toolkit.features.egemaps import Egemaps
+
+    rng = np.random.default_rng(seed)
+    (folder / "egemaps").mkdir(parents=True)
+    rows = []
+    for s in speakers:
+        sex = ["Female", "Male"][s % 2]
+        for i in range(10):
+            values = rng.normal(0, 1, 8) + (1.5 if sex == "Male" else -1.5) * np.eye(8)[0] + shift
+            name = f"{s}_{i}"
+            Egemaps.save(values.astype(np.float32), str(folder / "egemaps" / f"{name}.npy"))
+            rows.append({"sex": sex, "Audio_file_name": name, "Audio_file_path": f"{name}.wav", "ActorID": s,
+                         "egemaps_file_path": f"egemaps/{name}.npy"})
+    table = pd.DataFrame(rows)
+    parts = {"train": table["ActorID"] % 5 < 3, "val": table["ActorID"] % 5 == 3, "test": table["ActorID"] % 5 == 4}
+    for split, keep in parts.items():
+        table[keep].to_csv(folder / f"sex_{split}.csv", index=False)
+
+
+def test_compare_heads_scores_every_fold_model_on_an_extra_corpus_per_voice_family(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import compare_heads
+
+    vector_corpus(tmp_path / "train", range(1000, 1020))
+    vector_corpus(tmp_path / "wide" / "egemaps_folder", range(7001, 7007), shift=0.5, seed=1)
+    (tmp_path / "wide" / "voice_families.csv").write_text(
+        "ActorID,Sex,families\n7001,Male,breathy\n7002,Female,breathy+reverb\n7003,Male,reverb\n7004,Female,creaky\n"
+        "7005,Male,creaky\n7006,Female,reverb\n")
+    compare_heads.main(["--data", str(tmp_path / "train"), "--out", str(tmp_path / "out"), "--categories", "sex",
+                        "--normalize", "none", "--models", "linear", "--recipes", "vector", "--folds", "2",
+                        "--extra", f"wide={tmp_path / 'wide' / 'egemaps_folder'}"])
+    rows = json.loads((tmp_path / "out" / "compare_heads.json").read_text())
+    assert {r["name"] for r in rows} >= {"toolkit linear, --recipe vector (full-batch L-BFGS)", "sklearn LR C=1, train+val"}
+    for r in rows:  # every fold model scored every extra speaker
+        wide = r["extra"]["wide"]
+        assert len(wide["f1_folds"]) == 2 and sorted(wide["per_speaker"]) == [str(s) for s in range(7001, 7007)]
+        assert wide["worst_accuracy"] == min(wide["per_speaker"].values()) and wide["f1_mean"] > 0.6
+    text = (tmp_path / "out" / "compare_heads.md").read_text()
+    assert "wide: F1 | wide: worst speaker (acc.) |" in text
+    assert "| category | normalize | head | breathy | creaky | reverb |" in text  # the families, one column each
+    cv = json.loads((tmp_path / "out" / "sex_none" / "vector" / "linear_sex_cv.json").read_text())
+    assert all(len(f["extra_tests"]) == 1 for f in cv["fold_results"])  # train_cnn.py --extra_test_csv got the corpus
+
+    proc = run_script("experiments/compare_heads.py", "--data", tmp_path / "train", "--out", tmp_path / "x",
+                      "--extra", "wide", check=False)
+    assert proc.returncode == 2 and "--extra wide: give NAME=FOLDER" in proc.stderr.strip().splitlines()[-1]
