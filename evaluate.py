@@ -17,7 +17,7 @@ is mapped through the model's classes (a label the model does not know is a one-
 model was tested on, the metrics equal those stage 3 wrote. Several models give one table (evaluation.csv); --fuse
 also scores the weighted mean of their calibrated probabilities (toolkit/fusion.py), as one more model.
 
-Written to --out, per model (named after its .pt): _metrics.json (accuracy, weighted F1/precision/recall, UAR, loss,
+Written to --out, per model (named after its .pt): _evaluation.json (accuracy, weighted F1/precision/recall, UAR, loss,
 calibration error, confusion matrix, per class and per speaker), _predictions.csv, _confusion_matrix.png,
 _reliability.png, _speakers.png, and the per-group report _groups.json/.csv/.png: for every demographic column of the
 data (sex, age, race, ethnicity, or --group_column) each group's F1 and accuracy, the worst group and the largest gap,
@@ -166,7 +166,7 @@ def write_outputs(name: str, title: str, m: dict, frame: pd.DataFrame, y: np.nda
                   temperature: float, groups: dict, out: str, extra: dict) -> None:
     prefix = os.path.join(out, name)
     write_json({**extra, "clips": len(y), "test": {**public({k: v for k, v in m.items() if k != "uncalibrated"}),
-                                                   "groups": groups}}, prefix + "_metrics.json")
+                                                   "groups": groups}}, prefix + "_evaluation.json")
     predictions = frame.copy()
     predictions["predicted"] = [classes[i] for i in m["probabilities"].argmax(1)]
     for i, c in enumerate(classes):
