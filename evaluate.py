@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         for column, c in groups["columns"].items():
             if "gap" in c:
                 row[f"{column}_worst"] = c["worst"]["group"]
-                row[f"{column}_gap"] = c["gap"]["f1"]
+                row[f"{column}_gap"] = c["gap"]["value"]
         rows.append(row)
         print(f"{name} on {len(y)} clips: {format_metrics(m)} ece {m['ece']:.4f}")
         print(format_confusion(m["confusion_matrix"], card.classes))

@@ -189,10 +189,10 @@ def test_a_known_gap_is_detected_and_a_one_speaker_group_is_flagged_not_ranked()
     assert group_columns(frame) == ["race"]
     report = fairness_report(frame, frame["y"], frame["p"], ["x", "y"], ["race"])
     race = report["columns"]["race"]
-    assert race["stratified"] and race["ranked"] == ["A", "B"] and race["not_ranked"] == ["C"]
+    assert race["stratified"] and race["metric"] == "f1" and race["ranked"] == ["A", "B"] and race["not_ranked"] == ["C"]
     assert race["worst"]["group"] == "B"  # C is worse, but one voice is not a group
     low, high = race["gap"]["ci"]
-    assert 0.15 < low <= race["gap"]["f1"] <= high and abs(race["gap"]["f1"] - 0.35) < 0.1
+    assert 0.15 < low <= race["gap"]["value"] <= high and abs(race["gap"]["value"] - 0.35) < 0.1
     assert race["groups"]["A"]["f1_ci"][0] > race["groups"]["B"]["f1_ci"][1]  # the intervals do not overlap
     assert race["groups"]["C"]["speakers"] == 1 and not race["groups"]["C"]["ranked"]
     overall = report["overall"]
@@ -203,6 +203,11 @@ def test_a_known_gap_is_detected_and_a_one_speaker_group_is_flagged_not_ranked()
     same = synthetic_predictions({"A": 0.8, "B": 0.8}, {"A": 15, "B": 15}, seed=1)
     gap = fairness_report(same, same["y"], same["p"], ["x", "y"], ["race"])["columns"]["race"]["gap"]
     assert gap["ci"][0] < 0.05  # no real difference: the interval reaches down to about zero
+
+    # grouped by the label itself (each group one class): a group's F1 has precision 1 built in; accuracy ranks
+    by_label = frame.assign(label=frame["y"].map({0: "x", 1: "y"}))
+    column = fairness_report(by_label, by_label["y"], by_label["p"], ["x", "y"], ["label"])["columns"]["label"]
+    assert column["metric"] == "accuracy" and column["groups"]["x"]["f1"] > column["groups"]["x"]["accuracy"]
 
 
 def test_stage_3_writes_the_per_group_report(trained_cnn3):
