@@ -17,7 +17,7 @@ is mapped through the model's classes (a label the model does not know is a one-
 model was tested on, the metrics equal those stage 3 wrote. Several models give one table (evaluation.csv); --fuse
 also scores the weighted mean of their calibrated probabilities (toolkit/fusion.py), as one more model.
 
-Written to --out, per model (named after its .pt): _metrics.json (accuracy, weighted F1/precision/recall, UAR, loss,
+Written to --out, per model (named after its .pt): _evaluation.json (accuracy, weighted F1/precision/recall, UAR, loss,
 calibration error, confusion matrix, per class and per speaker), _predictions.csv, _confusion_matrix.png,
 _reliability.png, _speakers.png, and the per-group report _groups.json/.csv/.png: for every demographic column of the
 data (sex, age, race, ethnicity, or --group_column) each group's F1 and accuracy, the worst group and the largest gap,
@@ -26,12 +26,14 @@ with 95 % intervals from a bootstrap over speakers (toolkit/fairness.py).
 from __future__ import annotations
 
 import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
+import itertools
 import os
 
 import numpy as np
 import pandas as pd
 import torch
 
+from predict import FILES_PER_CHUNK
 from toolkit.audio import MAX_SECONDS, parallel_map
 from toolkit.cli import Parser, add_device_flags, in_folder, pick_device, run_main
 from toolkit.config import TrainConfig, positive_float, positive_int
@@ -140,18 +142,22 @@ def run_models(models, cards, files: list[str], speakers: list[str], args, devic
     distinct = list(dict.fromkeys(views))
     jobs = [(f, distinct, args.max_seconds, None) for f in files]
     workers = min(args.workers, len(jobs)) if len(jobs) >= 2 * args.workers else 1
-    recordings = list(parallel_map(analyse, jobs, workers, desc="decoding", unit="file", bar=len(files) >= 10))
-    errors = {r.path: r.error for r in recordings if r.error}
-    good = [r for r in recordings if not r.error]
-    if not good:
-        raise ToolkitError(f"none of the {len(files)} recordings could be read, e.g. {next(iter(errors.values()))}")
+    decoded = parallel_map(analyse, jobs, workers, desc="decoding", unit="file", bar=len(files) >= 10)
+    # a few hundred files at a time (memory stays bounded), or all at once when a model needs each speaker's files
+    chunk = len(files) if any(c.normalize == "speaker" for c in cards) else FILES_PER_CHUNK
     owner = dict(zip(files, speakers))
-    probs = []
-    for model, card, view in zip(models, cards, views):
-        result = classify(model, card, view, good, device, args.batch_size, [owner[r.path] for r in good],
-                          args.skip_quiet_windows)
-        probs.append(np.stack([p for p, _ in result]))
-    return probs, errors
+    probs, errors = [[] for _ in cards], {}
+    while recordings := list(itertools.islice(decoded, chunk)):
+        errors.update({r.path: r.error for r in recordings if r.error})
+        good = [r for r in recordings if not r.error]
+        for out, model, card, view in zip(probs, models, cards, views):
+            if good:
+                result = classify(model, card, view, good, device, args.batch_size, [owner[r.path] for r in good],
+                                  args.skip_quiet_windows)
+                out.append(np.stack([p for p, _ in result]))
+    if len(errors) == len(files):
+        raise ToolkitError(f"none of the {len(files)} recordings could be read, e.g. {next(iter(errors.values()))}")
+    return [np.concatenate(p) for p in probs], errors
 
 
 def score(probs: np.ndarray, y: np.ndarray, frame: pd.DataFrame, classes: list[str], temperature: float) -> dict:
@@ -166,7 +172,7 @@ def write_outputs(name: str, title: str, m: dict, frame: pd.DataFrame, y: np.nda
                   temperature: float, groups: dict, out: str, extra: dict) -> None:
     prefix = os.path.join(out, name)
     write_json({**extra, "clips": len(y), "test": {**public({k: v for k, v in m.items() if k != "uncalibrated"}),
-                                                   "groups": groups}}, prefix + "_metrics.json")
+                                                   "groups": groups}}, prefix + "_evaluation.json")
     predictions = frame.copy()
     predictions["predicted"] = [classes[i] for i in m["probabilities"].argmax(1)]
     for i, c in enumerate(classes):
@@ -249,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         for column, c in groups["columns"].items():
             if "gap" in c:
                 row[f"{column}_worst"] = c["worst"]["group"]
-                row[f"{column}_gap"] = c["gap"]["f1"]
+                row[f"{column}_gap"] = c["gap"]["value"]
         rows.append(row)
         print(f"{name} on {len(y)} clips: {format_metrics(m)} ece {m['ece']:.4f}")
         print(format_confusion(m["confusion_matrix"], card.classes))

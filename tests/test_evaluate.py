@@ -72,7 +72,7 @@ def assert_close(expected, got, path="") -> None:
 def test_reproduces_the_test_metrics_stage_3_wrote(trained_cnn3, sex_data, tmp_path):
     evaluate_run("--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", sex_data / "sex_test.csv", "--out", tmp_path)
     stage3 = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())["metrics"]["test"]
-    got = json.loads((tmp_path / "cnn3_sex_metrics.json").read_text())["test"]
+    got = json.loads((tmp_path / "cnn3_sex_evaluation.json").read_text())["test"]
     assert {"accuracy", "f1", "uar", "loss", "ece", "per_class", "per_speaker", "groups"} <= set(stage3)
     assert_close(stage3, got)  # to 1e-6: metrics, confusion matrix, per class, per speaker, the per-group report
     expected = pd.read_csv(trained_cnn3 / "cnn3_sex_test_predictions.csv")
@@ -119,11 +119,11 @@ def test_scores_a_manifest_of_other_recordings_as_predict_classifies_them(traine
                tmp_path / "p.csv", "--device", "cpu", "--threads", "1", in_process=True)
     predicted = pd.read_csv(tmp_path / "p.csv")
     np.testing.assert_allclose(got[["p_Male", "p_Female"]], predicted[["p_Male", "p_Female"]], atol=2e-6)
-    report = json.loads((out / "cnn3_sex_metrics.json").read_text())["test"]
+    report = json.loads((out / "cnn3_sex_evaluation.json").read_text())["test"]
     assert report["groups"]["overall"]["speakers"] == manifest["who"].nunique()
     assert "sex" in report["groups"]["columns"]  # the manifest's demographic column, found by itself
     evaluate_run("--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", other_recordings / "by_class", "--out", tmp_path / "folders")
-    by_folder = json.loads((tmp_path / "folders" / "cnn3_sex_metrics.json").read_text())
+    by_folder = json.loads((tmp_path / "folders" / "cnn3_sex_evaluation.json").read_text())
     assert by_folder["clips"] == len(manifest) and abs(by_folder["test"]["f1"] - report["f1"]) < 1e-6
     assert len(by_folder["test"]["per_speaker"]) == manifest["who"].nunique()  # the folder below the class
 
@@ -189,10 +189,10 @@ def test_a_known_gap_is_detected_and_a_one_speaker_group_is_flagged_not_ranked()
     assert group_columns(frame) == ["race"]
     report = fairness_report(frame, frame["y"], frame["p"], ["x", "y"], ["race"])
     race = report["columns"]["race"]
-    assert race["stratified"] and race["ranked"] == ["A", "B"] and race["not_ranked"] == ["C"]
+    assert race["stratified"] and race["metric"] == "f1" and race["ranked"] == ["A", "B"] and race["not_ranked"] == ["C"]
     assert race["worst"]["group"] == "B"  # C is worse, but one voice is not a group
     low, high = race["gap"]["ci"]
-    assert 0.15 < low <= race["gap"]["f1"] <= high and abs(race["gap"]["f1"] - 0.35) < 0.1
+    assert 0.15 < low <= race["gap"]["value"] <= high and abs(race["gap"]["value"] - 0.35) < 0.1
     assert race["groups"]["A"]["f1_ci"][0] > race["groups"]["B"]["f1_ci"][1]  # the intervals do not overlap
     assert race["groups"]["C"]["speakers"] == 1 and not race["groups"]["C"]["ranked"]
     overall = report["overall"]
@@ -203,6 +203,11 @@ def test_a_known_gap_is_detected_and_a_one_speaker_group_is_flagged_not_ranked()
     same = synthetic_predictions({"A": 0.8, "B": 0.8}, {"A": 15, "B": 15}, seed=1)
     gap = fairness_report(same, same["y"], same["p"], ["x", "y"], ["race"])["columns"]["race"]["gap"]
     assert gap["ci"][0] < 0.05  # no real difference: the interval reaches down to about zero
+
+    # grouped by the label itself (each group one class): a group's F1 has precision 1 built in; accuracy ranks
+    by_label = frame.assign(label=frame["y"].map({0: "x", 1: "y"}))
+    column = fairness_report(by_label, by_label["y"], by_label["p"], ["x", "y"], ["label"])["columns"]["label"]
+    assert column["metric"] == "accuracy" and column["groups"]["x"]["f1"] > column["groups"]["x"]["accuracy"]
 
 
 def test_stage_3_writes_the_per_group_report(trained_cnn3):
@@ -226,8 +231,8 @@ def test_fusion_of_one_member_is_that_member_exactly(trained_cnn3, sex_data, tmp
 
     evaluate_run("--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", sex_data / "sex_test.csv", "--fuse",
                  "--out", tmp_path)
-    single = json.loads((tmp_path / "cnn3_sex_metrics.json").read_text())
-    fused = json.loads((tmp_path / "fused_sex_metrics.json").read_text())
+    single = json.loads((tmp_path / "cnn3_sex_evaluation.json").read_text())
+    fused = json.loads((tmp_path / "fused_sex_evaluation.json").read_text())
     assert fused["test"] == single["test"] and fused["fusion"]["weights"] == [1.0]
     a, b = pd.read_csv(tmp_path / "cnn3_sex_predictions.csv"), pd.read_csv(tmp_path / "fused_sex_predictions.csv")
     pd.testing.assert_frame_equal(a, b)
@@ -311,7 +316,7 @@ def test_the_seed_wav2vec2_command_lines_run_as_written(sex_data, tmp_path):
                       "--model_load_path", f"{tmp_path}/models/", "--model_dir_path", f"{tmp_path}/eval/",
                       "--test_csv", "sex_test.csv", "--epochs", "20", "--batch_size", "4", in_process=True)
     assert "true \\ pred" in proc.stdout
-    got = json.loads((tmp_path / "eval" / "sex_metrics.json").read_text())["test"]
+    got = json.loads((tmp_path / "eval" / "sex_evaluation.json").read_text())["test"]
     for k in ("accuracy", "f1", "uar"):
         assert abs(got[k] - card["metrics"]["test"][k]) < 1e-6
     assert abs(got["loss"] - card["metrics"]["test"]["loss"]) < 1e-5

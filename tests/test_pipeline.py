@@ -96,12 +96,18 @@ def test_corrupt_wav_is_reported_and_skipped(tiny_corpus, tmp_path):
 
 
 def test_seed_readme_stage4c_example_runs_as_written(sex_data, tmp_path):
-    """The seed README's classifier example calls train_cnn.py with --model_save_and_load_path: it must run."""
+    """The seed README's classifier example calls train_cnn.py with --model_save_and_load_path: it runs stage 4c
+    (cnn_classifier.py) on the autoencoder's encoder that the README's previous step saved there."""
+    import torch
+
+    from models import build_model
+
+    torch.save(build_model("cnn3", 2).encoder.state_dict(), tmp_path / "encoder_3_layers.pt")
     proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--category", "sex", "--train_csv", "sex_train.csv",
                       "--val_csv", "sex_val.csv", "--test_csv", "sex_test.csv", "--epochs", "1", "--batch_size", "64",
                       "--learning_rate", "1e-3", "--model_save_and_load_path", tmp_path, "--threads", "1")
-    assert "run cnn_classifier.py" in proc.stdout
-    assert (tmp_path / "cnn3_sex.pt").is_file()
+    assert "running cnn_classifier.py" in proc.stdout
+    assert (tmp_path / "cnn3_ae_sex.pt").is_file() and not (tmp_path / "cnn3_sex.pt").exists()
 
 
 def test_training_needs_no_audio_libraries(sex_data, tmp_path):

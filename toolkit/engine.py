@@ -156,7 +156,7 @@ def score_probabilities(probs: np.ndarray, labels: np.ndarray, num_classes: int)
     """metrics_of for calibrated probabilities (of predict.py, a fusion): their logarithm as logits, so that the
     softmax gives them back and the loss and calibration error are those of the probabilities themselves."""
     log_p = torch.log(torch.as_tensor(np.asarray(probs), dtype=torch.float32).clamp_min(1e-38))
-    return metrics_of(log_p, torch.as_tensor(np.asarray(labels)), num_classes)
+    return metrics_of(log_p, torch.tensor(np.asarray(labels), dtype=torch.long), num_classes)
 
 
 def evaluate(model: nn.Module, data: FeatureSet, batch_size: int, device: torch.device, num_classes: int,

@@ -1,7 +1,8 @@
 """Does a model work equally well for everyone? Scores per demographic group, with confidence intervals.
 
 For every demographic column the data has (sex, age, race, ethnicity, or any column asked for) the report gives the
-weighted F1 and accuracy of each group, the worst group and the largest gap between groups, and the headline F1
+weighted F1 and accuracy of each group, the worst group and the largest gap between groups (by F1; by accuracy where each group holds one class, e.g. a sex
+model grouped by sex), and the headline F1
 itself, each with a 95 % interval from a bootstrap over speakers: the clips of one voice are not independent, so a
 replicate draws whole speakers with replacement (within each group, when the column is a speaker's attribute, so
 every replicate holds every group). Groups with fewer than MIN_SPEAKERS speakers are shown but not ranked: their
@@ -108,19 +109,24 @@ def column_report(values: pd.Series, y_true, y_pred, speaker, n: int, k: int, re
     for g, rows in groups.items():
         confusion = confusion_by_unit(y_true[rows], y_pred[rows], speaker[rows], n, k)
         f1, accuracy = scores(confusion.sum(0), k)
-        boot[g], boot_acc = scores(counts @ confusion, k)
-        out[g] = {"f1": float(f1), "f1_ci": interval(boot[g]), "accuracy": float(accuracy),
+        boot_f1, boot_acc = scores(counts @ confusion, k)
+        boot[g] = {"f1": boot_f1, "accuracy": boot_acc}
+        out[g] = {"f1": float(f1), "f1_ci": interval(boot_f1), "accuracy": float(accuracy),
                   "accuracy_ci": interval(boot_acc), "speakers": len(speakers_of[g]), "clips": int(rows.sum()),
                   "ranked": len(speakers_of[g]) >= MIN_SPEAKERS}
+    # Where each group holds one true class (a sex model grouped by sex), a group's weighted F1 is that class's F1
+    # with a precision of 1 by construction: accuracy (the class's recall) is the comparable figure there.
+    metric = "accuracy" if all(len(np.unique(y_true[rows])) <= 1 for rows in groups.values()) else "f1"
     ranked = [g for g in names if out[g]["ranked"]]
-    result = {"groups": out, "stratified": stratified, "ranked": ranked,
+    result = {"groups": out, "metric": metric, "stratified": stratified, "ranked": ranked,
               "not_ranked": [g for g in names if not out[g]["ranked"]]}
     if len(ranked) >= 2:
-        stacked = np.stack([boot[g] for g in ranked], 1)  # (replicates, ranked groups)
-        worst, best = min(ranked, key=lambda g: (out[g]["f1"], g)), max(ranked, key=lambda g: (out[g]["f1"], g))
+        stacked = np.stack([boot[g][metric] for g in ranked], 1)  # (replicates, ranked groups)
+        worst = min(ranked, key=lambda g: (out[g][metric], g))
+        best = max(ranked, key=lambda g: (out[g][metric], g))
         with np.errstate(invalid="ignore"):
-            result["worst"] = {"group": worst, "f1": out[worst]["f1"], "ci": interval(np.nanmin(stacked, 1))}
-            result["gap"] = {"between": [best, worst], "f1": out[best]["f1"] - out[worst]["f1"],
+            result["worst"] = {"group": worst, "value": out[worst][metric], "ci": interval(np.nanmin(stacked, 1))}
+            result["gap"] = {"between": [best, worst], "value": out[best][metric] - out[worst][metric],
                              "ci": interval(np.nanmax(stacked, 1) - np.nanmin(stacked, 1))}
     return result
 
@@ -148,11 +154,12 @@ def describe(report: dict) -> list[str]:
     o = report["overall"]
     lines = [f"F1 {o['f1']:.3f} (95% CI {fmt(o['f1_ci'])}, bootstrap over {o['speakers']} speakers)"]
     for column, c in report["columns"].items():
-        groups = ", ".join(f"{g} {v['f1']:.3f} [{fmt(v['f1_ci'])}]{'' if v['ranked'] else ' (not ranked: ' + str(v['speakers']) + ' speaker(s))'}"
+        m = c["metric"]
+        groups = ", ".join(f"{g} {v[m]:.3f} [{fmt(v[m + '_ci'])}]{'' if v['ranked'] else ' (not ranked: ' + str(v['speakers']) + ' speaker(s))'}"
                            for g, v in c["groups"].items())
-        line = f"{column}: {groups}"
+        line = f"{column} ({'F1' if m == 'f1' else m}): {groups}"
         if "gap" in c:
-            line += (f"; worst {c['worst']['group']}, gap {c['gap']['f1']:.3f} (95% CI {fmt(c['gap']['ci'])})")
+            line += (f"; worst {c['worst']['group']}, gap {c['gap']['value']:.3f} (95% CI {fmt(c['gap']['ci'])})")
         lines.append(line)
     return lines
 

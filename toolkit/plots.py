@@ -175,7 +175,7 @@ def plot_grouped_bars(values: dict[str, dict[str, float]], path: str, ylabel: st
 
 
 def plot_groups(report: dict, path: str, title: str = "") -> None:
-    """Per-group weighted F1 with 95 % speaker-bootstrap intervals, one block per demographic column, the headline F1
+    """Per-group weighted F1 (accuracy where each group holds one class) with 95 % speaker-bootstrap intervals, one block per demographic column, the headline F1
     and its interval as a band; groups too small to rank in grey (toolkit/fairness.py)."""
     rows = [(column, g, v) for column, c in report["columns"].items() for g, v in c["groups"].items()]
     fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.32 * max(len(rows), 1)))
@@ -185,17 +185,19 @@ def plot_groups(report: dict, path: str, title: str = "") -> None:
     ax.axvline(overall["f1"], color="grey", linewidth=1)
     columns = list(report["columns"])
     for y, (column, g, v) in enumerate(rows):
-        low, high = v["f1_ci"]
+        metric = report["columns"][column]["metric"]
+        value, (low, high) = v[metric], v[metric + "_ci"]
         colour = plt.cm.tab10(columns.index(column) % 10) if v["ranked"] else "lightgrey"
         if low is not None:
-            ax.errorbar(v["f1"], y, xerr=[[v["f1"] - low], [high - v["f1"]]], fmt="o", color=colour, capsize=3)
+            ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=colour, capsize=3)
         else:
-            ax.plot(v["f1"], y, "o", color=colour)
-    ax.set_yticks(range(len(rows)), [f"{c}: {g} ({v['speakers']} spk{'' if v['ranked'] else ', not ranked'})"
-                                     for c, g, v in rows], fontsize=7)
+            ax.plot(value, y, "o", color=colour)
+    ax.set_yticks(range(len(rows)), [f"{c}{' (accuracy)' if report['columns'][c]['metric'] == 'accuracy' else ''}: {g} "
+                                     f"({v['speakers']} spk{'' if v['ranked'] else ', not ranked'})" for c, g, v in rows],
+                  fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.02)
-    ax.set_xlabel("weighted F1 (95% CI, bootstrap over speakers)")
+    ax.set_xlabel("weighted F1 (accuracy where marked), 95% CI from a bootstrap over speakers")
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title(title, fontsize=9)
     save_figure(fig, path)
