@@ -281,6 +281,8 @@ def test_pseudo_labeling_defaults_ramp_over_the_run(trained_cnn3, sex_data, tmp_
     assert history["alpha"].tolist() == [0.5, 0.5] and history["pseudo_used"].tolist()[1] == 24  # epoch 2 at full weight
 
 
-def test_a_mistyped_flag_gets_a_suggestion():
-    proc = run_script("train_cnn.py", "--modle_dir", "x", check=False)
-    assert proc.returncode == 2 and "unrecognized arguments: --modle_dir x; did you mean --model_dir?" in proc.stderr
+@pytest.mark.parametrize("typed, meant", [("--modle_dir x", "--model_dir"), ("--epoch 3", "--epochs"),
+                                          ("--lr 1e-3", "--learning_rate")])
+def test_a_mistyped_flag_gets_a_suggestion_and_is_never_taken_for_a_prefix(typed, meant):
+    proc = run_script("train_cnn.py", *typed.split(), check=False)
+    assert proc.returncode == 2 and f"unrecognized arguments: {typed}; did you mean {meant}?" in proc.stderr
