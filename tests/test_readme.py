@@ -51,3 +51,19 @@ def test_the_walkthrough_runs_as_written_after_make_demo(tmp_path):
     assert (repo / "Models/demo/cnn3_emotion.pt").is_file() and (repo / "Models/mine/mlp_emotion.json").is_file()
     own = (repo / "Models/mine/predictions.csv").read_text().splitlines()
     assert own[0].startswith("file,") and "p_angry" in own[0] and len(own) == 1 + 4 * 12
+
+
+def test_what_the_readme_writes_stays_out_of_git():
+    readme = (ROOT / "README.md").read_text()
+    folders = sorted(set(re.findall(r"\b((?:Data|Models)/[A-Za-z_]+)/", readme)))
+    assert "Data/mine" in folders
+    ignored = subprocess.run(["git", "check-ignore", *(f + "/x" for f in folders)], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    assert ignored == [f + "/x" for f in folders]
+
+
+def test_predict_and_the_web_demo_look_for_models_in_the_same_folder_by_default():
+    import app
+    import predict
+
+    assert app.get_args_parser().get_default("model_dir") == predict.get_args_parser().get_default("model_dir") == "Models/"
