@@ -170,8 +170,11 @@ def add_recipe_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None =
         g.add_argument("--recipe", choices=list(RECIPES), default="default",
                        help="'default': the measured recipe (experiments/RESULTS.md); 'seed': the seed project's "
                             "(stretched images, no augmentation, constant learning rate, best epoch by F1)")
-    for name in names or RECIPE_FLAGS:
+    offered = names or tuple(RECIPE_FLAGS)
+    for name in offered:
         kwargs, text = RECIPE_FLAGS[name]
+        if "frames" not in offered and base is not None:  # a flag the stage lacks is named by its fixed value
+            text = text.replace("--frames", f"{base.frames} frames")
         g.add_argument(f"--{name}", default=argparse.SUPPRESS, help=f"{text} ({_default_text(name, base)})", **kwargs)
 
 
