@@ -69,7 +69,8 @@ def get_args_parser(description: str, epochs: int | None = None, splits: tuple[s
     """
     p = Parser(description=description)
     p.add_argument("--csv_load_path", "--data_dir", default="Data/", help="folder holding the split CSVs")
-    p.add_argument("--category", default="sex", help=f"what to classify: {', '.join(CATEGORIES)}")
+    p.add_argument("--category", default="sex", help=f"the label column to classify: {', '.join(CATEGORIES)} "
+                                                     f"(CREMA-D), or your own (stage 1's --label_column)")
     for split in splits:
         p.add_argument(f"--{split}_csv", default=None, help=f"{split} CSV in --csv_load_path (default {{category}}_{split}.csv)")
     if epochs is not None:
