@@ -59,6 +59,14 @@ def test_a_manifest_with_its_own_columns_goes_through_stages_1_to_3_and_predict(
     assert predicted.loc[0, "predicted"] in ("f", "m")
 
 
+def test_a_missing_column_names_the_flag_that_named_it(own_manifest, tmp_path):
+    proc = run_script("data_preprocessing.py", "--csv_file", own_manifest / "my_clips.csv", "--label_column", "gender",
+                      "--audio_column", "path", "--data_dir", tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "my_clips.csv: missing column(s) ['path'] (--audio_column path); found ['file', 'spk', 'gender', 'mood']: "
+        "give the right column's name with that flag"), proc.stderr
+
+
 def test_classes_fix_the_order_and_leave_other_labels_out(own_manifest, tmp_path):
     proc = run_script("data_preprocessing.py", "--csv_file", own_manifest / "my_clips.csv", "--label_column", "mood",
                       "--classes", "tense,calm", "--speaker_column", "spk", "--csv_path", tmp_path)
