@@ -59,7 +59,7 @@ class DemoModel:
 
 def get_args_parser() -> Parser:
     p = Parser(description=__doc__)
-    p.add_argument("--model_dir", default="Models/demo", help="folder searched (with its subfolders) for trained models")
+    p.add_argument("--model_dir", default="Models/", help="folder searched (with its subfolders) for trained models")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on; 0.0.0.0 makes the page reachable from other machines of the network")
     p.add_argument("--port", type=number(int, 1, 65535), default=7860, help="port to serve on")

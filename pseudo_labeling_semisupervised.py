@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="file name of the pseudo-labeled model (default {model}_{category}_PL.pt)")
     p.add_argument("--T1", type=schedule_point, default=schedule_point("0%"),
                    help="where the pseudo-label weight starts rising from 0: a step (100), an epoch (3ep) or a share of "
-                        "the run (10%%) (default: 0%%)")
+                        "the run (10%%)")
     p.add_argument("--T2", type=schedule_point, default=schedule_point("50%"),
-                   help="where it reaches --af, in the same units (default: 50%%; the seed's: 700)")
+                   help="where it reaches --af, in the same units (the seed's: 700)")
     p.add_argument("--af", type=non_negative(float, 100), default=0.5, help="final weight of the pseudo-label loss")
     p.add_argument("--start_step", type=non_negative(int), default=None,
                    help="step at the first epoch (default --T1, as the seed: the stage-3 model is the warm-up)")

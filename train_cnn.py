@@ -20,7 +20,7 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
 import os
 import sys
 
-from models import MODEL_NAMES, MODELS, build_model, canonical_name, check_input
+from models import MODELS, build_model, canonical_name, check_input, models_taking
 from toolkit import distributed
 from toolkit.cli import fold_count, get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
 from toolkit.config import train_config
@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     if is_stage_4c(argv):
         return run_stage_4c(argv)
     p = get_args_parser(__doc__, epochs=30)
-    p.add_argument("--model", default="cnn3", help=f"network: {', '.join(MODEL_NAMES)} (or efficientnet_b2)")
+    p.add_argument("--model", default="cnn3", help=f"network: {', '.join(models_taking('image'))} for images, "
+                                                   f"{', '.join(models_taking('vector'))} for vector features "
+                                                   f"(or efficientnet_b2); wav2vec2: train_wav2vec2.py")
     p.add_argument("--model_save_path", "--model_dir", dest="model_save_path", default="Models/",
                    help="folder for the state dict, run card, metrics and plots (--model_save_and_load_path instead runs "
                         "stage 4c, cnn_classifier.py, as the seed README's stage-4c line does)")

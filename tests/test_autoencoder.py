@@ -136,3 +136,15 @@ def test_mismatched_checkpoint_is_a_one_line_error(autoencoder, sex_data, tmp_pa
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path / bad_file) in lines[0]
+
+
+def test_the_loss_curve_marks_whole_epochs(tmp_path, monkeypatch):
+    import toolkit.autoencoding as autoencoding
+
+    figures = []
+    monkeypatch.setattr(autoencoding, "save_figure", lambda fig, path: figures.append(fig))
+    autoencoding.plot_loss_curve([{"epoch": e, "train_loss": 1 / e} for e in (1, 2, 3)], str(tmp_path / "curve.png"))
+    ax = figures[0].axes[0]
+    low, high = ax.get_xlim()
+    shown = [t for t in ax.get_xticks() if low <= t <= high]
+    assert shown and all(float(t).is_integer() for t in shown)

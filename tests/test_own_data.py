@@ -60,6 +60,14 @@ def test_a_manifest_with_its_own_columns_goes_through_stages_1_to_3_and_predict(
     assert predicted.loc[0, "predicted"] in ("f", "m")
 
 
+def test_a_missing_column_names_the_flag_that_named_it(own_manifest, tmp_path):
+    proc = run_script("data_preprocessing.py", "--csv_file", own_manifest / "my_clips.csv", "--label_column", "gender",
+                      "--audio_column", "path", "--data_dir", tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "my_clips.csv: missing column(s) ['path'] (--audio_column path); found ['file', 'spk', 'gender', 'mood']: "
+        "give the right column's name with that flag"), proc.stderr
+
+
 def test_classes_fix_the_order_and_leave_other_labels_out(own_manifest, tmp_path):
     proc = run_script("data_preprocessing.py", "--csv_file", own_manifest / "my_clips.csv", "--label_column", "mood",
                       "--classes", "tense,calm", "--speaker_column", "spk", "--csv_path", tmp_path)
@@ -282,6 +290,8 @@ def test_pseudo_labeling_defaults_ramp_over_the_run(trained_cnn3, sex_data, tmp_
     assert history["alpha"].tolist() == [0.5, 0.5] and history["pseudo_used"].tolist()[1] == 24  # epoch 2 at full weight
 
 
-def test_a_mistyped_flag_gets_a_suggestion():
-    proc = run_script("train_cnn.py", "--modle_dir", "x", check=False)
-    assert proc.returncode == 2 and "unrecognized arguments: --modle_dir x; did you mean --model_dir?" in proc.stderr
+@pytest.mark.parametrize("typed, meant", [("--modle_dir x", "--model_dir"), ("--epoch 3", "--epochs"),
+                                          ("--lr 1e-3", "--learning_rate")])
+def test_a_mistyped_flag_gets_a_suggestion_and_is_never_taken_for_a_prefix(typed, meant):
+    proc = run_script("train_cnn.py", *typed.split(), check=False)
+    assert proc.returncode == 2 and f"unrecognized arguments: {typed}; did you mean {meant}?" in proc.stderr

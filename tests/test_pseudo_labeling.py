@@ -80,7 +80,7 @@ def test_train_step_advances_step_once_per_labeled_pass_and_skips_zero_alpha():
     assert first["step"] == 3 and first["alpha"] == 0.0 and first["pseudo_used"] == 0  # steps 1, 2: alpha 0
     second = step(model, optimizer, 2, None)  # steps 3 (alpha 0: batches 0) then 4 (alpha 0.25: batches 1..25)
     assert second["step"] == 5 and second["alpha"] == 0.5 and second["pseudo_used"] == 50
-    assert second["pseudo_kept"] == 1.0 and second["unlabeled_loss"] > 0
+    assert second["pseudo_kept_share"] == 1.0 and second["unlabeled_loss"] > 0
     assert np.isfinite(second["train_loss"])
     # The step count follows from the epoch, so a resumed run (a fresh train step) continues the ramp.
     assert make_train_step(train, unlabeled, 2, torch.device("cpu"), 0, 3, 5, 0.5, 1)(model, optimizer, 2, None)["step"] == 5

@@ -51,3 +51,45 @@ def test_the_walkthrough_runs_as_written_after_make_demo(tmp_path):
     assert (repo / "Models/demo/cnn3_emotion.pt").is_file() and (repo / "Models/mine/mlp_emotion.json").is_file()
     own = (repo / "Models/mine/predictions.csv").read_text().splitlines()
     assert own[0].startswith("file,") and "p_angry" in own[0] and len(own) == 1 + 4 * 12
+
+
+def test_what_the_readme_writes_stays_out_of_git():
+    readme = (ROOT / "README.md").read_text()
+    folders = sorted(set(re.findall(r"\b((?:Data|Models)/[A-Za-z_]+)/", readme)))
+    assert "Data/mine" in folders
+    ignored = subprocess.run(["git", "check-ignore", *(f + "/x" for f in folders)], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    assert ignored == [f + "/x" for f in folders]
+
+
+def test_predict_and_the_web_demo_look_for_models_in_the_same_folder_by_default():
+    import app
+    import predict
+
+    assert app.get_args_parser().get_default("model_dir") == predict.get_args_parser().get_default("model_dir") == "Models/"
+
+
+def test_help_states_each_default_once_and_offers_only_what_the_script_takes():
+    import pseudo_labeling_semisupervised
+    import train_cnn
+
+    texts = {}
+    for module in (pseudo_labeling_semisupervised, train_cnn):
+        proc = subprocess.run([sys.executable, str(ROOT / f"{module.__name__}.py"), "--help"], cwd=ROOT,
+                              capture_output=True, text=True, check=True)
+        texts[module.__name__] = " ".join(proc.stdout.split())
+    assert not re.search(r"\(default: [^)]*\) \(default:", texts["pseudo_labeling_semisupervised"])
+    assert "(10%) (default: 0%)" in texts["pseudo_labeling_semisupervised"]
+    model_help = texts["train_cnn"].rsplit("--model MODEL", 1)[1].split(" --", 1)[0]
+    assert "wav2vec2: train_wav2vec2.py" in model_help and "wav2vec2," not in model_help
+
+
+def test_a_stage_without_frames_does_not_point_to_it():
+    from train_autoencoder import RECIPE
+    from toolkit.cli import Parser
+    from toolkit.config import add_recipe_flags
+
+    p = Parser()
+    add_recipe_flags(p, names=("weight_decay", "time_axis"), base=RECIPE)
+    text = " ".join(p.format_help().split())
+    assert "--frames" not in text and "pads/crops to 128 frames" in text

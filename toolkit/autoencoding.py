@@ -66,6 +66,7 @@ def plot_loss_curve(history: list[dict], path: str, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker=".")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # whole epochs, also for a 3-epoch run
     ax.set_ylabel("training MSE per pixel")
     ax.set_yscale("log")  # the loss falls by orders of magnitude early and then slowly
     ax.set_title(title)

@@ -34,6 +34,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # `--epoch 3` is a typo to point out, not a prefix to guess from
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:
@@ -43,10 +44,19 @@ class Parser(argparse.ArgumentParser):
         """'; did you mean --model_save_path?' for a mistyped flag (argparse's own message names only the typo)."""
         if not message.startswith("unrecognized arguments:"):
             return ""
-        known = [o for o in self._option_string_actions if o.startswith("--")]
-        guesses = [difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.6)
+        known = [o[2:] for o in self._option_string_actions if o.startswith("--") and o != "--help"]
+        guesses = [closest_flag(word.split("=")[0].lstrip("-"), known)
                    for word in message.split(":", 1)[1].split() if word.startswith("-")]
-        return "; did you mean " + ", ".join(g[0] for g in guesses if g) + "?" if any(guesses) else ""
+        return "; did you mean " + ", ".join("--" + g for g in guesses if g) + "?" if any(guesses) else ""
+
+
+def closest_flag(typed: str, known: list[str]) -> str | None:
+    """The flag a typo meant: one whose initials it is (--lr: learning_rate), one it begins (--epoch: epochs), else
+    the closest spelling (--modle_dir: model_dir)."""
+    started = sorted((k for k in known if k.startswith(typed)), key=len)
+    initials = [k for k in known if "_" in k and "".join(part[:1] for part in k.split("_")) == typed]
+    spelled = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
+    return next(iter(initials[:1] or started[:1] or spelled), None)
 
 
 def get_args_parser(description: str, epochs: int | None = None, splits: tuple[str, ...] = ("train", "val", "test"),
@@ -59,7 +69,8 @@ def get_args_parser(description: str, epochs: int | None = None, splits: tuple[s
     """
     p = Parser(description=description)
     p.add_argument("--csv_load_path", "--data_dir", default="Data/", help="folder holding the split CSVs")
-    p.add_argument("--category", default="sex", help=f"what to classify: {', '.join(CATEGORIES)}")
+    p.add_argument("--category", default="sex", help=f"the label column to classify: {', '.join(CATEGORIES)} "
+                                                     f"(CREMA-D), or your own (stage 1's --label_column)")
     for split in splits:
         p.add_argument(f"--{split}_csv", default=None, help=f"{split} CSV in --csv_load_path (default {{category}}_{split}.csv)")
     if epochs is not None:

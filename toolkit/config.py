@@ -208,8 +208,11 @@ def add_recipe_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None =
                             "(stretched images, no augmentation, constant learning rate, best epoch by F1); 'vector': "
                             "full-batch L-BFGS with the L2 strength chosen on validation (default for linear and mlp, "
                             "'default' for the others)")
-    for name in names or RECIPE_FLAGS:
+    offered = names or tuple(RECIPE_FLAGS)
+    for name in offered:
         kwargs, text = RECIPE_FLAGS[name]
+        if "frames" not in offered and base is not None:  # a flag the stage lacks is named by its fixed value
+            text = text.replace("--frames", f"{base.frames} frames")
         g.add_argument(f"--{name}", default=argparse.SUPPRESS, help=f"{text} ({_default_text(name, base)})", **kwargs)
 
 

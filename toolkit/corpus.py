@@ -169,7 +169,9 @@ def manifest_rows(csv_file: str, audio_root: str | None, audio_column: str, labe
     """One row per clip of a user's CSV: Audio_file_name (its path as listed), Audio_file_path (relative paths
     resolved against `audio_root`, else the CSV's folder), ActorID (the speaker, or the clip itself when there is no
     speaker column), the label columns and the CSV's other columns. Missing audio and blank rows are reported."""
-    table = read_csv(csv_file, [audio_column, *label_columns, *([speaker_column] if speaker_column else [])])
+    flags = {audio_column: "--audio_column", **{c: "--label_column" for c in label_columns},
+             **({speaker_column: "--speaker_column"} if speaker_column else {})}
+    table = read_csv(csv_file, [audio_column, *label_columns, *([speaker_column] if speaker_column else [])], flags)
     table = without_blanks(table, [audio_column], csv_file)
     names = table[audio_column].astype(str)
     base = audio_root or os.path.dirname(os.path.abspath(csv_file))

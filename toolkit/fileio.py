@@ -197,8 +197,9 @@ def resolve_from_csv(path: str, csv_path: str | os.PathLike) -> str:
     return beside_csv if os.path.exists(beside_csv) or not os.path.exists(path) else path
 
 
-def read_csv(path: str, required: list[str]) -> pd.DataFrame:
-    """A CSV with the named columns, or a one-line error saying what is wrong with it."""
+def read_csv(path: str, required: list[str], flags: dict[str, str] | None = None) -> pd.DataFrame:
+    """A CSV with the named columns, or a one-line error saying what is wrong with it (and, for a column a flag
+    named, which flag: `flags` maps column -> flag)."""
     text_file(path, "CSV", "check the folder and file name flags (run the earlier stage first?)")
     try:
         df = pd.read_csv(path)
@@ -206,7 +207,7 @@ def read_csv(path: str, required: list[str]) -> pd.DataFrame:
         raise ToolkitError(f"{path}: the CSV is empty; re-run the stage that writes it")
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ToolkitError(f"{path}: not a readable CSV ({reason_of(e)})")
-    require_columns(df, required, path)
+    require_columns(df, required, path, flags)
     if df.empty:
         raise ToolkitError(f"{path}: the CSV has no rows; re-run the stage that writes it with more data")
     return df
@@ -221,7 +222,10 @@ def without_blanks(df: pd.DataFrame, columns: list[str], source: str) -> pd.Data
     return df[~blank].reset_index(drop=True)
 
 
-def require_columns(df: pd.DataFrame, required: list[str], source: str) -> None:
+def require_columns(df: pd.DataFrame, required: list[str], source: str, flags: dict[str, str] | None = None) -> None:
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise ToolkitError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
+        named = [f"{flags[c]} {c}" for c in missing if c in (flags or {})]
+        which = f" ({', '.join(named)})" if named else ""
+        fix = ": give the right column's name with that flag" if named else ""
+        raise ToolkitError(f"{source}: missing column(s) {missing}{which}; found {list(df.columns)}{fix}")

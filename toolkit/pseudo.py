@@ -133,7 +133,7 @@ def make_train_step(
                 labeled_losses.append(train_one_epoch(model, train, optimizer, batch_size, device, generator))
                 step += 1
         return {"train_loss": float(np.mean(labeled_losses)), "step": step, "alpha": alpha_weight(step, T1, T2, af),
-                "pseudo_used": used, "pseudo_kept": used / seen if seen else 0.0,
+                "pseudo_used": used, "pseudo_kept_share": used / seen if seen else 0.0,
                 "unlabeled_loss": float(unlabeled_loss) / used if used else 0.0}
 
     return train_step
