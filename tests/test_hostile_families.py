@@ -4,6 +4,7 @@ in-process through the run_main wrapper their scripts use (test_hostile_input.ru
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -415,3 +416,21 @@ def test_a_window_hop_of_a_sample_is_refused(trained_cnn3, sex_data, tmp_path, c
                              "--window_hop", "0.000001", "--out", tmp_path / "p.csv", capsys=capsys)
     one_line_error(code, err, "--window_hop 1e-06: windows closer than 0.1 of cnn3's window", "use at least 0.")
     assert not (tmp_path / "p.csv").exists()
+
+
+# ------------------------------------------------------------------ family 5: own data, and messages that name the cause
+
+@pytest.mark.parametrize("make, flags, message", [
+    (lambda p: os.mkfifo(p), [], "meta.csv: is not a regular file (a pipe, device or socket), not a metadata CSV"),
+    (lambda p: p.mkdir(), [], "meta.csv: is a folder, not a metadata CSV"),
+    (lambda p: p.write_text("file,label\na.wav,sad\n"), ["--label_column", "label", "--classes", "sad,sad,afraid"],
+     "argument error: --classes needs at least 2 distinct classes, got ['sad', 'sad', 'afraid']"),
+    (lambda p: p.write_text("file,label\na.wav,sad\n"), ["--label_column", "label", "--classes", "sad"],
+     "--classes needs at least 2 distinct classes, got ['sad']"),
+], ids=["fifo", "folder", "duplicated classes", "one class"])
+def test_own_metadata_is_refused_naming_the_real_cause(sex_data, tmp_path, capsys, make, flags, message):
+    make(tmp_path / "meta.csv")
+    code, _, err = run_stage("data_preprocessing.py", "--csv_file", tmp_path / "meta.csv", "--csv_path", tmp_path / "out",
+                             "--audio_path", sex_data / "AudioWAV", *flags, capsys=capsys)
+    one_line_error(code, err, message.removeprefix("argument error: "))
+    assert not (tmp_path / "out").exists()
