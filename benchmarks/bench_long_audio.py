@@ -1,7 +1,7 @@
 """Peak memory of reading a long many-channel high-rate recording (issue 26): predict.py and stage 2 on one file.
 
-The file is a 16-bit RF64 WAV of --hours at --rate Hz with --channels channels (2 h × 8 ch × 192 kHz: 5.5 GB of
-disk; stage 2 gets ten shorter ones). Each command runs in its own process under
+The file is a 16-bit RF64 WAV of --hours at --rate Hz with --channels channels (30 min × 8 ch × 192 kHz is 5.5 GB
+of disk; 2 h would be 22 GB); stage 2 gets ten shorter ones. Each command runs in its own process under
 /usr/bin/time -v; its maximum resident set size is reported. The file is deleted at the end.
 
     python benchmarks/bench_long_audio.py --model_file Models/demo/cnn3_sex.pt --out /tmp/long_audio
