@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     own = bool(args.label_column) or args.from_folders
     if given and (not own or len(args.label_column or ["label"]) != 1):
         p.error("--classes goes with exactly one --label_column (or --from_folders)")
+    if given and (len(set(given)) != len(given) or len(given) < 2):
+        p.error(f"--classes needs at least 2 distinct classes, got {given}")
     csv_file = args.csv_file if os.path.isfile(args.csv_file) else os.path.join(args.csv_path, args.csv_file)
     if own:
         labels = args.label_column or ["label"]

@@ -4,6 +4,7 @@ in-process through the run_main wrapper their scripts use (test_hostile_input.ru
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -336,3 +337,100 @@ def test_training_never_prints_or_saves_a_non_finite_validation_score(sex_data, 
                                "--model_save_path", tmp_path, capsys=capsys)
     one_line_error(code, err, f"training diverged in epoch 1 (validation {metric} nan)")
     assert "nan" not in out.lower() and not list(tmp_path.glob("cnn3_sex*.json")) and not (tmp_path / "cnn3_sex.pt").exists()
+
+
+# ------------------------------------------------------------------ family 4: bounded memory
+
+def test_audio_is_read_in_blocks_with_the_numbers_of_a_whole_read(tmp_path, monkeypatch):
+    import soundfile as sf
+    import soxr
+
+    import toolkit.audio
+
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal((44100 * 2 + 77, 3))).astype(np.float32)
+    sf.write(tmp_path / "three.wav", wave, 44100, subtype="FLOAT")
+    monkeypatch.setattr(toolkit.audio, "BLOCK_FRAMES", 4096)  # many blocks, one of them short
+    whole = soxr.resample(sf.read(tmp_path / "three.wav", dtype="float32")[0].mean(axis=1), 44100, 16000)
+    np.testing.assert_array_equal(toolkit.audio.load_audio(str(tmp_path / "three.wav"), 16000), whole)
+
+
+def test_a_many_channel_high_rate_file_is_read_within_a_bounded_memory(tmp_path):
+    import tracemalloc
+
+    import soundfile as sf
+
+    from toolkit.audio import load_audio
+
+    seconds, rate, channels = 40, 96000, 8
+    t = np.arange(seconds * rate) / rate
+    tone = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    with sf.SoundFile(tmp_path / "long.wav", "w", rate, channels, subtype="PCM_16") as f:
+        for start in range(0, len(tone), rate):
+            f.write(np.repeat(tone[start:start + rate, None], channels, axis=1))
+    whole_read = seconds * rate * channels * 4  # what sf.read(dtype=float32) allocated at once: 123 MB
+    tracemalloc.start()
+    y = load_audio(str(tmp_path / "long.wav"), 16000, max_seconds=60)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(y) == seconds * 16000 and abs(float(np.abs(y).max()) - 0.2) < 0.01
+    assert peak < whole_read / 4, f"peak {peak / 2**20:.0f} MB"
+
+
+def test_a_header_with_too_many_channels_is_refused_before_reading(tmp_path):
+    import soundfile as sf
+
+    from toolkit.audio import ClipError, load_audio
+
+    sf.write(tmp_path / "many.wav", np.zeros((800, 65), np.float32), 8000, subtype="FLOAT")
+    with pytest.raises(ClipError, match=r"65 channels \(a broken header\?\); at most 64 are read"):
+        load_audio(str(tmp_path / "many.wav"), 16000)
+
+
+def nul_bytes(path: Path, size: int) -> Path:
+    """A sparse file of `size` NUL bytes (no disk space used)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+@pytest.mark.parametrize("size, message", [(10 << 20, "NUL bytes: binary data in its first 65536 bytes, not a"),
+                                           (2 << 30, "2048 MB is far too large for a")], ids=["10 MB", "2 GB"])
+def test_a_csv_of_nul_bytes_is_refused_before_parsing(sex_data, tmp_path, capsys, size, message):
+    nul_bytes(tmp_path / "meta.csv", size)
+    code, _, err = run_stage("data_preprocessing.py", "--csv_file", tmp_path / "meta.csv", "--csv_path", tmp_path / "out",
+                             "--audio_path", sex_data / "AudioWAV", capsys=capsys)
+    one_line_error(code, err, "meta.csv: " + message + " metadata CSV")
+    data = tmp_path / "d"
+    data.mkdir()
+    for s in SPLITS:
+        nul_bytes(data / f"sex_{s}.csv", size)
+    code, _, err = run_stage("train_cnn.py", "--csv_load_path", data, "--epochs", "1", "--model_save_path", tmp_path / "m",
+                             capsys=capsys)
+    one_line_error(code, err, "sex_train.csv: " + message + " CSV")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("m/*"))
+
+
+def test_a_window_hop_of_a_sample_is_refused(trained_cnn3, sex_data, tmp_path, capsys):
+    code, _, err = run_stage("predict.py", "--model_file", trained_cnn3 / "cnn3_sex.pt", first_clip(sex_data),
+                             "--window_hop", "0.000001", "--out", tmp_path / "p.csv", capsys=capsys)
+    one_line_error(code, err, "--window_hop 1e-06: windows closer than 0.1 of cnn3's window", "use at least 0.")
+    assert not (tmp_path / "p.csv").exists()
+
+
+# ------------------------------------------------------------------ family 5: own data, and messages that name the cause
+
+@pytest.mark.parametrize("make, flags, message", [
+    (lambda p: os.mkfifo(p), [], "meta.csv: is not a regular file (a pipe, device or socket), not a metadata CSV"),
+    (lambda p: p.mkdir(), [], "meta.csv: is a folder, not a metadata CSV"),
+    (lambda p: p.write_text("file,label\na.wav,sad\n"), ["--label_column", "label", "--classes", "sad,sad,afraid"],
+     "argument error: --classes needs at least 2 distinct classes, got ['sad', 'sad', 'afraid']"),
+    (lambda p: p.write_text("file,label\na.wav,sad\n"), ["--label_column", "label", "--classes", "sad"],
+     "--classes needs at least 2 distinct classes, got ['sad']"),
+], ids=["fifo", "folder", "duplicated classes", "one class"])
+def test_own_metadata_is_refused_naming_the_real_cause(sex_data, tmp_path, capsys, make, flags, message):
+    make(tmp_path / "meta.csv")
+    code, _, err = run_stage("data_preprocessing.py", "--csv_file", tmp_path / "meta.csv", "--csv_path", tmp_path / "out",
+                             "--audio_path", sex_data / "AudioWAV", *flags, capsys=capsys)
+    one_line_error(code, err, message.removeprefix("argument error: "))
+    assert not (tmp_path / "out").exists()

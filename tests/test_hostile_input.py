@@ -105,10 +105,12 @@ def test_stage1_reports_every_file_it_leaves_out(tiny_corpus, tmp_path, capsys):
 @pytest.mark.parametrize("change, message", [
     (lambda d: pd.concat([d, d.head(1)]), "1 actor(s) have more than one row, e.g. ActorID 1001; keep one row per actor"),
     (lambda d: pd.concat([d, d.head(1).assign(Age=d["Age"].iloc[0] + 1)]), "1 actor(s) have rows that disagree, e.g. ActorID 1001"),
-    (lambda d: d.assign(Age=d["Age"].astype(str).where(d.index > 0, "unknown")), "column 'Age' needs whole numbers; row(s) [2]"),
-    (lambda d: d.assign(Age=d["Age"].where(d.index > 1, np.nan)), "column 'Age' needs whole numbers; row(s) [2, 3]"),
+    (lambda d: d.assign(Age=d["Age"].astype(str).where(d.index > 0, "unknown")), "column 'Age' needs whole numbers of years (0-130); row(s) [2]"),
+    (lambda d: d.assign(Age=d["Age"].where(d.index > 1, np.nan)), "column 'Age' needs whole numbers of years (0-130); row(s) [2, 3]"),
+    (lambda d: d.assign(Age=d["Age"].where(d.index > 0, -3)), "column 'Age' needs whole numbers of years (0-130); row(s) [2]"),
+    (lambda d: d.assign(Age=d["Age"].where(d.index > 0, 500)), "column 'Age' needs whole numbers of years (0-130); row(s) [2] (line numbers) hold [500]"),
     (lambda d: d.assign(ActorID=d["ActorID"].astype(str).where(d.index > 0, "A1")), "column 'ActorID' needs whole numbers"),
-], ids=["duplicated actor", "conflicting actor", "text age", "missing age", "text actor id"])
+], ids=["duplicated actor", "conflicting actor", "text age", "missing age", "negative age", "age 500", "text actor id"])
 def test_bad_demographics_are_one_line_errors_whatever_the_category(tiny_corpus, tmp_path, capsys, change, message):
     change(pd.read_csv(tiny_corpus / "VideoDemographics.csv")).to_csv(tmp_path / "d.csv", index=False)
     code, _, err = run_stage("data_preprocessing.py", "--csv_file", tmp_path / "d.csv", "--csv_path", tmp_path,

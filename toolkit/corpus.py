@@ -45,13 +45,17 @@ def report(count_of: str, names: list[str], why: str) -> str:
     return f"{len(names)} {count_of} left out: {why}, e.g. {', '.join(map(str, names[:EXAMPLES]))}"
 
 
+MAX_AGE = 130
+
+
 def whole_numbers(table: pd.DataFrame, column: str, source: str) -> pd.Series:
-    """A column of whole numbers (IDs, ages); text, blanks and fractions are a one-line error naming rows."""
+    """A column of whole numbers (IDs, ages: 0-130 years); text, blanks, fractions and impossible ages are a
+    one-line error naming rows."""
     values = pd.to_numeric(table[column], errors="coerce")
-    bad = values.isna() | (values != values.round())
+    bad = values.isna() | (values != values.round()) | (column == "Age") & ~values.between(0, MAX_AGE)
     if bad.any():
         rows = table.index[bad].tolist()
-        raise ToolkitError(f"{source}: column '{column}' needs whole numbers; row(s) {[r + 2 for r in rows[:EXAMPLES]]} "
+        raise ToolkitError(f"{source}: column '{column}' needs whole numbers{' of years (0-130)' if column == 'Age' else ''}; row(s) {[r + 2 for r in rows[:EXAMPLES]]} "
                            f"(line numbers) hold {table.loc[bad, column].tolist()[:EXAMPLES]}; fix those rows")
     return values.astype(int)
 

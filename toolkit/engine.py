@@ -301,6 +301,9 @@ def save_last(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, gen
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history, **extra}, path)
 
 
+RESUME_KEYS = ("model", "optimizer", "epoch", "generator", "torch_rng", "history")
+
+
 class ResumeState(BaseModel):
     """A _last.pt's plain entries (the tensors are checked by loading them): what --resume relies on."""
     model_config = ConfigDict(**{**STRICT, "allow_inf_nan": True}, arbitrary_types_allowed=True)
@@ -330,7 +333,7 @@ def load_last(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, gen
     """Restore what save_last wrote into model, optimizer and RNGs; returns the saved dict (epoch, history, extras)."""
     hint = "delete it (training restarts from epoch 1) or drop --resume"
     state = load_checkpoint(path, hint)
-    if isinstance(state, dict):
+    if isinstance(state, dict) and all(k in state for k in RESUME_KEYS):  # (else: which are missing, below)
         check(ResumeState, state, path, "not a resumable checkpoint of a run", hint)
     problem = _resumable_problem(state)
     if problem:
@@ -349,7 +352,7 @@ def _resumable_problem(state) -> str | None:
     """What is wrong with a _last.pt's structure (None: nothing), so that --resume fails in one line, not later."""
     if not isinstance(state, dict):
         return f"it holds a {type(state).__name__}"
-    missing = [k for k in ("model", "optimizer", "epoch", "generator", "torch_rng", "history") if k not in state]
+    missing = [k for k in RESUME_KEYS if k not in state]
     if missing:
         return f"no {', '.join(missing)}"
     history = state["history"]
