@@ -414,7 +414,7 @@ def test_a_csv_of_nul_bytes_is_refused_before_parsing(sex_data, tmp_path, capsys
 def test_a_window_hop_of_a_sample_is_refused(trained_cnn3, sex_data, tmp_path, capsys):
     code, _, err = run_stage("predict.py", "--model_file", trained_cnn3 / "cnn3_sex.pt", first_clip(sex_data),
                              "--window_hop", "0.000001", "--out", tmp_path / "p.csv", capsys=capsys)
-    one_line_error(code, err, "--window_hop 1e-06: windows closer than 0.1 of cnn3's window", "use at least 0.")
+    one_line_error(code, err, "--window_hop 1e-06: windows closer than 0.01 of cnn3's window", "use at least 0.")
     assert not (tmp_path / "p.csv").exists()
 
 

@@ -119,7 +119,7 @@ def describe(card: RunCard, probs: np.ndarray) -> str:
 
 
 DEFAULT_HOP = 0.5  # of a window
-MIN_HOP = 0.1  # of a window: a finer hop averages windows that are nearly the same image
+MIN_HOP = 0.01  # of a window: a finer hop averages windows that are nearly the same image
 WINDOWS_PER_STACK = 4096  # windows stacked into network inputs at once (16 KB each for mel)
 
 
