@@ -18,7 +18,8 @@ ssl: the folder holding {category}_train/val/test.csv):
     python3 experiments/compare_heads.py --data Data/wide/egemaps --out Models/heads_wide --folds 5 \\
         --models linear mlp --recipes vector --markdown experiments/RESULTS.md --section heads_wide
 
-Finished runs (their _cv.json exists) are not trained again, so a re-run only adds what is missing.
+Finished runs (their _cv.json exists) are not trained again, so a re-run only adds what is missing; --table_only
+trains nothing and tabulates what has finished.
 """
 from __future__ import annotations
 
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42, help="fold assignment and initialisation")
     p.add_argument("--epochs", type=int, default=30, help="train_cnn.py --epochs (AdamW recipes; 'vector' has one per C)")
     p.add_argument("--train_flags", default="", help="more train_cnn.py flags for every run, e.g. '--patience 0'")
+    p.add_argument("--table_only", action="store_true", help="train nothing: the table of the runs that have finished")
     p.add_argument("--markdown", default=None, help="also put the table between the markers of this file")
     p.add_argument("--section", default="heads", help="the markers' name: <!-- compare_heads.py: SECTION -->")
     args = p.parse_args(argv)
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
                 for recipe in args.recipes:
                     runs = os.path.join(folder, recipe)
                     summary = os.path.join(runs, f"{model}_{category}_cv.json")
+                    if not os.path.isfile(summary) and args.table_only:
+                        continue
                     if not os.path.isfile(summary):
                         os.makedirs(runs, exist_ok=True)
                         run("train_cnn.py", "--csv_load_path", args.data, "--category", category, "--model", model,
@@ -148,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
                             str(args.epochs), "--normalize", normalize, "--threads", "1", "--model_save_path", runs,
                             *args.train_flags.split(), log=os.path.join(runs, f"{model}_{category}_cv.log"))
                     cvs[(model, recipe)] = (runs, read_json(summary, "cross-validation summary"))
+            if not cvs:
+                continue
             folds = {tuple(tuple(f["test_speakers"]) for f in cv["fold_results"]) for _, cv in cvs.values()}
             if len(folds) != 1:
                 sys.exit(f"error: {category}, normalize {normalize}: the toolkit runs were tested on different folds")
