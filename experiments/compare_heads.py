@@ -23,7 +23,8 @@ corpus has a voice_families.csv (--voices wide), a second table gives each famil
     python3 experiments/compare_heads.py --data Data/demo91/egemaps --out Models/heads --extra wide=Data/wide/egemaps \\
         --models linear mlp --recipes vector --markdown experiments/RESULTS.md --section heads_wide
 
-Finished runs (their _cv.json exists) are not trained again, so a re-run only adds what is missing.
+Finished runs (their _cv.json exists) are not trained again, so a re-run only adds what is missing; --table_only
+trains nothing and tabulates what has finished.
 """
 from __future__ import annotations
 
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--extra", nargs="*", default=[], metavar="NAME=FOLDER",
                    help="another corpus's stage-2 folder of the same features ({category}_train/val/test.csv), every "
                         "fold model is scored on all its clips, e.g. wide=Data/wide/egemaps (make_demo_data.py --voices wide)")
+    p.add_argument("--table_only", action="store_true", help="train nothing: the table of the runs that have finished")
     p.add_argument("--markdown", default=None, help="also put the table between the markers of this file")
     p.add_argument("--section", default="heads", help="the markers' name: <!-- compare_heads.py: SECTION -->")
     args = p.parse_args(argv)
@@ -209,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
                 for recipe in args.recipes:
                     runs = os.path.join(folder, recipe)
                     summary = os.path.join(runs, f"{model}_{category}_cv.json")
+                    if not os.path.isfile(summary) and args.table_only:
+                        continue
                     if not os.path.isfile(summary):
                         os.makedirs(runs, exist_ok=True)
                         run("train_cnn.py", "--csv_load_path", args.data, "--category", category, "--model", model,
@@ -217,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
                             *args.train_flags.split(), *(["--extra_test_csv", *extra_csvs.values()] if extras else []),
                             log=os.path.join(runs, f"{model}_{category}_cv.log"))
                     cvs[(model, recipe)] = (runs, read_json(summary, "cross-validation summary"))
+            if not cvs:
+                continue
             folds = {tuple(tuple(f["test_speakers"]) for f in cv["fold_results"]) for _, cv in cvs.values()}
             if len(folds) != 1:
                 sys.exit(f"error: {category}, normalize {normalize}: the toolkit runs were tested on different folds")
