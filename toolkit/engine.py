@@ -314,7 +314,9 @@ class ResumeState(BaseModel):
     torch_rng: torch.Tensor
     history: list[dict]
     scheduler: dict | None = None
-    best_score: float = -math.inf  # -inf: no epoch yet (NaN is refused by check_finite before it is saved)
+    # selection_score of the best epoch (one number in runs before f1_loss); -inf: no epoch yet (NaN is refused by
+    # check_finite before it is saved)
+    best_score: tuple[float, float] | float = -math.inf
     best_epoch: Count = 0
     best_model: dict | None = None
     config: schema_of(TrainConfig) | None = None
@@ -359,7 +361,7 @@ def _resumable_problem(state) -> str | None:
     if not isinstance(state["epoch"], int) or not isinstance(history, list) or len(history) != state["epoch"] or \
             not all(isinstance(row, dict) and isinstance(row.get("seconds"), (int, float)) for row in history):
         return "its epoch and per-epoch history do not agree"
-    if math.isnan(state.get("best_score", 0.0)):
+    if any(math.isnan(v) for v in np.ravel(state.get("best_score", 0.0))):
         return "its best score is NaN"
     if state.get("best_epoch", 0) and not isinstance(state.get("best_model"), dict):
         return f"best epoch {state.get('best_epoch')} without its weights"

@@ -134,7 +134,8 @@ def read_split_manifest(path: str, category: str) -> dict:
     if manifest["category"] != category:
         raise ToolkitError(f"{path}: split manifest of category {manifest['category']!r}, not {category!r}; {hint}")
     canonical = CLASSES.get(category)
-    if canonical and manifest["classes"] != canonical:
+    # a user's own column named like a CREMA-D category has labels of its own (none of CREMA-D's): those are kept
+    if canonical and set(manifest["classes"]) & set(canonical) and manifest["classes"] != canonical:
         raise ToolkitError(f"{path}: classes {manifest['classes']} are not CREMA-D's {category} classes {canonical} "
                            f"in their order; {hint}")
     return manifest
