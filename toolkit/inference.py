@@ -280,10 +280,13 @@ def classify(model, card: RunCard, view: View, recordings: list[Recording], devi
         per_file = softmax(np.log(per_owner_mean(probs, owners, len(recordings))) / np.float32(card.temperature))
     window_distances = distances(card.domain, np.concatenate(embedded)) if card.domain and embedded else None
     file_distances = per_owner_mean(window_distances, owners, len(recordings)) if window_distances is not None else None
-    for i in sorted(set(owner)):  # a recording with windows: its probabilities are numbers, or nothing is shown
-        if first_non_finite([per_file[i], probs[owners == i]]) is not None:
-            raise ToolkitError(f"{recordings[i].path}: {card.model} gave non-finite (NaN/inf) probabilities for it; the "
-                               f"model or its run card is broken: re-train it, or restore its .pt and .json")
+    # a recording with windows: its probabilities are numbers, or nothing is shown (one pass over all windows)
+    broken = ~np.isfinite(per_file).all(1) & (np.bincount(owners, minlength=len(recordings)) > 0)
+    broken[owners[~np.isfinite(probs).all(1)]] = True
+    if broken.any():
+        path = recordings[int(np.flatnonzero(broken)[0])].path
+        raise ToolkitError(f"{path}: {card.model} gave non-finite (NaN/inf) probabilities for it; the "
+                           f"model or its run card is broken: re-train it, or restore its .pt and .json")
     out, cursor = [], 0
     for r, keep in zip(recordings, kept):
         rows, row_distances = [], []
