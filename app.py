@@ -34,12 +34,14 @@ from torch import nn
 
 from toolkit.cli import Parser, add_device_flags, pick_device, run_main
 from toolkit.config import TrainConfig, number, positive_float, positive_int
-from toolkit.domain import MESSAGE as DOMAIN_MESSAGE
 from toolkit.errors import ToolkitError
-from toolkit.inference import (Extraction, Recording, View, analyse, classify, describe, find_trained_models,
-                               load_trained_model, spectrogram_extraction, window_marks)
-from toolkit.plots import recording_figure
+from toolkit.evaluation.domain import MESSAGE as DOMAIN_MESSAGE
+from toolkit.evaluation.plots import recording_figure
 from toolkit.runcard import RunCard
+from toolkit.serving.inference import (Extraction, Recording, View, analyse, classify, describe, find_trained_models,
+                                       spectrogram_extraction, window_marks)
+
+from models import load_trained_model
 
 NO_MODELS_FIX = "run make demo or train a model with train_cnn.py"
 CAVEAT = ("figures are from a speaker-disjoint split of the training corpus and may not hold on other voices "

@@ -23,16 +23,16 @@ import os
 
 import pandas as pd
 
-from toolkit.audio import MAX_SECONDS, fingerprint, parallel_map
+from toolkit.augmentation.copies import (CopyJob, babble_sources, copies_per_clip, copy_entropy, copy_name, copy_rows, plan,
+                                         training_clips, write_copy)
+from toolkit.augmentation.wave_augment import describe, parse_spec, spec_flag, spec_help
 from toolkit.cli import Parser, in_folder, run_main
 from toolkit.config import non_negative, positive_float, positive_int, seed_value
-from toolkit.copies import (CopyJob, babble_sources, copies_per_clip, copy_entropy, copy_name, copy_rows, plan,
-                            training_clips, write_copy)
 from toolkit.features import FEATURES
 from toolkit.fileio import output_dir, relative_to_csv, write_csv
-from toolkit.labels import CATEGORIES, check_category
-from toolkit.splits import COPY_COLUMN, manifest_path
-from toolkit.wave_augment import describe, parse_spec, spec_flag, spec_help
+from toolkit.io.audio import MAX_SECONDS, fingerprint, parallel_map
+from toolkit.io.labels import CATEGORIES, check_category
+from toolkit.io.splits import COPY_COLUMN, manifest_path
 
 DEFAULT_TRANSFORMS = "speed,pitch,vtlp,noise,reverb"
 

@@ -14,17 +14,17 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
 import os
 
 from models import build_model, check_input
-from toolkit.autoencoding import ENCODER_FILE, STEM, freeze
-from toolkit import distributed
 from toolkit.cli import get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
 from toolkit.config import train_config
-from toolkit.data import load_split
-from toolkit.engine import RunFiles, fit, load_weights
 from toolkit.errors import ToolkitError
 from toolkit.fileio import read_csv
-from toolkit.labels import check_category, classes_for
+from toolkit.io.labels import check_category, classes_for
+from toolkit.io.splits import split_of_run
 from toolkit.runcard import RunCard, read_card
-from toolkit.splits import split_of_run
+from toolkit.training import distributed
+from toolkit.training.autoencoding import ENCODER_FILE, STEM, freeze
+from toolkit.training.data import load_split
+from toolkit.training.engine import RunFiles, fit, load_weights
 
 
 def warn_if_pretrained_on_other_inputs(ae_card: str, options: dict, params: dict) -> None:

@@ -26,9 +26,9 @@ from torch import nn
 
 from models import CNN3, CNN9, Decoder, Encoder
 from toolkit.cli import Parser, run_main
-from toolkit.engine import load_state
 from toolkit.errors import ToolkitError
 from toolkit.fileio import load_checkpoint, write_torch
+from toolkit.training.engine import load_state
 
 # seed name prefix -> ours, for the encoder that cnn3 and the autoencoder share (ours: conv Sequential + fc Sequential)
 ENCODER_NAMES = {"enc1.": "conv.0.", "enc2.": "conv.2.", "batchnorm.": "conv.3.", "enc3.": "conv.5.",

@@ -21,9 +21,9 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
 import os
 
 from toolkit.cli import Parser, run_main
-from toolkit.corpus import build_category_table, folder_rows, label_manifest_path, manifest_rows, one_category
 from toolkit.fileio import output_dir, relative_to_csv, write_csv, write_json
-from toolkit.labels import CATEGORIES, CLASSES, check_category
+from toolkit.io.corpus import build_category_table, folder_rows, label_manifest_path, manifest_rows, one_category
+from toolkit.io.labels import CATEGORIES, CLASSES, check_category
 from toolkit.schemas import LabelManifest
 
 CREMA_D_AUDIO = "Data/AudioWAV/"

@@ -11,17 +11,17 @@ ActorID and label columns are used), or any manifest (--audio_column, --label_co
 audio paths are taken from --audio_path, else from the CSV's folder). A folder: one folder per class
 (DATA/<class>/..., a folder below it, if any, is the speaker), as stage 1's --from_folders reads.
 
-Each recording goes through exactly what predict.py does with it (toolkit/inference.py: the model's features from
+Each recording goes through exactly what predict.py does with it (toolkit/serving/inference.py: the model's features from
 the audio, windows of a long recording, the mean probability, the run card's calibration temperature), and its label
 is mapped through the model's classes (a label the model does not know is a one-line error). For the split CSV a
 model was tested on, the metrics equal those stage 3 wrote. Several models give one table (evaluation.csv); --fuse
-also scores the weighted mean of their calibrated probabilities (toolkit/fusion.py), as one more model.
+also scores the weighted mean of their calibrated probabilities (toolkit/evaluation/fusion.py), as one more model.
 
 Written to --out, per model (named after its .pt): _evaluation.json (accuracy, weighted F1/precision/recall, UAR, loss,
 calibration error, confusion matrix, per class and per speaker), _predictions.csv, _confusion_matrix.png,
 _reliability.png, _speakers.png, and the per-group report _groups.json/.csv/.png: for every demographic column of the
 data (sex, age, race, ethnicity, or --group_column) each group's F1 and accuracy, the worst group and the largest gap,
-with 95 % intervals from a bootstrap over speakers (toolkit/fairness.py).
+with 95 % intervals from a bootstrap over speakers (toolkit/evaluation/fairness.py).
 """
 from __future__ import annotations
 
@@ -34,19 +34,21 @@ import pandas as pd
 import torch
 
 from predict import FILES_PER_CHUNK
-from toolkit.audio import MAX_SECONDS, parallel_map
 from toolkit.cli import Parser, add_device_flags, in_folder, pick_device, run_main
 from toolkit.config import TrainConfig, positive_float, positive_int
-from toolkit.corpus import folder_rows, manifest_rows
-from toolkit.data import AUDIO_COLUMN, SPEAKER_COLUMN
-from toolkit.engine import public, score_probabilities
 from toolkit.errors import ToolkitError
-from toolkit.fairness import REPLICATES, describe, fairness_report, group_columns, write_fairness
+from toolkit.evaluation.fairness import REPLICATES, describe, fairness_report, group_columns, write_fairness
+from toolkit.evaluation.fusion import FUSED, check_fusable, choose_weights, fuse, parse_weights
+from toolkit.evaluation.metrics import breakdown, format_confusion, format_metrics, reliability
+from toolkit.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy
 from toolkit.fileio import output_dir, read_csv, write_csv, write_json
-from toolkit.fusion import FUSED, check_fusable, choose_weights, fuse, parse_weights
-from toolkit.inference import View, analyse, classify, load_trained_model
-from toolkit.metrics import breakdown, format_confusion, format_metrics, reliability
-from toolkit.plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy
+from toolkit.io.audio import MAX_SECONDS, parallel_map
+from toolkit.io.corpus import folder_rows, manifest_rows
+from toolkit.serving.inference import View, analyse, classify
+from toolkit.training.data import AUDIO_COLUMN, SPEAKER_COLUMN
+from toolkit.training.engine import public, score_probabilities
+
+from models import load_trained_model
 
 TABLE_METRICS = ("accuracy", "f1", "precision", "recall", "uar", "ece", "loss")
 
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def fuse_cv_runs(args) -> None:
-    from toolkit.crossval import fuse_cross_validations
+    from toolkit.training.crossval import fuse_cross_validations
 
     if len(args.cv_run) < 2:
         raise ToolkitError("--cv_run: give two or more cross-validation runs to fuse")

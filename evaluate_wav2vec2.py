@@ -19,9 +19,9 @@ import evaluate
 from toolkit.cli import Parser, add_device_flags, in_folder, run_main
 from toolkit.config import FINETUNE, positive_float, positive_int
 from toolkit.errors import ToolkitError
-from toolkit.inference import find_trained_models
-from toolkit.labels import check_category
+from toolkit.io.labels import check_category
 from toolkit.runcard import read_card
+from toolkit.serving.inference import find_trained_models
 
 
 def get_args_parser() -> Parser:

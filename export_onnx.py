@@ -19,8 +19,10 @@ import os
 from toolkit.cli import Parser, in_folder, run_main
 from toolkit.config import positive_int
 from toolkit.errors import ToolkitError
-from toolkit.inference import expand_audio_paths
-from toolkit.onnx_export import TOLERANCE, export
+from toolkit.serving.inference import expand_audio_paths
+
+from models import load_trained_model
+from toolkit.serving.onnx_export import TOLERANCE, export
 
 
 def get_args_parser() -> Parser:
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         clips, problems = expand_audio_paths(args.check_audio)
         if problems:
             raise ToolkitError(next(iter(problems.values())))
-    worst, windows = export(pt_path, out, clips, args.check_clips, args.threads)
+    model, card = load_trained_model(pt_path, "cpu")
+    worst, windows = export(model, card, pt_path, out, clips, args.check_clips, args.threads)
     print(f"exported {pt_path} to {out}: onnxruntime reproduces the torch logits within {TOLERANCE:g} "
           f"(largest difference {worst:.1e} over {windows} window(s) of its {'given' if clips else 'test'} clips)")
 

@@ -34,17 +34,17 @@ import tempfile
 import pandas as pd
 from tqdm import tqdm
 
-from toolkit.audio import MAX_SECONDS, PARAMS_FILE, fingerprint, parallel_map
 from toolkit.cli import Parser, run_main
 from toolkit.config import fraction, number, positive_float, positive_int, seed_value
-from toolkit.corpus import one_row_per, read_label_manifest
 from toolkit.errors import ToolkitError
-from toolkit.features.store import open_store, store_files, write_store
 from toolkit.features import FEATURES, STORED, FeatureParams, FeatureType, feature_file_job, feature_file_name, get_feature
+from toolkit.features.store import open_store, store_files, write_store
 from toolkit.fileio import output_dir, process_alive, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
-from toolkit.labels import CATEGORIES, check_category, classes_for, encode_labels
-from toolkit.splits import (COPY_COLUMN, TEST_FRACTION, VAL_FRACTION, coverage_warnings, is_copy, make_splits,
-                            manifest_path, split_manifest)
+from toolkit.io.audio import MAX_SECONDS, PARAMS_FILE, fingerprint, parallel_map
+from toolkit.io.corpus import one_row_per, read_label_manifest
+from toolkit.io.labels import CATEGORIES, check_category, classes_for, encode_labels
+from toolkit.io.splits import (COPY_COLUMN, TEST_FRACTION, VAL_FRACTION, coverage_warnings, is_copy, make_splits,
+                               manifest_path, split_manifest)
 
 SPLITS = ("train", "val", "test")
 

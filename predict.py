@@ -31,15 +31,16 @@ from collections.abc import Iterable, Iterator
 
 import pandas as pd
 
-from toolkit.audio import MAX_SECONDS, parallel_map
 from toolkit.cli import Parser, add_device_flags, in_folder, pick_device, run_main
 from toolkit.config import TrainConfig, number, positive_float, positive_int
 from toolkit.errors import ToolkitError
+from toolkit.evaluation.fusion import FUSED, check_fusable, fuse, parse_weights
+from toolkit.evaluation.plots import plot_recording
 from toolkit.fileio import atomic_path, output_dir, read_csv, write_csv
-from toolkit.fusion import FUSED, check_fusable, fuse, parse_weights
-from toolkit.inference import (BACKENDS, View, analyse, classify, describe, expand_audio_paths, load_model,
-                               spectrogram_extraction, window_marks)
-from toolkit.plots import plot_recording
+from toolkit.io.audio import MAX_SECONDS, parallel_map
+from toolkit.serving.inference import (BACKENDS, View, analyse, classify, describe, expand_audio_paths,
+                                       spectrogram_extraction, window_marks)
+from toolkit.serving.onnx_backend import OnnxNetwork
 
 FILES_PER_CHUNK = 256  # files decoded and classified at a time: memory stays bounded whatever the number of files
 
@@ -150,7 +151,13 @@ def main(argv: list[str] | None = None) -> None:
             output_dir(path, flag)
     device = pick_device(args.device, args.threads) if args.backend == "torch" else "cpu"  # onnxruntime: CPU
     model_paths = [in_folder(f, args.model_dir) for f in args.model_file]
-    models, cards = zip(*(load_model(p, device, args.backend, args.threads) for p in model_paths))
+    if args.backend == "onnx":  # torch is not imported: an exported model runs where only onnxruntime is installed
+        models = [OnnxNetwork(p, args.threads) for p in model_paths]
+        cards = [m.card for m in models]
+    else:
+        from models import load_trained_model
+
+        models, cards = zip(*(load_trained_model(p, device) for p in model_paths))
     for path, card in zip(model_paths, cards):
         if not card.features.get("params"):
             print(f"warning: {path}'s run card has no feature parameters (its images had no params.json); "

@@ -26,16 +26,16 @@ from dataclasses import replace
 from models import MODEL_NAMES, canonical_name
 from toolkit.cli import get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
 from toolkit.config import RECIPES, add_recipe_flags, non_negative, positive_int, share, train_config
-from toolkit.data import load_split, move_to_device
-from toolkit.engine import RunFiles, evaluate, fit, predict_logits, public
 from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
-from toolkit.inference import load_trained_model
-from toolkit.labels import check_category
-from toolkit.pseudo import (compare, format_comparison, label_counts, labeled_passes_per_epoch, load_unlabeled,
-                            make_train_step, schedule_point, warn_about_overlap)
+from toolkit.training.data import load_split, move_to_device
+from toolkit.training.engine import RunFiles, evaluate, fit, predict_logits, public
+from models import load_trained_model
+from toolkit.io.labels import check_category
+from toolkit.io.splits import split_of_run
 from toolkit.runcard import RunCard, card_path
-from toolkit.splits import split_of_run
+from toolkit.training.pseudo import (compare, format_comparison, label_counts, labeled_passes_per_epoch, load_unlabeled,
+                                     make_train_step, schedule_point, warn_about_overlap)
 
 # The seed's loop, not stage 3's recipe: constant learning rate, no augmentation, best epoch by validation F1.
 RECIPE = RECIPES["seed"]

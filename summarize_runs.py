@@ -23,10 +23,10 @@ import pandas as pd
 from models import MODEL_NAMES
 from toolkit.cli import Parser, run_main, split_csv
 from toolkit.errors import ToolkitError
+from toolkit.evaluation.plots import plot_grouped_bars
 from toolkit.fileio import output_dir, read_csv, read_json, write_csv
-from toolkit.labels import CATEGORIES
+from toolkit.io.labels import CATEGORIES
 from toolkit.runcard import CV_FOLD, RunCard
-from toolkit.plots import plot_grouped_bars
 
 COLUMNS = ["category", "model", "features", "pre-training", "split", "recipe", "epochs", "best epoch", "test accuracy", "weighted F1",
            "precision", "recall", "seconds", "run"]

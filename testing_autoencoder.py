@@ -16,15 +16,15 @@ import os
 import sys
 
 from models import AutoEncoder
-from toolkit.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_reconstructions, reconstruction_loss
 from toolkit.cli import get_args_parser, pick_device, run_main, split_csv
 from toolkit.config import TrainConfig, positive_float, positive_int
-from toolkit.data import load_split, move_to_device
-from toolkit.engine import load_weights
 from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
-from toolkit.labels import check_category
+from toolkit.io.labels import check_category
 from toolkit.runcard import AUTOENCODER, read_card
+from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_reconstructions, reconstruction_loss
+from toolkit.training.data import load_split, move_to_device
+from toolkit.training.engine import load_weights
 
 TOLERANCE = 1e-5  # relative; CPU reruns agree exactly, GPU kernels may differ in the last bits
 

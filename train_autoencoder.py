@@ -18,14 +18,14 @@ import pandas as pd
 import torch
 
 from models import AutoEncoder, check_input
-from toolkit.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_loss_curve, plot_reconstructions, reconstruction_loss, train_epoch
 from toolkit.cli import get_args_parser, pick_device, run_main, seed_everything, split_csv
 from toolkit.config import RECIPES, add_recipe_flags, train_config
-from toolkit.data import load_split, move_to_device
-from toolkit.engine import RunFiles, train_loop
 from toolkit.fileio import output_dir, write_csv, write_torch
-from toolkit.labels import check_category
+from toolkit.io.labels import check_category
 from toolkit.runcard import AUTOENCODER, RunCard
+from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_loss_curve, plot_reconstructions, reconstruction_loss, train_epoch
+from toolkit.training.data import load_split, move_to_device
+from toolkit.training.engine import RunFiles, train_loop
 
 # The seed's loop (no weight decay, constant learning rate), on inputs made like the default recipe's classifier.
 RECIPE = replace(RECIPES["seed"], time_axis=RECIPES["default"].time_axis)

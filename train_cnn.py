@@ -5,7 +5,7 @@ The best epoch by validation weighted F1 (or loss, --select_by) is saved as {mod
 reproduces the seed project's training; the default recipe keeps the time scale and adds augmentation, a schedule
 and early stopping. The feature type (mel images or eGeMAPS vectors) is read off the split CSVs.
 
-Launched by `torchrun --nproc_per_node=N train_cnn.py ...` it trains data-parallel (toolkit/distributed.py: one
+Launched by `torchrun --nproc_per_node=N train_cnn.py ...` it trains data-parallel (toolkit/training/distributed.py: one
 share of each epoch per process, gradients averaged; rank 0 writes the files; the run card records world_size).
 
 --folds K instead pools the train/val/test CSVs and runs speaker-grouped K-fold cross-validation: K models,
@@ -21,17 +21,17 @@ import os
 import sys
 
 from models import MODELS, build_model, canonical_name, check_input, models_taking
-from toolkit import distributed
 from toolkit.cli import fold_count, get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
 from toolkit.config import train_config
-from toolkit.data import load_split
-from toolkit.engine import RunFiles, fit
 from toolkit.errors import ToolkitError
 from toolkit.fileio import output_dir
-from toolkit.fullbatch import check_config as check_full_batch
-from toolkit.labels import check_category
+from toolkit.io.labels import check_category
+from toolkit.io.splits import training_sets
 from toolkit.runcard import RunCard
-from toolkit.splits import training_sets
+from toolkit.training import distributed
+from toolkit.training.data import load_split
+from toolkit.training.engine import RunFiles, fit
+from toolkit.training.fullbatch import check_config as check_full_batch
 
 SPLITS = ("train", "val", "test")
 STAGE_4C_FLAGS = ("--model_save_and_load_path", "--model_load_and_save_path")  # the seed README's stage-4c line
@@ -115,7 +115,7 @@ def train_and_report(args, config, category: str, name: str, device) -> None:
         return build_model(name, len(classes), train.input_shape(), pretrained=pretrained, weights=args.weights)
 
     if args.folds:
-        from toolkit.crossval import cross_validate
+        from toolkit.training.crossval import cross_validate
 
         cross_validate(train, args.folds, config, make_model, run, card, device, extra)
         return
@@ -123,7 +123,7 @@ def train_and_report(args, config, category: str, name: str, device) -> None:
     model = make_model()
     card = fit(model, train, val, test, config, run, card, device, resume=args.resume, compile=args.compile)
     if extra and distributed.is_main():
-        from toolkit.crossval import score_extra_tests
+        from toolkit.training.crossval import score_extra_tests
 
         score_extra_tests(model, extra, card, config.batch_size, device, run.path("_extra_tests.json"))
 

@@ -25,14 +25,14 @@ from dataclasses import asdict
 from models import build_model
 from toolkit.cli import Parser, fold_count, get_args_parser, pick_device, run_main, seed_everything, split_csv
 from toolkit.config import FINETUNE, add_recipe_flags, at_least, positive_int, train_config
-from toolkit.data import load_split
-from toolkit.encoders import encoder_info, min_samples
-from toolkit.engine import RunFiles, fit
+from toolkit.features.encoders import encoder_info, min_samples
 from toolkit.features.waveform import Waveform, WaveformParams
 from toolkit.fileio import output_dir
-from toolkit.labels import check_category
+from toolkit.io.labels import check_category
+from toolkit.io.splits import training_sets
 from toolkit.runcard import RunCard
-from toolkit.splits import training_sets
+from toolkit.training.data import load_split
+from toolkit.training.engine import RunFiles, fit
 
 SPLITS = ("train", "val", "test")
 MODEL = "wav2vec2"  # the models.MODELS name of a fine-tuned encoder, whichever encoder it is
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{info.source}: {info.config.get('model_type')} encoder, {'pretrained' if args.pretrained else 'random'} "
           f"weights, {info.sr} Hz audio; {len(train)} clips")
     if args.folds:
-        from toolkit.crossval import cross_validate
+        from toolkit.training.crossval import cross_validate
 
         cross_validate(train, args.folds, config, make_model, run, card, device)
         return

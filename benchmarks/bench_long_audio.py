@@ -61,7 +61,7 @@ def main() -> None:
               f"{os.path.getsize(long) / 1e9:.1f} GB; "
               f"a whole float32 read would allocate {info.frames * info.channels * 4 / 1e9:.1f} GB")
         seconds = int(args.hours * 3600) + 1
-        rss, took, _ = peak_rss([sys.executable, "-c", "import torch, toolkit.inference, toolkit.features.mel"])
+        rss, took, _ = peak_rss([sys.executable, "-c", "import torch, toolkit.serving.inference, toolkit.features.mel"])
         print(f"importing torch and the toolkit alone: peak RSS {rss:.0f} MB")
         rss, took, last = peak_rss([sys.executable, "predict.py", "--model_file", args.model_file, long, "--workers", "1",
                                     "--threads", "1", "--max_seconds", str(seconds), "--out", os.path.join(args.out, "p.csv")])

@@ -55,8 +55,8 @@ def train_steps(csv: str, steps: int, mode: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     from models import build_model
     from toolkit.config import RECIPES
-    from toolkit.data import batches, load_split
-    from toolkit.engine import make_optimizer, train_batches
+    from toolkit.training.data import batches, load_split
+    from toolkit.training.engine import make_optimizer, train_batches
 
     config = RECIPES["seed"]  # time_axis 'resize': a 128×128 image is the network's input as it is
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

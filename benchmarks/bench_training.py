@@ -3,7 +3,7 @@
 Stage 3 decodes every image once into one uint8 tensor per split and batches by indexing it (on a GPU the tensor
 lives on the device; inputs are bf16-autocast and channels_last). The reference loader is the seed's: a torch
 DataLoader (num_workers 0) that opens, decodes and resizes an image file per item per step, here the seed's kind
-of file (a 640×480 colour-mapped JPG, decoded with PIL). Both feed the same training step (toolkit.engine), side by
+of file (a 640×480 colour-mapped JPG, decoded with PIL). Both feed the same training step (toolkit.training.engine), side by
 side in one run. Each model runs in a fresh process so its peak memory is its own.
 
     python3 benchmarks/bench_training.py                                    # CPU, few steps: minutes on 2 cores
@@ -90,7 +90,7 @@ class DecodeEveryStep:
 
 def tiled(data, n: int):
     """The set repeated up to n items: a long timed run without decoding n distinct files."""
-    from toolkit.data import subset
+    from toolkit.training.data import subset
 
     return subset(data, np.arange(n) % len(data))
 
@@ -106,8 +106,8 @@ def measure(name: str, opts: dict) -> dict:
     from models import build_model
     from toolkit.cli import pick_device
     from toolkit.config import RECIPES
-    from toolkit.data import batches, load_split, move_to_device
-    from toolkit.engine import make_optimizer, train_batches, train_one_epoch
+    from toolkit.training.data import batches, load_split, move_to_device
+    from toolkit.training.engine import make_optimizer, train_batches, train_one_epoch
 
     device = pick_device(opts["device"], opts["threads"])
     torch.manual_seed(0)

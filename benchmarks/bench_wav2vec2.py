@@ -3,7 +3,7 @@
 The network is train_wav2vec2.py's (models/speech.py) with random weights from a config, so nothing is downloaded:
 by default wav2vec2-base's architecture (transformers' Wav2Vec2Config(): 12 layers × 768, 95 M parameters) at
 batch 8 × 4 s, bf16 autocast on a CUDA GPU (full precision on a CPU), the batches drawn from an in-memory split as
-in training (random crops, toolkit.engine.train_one_epoch).
+in training (random crops, toolkit.training.engine.train_one_epoch).
 
     python3 benchmarks/bench_wav2vec2.py --device cuda                     # the issue's GPU figure
     python3 benchmarks/bench_wav2vec2.py --small --steps 3                 # a CPU smoke run (2 layers × 32)
@@ -27,11 +27,11 @@ from demo.encoder import demo_config  # noqa: E402
 from models.speech import build_speech_classifier  # noqa: E402
 from toolkit.cli import pick_device  # noqa: E402
 from toolkit.config import FINETUNE  # noqa: E402
-from toolkit.data import make_feature_set  # noqa: E402
-from toolkit.encoders import EncoderInfo  # noqa: E402
-from toolkit.engine import make_optimizer, train_one_epoch  # noqa: E402
+from toolkit.features.encoders import EncoderInfo  # noqa: E402
 from toolkit.features.waveform import Waveform  # noqa: E402
 from toolkit.fileio import write_json  # noqa: E402
+from toolkit.training.data import make_feature_set  # noqa: E402
+from toolkit.training.engine import make_optimizer, train_one_epoch  # noqa: E402
 
 SR = 16000
 

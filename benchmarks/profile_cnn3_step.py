@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import build_model  # noqa: E402
-from toolkit.engine import make_optimizer, train_batches  # noqa: E402
+from toolkit.training.engine import make_optimizer, train_batches  # noqa: E402
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from scipy import signal
 
 from toolkit.fileio import atomic_path
-from toolkit.labels import CLASSES
+from toolkit.io.labels import CLASSES
 
 SR = 16000
 BLOCK = 128  # the vocal tract is re-tuned every 8 ms (formant movements are slower than that)

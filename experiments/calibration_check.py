@@ -22,10 +22,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from toolkit.data import load_split  # noqa: E402
-from toolkit.engine import item_logits, metrics_of  # noqa: E402
-from toolkit.inference import load_trained_model  # noqa: E402
-from toolkit.metrics import fit_temperature  # noqa: E402
+from toolkit.training.data import load_split  # noqa: E402
+from toolkit.training.engine import item_logits, metrics_of  # noqa: E402
+from models import load_trained_model  # noqa: E402
+from toolkit.evaluation.metrics import fit_temperature  # noqa: E402
 
 
 def scored(model, card, csv: str) -> tuple[torch.Tensor, torch.Tensor]:

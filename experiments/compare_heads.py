@@ -41,9 +41,9 @@ sys.path.insert(0, ROOT)
 
 from compare_recipes import run, write_table  # noqa: E402
 from toolkit.config import RECIPES  # noqa: E402
-from toolkit.data import load_split  # noqa: E402
+from toolkit.evaluation.metrics import breakdown, classification_metrics  # noqa: E402
 from toolkit.fileio import read_json, write_csv, write_json  # noqa: E402
-from toolkit.metrics import breakdown, classification_metrics  # noqa: E402
+from toolkit.training.data import load_split  # noqa: E402
 
 NORMALIZE = ("none", "speaker")
 

@@ -19,7 +19,7 @@ import pandas as pd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from toolkit.api import load_classifier  # noqa: E402
+from models.api import load_classifier  # noqa: E402
 from toolkit.fileio import resolve_from_csv  # noqa: E402
 
 

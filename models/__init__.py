@@ -10,6 +10,10 @@ from torch import nn
 
 from toolkit.errors import ToolkitError
 from toolkit.fileio import load_checkpoint
+from toolkit.runcard import AUTOENCODER, RunCard, card_path, read_card
+from toolkit.serving.inference import BACKENDS
+from toolkit.serving.onnx_backend import OnnxNetwork
+from toolkit.training.engine import load_weights
 
 from .autoencoder import AutoEncoder, Decoder
 from .cnn import CNN3, CNN9, Encoder
@@ -50,7 +54,7 @@ MODEL_NAMES = list(MODELS)
 ALIASES = {"efficientnet_b2": "efficientnet", "renset34": "resnet34"}  # renset34: the seed README's typo
 
 __all__ = ["build_model", "canonical_name", "check_input", "MODELS", "MODEL_NAMES", "AutoEncoder", "Encoder",
-           "Decoder", "CNN3", "CNN9", "SpeechClassifier"]
+           "Decoder", "CNN3", "CNN9", "SpeechClassifier", "load_model", "load_trained_model"]
 
 
 def canonical_name(name: str) -> str:
@@ -128,3 +132,35 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, ...] = (3, 
     if spec.imagenet:
         replace_head(net, num_classes)
     return net
+
+
+def load_trained_model(pt_path: str, device: "torch.device | str" = "cpu") -> tuple[nn.Module, RunCard]:
+    """The network of a training run, weights loaded and in eval mode, with its run card.
+
+    A missing or unreadable file, or weights that do not fit the architecture and class count the card names, is
+    a ToolkitError naming the file.
+    """
+    if not os.path.isfile(pt_path):
+        raise ToolkitError(f"{pt_path}: model file not found; check the folder and file name")
+    card = read_card(pt_path)
+    if card.model == AUTOENCODER:
+        raise ToolkitError(f"{card_path(pt_path)}: the run card of an autoencoder (stage 4a), not of a classifier; "
+                           f"pass a classifier's .pt (train_cnn.py, cnn_classifier.py)")
+    try:
+        model = build_model(card.model, len(card.classes), card.input["shape"], encoder=card.init_detail.get("encoder"))
+    except ToolkitError as e:
+        raise ToolkitError(f"{card_path(pt_path)}: {e}")
+    load_weights(model, pt_path, hint=f"it must match {os.path.basename(card_path(pt_path))} ({card.model}, "
+                                      f"{len(card.classes)} classes): keep each .pt beside its own run card")
+    return model.to(device).eval(), card
+
+
+def load_model(path: str, device="cpu", backend: str = "torch", threads: int | None = None) -> tuple:
+    """(network, run card) of a trained model on `backend`: 'torch' (the .pt and its card) or 'onnx' (the folder
+    export_onnx.py wrote: the folder, its model.onnx, or the .pt it was exported from). classify() takes either."""
+    if backend == "onnx":
+        network = OnnxNetwork(path, threads)
+        return network, network.card
+    if backend != "torch":
+        raise ToolkitError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    return load_trained_model(path, device)

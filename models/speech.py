@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from toolkit.encoders import EncoderInfo, build_encoder, pooled_states
+from toolkit.features.encoders import EncoderInfo, build_encoder, pooled_states
 
 
 class SpeechClassifier(nn.Module):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from toolkit.audio import ClipError, load_audio
 from toolkit.features.mel import Mel, MelParams, log_mel, read_image, save_png, to_image
+from toolkit.io.audio import ClipError, load_audio
 
 
 def tone(seconds=1.0, sr=16000, f0=150.0, amp=0.3):

@@ -1,4 +1,4 @@
-"""Waveform augmentation: each transform does what it says (toolkit/wave_augment.py), augmentation.py writes copies of
+"""Waveform augmentation: each transform does what it says (toolkit/augmentation/wave_augment.py), augmentation.py writes copies of
 training clips only and they never cross a split or fold, and training's --augment re-makes clips on the fly."""
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import soundfile as sf
 import torch
 
 from conftest import run_script
-from toolkit import wave_augment as W
-from toolkit.augment import with_wave_augment
+from toolkit.augmentation import wave_augment as W
+from toolkit.augmentation.augment import with_wave_augment
 from toolkit.config import RECIPES
-from toolkit.crossval import fold_splits
-from toolkit.data import load_split
 from toolkit.errors import ToolkitError
-from toolkit.splits import is_copy
+from toolkit.io.splits import is_copy
+from toolkit.training.crossval import fold_splits
+from toolkit.training.data import load_split
 
 SR = 16000
 RNG = np.random.default_rng(0)
@@ -360,8 +360,8 @@ def test_training_with_augment_runs_and_the_card_records_it(sex_data, tmp_path):
 
 
 def test_on_the_fly_refusals():
-    from toolkit.data import FeatureSet
     from toolkit.features import Egemaps, Mel
+    from toolkit.training.data import FeatureSet
 
     vectors = FeatureSet(x=torch.zeros(2, 88), labels=torch.zeros(2, dtype=torch.long), paths=[],
                          frame=pd.DataFrame(index=range(2)), feature=Egemaps, audio=["a.wav", "b.wav"])

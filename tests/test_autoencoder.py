@@ -14,7 +14,7 @@ def run_script(script: str, *args, check: bool = True):
     """The stage's main() in-process, through its script's run_main wrapper (conftest.run_script)."""
     return conftest.run_script(script, *args, check=check, in_process=True)
 from models import CNN9, AutoEncoder, build_model
-from toolkit.autoencoding import DECODER_FILE, ENCODER_FILE, STEM
+from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM
 
 AE_ARGS = ("--category", "sex", "--train_csv", "sex_train.csv", "--batch_size", "16", "--learning_rate", "1e-3", "--threads", "1")
 
@@ -139,7 +139,7 @@ def test_mismatched_checkpoint_is_a_one_line_error(autoencoder, sex_data, tmp_pa
 
 
 def test_the_loss_curve_marks_whole_epochs(tmp_path, monkeypatch):
-    import toolkit.autoencoding as autoencoding
+    import toolkit.training.autoencoding as autoencoding
 
     figures = []
     monkeypatch.setattr(autoencoding, "save_figure", lambda fig, path: figures.append(fig))

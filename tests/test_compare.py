@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from toolkit.config import RECIPES
-from toolkit.data import load_split
 from toolkit.features import FEATURES, Compare, Egemaps
 from toolkit.features.compare import CompareParams
 from toolkit.features.smile import smile
 from toolkit.features.store import StoreRows, open_store
+from toolkit.training.data import load_split
 
 from test_egemaps import run_script, voice  # the stage in-process; a harmonic voice of a given pitch
 

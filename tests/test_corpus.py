@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from conftest import SHARED_CREMA_D
-from toolkit.corpus import clips_from_names, parse_clip_name
-from toolkit.labels import age_bin
+from toolkit.io.corpus import clips_from_names, parse_clip_name
+from toolkit.io.labels import age_bin
 
 
 def test_parse_clip_name():

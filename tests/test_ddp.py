@@ -1,4 +1,4 @@
-"""train_cnn.py under torchrun (toolkit/distributed.py): two CPU processes (gloo) train one model data-parallel and
+"""train_cnn.py under torchrun (toolkit/training/distributed.py): two CPU processes (gloo) train one model data-parallel and
 write one set of files, with a run card like a single process's plus world_size."""
 import json
 import os
@@ -44,7 +44,7 @@ def test_torchrun_two_processes_train_one_model(sex_data, tmp_path):
 
 
 def test_shard_is_a_deterministic_padded_split(monkeypatch):
-    from toolkit import distributed
+    from toolkit.training import distributed
 
     order = torch.tensor([4, 0, 3, 1, 2])
     monkeypatch.setattr(distributed, "active", lambda: True)

@@ -15,11 +15,11 @@ import conftest
 def run_script(script: str, *args, check: bool = True):
     """The stage's main() in-process, through its script's run_main wrapper (conftest.run_script)."""
     return conftest.run_script(script, *args, check=check, in_process=True)
-from toolkit.audio import ClipError
-from toolkit.data import normalize_by_speaker
 from toolkit.features import Egemaps, Mel
 from toolkit.features.egemaps import EgemapsParams
-from toolkit.labels import CLASSES
+from toolkit.io.audio import ClipError
+from toolkit.io.labels import CLASSES
+from toolkit.training.data import normalize_by_speaker
 
 
 def voice(f0: float, seconds: float = 1.0, sr: int = 16000) -> np.ndarray:

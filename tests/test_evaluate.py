@@ -183,7 +183,7 @@ def synthetic_predictions(accuracy: dict, speakers: dict, clips: int = 12, seed:
 
 
 def test_a_known_gap_is_detected_and_a_one_speaker_group_is_flagged_not_ranked():
-    from toolkit.fairness import fairness_report, fairness_rows, group_columns
+    from toolkit.evaluation.fairness import fairness_report, fairness_rows, group_columns
 
     frame = synthetic_predictions({"A": 0.95, "B": 0.6, "C": 0.2}, {"A": 12, "B": 12, "C": 1})
     assert group_columns(frame) == ["race"]
@@ -221,7 +221,7 @@ def test_stage_3_writes_the_per_group_report(trained_cnn3):
 # ---- fusion ----------------------------------------------------------------------------------------------------------
 
 def test_fusion_of_one_member_is_that_member_exactly(trained_cnn3, sex_data, tmp_path):
-    from toolkit.fusion import choose_weights, fuse
+    from toolkit.evaluation.fusion import choose_weights, fuse
 
     p = np.random.default_rng(0).dirichlet([1, 1, 1], size=20).astype(np.float32)
     assert np.array_equal(fuse([p]), p) and np.array_equal(fuse([p], [3.0]), p)
@@ -254,7 +254,7 @@ def all_rows(folder) -> pd.DataFrame:
 
 
 def test_two_feature_types_get_the_same_folds_whatever_their_rows(sex_data, egemaps_data):
-    from toolkit.crossval import fold_assignment, fold_splits
+    from toolkit.training.crossval import fold_assignment, fold_splits
 
     mel = all_rows(sex_data)
     egemaps = all_rows(egemaps_data).sample(frac=1, random_state=3).iloc[1:]  # other order, one clip failed
@@ -267,7 +267,7 @@ def test_two_feature_types_get_the_same_folds_whatever_their_rows(sex_data, egem
 
 
 def test_fused_cross_validation_of_runs_on_the_same_folds(egemaps_data, tmp_path):
-    from toolkit.crossval import fold_assignment
+    from toolkit.training.crossval import fold_assignment
 
     run_script("train_cnn.py", "--csv_load_path", egemaps_data, "--category", "sex", "--model", "mlp", "--folds", "2",
                "--epochs", "1", "--batch_size", "16", "--threads", "1", "--model_save_path", tmp_path / "a", in_process=True)

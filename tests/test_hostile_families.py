@@ -316,10 +316,10 @@ def test_a_finite_but_exploding_loss_stops_training(sex_data, tmp_path, capsys):
 # ------------------------------------------------------------------ family 3: no non-finite probability or metric
 
 def test_predict_never_prints_or_writes_a_non_finite_probability(trained_cnn3, sex_data, tmp_path, capsys, monkeypatch):
-    import toolkit.engine
+    import toolkit.training.engine
 
-    real = toolkit.engine.predict_logits
-    monkeypatch.setattr(toolkit.engine, "predict_logits", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = toolkit.training.engine.predict_logits
+    monkeypatch.setattr(toolkit.training.engine, "predict_logits", lambda *a, **k: real(*a, **k) * float("nan"))
     clip = first_clip(sex_data)
     code, out, err = run_stage("predict.py", "--model_file", trained_cnn3 / "cnn3_sex.pt", clip, "--out", tmp_path / "p.csv",
                                capsys=capsys)
@@ -329,10 +329,10 @@ def test_predict_never_prints_or_writes_a_non_finite_probability(trained_cnn3, s
 
 @pytest.mark.parametrize("metric", ["ece", "f1", "loss"])
 def test_training_never_prints_or_saves_a_non_finite_validation_score(sex_data, tmp_path, capsys, monkeypatch, metric):
-    import toolkit.engine
+    import toolkit.training.engine
 
-    real = toolkit.engine.metrics_of
-    monkeypatch.setattr(toolkit.engine, "metrics_of", lambda *a, **k: {**real(*a, **k), metric: float("nan")})
+    real = toolkit.training.engine.metrics_of
+    monkeypatch.setattr(toolkit.training.engine, "metrics_of", lambda *a, **k: {**real(*a, **k), metric: float("nan")})
     code, out, err = run_stage("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--batch_size", "32",
                                "--model_save_path", tmp_path, capsys=capsys)
     one_line_error(code, err, f"training diverged in epoch 1 (validation {metric} nan)")
@@ -345,14 +345,14 @@ def test_audio_is_read_in_blocks_with_the_numbers_of_a_whole_read(tmp_path, monk
     import soundfile as sf
     import soxr
 
-    import toolkit.audio
+    import toolkit.io.audio
 
     rng = np.random.default_rng(0)
     wave = (0.1 * rng.standard_normal((44100 * 2 + 77, 3))).astype(np.float32)
     sf.write(tmp_path / "three.wav", wave, 44100, subtype="FLOAT")
-    monkeypatch.setattr(toolkit.audio, "BLOCK_FRAMES", 4096)  # many blocks, one of them short
+    monkeypatch.setattr(toolkit.io.audio, "BLOCK_FRAMES", 4096)  # many blocks, one of them short
     whole = soxr.resample(sf.read(tmp_path / "three.wav", dtype="float32")[0].mean(axis=1), 44100, 16000)
-    np.testing.assert_array_equal(toolkit.audio.load_audio(str(tmp_path / "three.wav"), 16000), whole)
+    np.testing.assert_array_equal(toolkit.io.audio.load_audio(str(tmp_path / "three.wav"), 16000), whole)
 
 
 def test_a_many_channel_high_rate_file_is_read_within_a_bounded_memory(tmp_path):
@@ -360,7 +360,7 @@ def test_a_many_channel_high_rate_file_is_read_within_a_bounded_memory(tmp_path)
 
     import soundfile as sf
 
-    from toolkit.audio import load_audio
+    from toolkit.io.audio import load_audio
 
     seconds, rate, channels = 40, 96000, 8
     t = np.arange(seconds * rate) / rate
@@ -380,7 +380,7 @@ def test_a_many_channel_high_rate_file_is_read_within_a_bounded_memory(tmp_path)
 def test_a_header_with_too_many_channels_is_refused_before_reading(tmp_path):
     import soundfile as sf
 
-    from toolkit.audio import ClipError, load_audio
+    from toolkit.io.audio import ClipError, load_audio
 
     sf.write(tmp_path / "many.wav", np.zeros((800, 65), np.float32), 8000, subtype="FLOAT")
     with pytest.raises(ClipError, match=r"65 channels \(a broken header\?\); at most 64 are read"):

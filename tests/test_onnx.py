@@ -14,7 +14,7 @@ import soundfile as sf
 
 import predict
 from conftest import ROOT, run_script
-from toolkit.api import load_classifier
+from models.api import load_classifier
 
 TOLERANCE = 1e-4
 

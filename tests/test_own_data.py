@@ -17,9 +17,9 @@ import conftest
 def run_script(script: str, *args, check: bool = True):
     """The stage's main() in-process, through its script's run_main wrapper (conftest.run_script)."""
     return conftest.run_script(script, *args, check=check)
-from toolkit.metrics import (MIN_CALIBRATION_CLIPS, MIN_CALIBRATION_SPEAKERS, choose_temperature,
-                             expected_calibration_error, fit_temperature)
-from toolkit.splits import coverage_warnings, make_splits
+from toolkit.evaluation.metrics import (MIN_CALIBRATION_CLIPS, MIN_CALIBRATION_SPEAKERS, choose_temperature,
+                                        expected_calibration_error, fit_temperature)
+from toolkit.io.splits import coverage_warnings, make_splits
 
 SPLITS = ("train", "val", "test")
 MOODS = {"ANG": "tense", "DIS": "tense", "FEA": "tense", "HAP": "bright", "NEU": "calm", "SAD": "calm"}

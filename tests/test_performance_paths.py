@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from models import build_model
-from toolkit.audio import parallel_map
 from toolkit.config import RECIPES
-from toolkit.data import load_split
 from toolkit.features.mel import IMAGE_SIZE, Mel
-from toolkit.engine import predict_logits, train_one_epoch
+from toolkit.io.audio import parallel_map
+from toolkit.training.data import load_split
+from toolkit.training.engine import predict_logits, train_one_epoch
 
 
 def test_split_in_memory_is_uint8_and_one_channel(sex_data):

@@ -7,7 +7,7 @@ import torch
 
 from conftest import run_script
 from toolkit.features.mel import read_image
-from toolkit.labels import CLASSES
+from toolkit.io.labels import CLASSES
 
 
 def test_stage1_writes_the_category_csv(sex_data):

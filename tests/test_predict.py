@@ -12,7 +12,7 @@ import torch
 import predict
 from conftest import run_script
 from models import build_model
-from toolkit.labels import CLASSES
+from toolkit.io.labels import CLASSES
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ def run_script(script: str, *args, check: bool = True):
     return conftest.run_script(script, *args, check=check, in_process=True)
 from models import CNN3
 from toolkit.config import RECIPES
-from toolkit.data import FeatureSet, load_split
-from toolkit.features.mel import Mel
 from toolkit.errors import ToolkitError
+from toolkit.features.mel import Mel
 from toolkit.runcard import RunCard
-from toolkit.pseudo import LABELED_EVERY, alpha_weight, labeled_passes_per_epoch, load_unlabeled, make_train_step, pseudo_label
+from toolkit.training.data import FeatureSet, load_split
+from toolkit.training.pseudo import LABELED_EVERY, alpha_weight, labeled_passes_per_epoch, load_unlabeled, make_train_step, pseudo_label
 
 
 @pytest.mark.parametrize("step, alpha", [(0, 0.0), (99, 0.0), (100, 0.0), (101, 0.5 / 600), (400, 0.25),

@@ -11,16 +11,16 @@ import torch
 from torch import nn
 
 from conftest import run_script
-from toolkit.augment import Augment, mixup, random_gain, spec_augment
+from toolkit.augmentation.augment import Augment, mixup, random_gain, spec_augment
 from toolkit.cli import get_args_parser
 from toolkit.config import RECIPES, train_config
-from toolkit.crossval import fold_splits, speaker_folds
-from toolkit.data import FeatureSet, batches, load_split
-from toolkit.engine import RunFiles, fit, make_scheduler, train_batches
 from toolkit.features.base import FeatureType
 from toolkit.features.mel import MelParams, log_mel, prepare_image, to_image
 from toolkit.fileio import read_json
 from toolkit.runcard import RunCard
+from toolkit.training.crossval import fold_splits, speaker_folds
+from toolkit.training.data import FeatureSet, batches, load_split
+from toolkit.training.engine import RunFiles, fit, make_scheduler, train_batches
 
 
 def voice(seconds: float = 1.5, amp: float = 0.1, sr: int = 16000) -> np.ndarray:
@@ -229,8 +229,8 @@ def test_cross_validation_reports_folds_and_speakers(sex_data, tmp_path):
 
 def test_run_card_reproduces_the_training_input(sex_data, trained_cnn3):
     """From the run card alone (as predict.py works), rebuild each test image's network input: same predictions."""
-    from toolkit.engine import evaluate
-    from toolkit.inference import load_trained_model
+    from toolkit.training.engine import evaluate
+    from models import load_trained_model
 
     model, card = load_trained_model(str(trained_cnn3 / "cnn3_sex.pt"))
     assert card.input_options == {"image_size": [128, 128], "time_axis": "pad", "frames": 128}

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import run_script
-from toolkit.data import batches, load_split
-from toolkit.features.store import StoreRows, open_store, store_files, write_store
 from toolkit.config import RECIPES
+from toolkit.features.store import StoreRows, open_store, store_files, write_store
+from toolkit.training.data import batches, load_split
 
 SPLITS = ("train", "val", "test")
 
@@ -36,7 +36,7 @@ def test_store_rows_equal_the_png_tensors(sex_data, monkeypatch, recipe):
     csv = str(sex_data / "sex_train.csv")
     lazy = load_split(csv, "sex", config)
     assert isinstance(lazy.x, StoreRows)
-    monkeypatch.setattr("toolkit.data.open_store", lambda *a, **k: None)
+    monkeypatch.setattr("toolkit.training.data.open_store", lambda *a, **k: None)
     eager = load_split(csv, "sex", config)
     assert torch.equal(lazy.x[:], eager.x) and lazy.x.shape == eager.x.shape
     assert set(lazy.extra) == set(eager.extra)
@@ -115,7 +115,7 @@ def test_no_png_writes_only_the_stores_and_trains(sex_data, tmp_path):
 
 
 def test_compile_failure_falls_back_to_eager_with_one_line(monkeypatch, capsys):
-    from toolkit.engine import CompiledOrEager, make_optimizer
+    from toolkit.training.engine import CompiledOrEager, make_optimizer
 
     class BackendCompilerFailed(Exception):
         pass
@@ -144,7 +144,7 @@ def test_pooled_csvs_and_folds_stay_on_the_store(sex_data, monkeypatch):
     lazy = load_split(csvs, "sex", RECIPES["default"])
     fold = subset(lazy, [5, 0, len(lazy) - 1])
     assert isinstance(lazy.x, StoreRows) and isinstance(fold.x, StoreRows)
-    monkeypatch.setattr("toolkit.data.open_store", lambda *a, **k: None)
+    monkeypatch.setattr("toolkit.training.data.open_store", lambda *a, **k: None)
     eager = load_split(csvs, "sex", RECIPES["default"])
     assert torch.equal(lazy.x[:], eager.x) and torch.equal(lazy.extra["canvas"][:], eager.extra["canvas"])
     assert torch.equal(fold.x[:], subset(eager, [5, 0, len(eager) - 1]).x)
@@ -156,7 +156,7 @@ def test_vector_features_from_the_store_equal_their_npy_files(egemaps_data, monk
     store = open_store(csv, "egemaps")
     assert store is not None and store.dtype == np.float32 and store.shapes[0].tolist() == [88]
     lazy = load_split(csv, "sex", RECIPES["default"])
-    monkeypatch.setattr("toolkit.data.open_store", lambda *a, **k: None)
+    monkeypatch.setattr("toolkit.training.data.open_store", lambda *a, **k: None)
     eager = load_split(csv, "sex", RECIPES["default"])
     assert isinstance(lazy.x, StoreRows) and torch.equal(lazy.x[:], eager.x) and lazy.x.dtype == eager.x.dtype
     assert lazy.feature.fit_stats(lazy.x) == eager.feature.fit_stats(eager.x)  # the run card's standardisation

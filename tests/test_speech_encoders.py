@@ -19,13 +19,13 @@ import train_cnn
 import train_wav2vec2
 from conftest import run_script
 from demo.encoder import save_demo_encoder
-from toolkit.encoders import MAX_CHUNK_SECONDS, pooled_states, resolve_encoder
 from toolkit.errors import ToolkitError
 from toolkit.features import Ssl
+from toolkit.features.encoders import MAX_CHUNK_SECONDS, pooled_states, resolve_encoder
 from toolkit.features.ssl import frozen_encoder
 from toolkit.features.waveform import LONGEST_SAMPLES, Waveform
-from toolkit.inference import load_trained_model
-from toolkit.labels import CLASSES
+from models import load_trained_model
+from toolkit.io.labels import CLASSES
 
 FINETUNE_FLAGS = ["--category", "sex", "--epochs", "2", "--batch_size", "8", "--gradient_accumulation_steps", "2",
                   "--learning_rate", "1e-3", "--max_seconds", "2", "--threads", "1"]
@@ -116,7 +116,7 @@ def assert_predict_reproduces(models, stem: str, data) -> None:
 def test_finetuning_stopped_after_epoch_1_resumes_exactly(finetuned, sex_data, encoder, tmp_path, monkeypatch):
     """Time masks (numpy's RNG), dropout, crops, accumulation: stopped after epoch 1 and resumed, the run ends as
     the uninterrupted 2-epoch run did."""
-    from toolkit import engine
+    from toolkit.training import engine
 
     def save_then_stop(path, model, optimizer, generator, epoch, history, **extra):
         saved(path, model, optimizer, generator, epoch, history, **extra)
@@ -190,7 +190,7 @@ def test_stage2_refuses_a_directory_that_is_not_a_model(sex_data, tmp_path):
 def test_a_text_model_is_refused(encoder, tmp_path):
     from transformers import BertConfig, BertModel
 
-    from toolkit.encoders import build_encoder, encoder_info
+    from toolkit.features.encoders import build_encoder, encoder_info
 
     BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16,
                          vocab_size=50)).save_pretrained(tmp_path / "bert")

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from toolkit.errors import ToolkitError
-from toolkit.splits import make_splits
+from toolkit.io.splits import make_splits
 
 
 def corpus(n_actors=91, clips=82, seed=0):

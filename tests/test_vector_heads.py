@@ -13,9 +13,9 @@ from sklearn.metrics import f1_score, log_loss
 from sklearn.preprocessing import StandardScaler
 
 import conftest
-from toolkit import engine
-from toolkit.features import Egemaps
 from toolkit.config import RECIPES
+from toolkit.features import Egemaps
+from toolkit.training import engine
 
 CLASSES = ["ANG", "DIS", "FEA", "HAP"]
 SPEAKERS = {"train": range(0, 24), "val": range(24, 30), "test": range(30, 40)}

@@ -13,10 +13,10 @@ from typing import Callable
 
 import numpy as np
 
-from .interrupts import INTERRUPTED, raise_on_ctrl_c, was_interrupted
-from .config import TrainConfig, add_recipe_flags, add_training_flags, number, positive_int
-from .errors import ToolkitError
-from .labels import CATEGORIES
+from toolkit.config import TrainConfig, add_recipe_flags, add_training_flags, number, positive_int
+from toolkit.errors import ToolkitError
+from toolkit.interrupts import INTERRUPTED, raise_on_ctrl_c, was_interrupted
+from toolkit.io.labels import CATEGORIES
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

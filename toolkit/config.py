@@ -10,7 +10,7 @@ import argparse
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from .wave_augment import spec_flag, spec_help
+from toolkit.augmentation.wave_augment import spec_flag, spec_help
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class TrainConfig:
     freq_width: int = 12
     gain_db: float = 6.0
     mixup: float = 0.0
-    augment: str = "none"  # on-the-fly waveform augmentation (toolkit.wave_augment spec, e.g. 'speed:0.5,noise:0.3')
+    augment: str = "none"  # on-the-fly waveform augmentation (toolkit.augmentation.wave_augment spec, e.g. 'speed:0.5,noise:0.3')
     normalize: str = "none"  # 'speaker': each speaker's own mean and spread removed (within-speaker traits)
     eval_windows: str = "all"  # mel 'pad': a clip longer than the window is scored on all its windows ('center': one)
     calibration: str = "temperature"  # probabilities calibrated on the validation split after training
@@ -41,7 +41,7 @@ class TrainConfig:
     accumulate: int = 1  # batches whose gradients are summed before each optimiser step
     max_seconds: float = 5.0  # audio (fine-tuned encoders): longer clips are cropped at random in training
     freeze_feature_encoder: bool = False  # fine-tuned encoders: keep the CNN front end (raw audio -> frames) fixed
-    optimizer: str = "adamw"  # 'lbfgs': full-batch L-BFGS for the vector heads (toolkit/fullbatch.py)
+    optimizer: str = "adamw"  # 'lbfgs': full-batch L-BFGS for the vector heads (toolkit/training/fullbatch.py)
     C: tuple[float, ...] = (1.0,)  # lbfgs: inverse L2 strengths (scikit-learn's C) to try, one an epoch; validation chooses
 
     def to_dict(self) -> dict:

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from .errors import OutputError, ToolkitError
+from toolkit.errors import OutputError, ToolkitError
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp makes 0600 files, and outputs are shared data (the mode a plain open() gives)

@@ -13,14 +13,14 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from .errors import ToolkitError
-from .fileio import read_json, write_json
-from .schemas import STRICT, Size, check, first_non_finite, params_schema, schema_of
+from toolkit.errors import ToolkitError
+from toolkit.fileio import read_json, write_json
+from toolkit.schemas import STRICT, Size, check, first_non_finite, params_schema, schema_of
 
 SCHEMA = 1
 INITS = ("scratch", "imagenet", "autoencoder", "pseudo-label", "pretrained-speech")
 AUTOENCODER = "autoencoder"  # stage 4a's card: a model with no classes (metrics: its reconstruction loss)
-CV_FOLD = re.compile(r"_cv[/\\]fold\d+[/\\]")  # toolkit.crossval puts each fold's run in {stem}_cv/fold{i}/
+CV_FOLD = re.compile(r"_cv[/\\]fold\d+[/\\]")  # toolkit.training.crossval puts each fold's run in {stem}_cv/fold{i}/
 
 
 @dataclass
@@ -37,7 +37,7 @@ class RunCard:
     split: dict = field(default_factory=dict)  # stage 2's split manifest and the CSVs trained on
     metrics: dict = field(default_factory=dict)  # epoch (the one saved), seconds, val, test
     calibration: dict | None = None  # {"method": "temperature", "temperature": T, ...}: predict divides logits by T
-    domain: dict | None = None  # the training embeddings' summary and the flag's threshold (toolkit/domain.py)
+    domain: dict | None = None  # the training embeddings' summary and the flag's threshold (toolkit/evaluation/domain.py)
     args: dict = field(default_factory=dict)  # the command line, for the record
     complete: bool = True  # False while training runs (or after it stopped early): the weights are not a finished model
     schema: int = SCHEMA
@@ -52,7 +52,7 @@ class RunCard:
 
     @property
     def feature(self):
-        from .features import get_feature
+        from toolkit.features import get_feature
 
         return get_feature(self.features["type"])
 
@@ -122,9 +122,9 @@ class RunCard:
 
 def _check(card: RunCard, source: str) -> None:
     """The values a reader relies on, checked once here so that a hand-edited card fails with one line."""
-    from .domain import check_domain
-    from .features import FEATURES
-    from .labels import CLASSES
+    from toolkit.evaluation.domain import check_domain
+    from toolkit.features import FEATURES
+    from toolkit.io.labels import CLASSES
 
     classes = card.classes
     if not (card.model == AUTOENCODER and classes == []) and (len(classes) < 2 or len(set(classes)) != len(classes)):

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 STRICT = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")  # extra: keys of newer writers are kept
 

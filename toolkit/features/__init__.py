@@ -5,16 +5,16 @@ import os
 
 import pandas as pd
 
-from ..audio import PARAMS_FILE
-from ..errors import ToolkitError
-from ..fileio import read_json
-from .base import (FeatureParams, FeatureSet, FeatureType, clip_of, feature_file_job, feature_file_name,
-                   features_from_audio, subset)
-from .compare import Compare
-from .egemaps import Egemaps
-from .mel import Mel
-from .ssl import Ssl
-from .waveform import Waveform
+from toolkit.errors import ToolkitError
+from toolkit.features.base import (FeatureParams, FeatureSet, FeatureType, clip_of, feature_file_job, feature_file_name,
+                                   features_from_audio, subset)
+from toolkit.features.compare import Compare
+from toolkit.features.egemaps import Egemaps
+from toolkit.features.mel import Mel
+from toolkit.features.ssl import Ssl
+from toolkit.features.waveform import Waveform
+from toolkit.fileio import read_json
+from toolkit.io.audio import PARAMS_FILE
 
 FEATURES: dict[str, type[FeatureType]] = {
     "mel": Mel,

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..audio import MAX_RATE, MAX_SECONDS, MIN_RATE, ClipError, load_audio, parallel_map
-from ..errors import ToolkitError
-from .store import StoreItems, StoreRows
+from toolkit.errors import ToolkitError
+from toolkit.features.store import StoreItems, StoreRows
+from toolkit.io.audio import MAX_RATE, MAX_SECONDS, MIN_RATE, ClipError, load_audio, parallel_map
 
 
 DEFAULT_WINDOW_SECONDS = 4.0  # vector features: CREMA-D's clips are 1.3-5 s
@@ -207,7 +207,7 @@ class FeatureType:
     @classmethod
     def augmentation(cls, config, params: dict) -> Callable | None:
         """The training-time augmentation of this type for a TrainConfig (None: none applies)."""
-        from ..augment import Augment
+        from toolkit.augmentation.augment import Augment
 
         return Augment(mixup=config.mixup) if config.mixup else None
 
@@ -262,7 +262,7 @@ def subset(data: FeatureSet, index) -> FeatureSet:
 
 def save_npy(values: np.ndarray, path: str) -> None:
     """One clip's array as a .npy file, atomically (no pickles: allow_pickle=False)."""
-    from ..fileio import atomic_path
+    from toolkit.fileio import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, values, allow_pickle=False)

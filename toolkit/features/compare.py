@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .smile import OpenSmile, SmileParams
+from toolkit.features.smile import OpenSmile, SmileParams
 
 
 @dataclass(frozen=True)

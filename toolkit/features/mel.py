@@ -1,6 +1,6 @@
 """Log-mel spectrogram images: the seed's feature, made exactly as librosa makes it, stored as lossless 8-bit PNGs.
 
-The numbers themselves (STFT, filterbank, dB, grey levels, resizing, windows) are made in toolkit/melspec.py, which
+The numbers themselves (STFT, filterbank, dB, grey levels, resizing, windows) are made in toolkit/io/melspec.py, which
 needs no torch. A clip becomes (n_mels, frames) dB values, scaled to uint8 grey levels with low frequencies at the bottom. Stage 3
 resizes the frequency axis to 128 rows and either stretches the time axis to 128 columns (the seed's 'resize') or
 keeps its scale and pads/crops to a window of `frames` columns ('pad': a random window per epoch in training, the
@@ -18,15 +18,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..audio import ClipError
-from ..errors import ToolkitError
-from ..config import TIME_AXES
-from ..fileio import atomic_path
-from ..melspec import (DB_REFS, FIXED_TOP_DB, IMAGE_SIZE, MEL_SCALES, MIN_AUDIBLE, PAD_MODES,  # noqa: F401 (public here too)
-                       check_mel_params, image_windows, log_mel, mel_basis, mel_frequencies, mel_image, paste_window,
-                       prepare_image, resize_image, to_image, window_seconds, window_start, window_starts)
-from .base import FeatureParams, FeatureSet, FeatureType
-from .store import StoreItems, StoreRows
+from toolkit.config import TIME_AXES
+from toolkit.errors import ToolkitError
+from toolkit.features.base import FeatureParams, FeatureSet, FeatureType
+from toolkit.io.melspec import (DB_REFS, FIXED_TOP_DB, IMAGE_SIZE, MEL_SCALES, MIN_AUDIBLE, PAD_MODES,  # noqa: F401 (public here too)
+                                check_mel_params, image_windows, log_mel, mel_basis, mel_frequencies, mel_image,
+                                paste_window, prepare_image, resize_image, to_image, window_seconds, window_start,
+                                window_starts)
+from toolkit.features.store import StoreItems, StoreRows
+from toolkit.fileio import atomic_path
+from toolkit.io.audio import ClipError
 
 NORMALIZED_CENTRE, NORMALIZED_SCALE = 128, 32  # --normalize speaker: a band's z-score z is stored as 128 + 32 z
 
@@ -141,7 +142,7 @@ class Mel(FeatureType):
     def add_args(cls, p) -> None:
         import argparse
 
-        from ..config import positive_int
+        from toolkit.config import positive_int
 
         default, seed, seed_age = PRESETS["default"](""), seed_preset(""), seed_preset("age")
 
@@ -300,7 +301,7 @@ class Mel(FeatureType):
 
     @classmethod
     def augmentation(cls, config, params: dict):
-        from ..augment import Augment
+        from toolkit.augmentation.augment import Augment
 
         augment = Augment(time_masks=config.time_masks, time_width=config.time_width, freq_masks=config.freq_masks,
                           freq_width=config.freq_width, gain_db=config.gain_db, mixup=config.mixup,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import ClipError
-from .base import FeatureParams, FeatureType
+from toolkit.features.base import FeatureParams, FeatureType
+from toolkit.io.audio import ClipError
 
 _SMILE: dict = {}  # one openSMILE extractor per process and feature set (creating one costs ~0.2 s)
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..audio import ClipError
-from ..encoders import MAX_CHUNK_SECONDS, build_encoder, encoder_info, min_samples, pooled_states, zero_mean_unit_var
-from .base import FeatureParams, FeatureType
+from toolkit.features.base import FeatureParams, FeatureType
+from toolkit.features.encoders import MAX_CHUNK_SECONDS, build_encoder, encoder_info, min_samples, pooled_states, zero_mean_unit_var
+from toolkit.io.audio import ClipError
 
 _ENCODERS: dict[str, torch.nn.Module] = {}  # one loaded encoder per process and source
 
@@ -50,7 +50,7 @@ class Ssl(FeatureType):
 
     @classmethod
     def add_args(cls, p) -> None:
-        from ..config import at_least
+        from toolkit.config import at_least
 
         p.add_argument("--encoder", default=SslParams.encoder,
                        help="pretrained speech encoder: a Hugging Face hub id (looked up in the local cache; fetch it "

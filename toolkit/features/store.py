@@ -7,7 +7,7 @@ is written to a temporary file and renamed, and the index is written last (also 
 an index, or whose index does not match the CSV now beside it, is not used (stage 3 reads the per-clip files
 instead), so an interrupted or stale store is never read.
 
-Stage 3 (toolkit.data.load_split) opens a current store as a read-only np.memmap; FeatureSet.x is then a StoreRows,
+Stage 3 (toolkit.training.data.load_split) opens a current store as a read-only np.memmap; FeatureSet.x is then a StoreRows,
 which makes a batch's network inputs from the mapped bytes when indexed (FeatureType.stack on just those rows), so
 only the pages a batch touches are read and no copy of the split is made. Each row's checksum (CRC-32 of its name,
 dtype, shape and bytes) is checked the first time the row is read: an index that lies about the dtype, a shape or
@@ -24,9 +24,9 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..errors import ToolkitError
-from ..fileio import atomic_path, read_json, write_json
-from ..schemas import StoreIndex, check
+from toolkit.errors import ToolkitError
+from toolkit.fileio import atomic_path, read_json, write_json
+from toolkit.schemas import StoreIndex, check
 
 STORE_VERSION = 2  # 2: rows carry checksums (a version-1 store is not used: stage 3 reads the per-clip files)
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..audio import ClipError
-from ..encoders import zero_mean_unit_var
-from ..errors import ToolkitError
-from .base import FeatureParams, FeatureSet, FeatureType
+from toolkit.errors import ToolkitError
+from toolkit.features.base import FeatureParams, FeatureSet, FeatureType
+from toolkit.features.encoders import zero_mean_unit_var
+from toolkit.io.audio import ClipError
 
 LONGEST_SAMPLES = 960_000  # a longer clip keeps its central minute (at 16 kHz): a few long recordings cannot blow up memory
 MIN_TRAIN_SECONDS = 1.0  # a training batch is at least this long (padding): transformers' time masks need frames

@@ -20,12 +20,12 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .audio import MAX_RATE, MIN_RATE, load_audio
-from .domain import check_domain
-from .errors import ToolkitError
-from .fileio import read_json
-from .melspec import check_mel_params, image_windows, log_mel, mel_image, prepare_image, window_seconds
-from .runcard import RunCard, read_card
+from toolkit.errors import ToolkitError
+from toolkit.evaluation.domain import check_domain
+from toolkit.fileio import read_json
+from toolkit.io.audio import MAX_RATE, MIN_RATE, load_audio
+from toolkit.io.melspec import check_mel_params, image_windows, log_mel, mel_image, prepare_image, window_seconds
+from toolkit.runcard import RunCard, read_card
 
 FORMAT = 1
 MODEL, FRONTEND, CARD = "model.onnx", "frontend.json", "card.json"
@@ -34,7 +34,7 @@ FILTERBANK, STFT_WINDOW, INPUT_MEAN, INPUT_STD = "mel_filterbank.npy", "stft_win
 
 @dataclass(frozen=True)
 class ExportedMelParams:
-    """MelParams' values, read from frontend.json (the numbers of toolkit/melspec.py take either)."""
+    """MelParams' values, read from frontend.json (the numbers of toolkit/io/melspec.py take either)."""
 
     sr: int
     n_fft: int
@@ -73,7 +73,7 @@ class ExportedMel:
 
 class ExportedCard(RunCard):
     """An export's run card: its feature type is the export's own front end where it has one (mel), so everything
-    that reads a card (toolkit.inference's View.of, classify) runs the export's steps."""
+    that reads a card (toolkit.serving.inference's View.of, classify) runs the export's steps."""
 
     front_end = None
     front_end_params = None

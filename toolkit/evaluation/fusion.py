@@ -1,6 +1,6 @@
 """Fusion of trained models of one category (e.g. eGeMAPS mlp + mel cnn3 + a speech-encoder head): the weighted mean
 of their calibrated probabilities, scored and reported like any single model. The one implementation predict.py,
-evaluate.py and fused cross-validation (toolkit/crossval.py) use.
+evaluate.py and fused cross-validation (toolkit/training/crossval.py) use.
 
 Weights are equal unless given, or chosen on held-out labelled clips (a validation split): the point of a 0.1 grid
 over the simplex with the lowest log loss (ties: the earlier point; equal weights are tried first).
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 FUSED = "fused"  # the name a fusion is reported under
 GRID = 10  # weight steps of 1/GRID

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 
 class ClipError(ToolkitError):
@@ -118,7 +118,7 @@ def _check_header(path: str, rate: float, seconds: float, max_seconds: float, ch
 
 
 def _reason(e: Exception) -> str:
-    from .fileio import reason_of
+    from toolkit.fileio import reason_of
 
     return reason_of(e, 80)
 

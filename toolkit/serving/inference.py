@@ -15,58 +15,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .audio import load_audio
-from .config import TrainConfig
-from .corpus import AUDIO_SUFFIXES
-from .domain import distances, per_owner_mean
-from .errors import ToolkitError
-from .onnx_backend import OnnxNetwork
-from .runcard import AUTOENCODER, CV_FOLD, RunCard, card_path, read_card
-from .schemas import first_non_finite
+from toolkit.config import TrainConfig
+from toolkit.errors import ToolkitError
+from toolkit.evaluation.domain import distances, per_owner_mean
+from toolkit.io.audio import load_audio
+from toolkit.io.corpus import AUDIO_SUFFIXES
+from toolkit.runcard import AUTOENCODER, CV_FOLD, RunCard, card_path, read_card
+from toolkit.schemas import first_non_finite
+from toolkit.serving.onnx_backend import OnnxNetwork
 
 if TYPE_CHECKING:  # torch is imported where it is used: the ONNX backend of a mel model runs without it
     import torch
     from torch import nn
 
-    from .features import FeatureParams, FeatureSet, FeatureType
+    from toolkit.features import FeatureParams, FeatureSet, FeatureType
 
 BACKENDS = ("torch", "onnx")
-
-
-def load_trained_model(pt_path: str, device: "torch.device | str" = "cpu") -> tuple[nn.Module, RunCard]:
-    """The network of a training run, weights loaded and in eval mode, with its run card.
-
-    A missing or unreadable file, or weights that do not fit the architecture and class count the card names, is
-    a ToolkitError naming the file.
-    """
-    from models import build_model
-
-    from .engine import load_weights
-
-    if not os.path.isfile(pt_path):
-        raise ToolkitError(f"{pt_path}: model file not found; check the folder and file name")
-    card = read_card(pt_path)
-    if card.model == AUTOENCODER:
-        raise ToolkitError(f"{card_path(pt_path)}: the run card of an autoencoder (stage 4a), not of a classifier; "
-                           f"pass a classifier's .pt (train_cnn.py, cnn_classifier.py)")
-    try:
-        model = build_model(card.model, len(card.classes), card.input["shape"], encoder=card.init_detail.get("encoder"))
-    except ToolkitError as e:
-        raise ToolkitError(f"{card_path(pt_path)}: {e}")
-    load_weights(model, pt_path, hint=f"it must match {os.path.basename(card_path(pt_path))} ({card.model}, "
-                                      f"{len(card.classes)} classes): keep each .pt beside its own run card")
-    return model.to(device).eval(), card
-
-
-def load_model(path: str, device="cpu", backend: str = "torch", threads: int | None = None) -> tuple:
-    """(network, run card) of a trained model on `backend`: 'torch' (the .pt and its card) or 'onnx' (the folder
-    export_onnx.py wrote: the folder, its model.onnx, or the .pt it was exported from). classify() takes either."""
-    if backend == "onnx":
-        network = OnnxNetwork(path, threads)
-        return network, network.card
-    if backend != "torch":
-        raise ToolkitError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    return load_trained_model(path, device)
 
 
 def find_trained_models(folder: str) -> tuple[list[str], list[str]]:
@@ -102,7 +66,7 @@ def spectrogram_extraction(views: list["View"]) -> "Extraction":
     found = next((v.extraction for v in views if v.extraction.feature.name == "mel"), None)
     if found:
         return found
-    from .features.mel import Mel, MelParams
+    from toolkit.features.mel import Mel, MelParams
 
     return Extraction(Mel, MelParams(db_ref="fixed"))
 
@@ -234,8 +198,8 @@ def network_outputs(model, card: RunCard, features: list[np.ndarray], batch_size
         return logits, embedded if embeddings else None
     from contextlib import nullcontext
 
-    from .domain import captured_embeddings
-    from .engine import predict_logits
+    from toolkit.evaluation.domain import captured_embeddings
+    from toolkit.training.engine import predict_logits
 
     with captured_embeddings(model) if embeddings else nullcontext() as caught:
         logits = predict_logits(model, model_inputs(card, features), batch_size, device).numpy()
@@ -265,7 +229,7 @@ def classify(model, card: RunCard, view: View, recordings: list[Recording], devi
         if window_speakers is None:
             raise ToolkitError(f"{card.model} for {card.category} was trained with --normalize speaker: say which file "
                                f"is whose voice (predict.py --speakers)")
-        from .data import normalize_by_speaker
+        from toolkit.training.data import normalize_by_speaker
 
         features = normalize_by_speaker(card.feature, features, window_speakers)
     probs, embedded = [], []
@@ -302,7 +266,7 @@ def classify(model, card: RunCard, view: View, recordings: list[Recording], devi
 
 def model_inputs(card: RunCard, features: list[np.ndarray]) -> FeatureSet:
     """Features (already speaker-normalised where the card says so) -> the FeatureSet a model's evaluation sees."""
-    from .data import make_feature_set
+    from toolkit.training.data import make_feature_set
 
     data = make_feature_set(card.feature, features, pd.DataFrame(index=range(len(features))), card.input_options,
                             params=card.features.get("params"), stats=card.features.get("stats"))
@@ -315,7 +279,7 @@ def class_probabilities(model: nn.Module, data: FeatureSet, device: torch.device
     """Softmax probabilities (N, classes), through the evaluate loop's code; non-finite ones are an error."""
     import torch
 
-    from .engine import predict_logits
+    from toolkit.training.engine import predict_logits
 
     probs = torch.softmax(predict_logits(model, data, batch_size, device), 1).numpy()
     if first_non_finite(probs) is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_FILES = ["*.json", "*.safetensors", "*.bin"]  # config, feature extractor and weights; no TF/Flax/ONNX copies

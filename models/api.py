@@ -1,12 +1,12 @@
 """Classify recordings from Python: load a trained model once, then ask about files or arrays (docs/python-api.md).
 
-    from toolkit.api import load_classifier
+    from models.api import load_classifier
 
     clf = load_classifier("Models/demo/cnn3_sex.pt")         # or an export folder with backend="onnx"
     result = clf.predict("a.wav")                             # or clf.predict(samples, sr)
     result.predicted, result.probabilities                   # 'Male', {'Male': 0.73, 'Female': 0.27}
 
-The numbers are predict.py's: the same windows, network, mean over windows and calibration (toolkit.inference).
+The numbers are predict.py's: the same windows, network, mean over windows and calibration (toolkit.serving.inference).
 """
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import MAX_SECONDS, MIN_SECONDS, ClipError
-from .errors import ToolkitError
-from .inference import Prediction, Recording, View, analyse, classify, load_model, window_db
+from toolkit.errors import ToolkitError
+from toolkit.io.audio import MAX_SECONDS, MIN_SECONDS, ClipError
+from toolkit.serving.inference import Prediction, Recording, View, analyse, classify, window_db
+
+from models import load_model
 
 
 @dataclass
@@ -95,7 +97,7 @@ def load_classifier(path: str, backend: str = "torch", device: str = "auto", thr
                     window_hop: float | None = None) -> Classifier:
     """A trained model (a .pt with its run card, or with backend='onnx' export_onnx.py's folder) as a Classifier."""
     if backend == "torch":
-        from .cli import pick_device
+        from toolkit.cli import pick_device
 
         device = pick_device(device, threads)
     model, card = load_model(path, device, backend, threads)

@@ -7,7 +7,7 @@ matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .fileio import atomic_path
+from toolkit.fileio import atomic_path
 
 
 def save_figure(fig: plt.Figure, path: str) -> None:
@@ -91,7 +91,7 @@ def recording_figure(image: np.ndarray, params, title: str = "",
     """A recording's spectrogram (stage 2's uint8 image) with a Hz axis and a dB colour bar; below it the windows a
     model classified, each shaded by the class it predicted (unshaded: skipped as quiet). The caller saves or shows
     it (the web demo hands the figure to the page without writing a file) and closes it."""
-    from .features.mel import FIXED_TOP_DB, mel_frequencies
+    from toolkit.features.mel import FIXED_TOP_DB, mel_frequencies
 
     seconds = image.shape[1] * params.hop_length / params.sr
     top = FIXED_TOP_DB if params.db_ref == "fixed" else 0.0
@@ -176,7 +176,7 @@ def plot_grouped_bars(values: dict[str, dict[str, float]], path: str, ylabel: st
 
 def plot_groups(report: dict, path: str, title: str = "") -> None:
     """Per-group weighted F1 (accuracy where each group holds one class) with 95 % speaker-bootstrap intervals, one block per demographic column, the headline F1
-    and its interval as a band; groups too small to rank in grey (toolkit/fairness.py)."""
+    and its interval as a band; groups too small to rank in grey (toolkit/evaluation/fairness.py)."""
     rows = [(column, g, v) for column, c in report["columns"].items() for g, v in c["groups"].items()]
     fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.32 * max(len(rows), 1)))
     overall = report["overall"]

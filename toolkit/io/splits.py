@@ -12,10 +12,10 @@ from typing import Callable
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from .errors import ToolkitError
-from .fileio import read_json
-from .labels import CLASSES
-from .schemas import SplitManifest, check
+from toolkit.errors import ToolkitError
+from toolkit.fileio import read_json
+from toolkit.io.labels import CLASSES
+from toolkit.schemas import SplitManifest, check
 
 TEST_FRACTION = 0.20
 VAL_FRACTION = 0.08  # of the whole: 72/8/20

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 DEMOGRAPHIC_COLUMNS = ("sex", "gender", "age", "age_group", "race", "ethnicity")  # matched case-insensitively
 MAX_GROUPS = 12  # a column with more distinct values (e.g. age in years) is not a grouping
@@ -170,8 +170,8 @@ def fmt(ci: list) -> str:
 
 def write_fairness(report: dict, prefix: str, title: str) -> None:
     """{prefix}_groups.json, _groups.csv and _groups.png (per-group F1 with intervals)."""
-    from .fileio import write_csv, write_json
-    from .plots import plot_groups
+    from toolkit.evaluation.plots import plot_groups
+    from toolkit.fileio import write_csv, write_json
 
     write_json(report, prefix + "_groups.json")
     write_csv(fairness_rows(report), prefix + "_groups.csv")

@@ -23,20 +23,20 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 from tqdm import tqdm
 
-from . import distributed
-from .augment import with_wave_augment
-from .config import LR_SCHEDULES, TrainConfig
-from .data import FeatureSet, batches, move_to_device
-from .domain import describe_domain
-from .errors import ToolkitError
-from .fairness import describe as describe_groups, fairness_report, group_columns, write_fairness
-from .fileio import load_checkpoint, process_alive, write_csv, write_torch
-from .fullbatch import fitted, full_batch_step, make_lbfgs
-from .metrics import (breakdown, choose_temperature, classification_metrics, expected_calibration_error, format_confusion,
-                      format_metrics, reliability)
-from .plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy, plot_training_curves
-from .runcard import RunCard
-from .schemas import STRICT, Count, check, first_non_finite, schema_of
+from toolkit.augmentation.augment import with_wave_augment
+from toolkit.config import LR_SCHEDULES, TrainConfig
+from toolkit.errors import ToolkitError
+from toolkit.evaluation.domain import describe_domain
+from toolkit.evaluation.fairness import describe as describe_groups, fairness_report, group_columns, write_fairness
+from toolkit.evaluation.metrics import (breakdown, choose_temperature, classification_metrics, expected_calibration_error, format_confusion,
+                                        format_metrics, reliability)
+from toolkit.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy, plot_training_curves
+from toolkit.fileio import load_checkpoint, process_alive, write_csv, write_torch
+from toolkit.runcard import RunCard
+from toolkit.schemas import STRICT, Count, check, first_non_finite, schema_of
+from toolkit.training import distributed
+from toolkit.training.data import FeatureSet, batches, move_to_device
+from toolkit.training.fullbatch import fitted, full_batch_step, make_lbfgs
 
 
 def autocast(device: torch.device):
@@ -325,7 +325,7 @@ class ResumeState(BaseModel):
 
 def data_fingerprint(csvs: Iterable[str]) -> str:
     """SHA-1 of the split CSVs' contents: another split of the data (stage 2 re-run) gives another fingerprint."""
-    from .features.store import file_sha1
+    from toolkit.features.store import file_sha1
 
     digests = [file_sha1(p) if os.path.isfile(p) else "missing" for p in sorted(map(str, csvs))]
     return hashlib.sha1(" ".join(digests).encode()).hexdigest()

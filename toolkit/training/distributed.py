@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT")  # where the ranks meet (torchrun sets them too)

@@ -1,5 +1,5 @@
 """The log-mel front end in numpy and librosa alone (no torch): the Mel feature type (stage 2, predict.py) and the
-ONNX backend (toolkit/onnx_backend.py, which runs where torch is absent) make their images with these same functions.
+ONNX backend (toolkit/serving/onnx_backend.py, which runs where torch is absent) make their images with these same functions.
 
 A clip becomes (n_mels, frames) dB values, scaled to uint8 grey levels with low frequencies at the bottom; a network
 input is that image resized to 128 rows and either stretched to 128 columns ('resize') or centred in a window of
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .audio import ClipError
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
+from toolkit.io.audio import ClipError
 
 IMAGE_SIZE = (128, 128)  # (height, width) the seed's networks were designed for
 FIXED_TOP_DB = 40.0  # with db_ref='fixed': a full-scale sine peaks near +40 dB in one mel band (n_fft 1536)

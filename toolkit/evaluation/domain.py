@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 COMPONENTS = 16  # principal directions kept with their own variance
 QUANTILE = 0.99  # of validation distances: the flag's threshold
@@ -113,7 +113,7 @@ def embedding_layer(model):
 def describe_domain(model, train, val, batch_size: int, device, windows: bool) -> dict:
     """The card's `domain` entry for a trained model (eval mode): fitted on `train`'s embeddings (windows as
     evaluation takes them), its threshold set on `val`'s recording distances."""
-    from .features import subset
+    from toolkit.features import subset
 
     if len(train) > MAX_TRAIN_ITEMS:
         train = subset(train, np.sort(np.random.default_rng(0).permutation(len(train))[:MAX_TRAIN_ITEMS]))
@@ -125,7 +125,7 @@ def describe_domain(model, train, val, batch_size: int, device, windows: bool) -
 
 def window_embeddings(model, data, batch_size: int, device, windows: bool) -> tuple[np.ndarray, np.ndarray]:
     """(embedding of every window evaluation scores (float64), the item each window belongs to)."""
-    from .engine import evaluation_windows, predict_logits
+    from toolkit.training.engine import evaluation_windows, predict_logits
 
     window_data, owner = evaluation_windows(data, windows)
     with captured_embeddings(model) as captured:

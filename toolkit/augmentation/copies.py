@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .audio import MAX_SECONDS, load_audio
-from .errors import ToolkitError
-from .fileio import atomic_path, read_csv, read_json, resolve_from_csv
-from .splits import COPY_COLUMN, PARTS, is_copy
-from .wave_augment import Step, apply_chain, draw_chain
+from toolkit.augmentation.wave_augment import Step, apply_chain, draw_chain
+from toolkit.errors import ToolkitError
+from toolkit.fileio import atomic_path, read_csv, read_json, resolve_from_csv
+from toolkit.io.audio import MAX_SECONDS, load_audio
+from toolkit.io.splits import COPY_COLUMN, PARTS, is_copy
 
 STAGE1_SUFFIX = "_with_audio_path.csv"  # stage 1's CSV: every clip of the corpus, of whichever split
 CLIP_COLUMNS = ("Audio_file_name", "Audio_file_path", "ActorID")

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import FeatureSet, batches
-from .features import clip_of
-from .engine import train_batches
-from .plots import save_figure
+from toolkit.evaluation.plots import save_figure
+from toolkit.features import clip_of
+from toolkit.training.data import FeatureSet, batches
+from toolkit.training.engine import train_batches
 
 ENCODER_FILE = "encoder_3_layers.pt"  # the seed's file names, loaded by cnn_classifier.py
 DECODER_FILE = "decoder_3_layers.pt"

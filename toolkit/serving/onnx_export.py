@@ -1,4 +1,4 @@
-"""Export a trained model to an ONNX folder (toolkit/onnx_backend.py reads it) and check that it gives the same logits.
+"""Export a trained model to an ONNX folder (toolkit/serving/onnx_backend.py reads it) and check that it gives the same logits.
 
 The network is exported with PyTorch's TorchScript-based exporter (torch.onnx.export(dynamo=False)): it needs only the
 `onnx` package, works offline, and handles every image and vector model of the registry. Its second output is the
@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import load_audio
-from .domain import embedding_layer
-from .errors import ToolkitError
-from .fileio import read_csv, resolve_from_csv, write_json
-from .onnx_backend import CARD, FILTERBANK, FORMAT, FRONTEND, INPUT_MEAN, INPUT_STD, MODEL, STFT_WINDOW, OnnxNetwork
-from .runcard import RunCard
+from toolkit.errors import ToolkitError
+from toolkit.evaluation.domain import embedding_layer
+from toolkit.fileio import read_csv, resolve_from_csv, write_json
+from toolkit.io.audio import load_audio
+from toolkit.runcard import RunCard
+from toolkit.serving.onnx_backend import CARD, FILTERBANK, FORMAT, FRONTEND, INPUT_MEAN, INPUT_STD, MODEL, STFT_WINDOW, OnnxNetwork
 
 OPSET = 17
 TOLERANCE = 1e-4  # largest difference of a logit between torch and onnxruntime that the export accepts
@@ -50,7 +50,7 @@ def check_exportable(card: RunCard, source: str) -> None:
 
 def front_end_files(card: RunCard, folder: str) -> dict:
     """Write the .npy files the front end needs and return frontend.json's content."""
-    from .features.mel import mel_basis
+    from toolkit.features.mel import mel_basis
 
     params = card.feature_params
     spec = {"format": FORMAT, "feature": card.features["type"], "params": params.to_dict(),
@@ -89,8 +89,8 @@ def largest_difference(model: nn.Module, card: RunCard, network: OnnxNetwork, cl
     """(largest |torch logit - onnxruntime logit| over every window of `clips`, windows compared)."""
     from tqdm import tqdm
 
-    from .inference import View, model_inputs
-    from .engine import predict_logits
+    from toolkit.serving.inference import View, model_inputs
+    from toolkit.training.engine import predict_logits
 
     torch_view, onnx_view = View.of(card), View.of(network.card)
     worst, count = 0.0, 0
@@ -106,12 +106,10 @@ def largest_difference(model: nn.Module, card: RunCard, network: OnnxNetwork, cl
     return worst, count
 
 
-def export(pt_path: str, out: str, clips: list[str] | None = None, check_limit: int | None = None,
-           threads: int | None = None) -> tuple[float, int]:
-    """Write `out` (replacing an earlier export atomically) and check it; returns (largest logit difference, windows)."""
-    from .inference import load_trained_model
-
-    model, card = load_trained_model(pt_path, "cpu")
+def export(model: "torch.nn.Module", card: RunCard, pt_path: str, out: str, clips: list[str] | None = None,
+           check_limit: int | None = None, threads: int | None = None) -> tuple[float, int]:
+    """Write `out` (replacing an earlier export atomically) and check it; returns (largest logit difference, windows).
+    `model` and `card` are the trained network on the CPU and its card (models.load_trained_model(pt_path))."""
     check_exportable(card, pt_path)
     if card.normalize == "speaker":
         raise ToolkitError(f"{pt_path}: trained with --normalize speaker, which needs every file's speaker at prediction; "

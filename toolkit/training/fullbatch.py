@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed
-from .data import FeatureSet, batches
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
+from toolkit.training import distributed
+from toolkit.training.data import FeatureSet, batches
 
 MAX_ITERATIONS = 200  # L-BFGS iterations per C (scikit-learn: 100 for LogisticRegression, 200 for MLPClassifier)
 CHUNK = 8192  # rows per forward pass: the full batch in pieces, so a large split does not need its activations at once

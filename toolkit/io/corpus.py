@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import ToolkitError
-from .fileio import read_csv, read_json, text_file, without_blanks
-from .labels import CATEGORIES, CLASSES, age_bin, check_category, classes_for
-from .schemas import LabelManifest, check
+from toolkit.errors import ToolkitError
+from toolkit.fileio import read_csv, read_json, text_file, without_blanks
+from toolkit.io.labels import CATEGORIES, CLASSES, age_bin, check_category, classes_for
+from toolkit.schemas import LabelManifest, check
 
 CLIP_NAME = re.compile(r"^(?P<ActorID>\d{4})_(?P<Sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<Level>[A-Z]{2})$")
 DEMOGRAPHICS_COLUMNS = ["ActorID", "Age", "Sex", "Race", "Ethnicity"]  # VideoDemographics.csv

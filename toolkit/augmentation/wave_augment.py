@@ -3,7 +3,7 @@ pitch shift, vocal-tract-length perturbation, additive noise at an SNR, room rev
 frequency drops, gain, time shift), in one place.
 
 Two users share this implementation: augmentation.py (a stage: augmented copies of the training clips written to
-disk) and training's `--augment` (toolkit/augment.py OnTheFly: each training item re-made from augmented audio before
+disk) and training's `--augment` (toolkit/augmentation/augment.py OnTheFly: each training item re-made from augmented audio before
 its features, every epoch). A transform is a function (audio, sr, rng, **params) -> audio on mono float32 audio
 with its parameters drawn from a numpy Generator by its `draw`; so the same seed gives the same audio, and every
 copy can record exactly what was done to it (`describe`).

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import AUDIO_COLUMN as AUDIO
-from .data import SPEAKER_COLUMN, FeatureSet, batches, load_split, make_feature_set
-from .engine import TrainStep, autocast, train_one_epoch
-from .errors import ToolkitError
-from .features import clip_of, features_from_audio
-from .fileio import read_csv, resolve_from_csv
-from .runcard import RunCard
+from toolkit.errors import ToolkitError
+from toolkit.features import clip_of, features_from_audio
+from toolkit.fileio import read_csv, resolve_from_csv
+from toolkit.runcard import RunCard
+from toolkit.training.data import AUDIO_COLUMN as AUDIO
+from toolkit.training.data import SPEAKER_COLUMN, FeatureSet, batches, load_split, make_feature_set
+from toolkit.training.engine import TrainStep, autocast, train_one_epoch
 
 LABELED_EVERY = 25  # unlabeled batches between full labeled passes (the seed's)
 COMPARED = ("accuracy", "f1", "precision", "recall", "uar", "loss")
@@ -106,7 +106,7 @@ def make_train_step(
     train: FeatureSet, unlabeled: FeatureSet, batch_size: int, device: torch.device, seed: int,
     T1: int, T2: int, af: float, start_step: int, threshold: float = 0.0,
 ) -> TrainStep:
-    """The epoch of pseudo-label training described in the module docstring, as toolkit.engine.fit's train_step."""
+    """The epoch of pseudo-label training described in the module docstring, as toolkit.training.engine.fit's train_step."""
     passes = labeled_passes_per_epoch(len(unlabeled), batch_size)
 
     def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, _: torch.Generator) -> dict:

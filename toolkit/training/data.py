@@ -14,13 +14,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import distributed
-from .audio import ClipError
-from .errors import ToolkitError
-from .features.store import Store, StoreItems, StoreRows, open_store, store_files
-from .features import FeatureParams, FeatureSet, FeatureType, feature_of_table, features_from_audio, params_beside, subset
-from .fileio import read_csv, require_columns, resolve_from_csv, without_blanks
-from .labels import classes_for, encode_labels
+from toolkit.errors import ToolkitError
+from toolkit.features import FeatureParams, FeatureSet, FeatureType, feature_of_table, features_from_audio, params_beside, subset
+from toolkit.features.store import Store, StoreItems, StoreRows, open_store, store_files
+from toolkit.fileio import read_csv, require_columns, resolve_from_csv, without_blanks
+from toolkit.io.audio import ClipError
+from toolkit.io.labels import classes_for, encode_labels
+from toolkit.training import distributed
 
 SPEAKER_COLUMN = "ActorID"
 AUDIO_COLUMN = "Audio_file_path"  # every split CSV lists each clip's audio (relative to the CSV)

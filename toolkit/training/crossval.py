@@ -19,17 +19,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .cli import seed_everything
-from .config import TrainConfig
-from .data import FeatureSet, subset
-from .engine import RunFiles, evaluate, fit, metrics_of, public, score_probabilities
-from .errors import ToolkitError
-from .fairness import describe as describe_groups, fairness_report, group_columns, write_fairness
-from .fileio import read_json, write_csv, write_json
-from .metrics import breakdown, classification_metrics
-from .plots import plot_folds, plot_speaker_accuracy
-from .runcard import RunCard
-from .splits import is_copy
+from toolkit.cli import seed_everything
+from toolkit.config import TrainConfig
+from toolkit.errors import ToolkitError
+from toolkit.evaluation.fairness import describe as describe_groups, fairness_report, group_columns, write_fairness
+from toolkit.evaluation.metrics import breakdown, classification_metrics
+from toolkit.evaluation.plots import plot_folds, plot_speaker_accuracy
+from toolkit.fileio import read_json, write_csv, write_json
+from toolkit.io.splits import is_copy
+from toolkit.runcard import RunCard
+from toolkit.training.data import FeatureSet, subset
+from toolkit.training.engine import RunFiles, evaluate, fit, metrics_of, public, score_probabilities
 
 SCORES = ("accuracy", "f1", "uar")  # plotted per fold (higher is better)
 FOLD_METRICS = (*SCORES, "ece")  # summarised over folds
@@ -194,7 +194,7 @@ def _cross_validate(data: FeatureSet, k: int, config: TrainConfig, make_model: C
 def summarize_folds(folds: list[dict], predictions: list[pd.DataFrame], classes: list[str], category: str,
                     run: RunFiles, name: str, head: dict) -> dict:
     """Mean ± std over folds, the pooled test predictions (every speaker tested once) per class, per speaker and per
-    demographic group (toolkit/fairness.py); writes {stem}_cv.json's body, _cv_speakers.csv and the plots; prints."""
+    demographic group (toolkit/evaluation/fairness.py); writes {stem}_cv.json's body, _cv_speakers.csv and the plots; prints."""
     pooled = pd.concat(predictions, ignore_index=True)
     index = {c: j for j, c in enumerate(classes)}
     y_true = pooled[category].astype(str).map(index).to_numpy()
@@ -244,9 +244,9 @@ def aligned(tables: list[pd.DataFrame], classes: list[str]) -> tuple[pd.DataFram
 
 def fuse_cross_validations(cv_jsons: list[str], weights: list[float] | str | None, folder: str) -> dict:
     """Fuse cross-validation runs of one category on the same folds (e.g. eGeMAPS mlp + mel cnn3): per fold the
-    weighted mean of the fold models' calibrated test probabilities (toolkit/fusion.py; weights given, equal, or
+    weighted mean of the fold models' calibrated test probabilities (toolkit/evaluation/fusion.py; weights given, equal, or
     'validation': chosen on each fold's validation speakers), scored like a cross-validation of its own."""
-    from .fusion import FUSED, check_fusable, choose_weights, fuse
+    from toolkit.evaluation.fusion import FUSED, check_fusable, choose_weights, fuse
 
     summaries = [read_json(p, "cross-validation summary", "re-run the cross-validation") for p in cv_jsons]
     for path, s in zip(cv_jsons, summaries):

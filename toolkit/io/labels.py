@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 CLASSES: dict[str, list[str]] = {
     "sex": ["Male", "Female"],

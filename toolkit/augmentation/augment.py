@@ -1,5 +1,5 @@
 """Training-time augmentation: SpecAugment masks and random gain for spectrogram batches, mixup for any batch, and
-`--augment` (OnTheFly): training items re-made from waveforms augmented by toolkit.wave_augment.
+`--augment` (OnTheFly): training items re-made from waveforms augmented by toolkit.augmentation.wave_augment.
 
 The spectrogram functions take a float batch (B, C, H, W) in [0, 1] as made by features.mel (0 = the dB floor, i.e.
 silence; low frequencies at the bottom); mixup takes any batch. Each feature type picks what applies to it (its
@@ -86,14 +86,14 @@ class Augment:
 
 class OnTheFly:
     """`--augment`: training batches re-made from augmented audio, new every epoch. Each item's clip is read again,
-    put through a chain of toolkit.wave_augment transforms drawn for it (as augmentation.py makes its copies: the
+    put through a chain of toolkit.augmentation.wave_augment transforms drawn for it (as augmentation.py makes its copies: the
     same code; babble noise from other training clips) and made into its feature as stage 2 made the stored one;
     then it is windowed or cropped as the stored features are in training. The chains are drawn from the run's
     generator, so a seeded run (and its --resume) is repeatable; the items of a batch are made by `workers`
     processes (the result does not depend on how many). Evaluation keeps the stored features."""
 
     def __init__(self, data, spec: str, workers: int = 1) -> None:
-        from .wave_augment import parse_spec
+        from toolkit.augmentation.wave_augment import parse_spec
 
         self.spec = parse_spec(spec)
         self.feature = data.feature
@@ -104,7 +104,7 @@ class OnTheFly:
 
     def jobs(self, index: list[int], seed: int) -> list[tuple]:
         """What remake needs for each item: its clip, transforms, generator seed and the clips of its babble."""
-        from .copies import babble_sources, plan
+        from toolkit.augmentation.copies import babble_sources, plan
 
         out = []
         for k, i in enumerate(index):
@@ -123,7 +123,7 @@ class OnTheFly:
             if self.pool is None:
                 from concurrent.futures import ProcessPoolExecutor
 
-                from .audio import _init_worker
+                from toolkit.io.audio import _init_worker
 
                 self.pool = ProcessPoolExecutor(self.workers, initializer=_init_worker)
             values = list(self.pool.map(remake, jobs, chunksize=max(1, len(jobs) // (4 * self.workers))))
@@ -142,8 +142,8 @@ class OnTheFly:
 def remake(job: tuple) -> np.ndarray:
     """Worker: one item's feature made from its augmented audio (from the clip as it is when the augmented audio
     cannot make one, e.g. below a spectrogram's dB window)."""
-    from .audio import ClipError, load_audio
-    from .copies import make_copy
+    from toolkit.augmentation.copies import make_copy
+    from toolkit.io.audio import ClipError, load_audio
 
     feature, params, source, chain, entropy, babble = job
     try:
@@ -158,8 +158,8 @@ def with_wave_augment(data, spec: str, normalize: str = "none", workers: int = 1
     ToolkitError."""
     import os
 
-    from .errors import ToolkitError
-    from .wave_augment import parse_spec
+    from toolkit.augmentation.wave_augment import parse_spec
+    from toolkit.errors import ToolkitError
 
     if not parse_spec(spec):
         return data
