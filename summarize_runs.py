@@ -136,10 +136,11 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def f1_by_category(table: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """{category: {bar label: test F1}}; a label is the model (+ its pre-training), made unique by the run name."""
+    """{category: {bar label: test F1}}; a label is the model on its features (+ its pre-training): an mlp on ssl
+    vectors and one on eGeMAPS are two legend entries; two alike in one category are told apart by the run name."""
     values: dict[str, dict[str, float]] = {}
     for row in table.to_dict("records"):
-        label = row["model"] if row["pre-training"] == "none" else f"{row['model']} + {row['pre-training']}"
+        label = f"{row['model']} on {row['features']}" + ("" if row["pre-training"] == "none" else f" + {row['pre-training']}")
         bars = values.setdefault(row["category"], {})
         bars[label if label not in bars else f"{label} ({row['run']})"] = row["weighted F1"]
     return values

@@ -91,3 +91,25 @@ def test_a_long_title_fits_the_figure(figures, plot):
     shown = extent(figure.axes[0].title)
     assert "\n" in figure.axes[0].title.get_text()
     assert shown.width <= figure.bbox.width
+
+
+def test_console_confusion_matrix_numbers_sit_under_their_headers():
+    from toolkit.evaluation.metrics import format_confusion
+
+    header, *rows = format_confusion([[10, 2], [3, 11]], ["Male", "Female"]).splitlines()
+    ends = [header.index(c) + len(c) for c in ("Male", "Female")]  # right-aligned: a number ends where its class does
+    for row, values in zip(rows, ([10, 2], [3, 11])):
+        assert [row.index(str(v), end - len(str(v))) + len(str(v)) for v, end in zip(values, ends)] == ends
+        assert len(row) == len(header)
+
+
+def test_runs_plot_tells_an_mlp_on_ssl_from_one_on_egemaps():
+    import pandas as pd
+
+    from summarize_runs import f1_by_category
+
+    table = pd.DataFrame([{"category": "sex", "model": "mlp", "features": "ssl", "pre-training": "none", "run": "ssl/mlp_sex", "weighted F1": 0.9},
+                          {"category": "emotion", "model": "mlp", "features": "egemaps", "pre-training": "none", "run": "mine/mlp_emotion", "weighted F1": 0.5},
+                          {"category": "sex", "model": "cnn3", "features": "mel", "pre-training": "autoencoder", "run": "cnn3_ae_sex", "weighted F1": 0.95}])
+    values = f1_by_category(table)
+    assert values == {"sex": {"mlp on ssl": 0.9, "cnn3 on mel + autoencoder": 0.95}, "emotion": {"mlp on egemaps": 0.5}}
