@@ -1,6 +1,4 @@
-"""Web demo: upload or record a clip and see what the trained models in a folder make of it, in the browser.
-
-Example:
+"""Web demo: upload or record a clip and see what the trained models in a folder make of it, in the browser.Example:
     python3 app.py --model_dir Models/demo            # then open http://127.0.0.1:7860
 
 Every classifier found below --model_dir (a .pt with its run card beside it; `_last.pt` checkpoints, autoencoder
@@ -28,21 +26,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
-
-from toolkit.cli import Parser, add_device_flags, pick_device, run_main
+from toolkit.cli import Parser, add_device_flags, answer_help, pick_device, run_main
 from toolkit.config import TrainConfig, number, positive_float, positive_int
 from toolkit.errors import ToolkitError
-from toolkit.evaluation.domain import MESSAGE as DOMAIN_MESSAGE
-from toolkit.evaluation.plots import recording_figure
-from toolkit.runcard import RunCard
-from toolkit.serving.inference import (Extraction, Recording, View, analyse, classify, describe, find_trained_models,
-                                       spectrogram_extraction, window_marks)
 
-from models import load_trained_model
 
 NO_MODELS_FIX = "run make demo or train a model with train_cnn.py"
 CAVEAT = ("figures are from a speaker-disjoint split of the training corpus and may not hold on other voices "
@@ -73,6 +60,23 @@ def get_args_parser() -> Parser:
     p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="windows per network batch")
     add_device_flags(p)
     return p
+
+
+if __name__ == "__main__":
+    answer_help(get_args_parser)  # --help answers before the slow imports below
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from toolkit.evaluation.domain import MESSAGE as DOMAIN_MESSAGE
+from toolkit.evaluation.plots import recording_figure
+from toolkit.runcard import RunCard
+from toolkit.serving.inference import (Extraction, Recording, View, analyse, classify, describe, find_trained_models,
+                                       spectrogram_extraction, window_marks)
+
+from models import load_trained_model
 
 
 def load_models(model_dir: str, device: torch.device) -> list[DemoModel]:

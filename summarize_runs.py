@@ -18,12 +18,8 @@ import argparse
 import math
 import os
 
-import pandas as pd
-
-from models import MODEL_NAMES
-from toolkit.cli import Parser, run_main, split_csv
+from toolkit.cli import Parser, answer_help, run_main, split_csv
 from toolkit.errors import ToolkitError
-from toolkit.evaluation.plots import plot_grouped_bars
 from toolkit.fileio import output_dir, read_csv, read_json, write_csv
 from toolkit.io.labels import CATEGORIES
 from toolkit.runcard import CV_FOLD, RunCard
@@ -39,6 +35,15 @@ def get_args_parser() -> Parser:
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="bar chart of test weighted F1 per category and model (default: RUNS_DIR/runs_f1.png)")
     return p
+
+
+if __name__ == "__main__":
+    answer_help(get_args_parser)  # --help answers before the slow imports below
+
+import pandas as pd
+
+from models import MODEL_NAMES
+from toolkit.evaluation.plots import plot_grouped_bars
 
 
 def find_runs(runs_dir: str) -> list[str]:

@@ -179,3 +179,10 @@ def run_main(main: Callable[[], None]) -> None:
     if was_interrupted():  # a library caught the KeyboardInterrupt and carried on: the stage did not finish as asked
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
+
+
+def answer_help(build_parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """Print --help and exit before a script's slow imports (torch takes seconds): a script calls it between the
+    light imports its parser needs and the heavy ones."""
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        build_parser().parse_args()
