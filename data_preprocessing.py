@@ -53,6 +53,9 @@ def get_args_parser() -> Parser:
     return p
 
 
+SPLIT_PARTS = ("train", "validation", "test")
+
+
 def write_category(table, category: str, classes: list[str], folder: str, source: str, speakers: str | None,
                    speaker_fix: str = "pass --speaker_column") -> None:
     out = os.path.join(folder, f"{category}_with_audio_path.csv")
@@ -62,6 +65,11 @@ def write_category(table, category: str, classes: list[str], folder: str, source
                              source=os.path.abspath(source)).model_dump(), label_manifest_path(out))
     counts = ", ".join(f"{k} {v}" for k, v in table[category].value_counts().items())
     print(f"wrote {out}: {len(table)} clips from {table['ActorID'].nunique()} speakers ({counts})")
+    per_class = table.groupby(category)["ActorID"].agg(["nunique", "size"])
+    for name, (voices, clips) in per_class[per_class["nunique"] < len(SPLIT_PARTS)].iterrows():
+        print(f"warning: {category}: class '{name}' has {clips} clip(s) from {voices} speaker(s); a speaker-disjoint "
+              f"split needs {len(SPLIT_PARTS)} speakers to put a class in train, validation and test; add recordings of more "
+              f"speakers or leave it out (--classes lists the classes to keep)")
     if speakers is None:
         print(f"note: {category}: no speaker column, so each clip counts as its own speaker and the split will be by "
               f"clip (a speaker may be in train and test); {speaker_fix} for a speaker-independent test")

@@ -25,7 +25,7 @@ from toolkit.io.labels import CATEGORIES
 from toolkit.runcard import CV_FOLD, RunCard
 
 COLUMNS = ["category", "model", "features", "pre-training", "split", "recipe", "epochs", "best epoch", "test accuracy", "weighted F1",
-           "precision", "recall", "seconds", "run"]
+           "precision", "recall", "seconds", "run", "untested classes"]
 
 
 def get_args_parser() -> Parser:
@@ -96,7 +96,15 @@ def table_row(path: str, card: RunCard, history: list, runs_dir: str) -> dict:
                                                                ("precision", "precision"), ("recall", "recall"))},
         "seconds": number(card.metrics.get("seconds"), "seconds"),
         "run": os.path.relpath(path, runs_dir).removesuffix("_metrics.json"),
+        "untested classes": untested_classes(test),
     }
+
+
+def untested_classes(test: dict) -> str:
+    """The classes without a clip in the test split (a class of one speaker, say): the scores say nothing about them,
+    and a weighted F1 of 1.000 over the others looks like a perfect model."""
+    per_class = test.get("per_class") or {}
+    return ", ".join(c for c, v in per_class.items() if isinstance(v, dict) and v.get("support") == 0)
 
 
 def collect(runs_dir: str) -> pd.DataFrame:
@@ -160,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
             output_dir(os.path.dirname(os.path.abspath(path)), flag)
     table = collect(args.runs_dir)
     print(to_markdown(table))
+    for row in table[table["untested classes"] != ""].to_dict("records"):
+        print(f"warning: {row['run']}: weighted F1 {row['weighted F1']:.3f} says nothing about {row['untested classes']}: "
+              f"no test clip of it (add speakers of it, or use --folds)")
     write_csv(table.round(4), out)
     plot_grouped_bars(f1_by_category(table), plot, "test weighted F1", f"{len(table)} run(s) in {args.runs_dir}")
     print(f"\n{len(table)} run(s); wrote {out} and {plot}")

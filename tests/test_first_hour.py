@@ -37,3 +37,37 @@ def test_from_folders_one_level_too_deep_says_where_the_classes_are(tiny_corpus,
     right = run_script("data_preprocessing.py", "--from_folders", "--audio_path", root, "--data_dir", tmp_path / "out",
                        in_process=True)
     assert "warning" not in right.stdout and "12 clips from 6 speakers (Female 6, Male 6)" in right.stdout
+
+
+def test_a_class_with_one_clip_is_named_at_stage_1_and_stage_2_speaks_in_its_own_words(tiny_corpus, tmp_path):
+    import pandas as pd
+
+    table = pd.read_csv(tiny_corpus / "clips.csv")
+    table["file"] = [str(tiny_corpus / f) for f in table["file"]]
+    table.loc[0, "emotion"] = "surprised"
+    table.to_csv(tmp_path / "mine.csv", index=False)
+    data = tmp_path / "data"
+    stage1 = run_script("data_preprocessing.py", "--csv_file", tmp_path / "mine.csv", "--label_column", "emotion",
+                        "--speaker_column", "speaker", "--data_dir", data, in_process=True)
+    assert ("warning: emotion: class 'surprised' has 1 clip(s) from 1 speaker(s); a speaker-disjoint split needs 3 "
+            "speakers to put a class in train, validation and test") in stage1.stdout
+    assert stage1.stdout.count("warning: emotion: class") == 1
+    stage2 = run_script("generate_mel_spectrograms.py", "--data_dir", data, "--save_spec_path", data, "--save_csv_path",
+                        data, "--category", "emotion", "--workers", "1")
+    assert "site-packages" not in stage2.stderr and "UserWarning" not in stage2.stderr  # sklearn's raw warning
+    assert "part has no clip of class(es) ['surprised']" in stage2.stdout
+
+
+def test_summarize_runs_flags_a_score_that_says_nothing_about_a_class(trained_cnn3, tmp_path):
+    import json
+
+    import pandas as pd
+
+    saved = json.loads((trained_cnn3 / "cnn3_sex_metrics.json").read_text())
+    saved["metrics"]["test"]["per_class"]["Female"]["support"] = 0  # as for a class whose one speaker is in training
+    (tmp_path / "cnn3_sex_metrics.json").write_text(json.dumps(saved))
+    proc = run_script("summarize_runs.py", tmp_path, in_process=True)
+    f1 = saved["metrics"]["test"]["f1"]
+    assert (f"warning: cnn3_sex: weighted F1 {f1:.3f} says nothing about Female: no test clip of it "
+            f"(add speakers of it, or use --folds)") in proc.stdout
+    assert pd.read_csv(tmp_path / "runs_summary.csv")["untested classes"].tolist() == ["Female"]
