@@ -113,3 +113,13 @@ def test_runs_plot_tells_an_mlp_on_ssl_from_one_on_egemaps():
                           {"category": "sex", "model": "cnn3", "features": "mel", "pre-training": "autoencoder", "run": "cnn3_ae_sex", "weighted F1": 0.95}])
     values = f1_by_category(table)
     assert values == {"sex": {"mlp on ssl": 0.9, "cnn3 on mel + autoencoder": 0.95}, "emotion": {"mlp on egemaps": 0.5}}
+
+
+def test_reconstructions_that_are_all_alike_are_called_so():
+    import torch
+
+    from toolkit.training.autoencoding import alike
+
+    inputs = torch.rand(8, 128, 128)
+    assert alike(inputs.mean(0, keepdim=True).expand(8, -1, -1) + 0.01 * torch.rand(8, 128, 128), inputs)
+    assert not alike(inputs + 0.05 * torch.rand(8, 128, 128), inputs)
