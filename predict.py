@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows[r.path][0].update(probability_columns(f"{FUSED}_", cards[0].classes, probs))
                 per_model = per_model + [(probs, per_model[0][1])]
             print(f"{r.path}  " + "  ".join(labelled(label, card, probs) for label, card, (probs, _) in zip(labels, cards, per_model))
-                  + (f"  {FUSED}: {describe(cards[0], per_model[-1][0]).split(': ', 1)[1]}" if fused else "")
+                  + (f"  {labelled(FUSED, cards[0], per_model[-1][0])}" if fused else "")
                   + (f"  [{len(per_model[0][1])} windows]" if len(per_model[0][1]) > 1 else "")
                   + "".join(f"  [{label}: unlike the training voices, distance {p.distance:.1f} > {p.threshold:.1f}]"
                             for label, p in zip(labels, per_model) if p.unlike_training))
