@@ -1,17 +1,16 @@
-"""Web demo: upload or record a clip and see what the trained models in a folder make of it, in the browser.
-
-Example:
+"""Web demo: upload or record a clip and see what the trained models in a folder make of it, in the browser.Example:
     python3 app.py --model_dir Models/demo            # then open http://127.0.0.1:7860
 
 Every classifier found below --model_dir (a .pt with its run card beside it; `_last.pt` checkpoints, autoencoder
 files and cross-validation folds are left out) is listed with the facts of its run card. An upload goes through
 exactly predict.py's path: the model's features, windows every half a window, the mean probability over the windows
 and the card's calibration temperature; so the page shows the numbers predict.py prints for the same file. Below
-them: the clip's log-mel spectrogram with the windows the first model classified.
+them: the clip's log-mel spectrogram with the windows one model classified (the first; a menu picks another).
 
 The page runs offline on this machine only (127.0.0.1, no share link, no usage statistics sent; --share asks Gradio
-for a public link and needs the internet). Uploads are limited in size (--max_mb) and length (--max_seconds) and are
-kept in a temporary folder that is removed when the demo stops.
+for a public link and needs the internet). Uploads are limited in size (--max_mb) and length (--max_seconds), each
+refused with one status line, and are kept in a temporary folder that is removed when the demo stops (Gradio itself
+stops an upload of more than 10 times --max_mb before it reaches the disk).
 """
 from __future__ import annotations
 
@@ -27,26 +26,16 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
-
-from toolkit.cli import Parser, add_device_flags, pick_device, run_main
+from toolkit.cli import Parser, add_device_flags, answer_help, pick_device, run_main
 from toolkit.config import TrainConfig, number, positive_float, positive_int
 from toolkit.errors import ToolkitError
-from toolkit.evaluation.domain import MESSAGE as DOMAIN_MESSAGE
-from toolkit.evaluation.plots import recording_figure
-from toolkit.runcard import RunCard
-from toolkit.serving.inference import (Extraction, Recording, View, analyse, classify, describe, find_trained_models,
-                                       spectrogram_extraction, window_marks)
 
-from models import load_trained_model
 
 NO_MODELS_FIX = "run make demo or train a model with train_cnn.py"
 CAVEAT = ("figures are from a speaker-disjoint split of the training corpus and may not hold on other voices "
           "(other speakers, microphones, languages or recording conditions)")
 IDLE = "Upload a clip or record one to classify it."
+UPLOAD_CAP = 10  # Gradio's own upload limit, in --max_mb: beyond --max_mb our status line says why; beyond this, Gradio's bare "Error"
 
 
 @dataclass
@@ -71,6 +60,23 @@ def get_args_parser() -> Parser:
     p.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size, help="windows per network batch")
     add_device_flags(p)
     return p
+
+
+if __name__ == "__main__":
+    answer_help(get_args_parser)  # --help answers before the slow imports below
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from toolkit.evaluation.domain import MESSAGE as DOMAIN_MESSAGE
+from toolkit.evaluation.plots import recording_figure
+from toolkit.runcard import RunCard
+from toolkit.serving.inference import (Extraction, Recording, View, analyse, classify, describe, find_trained_models,
+                                       spectrogram_extraction, window_marks)
+
+from models import load_trained_model
 
 
 def load_models(model_dir: str, device: torch.device) -> list[DemoModel]:
@@ -151,8 +157,9 @@ class Classifier:
     def idle(self, status: str = IDLE) -> list:
         return [html.escape(status), None] + [None, ""] * len(self.models)
 
-    def __call__(self, audio_path: str | None) -> list:
-        """status line, spectrogram, then per model (bars, text); a problem is one status line, never a traceback."""
+    def __call__(self, audio_path: str | None, shade_by: str | None = None) -> list:
+        """status line, spectrogram (windows shaded by the model named `shade_by`, else the first), then per model
+        (bars, text); a problem is one status line, never a traceback."""
         if not audio_path:
             return self.idle()
         shown = os.path.basename(audio_path)  # the visitor's file name, not the temporary folder it was put in
@@ -162,12 +169,12 @@ class Classifier:
             recording = analyse((audio_path, self.views, self.max_seconds, self.plotted))
             if recording.error:
                 return self.idle("error: " + recording.error.replace(audio_path, shown))
-            return self.show(recording, shown)
+            return self.show(recording, shown, shade_by)
         except Exception as e:  # noqa: BLE001  (the page must stay up and say what went wrong in one line)
             print(f"warning: {audio_path}: {type(e).__name__}: {e}", file=sys.stderr)
             return self.idle(f"error: {shown}: could not be classified ({type(e).__name__}: {str(e).replace(audio_path, shown)})")
 
-    def show(self, recording: Recording, shown: str) -> list:
+    def show(self, recording: Recording, shown: str, shade_by: str | None = None) -> list:
         outputs = []
         results = []
         for m in self.models:
@@ -177,10 +184,10 @@ class Classifier:
             results.append((m, probs, windows))
             outputs += [{c: float(p) for c, p in zip(m.card.classes, probs)},
                         result_html(m.card, probs, prediction.unlike_training, prediction.distance)]
-        first, _, first_windows = results[0]
-        title = f"{shown}: windows {first.name} classified, shaded by its prediction"
+        shading, _, windows = next((r for r in results if r[0].name == shade_by), results[0])
+        title = f"{shown}: windows {shading.name} classified, shaded by its prediction"
         figure = recording_figure(recording.image, self.plotted.params, title,
-                                  window_marks(first.card.classes, first_windows), first.card.classes)
+                                  window_marks(shading.card.classes, windows), shading.card.classes)
         status = (f"{shown}: {recording.seconds:.1f} s, " + "; ".join(describe(m.card, p) for m, p, _ in results))
         return [html.escape(status), figure] + outputs  # escaped: the file name is the visitor's, shown as text
 
@@ -197,6 +204,9 @@ def build_page(classifier: Classifier, model_dir: str):
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="clip (upload or record)",
                          elem_id="clip")
         status = gr.HTML(html.escape(IDLE), elem_id="status")
+        names = [m.name for m in classifier.models]
+        shade_by = gr.Dropdown(names, value=names[0], label="spectrogram: shade the windows by the prediction of",
+                               visible=len(names) > 1, elem_id="shade-by")
         spectrogram = gr.Plot(label="log-mel spectrogram", format="png", elem_id="spectrogram")
         outputs = [status, spectrogram]
         for i, m in enumerate(classifier.models):
@@ -208,7 +218,8 @@ def build_page(classifier: Classifier, model_dir: str):
                 gr.Dataframe(card_facts(m), interactive=False, wrap=True, column_widths=["25%", "75%"],
                              elem_id=f"card-{i}")
             outputs += [bars, text]
-        audio.change(classifier, inputs=audio, outputs=outputs)
+        for trigger in (audio, shade_by):
+            trigger.change(classifier, inputs=[audio, shade_by], outputs=outputs)
     return page
 
 
@@ -236,11 +247,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("GRADIO_TEMP_DIR", private_temp_dir())
     page = build_page(classifier, args.model_dir)
-    print(f"{len(models)} model(s) from {args.model_dir}; serving on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    print(f"{len(models)} model(s) from {args.model_dir}; serving on http://{args.host}:{args.port} (Ctrl-C stops"
+          + ("" if args.share else "; --share for a public link") + ")", flush=True)
     try:
         page.queue(default_concurrency_limit=1).launch(  # one upload at a time: the models share the CPU/GPU
-            server_name=args.host, server_port=args.port, share=args.share, max_file_size=f"{args.max_mb:g}mb",
-            ssr_mode=False, mcp_server=False, show_error=False, inbrowser=False, theme=offline_theme())
+            server_name=args.host, server_port=args.port, share=args.share, max_file_size=f"{UPLOAD_CAP * args.max_mb:g}mb",
+            ssr_mode=False, mcp_server=False, show_error=False, inbrowser=False, theme=offline_theme(),
+            quiet=True)  # Gradio's own start-up lines advise `share=True` in code; ours above names --share
     except OSError as e:  # the port is taken, or the address is not this machine's
         raise ToolkitError(f"{args.host}:{args.port}: cannot serve there ({e}); pass another --port or --host")
 

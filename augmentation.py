@@ -26,9 +26,8 @@ import pandas as pd
 from toolkit.augmentation.copies import (CopyJob, babble_sources, copies_per_clip, copy_entropy, copy_name, copy_rows, plan,
                                          training_clips, write_copy)
 from toolkit.augmentation.wave_augment import describe, parse_spec, spec_flag, spec_help
-from toolkit.cli import Parser, in_folder, run_main
+from toolkit.cli import Parser, answer_help, in_folder, run_main
 from toolkit.config import non_negative, positive_float, positive_int, seed_value
-from toolkit.features import FEATURES
 from toolkit.fileio import output_dir, relative_to_csv, write_csv
 from toolkit.io.audio import MAX_SECONDS, fingerprint, parallel_map
 from toolkit.io.labels import CATEGORIES, check_category
@@ -66,6 +65,12 @@ def get_args_parser() -> Parser:
     p.add_argument("--max_seconds", type=positive_float, default=MAX_SECONDS,
                    help="a source clip longer than this is reported and left out")
     return p
+
+
+if __name__ == "__main__":
+    answer_help(get_args_parser)  # --help answers before the slow imports below
+
+from toolkit.features import FEATURES
 
 
 def main(argv: list[str] | None = None) -> None:

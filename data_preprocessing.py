@@ -22,7 +22,7 @@ import os
 
 from toolkit.cli import Parser, run_main
 from toolkit.fileio import output_dir, relative_to_csv, write_csv, write_json
-from toolkit.io.corpus import build_category_table, folder_rows, label_manifest_path, manifest_rows, one_category
+from toolkit.io.corpus import build_category_table, class_folders_above, folder_rows, label_manifest_path, manifest_rows, one_category
 from toolkit.io.labels import CATEGORIES, CLASSES, check_category
 from toolkit.schemas import LabelManifest
 
@@ -53,7 +53,11 @@ def get_args_parser() -> Parser:
     return p
 
 
-def write_category(table, category: str, classes: list[str], folder: str, source: str, speakers: str | None) -> None:
+SPLIT_PARTS = ("train", "validation", "test")
+
+
+def write_category(table, category: str, classes: list[str], folder: str, source: str, speakers: str | None,
+                   speaker_fix: str = "pass --speaker_column") -> None:
     out = os.path.join(folder, f"{category}_with_audio_path.csv")
     table = table.assign(Audio_file_path=[relative_to_csv(p, out) for p in table["Audio_file_path"]])
     write_csv(table, out)
@@ -61,9 +65,14 @@ def write_category(table, category: str, classes: list[str], folder: str, source
                              source=os.path.abspath(source)).model_dump(), label_manifest_path(out))
     counts = ", ".join(f"{k} {v}" for k, v in table[category].value_counts().items())
     print(f"wrote {out}: {len(table)} clips from {table['ActorID'].nunique()} speakers ({counts})")
+    per_class = table.groupby(category)["ActorID"].agg(["nunique", "size"])
+    for name, (voices, clips) in per_class[per_class["nunique"] < len(SPLIT_PARTS)].iterrows():
+        print(f"warning: {category}: class '{name}' has {clips} clip(s) from {voices} speaker(s); a speaker-disjoint "
+              f"split needs {len(SPLIT_PARTS)} speakers to put a class in train, validation and test; add recordings of more "
+              f"speakers or leave it out (--classes lists the classes to keep)")
     if speakers is None:
         print(f"note: {category}: no speaker column, so each clip counts as its own speaker and the split will be by "
-              f"clip (a speaker may be in train and test); pass --speaker_column for a speaker-independent test")
+              f"clip (a speaker may be in train and test); {speaker_fix} for a speaker-independent test")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,13 +92,20 @@ def main(argv: list[str] | None = None) -> None:
         if args.from_folders:
             table, reports = folder_rows(args.audio_path or args.csv_path, labels[0])
             source, speakers = args.audio_path or args.csv_path, "folder" if (table["ActorID"] != table["Audio_file_name"]).any() else None
+            above = class_folders_above(source)
+            if above:
+                reports.append(f"{source}: its {table[labels[0]].nunique()} subfolders were read as classes, but "
+                               f"{above} holds it and other folders laid out alike (<class>/<speaker>/clips); if those "
+                               f"are the classes, pass --audio_path {above}")
         else:
             table, reports = manifest_rows(csv_file, args.audio_path, args.audio_column, labels, args.speaker_column)
             source, speakers = csv_file, args.speaker_column
         folder = output_dir(args.csv_path, "--csv_path")
         for label in labels:
             part, classes, more = one_category(table, label, given, source)
-            write_category(part, label, classes, folder, source, speakers)
+            write_category(part, label, classes, folder, source, speakers,
+                           f"put each speaker's clips in a folder below its class folder ({source}/<class>/<speaker>/)"
+                           if args.from_folders else "pass --speaker_column")
             reports += more
     else:
         category = check_category(args.category)

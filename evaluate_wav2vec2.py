@@ -15,8 +15,7 @@ from __future__ import annotations
 import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import os
 
-import evaluate
-from toolkit.cli import Parser, add_device_flags, in_folder, run_main
+from toolkit.cli import Parser, add_device_flags, answer_help, in_folder, run_main
 from toolkit.config import FINETUNE, positive_float, positive_int
 from toolkit.errors import ToolkitError
 from toolkit.io.labels import check_category
@@ -37,6 +36,12 @@ def get_args_parser() -> Parser:
                    help="accepted for the seed's command line; unused")
     add_device_flags(p)
     return p
+
+
+if __name__ == "__main__":
+    answer_help(get_args_parser)  # --help answers before the slow imports below
+
+import evaluate
 
 
 def model_file(path: str, category: str) -> str:

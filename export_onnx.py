@@ -16,13 +16,10 @@ from __future__ import annotations
 import toolkit  # noqa: F401  (first: a Ctrl-C during the slow imports below then ends in one line)
 import os
 
-from toolkit.cli import Parser, in_folder, run_main
+from toolkit.cli import Parser, answer_help, in_folder, run_main
 from toolkit.config import positive_int
 from toolkit.errors import ToolkitError
 from toolkit.serving.inference import expand_audio_paths
-
-from models import load_trained_model
-from toolkit.serving.onnx_export import TOLERANCE, export
 
 
 def get_args_parser() -> Parser:
@@ -38,6 +35,13 @@ def get_args_parser() -> Parser:
                    help="check on these audio files or folders instead (when the test split is not on this machine)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads of torch and onnxruntime")
     return p
+
+
+if __name__ == "__main__":
+    answer_help(get_args_parser)  # --help answers before the slow imports below
+
+from models import load_trained_model
+from toolkit.serving.onnx_export import TOLERANCE, export
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,6 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
 
 import json
 import os
-from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import pandas as pd
@@ -63,7 +62,7 @@ def get_args_parser() -> Parser:
     p.add_argument("--model_dir", default="Models/", help="folder holding the model files")
     p.add_argument("--model_file", action="append", required=True, metavar="PT",
                    help="a trained model, e.g. cnn3_sex.pt, with its run card (.json) beside it; looked up in "
-                        "--model_dir unless it is a path. Repeat the flag to run several models (e.g. sex and emotion)")
+                        "--model_dir (a relative path too: ssl/mlp_sex.pt), else as a path. Repeat the flag to run several models (e.g. sex and emotion)")
     p.add_argument("--out", default=None, metavar="FILE", help="write the predictions here (one row per file, or per window)")
     p.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="--out as CSV or as one JSON object per line")
     p.add_argument("--per_window", action="store_true",
@@ -105,18 +104,35 @@ def column_prefixes(model_paths: list[str], categories: list[str]) -> list[str]:
     return [f"{c if categories.count(c) == 1 else stem}_" for c, stem in zip(categories, stems)]
 
 
+def model_labels(model_files: list[str], categories: list[str]) -> list[str]:
+    """How the printed lines and plot titles name each model: its category, with the --model_file given where two
+    models classify the same category ('sex [cnn3_sex]', 'sex [ssl/mlp_sex]')."""
+    return [c if categories.count(c) == 1 else f"{c} [{f.removesuffix('.pt')}]" for c, f in zip(categories, model_files)]
+
+
+def labelled(label: str, card, probs) -> str:
+    """describe()'s line with the model's label in place of its category."""
+    return f"{label}: {describe(card, probs).split(': ', 1)[1]}"
+
+
 def unique_png_names(files: list[str]) -> dict[str, str]:
-    """A PNG name per file: its stem, or parent-folder_stem where files from two folders share a name."""
+    """A PNG name per file: its stem, or, where files share a stem, the file's path below the folder they share with
+    the extension kept ('take1.wav.png', 'take1.flac.png'; 'alice_take1.png', 'bob_take1.png')."""
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
-    counts = Counter(stems)
-    names, taken = {}, set()
+    groups: dict[str, list[str]] = {}
     for f, stem in zip(files, stems):
-        name = stem if counts[stem] == 1 else f"{os.path.basename(os.path.dirname(os.path.abspath(f)))}_{stem}"
-        base, k = name, 2
-        while name in taken:
-            name, k = f"{base}_{k}", k + 1
-        taken.add(name)
-        names[f] = name + ".png"
+        groups.setdefault(stem, []).append(os.path.abspath(f))
+    names = {}
+    for f, stem in zip(files, stems):
+        group = groups[stem]
+        if len(group) == 1:
+            names[f] = stem + ".png"
+            continue
+        common = os.path.commonpath([os.path.dirname(g) for g in group])
+        below = [os.path.relpath(g, common) for g in group]
+        shorter = [os.path.splitext(b)[0] for b in below]  # the extension only where it tells two files apart
+        shown = shorter if len(set(shorter)) == len(shorter) else below
+        names[f] = shown[group.index(os.path.abspath(f))].replace(os.sep, "_") + ".png"
     return names
 
 
@@ -173,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ToolkitError(f"{normalized[0]}: trained with --normalize speaker; pass --speakers folder (one folder per "
                            f"speaker) or --speakers list.csv (columns file, speaker)")
     prefixes = column_prefixes(model_paths, [c.category for c in cards])
+    labels = model_labels(args.model_file, [c.category for c in cards])
     views = [View.of(c, args.window_hop) for c in cards]
     plotted = None
     if args.plot:
@@ -204,16 +221,17 @@ def main(argv: list[str] | None = None) -> None:
                 probs = fuse([p for p, _ in per_model], fused)
                 rows[r.path][0].update(probability_columns(f"{FUSED}_", cards[0].classes, probs))
                 per_model = per_model + [(probs, per_model[0][1])]
-            print(f"{r.path}  " + "  ".join(describe(card, probs) for card, (probs, _) in zip(cards, per_model))
-                  + (f"  {FUSED}: {describe(cards[0], per_model[-1][0]).split(': ', 1)[1]}" if fused else "")
+            print(f"{r.path}  " + "  ".join(labelled(label, card, probs) for label, card, (probs, _) in zip(labels, cards, per_model))
+                  + (f"  {labelled(FUSED, cards[0], per_model[-1][0])}" if fused else "")
                   + (f"  [{len(per_model[0][1])} windows]" if len(per_model[0][1]) > 1 else "")
-                  + "".join(f"  [{card.category}: unlike the training voices, distance {p.distance:.1f} > {p.threshold:.1f}]"
-                            for card, p in zip(cards, per_model) if p.unlike_training))
+                  + "".join(f"  [{label}: unlike the training voices, distance {p.distance:.1f} > {p.threshold:.1f}]"
+                            for label, p in zip(labels, per_model) if p.unlike_training))
             if args.plot:
                 first_card = cards[0]
                 marks = window_marks(first_card.classes, per_model[0][1])
                 title = f"{os.path.basename(r.path)}: " + ", ".join(
-                    f"{card.category} {card.classes[int(probs.argmax())]} ({probs.max():.2f})" for card, (probs, _) in zip(cards, per_model))
+                    f"{label} {card.classes[int(probs.argmax())]} ({probs.max():.2f})" for label, card, (probs, _) in zip(labels, cards, per_model))
+                title += f"; windows shaded by {labels[0]}" if len(cards) > 1 else ""
                 plot_recording(r.image, plotted.params, os.path.join(args.plot, plot_names[r.path]), title, marks,
                                first_card.classes)
     for error in errors.values():
@@ -266,7 +284,10 @@ def write_predictions(rows: list[dict], path: str, form: str, prefixes: list[str
                        for c in [f"{prefix}predicted"] + [f"{prefix}p_{k}" for k in card.classes]
                        + ([f"{prefix}distance", f"{prefix}unlike_training"] if card.domain and prefix != f"{FUSED}_" else [])]
     columns += ["error"]
-    write_csv(pd.DataFrame(rows, columns=columns), path)
+    table = pd.DataFrame(rows, columns=columns)
+    if "windows" in table:  # a count, also where a failed file's row has none (else pandas writes 3.0)
+        table["windows"] = table["windows"].astype("Int64")
+    write_csv(table, path)
 
 
 if __name__ == "__main__":

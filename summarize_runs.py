@@ -18,18 +18,14 @@ import argparse
 import math
 import os
 
-import pandas as pd
-
-from models import MODEL_NAMES
-from toolkit.cli import Parser, run_main, split_csv
+from toolkit.cli import Parser, answer_help, run_main, split_csv
 from toolkit.errors import ToolkitError
-from toolkit.evaluation.plots import plot_grouped_bars
 from toolkit.fileio import output_dir, read_csv, read_json, write_csv
 from toolkit.io.labels import CATEGORIES
 from toolkit.runcard import CV_FOLD, RunCard
 
 COLUMNS = ["category", "model", "features", "pre-training", "split", "recipe", "epochs", "best epoch", "test accuracy", "weighted F1",
-           "precision", "recall", "seconds", "run"]
+           "precision", "recall", "seconds", "run", "untested classes"]
 
 
 def get_args_parser() -> Parser:
@@ -39,6 +35,15 @@ def get_args_parser() -> Parser:
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="bar chart of test weighted F1 per category and model (default: RUNS_DIR/runs_f1.png)")
     return p
+
+
+if __name__ == "__main__":
+    answer_help(get_args_parser)  # --help answers before the slow imports below
+
+import pandas as pd
+
+from models import MODEL_NAMES
+from toolkit.evaluation.plots import plot_grouped_bars
 
 
 def find_runs(runs_dir: str) -> list[str]:
@@ -91,7 +96,15 @@ def table_row(path: str, card: RunCard, history: list, runs_dir: str) -> dict:
                                                                ("precision", "precision"), ("recall", "recall"))},
         "seconds": number(card.metrics.get("seconds"), "seconds"),
         "run": os.path.relpath(path, runs_dir).removesuffix("_metrics.json"),
+        "untested classes": untested_classes(test),
     }
+
+
+def untested_classes(test: dict) -> str:
+    """The classes without a clip in the test split (a class of one speaker, say): the scores say nothing about them,
+    and a weighted F1 of 1.000 over the others looks like a perfect model."""
+    per_class = test.get("per_class") or {}
+    return ", ".join(c for c, v in per_class.items() if isinstance(v, dict) and v.get("support") == 0)
 
 
 def collect(runs_dir: str) -> pd.DataFrame:
@@ -136,10 +149,11 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def f1_by_category(table: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """{category: {bar label: test F1}}; a label is the model (+ its pre-training), made unique by the run name."""
+    """{category: {bar label: test F1}}; a label is the model on its features (+ its pre-training): an mlp on ssl
+    vectors and one on eGeMAPS are two legend entries; two alike in one category are told apart by the run name."""
     values: dict[str, dict[str, float]] = {}
     for row in table.to_dict("records"):
-        label = row["model"] if row["pre-training"] == "none" else f"{row['model']} + {row['pre-training']}"
+        label = f"{row['model']} on {row['features']}" + ("" if row["pre-training"] == "none" else f" + {row['pre-training']}")
         bars = values.setdefault(row["category"], {})
         bars[label if label not in bars else f"{label} ({row['run']})"] = row["weighted F1"]
     return values
@@ -154,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
             output_dir(os.path.dirname(os.path.abspath(path)), flag)
     table = collect(args.runs_dir)
     print(to_markdown(table))
+    for row in table[table["untested classes"] != ""].to_dict("records"):
+        print(f"warning: {row['run']}: weighted F1 {row['weighted F1']:.3f} says nothing about {row['untested classes']}: "
+              f"no test clip of it (add speakers of it, or use --folds)")
     write_csv(table.round(4), out)
     plot_grouped_bars(f1_by_category(table), plot, "test weighted F1", f"{len(table)} run(s) in {args.runs_dir}")
     print(f"\n{len(table)} run(s); wrote {out} and {plot}")

@@ -83,7 +83,7 @@ def test_the_page_shows_predict_pys_probabilities_for_an_upload(browser, trained
     log = open(tmp_path / "app.log", "w+")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_TEMP_DIR": str(uploads)}
     app = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model_dir", str(trained_cnn3), "--port", str(port),
-                            "--device", "cpu"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+                            "--device", "cpu", "--max_mb", "1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
     page = None
     try:
         # predict.py runs while the demo starts: the reference numbers for the same file and model folder
@@ -128,6 +128,14 @@ def test_the_page_shows_predict_pys_probabilities_for_an_upload(browser, trained
         status = page.find_element(By.ID, "status").text
         assert "\n" not in status and "Traceback" not in status and str(tmp_path) not in status
         assert page.find_element(By.ID, "result-0").text == ""  # nothing shown for it
+
+        # An upload over --max_mb (below Gradio's own cap, 10 times more): our status line, not a bare "Error" badge
+        big = tmp_path / "long.wav"
+        sf.write(big, np.zeros(16000 * 50, dtype=np.float32), 16000, subtype="PCM_16")  # 1.6 MB, 50 s
+        page.get(f"http://127.0.0.1:{port}/")
+        wait.until(lambda p: p.find_elements(By.CSS_SELECTOR, "#clip input[type=file]"))[0].send_keys(str(big))
+        wait.until(lambda p: p.find_element(By.ID, "status").text.startswith("error: long.wav: "))
+        assert "larger than 1 MB" in page.find_element(By.ID, "status").text
     finally:
         if page is not None:
             page.quit()
@@ -140,6 +148,7 @@ def test_the_page_shows_predict_pys_probabilities_for_an_upload(browser, trained
         server_log = log.read()
         log.close()
     assert "Traceback" not in server_log, server_log
+    assert "share=True" not in server_log and "--share for a public link" in server_log  # the flag, not Gradio's code
 
 
 @pytest.mark.parametrize("folder", ["empty", "missing"])
@@ -169,3 +178,19 @@ def test_uploads_over_the_limits_are_one_status_line(trained_cnn3, sex_data, tmp
         assert figure is None and per_model == [None, ""]
     status, figure, bars, text = app.Classifier(models, cpu, 20, 120, batch_size=8)(clip)
     assert "sex: " in status and set(bars) == {"Male", "Female"} and "top class: " in text and figure is not None
+
+
+def test_the_spectrogram_is_shaded_by_the_model_the_visitor_picks(trained_cnn3, sex_data, tmp_path):
+    import app
+
+    folder = tmp_path / "models"
+    for sub in ("", "copy/"):
+        shutil.copytree(trained_cnn3, folder / sub, ignore=shutil.ignore_patterns("*_last.pt", "*.png", "*.csv"),
+                        dirs_exist_ok=True)
+    cpu = torch.device("cpu")
+    classifier = app.Classifier(app.load_models(str(folder), cpu), cpu, 20, 120, batch_size=8)
+    assert [m.name for m in classifier.models] == ["cnn3_sex.pt", "copy/cnn3_sex.pt"]
+    clip = long_clip(sex_data, tmp_path)
+    for shade_by, named in ((None, "cnn3_sex.pt"), ("copy/cnn3_sex.pt", "copy/cnn3_sex.pt")):
+        figure = classifier(clip, shade_by)[1]
+        assert figure.axes[0].get_title().startswith(f"three clips.wav: windows {named} classified")

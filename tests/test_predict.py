@@ -125,3 +125,27 @@ def test_plots_of_same_named_files_from_two_folders_do_not_overwrite_each_other(
     names = predict.unique_png_names(files)
     assert names[files[0]] == "a_take.png" and names[files[1]] == "b_take.png" and names[files[2]] == "other.png"
     assert names[files[3]] == "a_take_2.png" and len(set(names.values())) == 4
+
+
+def test_two_models_of_one_category_are_named_and_files_sharing_a_stem_keep_their_names(trained_cnn3, test_clips, tmp_path, capsys):
+    from toolkit.errors import ToolkitError
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_cnn3, models / "copy", ignore=shutil.ignore_patterns("*_last.pt", "*.png", "*.csv"))
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    y, sr = sf.read(test_clips[0], dtype="float32")
+    sf.write(clips / "take.wav", y, sr)
+    sf.write(clips / "take.flac", y, sr)
+    (clips / "zz_broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
+    out, plots = tmp_path / "pred.csv", tmp_path / "plots"
+    with pytest.raises(ToolkitError, match="1 of 3 file"):
+        predict.main(["--model_dir", str(models), "--model_file", str(trained_cnn3 / "cnn3_sex.pt"),
+                      "--model_file", "copy/cnn3_sex.pt",  # below --model_dir, not the working folder
+                      str(clips), "--out", str(out), "--plot", str(plots), "--device", "cpu", "--threads", "1", "--workers", "1"])
+    printed = capsys.readouterr().out
+    line = next(l for l in printed.splitlines() if l.startswith(str(clips / "take.wav")))
+    assert f"sex [{trained_cnn3 / 'cnn3_sex'}]: " in line and "sex [copy/cnn3_sex]: " in line
+    assert sorted(p.name for p in plots.glob("*.png")) == ["take.flac.png", "take.wav.png"]
+    windows = [row.split(",")[2] for row in out.read_text().splitlines()[1:]]
+    assert windows[:2] == [str(predictions(out)["windows"].iloc[0])] * 2 and windows[0].isdigit() and windows[2] == ""

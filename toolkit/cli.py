@@ -101,8 +101,10 @@ def split_csv(args: argparse.Namespace, split: str) -> str:
 
 
 def in_folder(name: str, folder: str) -> str:
-    """A file flag's path: a bare file name is looked up in `folder`, anything with a directory part is taken as is."""
-    return name if os.path.dirname(name) else os.path.join(folder, name)
+    """A file flag's path: a relative one is looked up in `folder` first (`--model_file ssl/mlp_sex.pt` is in
+    --model_dir's ssl/), else one with a directory part is taken from the working folder; an absolute one as is."""
+    inside = os.path.join(folder, name)
+    return inside if not os.path.dirname(name) or (not os.path.isabs(name) and os.path.exists(inside)) else name
 
 
 def seed_everything(seed: int) -> None:
@@ -177,3 +179,10 @@ def run_main(main: Callable[[], None]) -> None:
     if was_interrupted():  # a library caught the KeyboardInterrupt and carried on: the stage did not finish as asked
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
+
+
+def answer_help(build_parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """Print --help and exit before a script's slow imports (torch takes seconds): a script calls it between the
+    light imports its parser needs and the heavy ones."""
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        build_parser().parse_args()

@@ -136,10 +136,12 @@ def format_metrics(m: dict, prefix: str = "") -> str:
 
 def format_confusion(matrix: list[list[int]], classes: list[str]) -> str:
     """The confusion matrix as a text table: rows are true classes, columns predictions."""
+    corner = "true \\ pred"
+    first = max(len(corner), *(len(c) for c in classes)) + 1  # the row names' column, as wide as its header
     width = max(7, *(len(c) for c in classes)) + 1
-    lines = ["true \\ pred".ljust(width) + "".join(c[:width - 1].rjust(width) for c in classes)]
+    lines = [corner.ljust(first) + "".join(c.rjust(width) for c in classes)]
     for name, row in zip(classes, matrix):
-        lines.append(name[:width - 1].ljust(width) + "".join(str(v).rjust(width) for v in row))
+        lines.append(name.ljust(first) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
 
 

@@ -10,6 +10,31 @@ import numpy as np
 from toolkit.fileio import atomic_path
 
 
+def class_colours(classes) -> dict:
+    """One colour per class name wherever a plot shows classes (by sorted name, so Female is the same blue in a
+    speaker bar chart as in a recording's windows, whichever order a run card lists them in)."""
+    return {c: plt.cm.tab10(i % 10) for i, c in enumerate(sorted(classes))}
+
+
+def wrapped(title: str, width_inches: float, fontsize: float = 12) -> str:
+    """A title broken into lines that fit the figure's width (a long run name no longer runs past the edges)."""
+    import textwrap
+
+    return textwrap.fill(title, max(20, int(width_inches * 72 / (0.55 * fontsize))), break_on_hyphens=False)
+
+
+def frequency_ticks(bands: np.ndarray, min_gap: float = 0.065) -> list[tuple[float, str]]:
+    """(row, label) of the round frequencies within the mel bands, from the top down, leaving out one whose row
+    is nearer than min_gap of the image's height to the last one kept (100 Hz and 250 Hz overlapped)."""
+    ticks: list[tuple[float, str]] = []
+    for hz in (16000, 8000, 4000, 2000, 1000, 500, 250, 100):
+        if bands[0] <= hz <= bands[-1]:
+            row = int(np.abs(bands - hz).argmin()) + 0.5
+            if not ticks or ticks[-1][0] - row >= min_gap * len(bands):
+                ticks.append((row, f"{hz / 1000:g}k" if hz >= 1000 else str(hz)))
+    return ticks[::-1]
+
+
 def save_figure(fig: plt.Figure, path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
@@ -30,7 +55,7 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: str
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(wrapped(title, size, 10), fontsize=10)
     save_figure(fig, path)
 
 
@@ -65,9 +90,17 @@ def plot_reliability(curves: dict[str, list[dict]], path: str, title: str = "") 
     calibrated model's points lie on the diagonal."""
     fig, (ax, counts) = plt.subplots(2, 1, figsize=(4.8, 5.2), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-    for j, (name, bins) in enumerate(curves.items()):
-        filled = [b for b in bins if b["count"]]
-        ax.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color=plt.cm.tab10(j), label=name)
+    drawn: dict[str, list] = {}  # name -> points; a curve equal to one drawn (T = 1) joins its legend entry
+    for name, bins in curves.items():
+        points = [(b["confidence"], b["accuracy"]) for b in bins if b["count"]]
+        same = next((k for k, v in drawn.items() if np.allclose(v, points) and len(v) == len(points)), None)
+        if same is not None:
+            drawn[f"{same} = {name}"] = drawn.pop(same)
+        else:
+            drawn[name] = points
+    for j, (name, points) in enumerate(drawn.items()):
+        ax.plot(*zip(*points) if points else ([], []), marker="os^D"[j % 4], markersize=7 - 2 * min(j, 2),
+                color=plt.cm.tab10(j), label=name)
     first = next(iter(curves.values()))
     counts.bar([(b["low"] + b["high"]) / 2 for b in first], [b["count"] for b in first], width=1 / len(first), color="grey")
     ax.set_xlim(0, 1)
@@ -76,7 +109,7 @@ def plot_reliability(curves: dict[str, list[dict]], path: str, title: str = "") 
     ax.legend(fontsize=7, loc="upper left")
     counts.set_xlabel("confidence (highest class probability)")
     counts.set_ylabel("clips")
-    ax.set_title(title)
+    ax.set_title(wrapped(title, 4.8, 10), fontsize=10)
     save_figure(fig, path)
 
 
@@ -100,13 +133,12 @@ def recording_figure(image: np.ndarray, params, title: str = "",
     shown = ax.imshow(image.astype(float) * params.top_db / 255 - params.top_db + top, cmap="magma", aspect="auto",
                       extent=(0, seconds, 0, image.shape[0]))
     bands = mel_frequencies(params)
-    ticks = [hz for hz in (100, 250, 500, 1000, 2000, 4000, 8000, 16000) if bands[0] <= hz <= bands[-1]]
-    ax.set_yticks([int(np.abs(bands - hz).argmin()) + 0.5 for hz in ticks], [f"{hz / 1000:g}k" if hz >= 1000 else str(hz) for hz in ticks])
+    ax.set_yticks(*zip(*frequency_ticks(bands)))
     ax.set_ylabel("Hz (mel scale)")
     ax.set_title(title, fontsize=9)
     fig.colorbar(shown, cax=bar, label="dB re full scale" if params.db_ref == "fixed" else "dB re the peak")
     key.axis("off")
-    colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(classes)}
+    colours = class_colours(classes)
     for row, (start, end, label) in enumerate(windows):
         y = row % 2  # overlapping windows alternate between two lanes
         strip.add_patch(plt.Rectangle((start, y * 0.5), end - start, 0.45, facecolor=colours.get(label, "white"),
@@ -125,7 +157,7 @@ def plot_speaker_accuracy(per_speaker: dict, path: str, title: str = "") -> None
     """One bar per speaker (worst first), coloured by the speaker's class: who the model fails on."""
     items = sorted(per_speaker.items(), key=lambda kv: (kv[1]["accuracy"], kv[0]))
     labels = sorted({v["label"] for _, v in items})
-    colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(labels)}
+    colours = class_colours(labels)
     fig, ax = plt.subplots(figsize=(max(5, 0.22 * len(items) + 2.5), 3.4))
     ax.bar(range(len(items)), [v["accuracy"] for _, v in items], color=[colours[v["label"]] for _, v in items])
     ax.set_xticks(range(len(items)), [k for k, _ in items], rotation=90, fontsize=7)
@@ -198,6 +230,6 @@ def plot_groups(report: dict, path: str, title: str = "") -> None:
     ax.invert_yaxis()
     ax.set_xlim(0, 1.02)
     ax.set_xlabel("weighted F1 (accuracy where marked), 95% CI from a bootstrap over speakers")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: it never hides a point
     ax.set_title(title, fontsize=9)
     save_figure(fig, path)

@@ -143,12 +143,15 @@ def build_category_table(csv_file: str, audio_path: str, category: str) -> tuple
     out. Race 'Unknown' rows are dropped (race only); other labels must be in the class list.
     """
     check_category(category)
+    not_cremad = (f"{csv_file}: no '{category}' in CREMA-D's metadata (its categories: {', '.join(CATEGORIES)}); "
+                  f"for a label column of your own data pass --label_column {category}")
+    if category not in CLASSES:  # before the audio folder: `--category pitch` on one's own CSV is the mistake to name
+        raise ToolkitError(not_cremad)
     if not os.path.isdir(audio_path):
         raise ToolkitError(f"{audio_path}: audio folder not found; pass --audio_path pointing at CREMA-D's AudioWAV/")
     table, reports = read_metadata(csv_file, audio_path)
-    if category not in CLASSES or category not in table.columns:
-        raise ToolkitError(f"{csv_file}: no '{category}' in CREMA-D's metadata (its categories: {', '.join(CATEGORIES)}); "
-                           f"for a label column of your own data pass --label_column")
+    if category not in table.columns:
+        raise ToolkitError(not_cremad)
     if category == "race":
         table = table[table["race"] != "Unknown"]
     outside = ~table[category].astype(str).isin(CLASSES[category])
@@ -206,6 +209,23 @@ def folder_rows(root: str, label_column: str) -> tuple[pd.DataFrame, list[str]]:
         raise ToolkitError(f"{root}: no audio files in folders below it; put each class's files in a folder named after "
                            f"the class ({root}/<class>/...)")
     return pd.DataFrame(rows), []
+
+
+def class_folders_above(root: str) -> str | None:
+    """The folder above `root` when it looks like the intended one: `root` and at least one sibling each hold only
+    folders, which hold audio (parent/<class>/<speaker>/clip.wav with `root` one of the classes): then --audio_path
+    was one level too deep and the speaker folders were read as classes."""
+    parent = os.path.dirname(os.path.abspath(root))
+
+    def holds_only_folders_of_audio(folder: str) -> bool:
+        entries = [e for e in os.scandir(folder) if not e.name.startswith(".")]
+        return bool(entries) and all(e.is_dir() and any(f.lower().endswith(AUDIO_SUFFIXES) for f in os.listdir(e.path))
+                                     for e in entries)
+
+    siblings = [e.path for e in os.scandir(parent) if e.is_dir() and not e.name.startswith(".")]
+    if len(siblings) >= 2 and all(holds_only_folders_of_audio(f) for f in siblings):
+        return parent
+    return None
 
 
 def only_existing(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:

@@ -7,6 +7,7 @@ there, validation F1 flips between 0 and 1 per epoch). What the data cannot give
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Callable
 
 import pandas as pd
@@ -44,7 +45,9 @@ def hold_out_groups(df: pd.DataFrame, label: str, fraction: float, seed: int) ->
     n_splits = min(max(2, round(1 / fraction)), n_groups)
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     # Of the candidate folds pick the one whose size is closest to the target fraction.
-    best = min(folds.split(df, df[label], df["ActorID"]), key=lambda f: abs(len(f[1]) / len(df) - fraction))
+    with warnings.catch_warnings():  # sklearn's "least populated class" warning: coverage_warnings says it in our words
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        best = min(folds.split(df, df[label], df["ActorID"]), key=lambda f: abs(len(f[1]) / len(df) - fraction))
     rest, held = df.iloc[best[0]], df.iloc[best[1]]
     held, rest = _give_every_class(held, rest, label)  # the part that trains needs each class first
     rest, held = _give_every_class(rest, held, label)

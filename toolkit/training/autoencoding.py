@@ -58,8 +58,17 @@ def plot_reconstructions(model: nn.Module, data: FeatureSet, device: torch.devic
         axes[0, i].set_title(clip_of(data.paths[i]), fontsize=6)
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("reconstruction")
-    fig.suptitle(title)
+    if len(x) > 1 and alike(out, x[:, 0].float().cpu()):  # said on the figure: identical pictures look like a bug
+        title += ("\nthe reconstructions barely differ from clip to clip: the autoencoder has not learnt the inputs "
+                  "yet (train longer: --epochs)")
+    fig.suptitle(title, fontsize=9)
     save_figure(fig, path)
+
+
+def alike(out: torch.Tensor, inputs: torch.Tensor, ratio: float = 0.25) -> bool:
+    """Whether the reconstructions vary across clips less than `ratio` times as much as the inputs do (an early
+    autoencoder outputs about the mean image for every clip)."""
+    return float(out.std(0).mean()) < ratio * float(inputs.std(0).mean())
 
 
 def plot_loss_curve(history: list[dict], path: str, title: str = "") -> None:
