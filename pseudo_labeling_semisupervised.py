@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                 "confidence_threshold": args.confidence_threshold}
     card = RunCard.new(name, category, classes, train, config, split_of_run(csvs, category), vars(args),
                        init=[*start.init, "pseudo-label"],
-                       init_detail={**start.init_detail, "started_from": os.path.abspath(start_path)})
+                       init_detail={**start.init_detail, "started_from": os.path.abspath(start_path)},
+                       model_args=start.model_args)
     card.features = dict(start.features)  # the starting model's parameters and input standardisation
     card.training["pseudo_labeling"] = {**settings, "unlabeled_csv": unlabeled_csv, "unlabeled_clips": len(unlabeled)}
     card = fit(model, train, val, test, config, run, card, device, train_step=train_step, resume=args.resume,

@@ -20,7 +20,7 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
 import os
 import sys
 
-from models import MODELS, build_model, canonical_name, check_input, models_taking
+from models import MODELS, add_model_flags, build_model, canonical_name, check_input, model_args_of, models_taking
 from toolkit.cli import fold_count, get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
 from toolkit.config import train_config
 from toolkit.errors import ToolkitError
@@ -83,9 +83,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="K >= 2: speaker-grouped K-fold cross-validation over all three CSVs instead of one run")
     p.add_argument("--extra_test_csv", nargs="+", default=[],
                    help="also score the best model (every fold's, with --folds) on these CSVs, e.g. unseen kinds of voices")
+    add_model_flags(p)
     args = p.parse_args(argv)
     category = check_category(args.category)
     name = canonical_name(args.model)
+    model_args_of(name, args)  # a hyperparameter of another model: one line now, before any data is read
     config = train_config(args, default_recipe=MODELS[name].recipe)
     device = pick_device(args.device, args.threads)
     output_dir(args.model_save_path, "--model_save_path")  # an unusable folder fails now, not after training
@@ -106,13 +108,15 @@ def train_and_report(args, config, category: str, name: str, device) -> None:
     classes = train.classes
     check_input(name, train.feature.kind, train.input_shape(), csvs["train"])
     check_full_batch(config, train.feature.kind, csvs["train"])
+    own = model_args_of(name, args)
     card = RunCard.new(name, category, classes, train, config, split, vars(args), init=["imagenet" if pretrained else "scratch"],
-                       init_detail={"weights": os.path.abspath(args.weights)} if args.weights else {})
+                       init_detail={"weights": os.path.abspath(args.weights)} if args.weights else {}, model_args=own)
     run = RunFiles(args.model_save_path, f"{name}_{category}")
     extra = {csv: load(in_folder(csv, args.csv_load_path), csv, classes) for csv in args.extra_test_csv}
 
     def make_model():
-        return build_model(name, len(classes), train.input_shape(), pretrained=pretrained, weights=args.weights)
+        return build_model(name, len(classes), train.input_shape(), pretrained=pretrained, weights=args.weights,
+                           model_args=own)
 
     if args.folds:
         from toolkit.training.crossval import cross_validate
