@@ -1,4 +1,8 @@
-"""One registry for every network: a model is one MODELS entry; build_model(name, num_classes, input_shape, ...)."""
+"""One registry for every network: a model is one MODELS entry; build_model(name, num_classes, input_shape, ...).
+
+A model with hyperparameters of its own (mlp: width, depth) names a frozen dataclass of them as ModelSpec.args: its
+fields become train_cnn.py's flags (add_model_flags), their values the run card's model_args, from which
+load_trained_model rebuilds the network (predict.py, evaluate.py) with no code of its own."""
 from __future__ import annotations
 
 import argparse

@@ -60,9 +60,8 @@ def card_defaults(card: RunCard, parser: argparse.ArgumentParser, argv: list[str
     return defaults
 
 
-def parse(parser: argparse.ArgumentParser, argv: list[str] | None, script: str) -> argparse.Namespace:
+def parse(parser: argparse.ArgumentParser, argv: list[str], script: str) -> argparse.Namespace:
     """The flags, on top of --config's run card when one is given (see card_defaults)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
     add_config_flag(parser)
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     first.add_argument("--config", default=None)
@@ -142,9 +141,16 @@ def set_up(parser: argparse.ArgumentParser, argv: list[str] | None, script: str,
     """Parse a training stage's flags and prepare what they name: an unusable --model_dir, an unknown category or
     device fail here, before any data is read. `base`: the stage's fixed recipe; default_recipe(args): the recipe
     when --recipe is not given (the model's own)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse(parser, argv, script)
     category = check_category(args.category)
     config = train_config(args, base=base, default_recipe=default_recipe(args))
     device = pick_device(args.device, args.threads)
-    output_dir(args.model_dir, "--model_dir")
+    output_dir(args.model_dir, typed_name(parser, argv, "model_dir"))
     return Stage(script, args, config, category, device)
+
+
+def typed_name(parser: argparse.ArgumentParser, argv: list[str], dest: str) -> str:
+    """The name the command line gave flag `dest` (an alias, such as the seed's --model_save_path), for messages."""
+    names = next(a.option_strings for a in parser._actions if a.dest == dest)
+    return next((a.split("=")[0] for a in reversed(argv) if a.split("=")[0] in names), names[0])
