@@ -14,7 +14,7 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
 import os
 
 from models import build_model, check_input
-from toolkit.cli import add_model_dir_flag, get_args_parser, in_folder, run_main
+from toolkit.cli import add_features_flag, add_model_dir_flag, get_args_parser, in_folder, run_main
 from toolkit.errors import ToolkitError
 from toolkit.runcard import read_card
 from toolkit.training import distributed
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--encoder_file", default=ENCODER_FILE, help="the encoder state dict: a name in that folder, or a path")
     p.add_argument("--freeze_encoder", action="store_true",
                    help="train only the classification layer; the encoder (BatchNorm statistics too) stays as pre-trained")
+    add_features_flag(p)
     stage = set_up(p, argv, "cnn_classifier.py")
     encoder_path = in_folder(stage.args.encoder_file, stage.model_dir)
     with distributed.session(stage.device) as stage.device:  # torchrun: data-parallel

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from models import AutoEncoder, check_input
-from toolkit.cli import add_model_dir_flag, get_args_parser, run_main
+from toolkit.cli import add_features_flag, add_model_dir_flag, get_args_parser, run_main
 from toolkit.config import RECIPES, add_recipe_flags
 from toolkit.fileio import write_csv, write_torch
 from toolkit.runcard import AUTOENCODER
@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     p = get_args_parser(__doc__, epochs=200, splits=("train",), recipe=False)
     add_recipe_flags(p, names=("weight_decay", "time_axis"), base=RECIPE)
     add_model_dir_flag(p, "folder for the encoder and decoder state dicts, run card and plots")
+    add_features_flag(p)
     stage = set_up(p, argv, "train_autoencoder.py", base=RECIPE)
     config, device = stage.config, stage.device
     train_csv = stage.csvs(("train",))["train"]
-    train = load_split(train_csv, None, config, desc="train")  # no labels: any CSV of images will do
+    train = load_split(train_csv, None, config, desc="train", features=stage.args.features)  # no labels: any images do
     check_input("cnn3", train.feature.kind, train.input_shape(), train_csv)
     move_to_device(train, device)
     model = stage.new_model(AutoEncoder).to(device)

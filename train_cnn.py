@@ -21,7 +21,7 @@ import os
 import sys
 
 from models import MODELS, add_model_flags, build_model, canonical_name, check_input, model_args_of, models_taking
-from toolkit.cli import add_model_dir_flag, fold_count, get_args_parser, in_folder, run_main
+from toolkit.cli import add_features_flag, add_model_dir_flag, fold_count, get_args_parser, in_folder, run_main
 from toolkit.errors import ToolkitError
 from toolkit.training import distributed
 from toolkit.training.fullbatch import check_config as check_full_batch
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="K >= 2: speaker-grouped K-fold cross-validation over all three CSVs instead of one run")
     p.add_argument("--extra_test_csv", nargs="+", default=[],
                    help="also score the best model (every fold's, with --folds) on these CSVs, e.g. unseen kinds of voices")
+    add_features_flag(p)
     add_model_flags(p)
     stage = set_up(p, argv, "train_cnn.py", default_recipe=lambda args: MODELS[canonical_name(args.model)].recipe)
     args = stage.args

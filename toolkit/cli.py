@@ -95,6 +95,16 @@ def get_args_parser(description: str, epochs: int | None = None, splits: tuple[s
     return p
 
 
+def add_features_flag(p: argparse.ArgumentParser) -> None:
+    """--features: which of the feature types of a split to train on (stage 2 adds a second type to a folder's split
+    as {category}_{split}.{type}.csv tables, joined on clip id)."""
+    from toolkit.features import STORED
+
+    p.add_argument("--features", choices=STORED, default=None,
+                   help="the feature type to train on: the split CSVs' own (default), or another that stage 2 added to "
+                        "the split's folder ({category}_{split}.{features}.csv beside the CSVs, joined on clip id)")
+
+
 def add_device_flags(p: argparse.ArgumentParser) -> None:
     """--device and --threads, for every script that runs a network."""
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")

@@ -106,7 +106,7 @@ class Stage:
     def load(self, csv: str | list[str], desc: str, classes: list[str] | None, **kwargs) -> FeatureSet:
         """One split's clips as this run's config makes them (load_split's from_audio as a keyword)."""
         return load_split(csv, self.category, self.config, normalize=self.config.normalize, desc=desc, classes=classes,
-                          **kwargs)
+                          features=getattr(self.args, "features", None), **kwargs)
 
     def splits(self, folds: int = 0, **kwargs) -> tuple:
         """(train, val, test, the card's split) from the split CSVs (with `folds`: all pooled in train, see
