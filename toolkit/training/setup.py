@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, fields
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from toolkit.cli import LEGACY_NAMES, pick_device, seed_everything, split_csv
 from toolkit.config import TrainConfig, train_config
@@ -21,6 +21,9 @@ from toolkit.io.splits import training_sets
 from toolkit.runcard import AUTOENCODER, RunCard, read_card
 from toolkit.training.data import FeatureSet, load_split
 from toolkit.training.engine import RunFiles, fit
+
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = ("train", "val", "test")
 NOT_FROM_CARD = ("config", "resume")  # a re-run from a card starts afresh unless --resume is typed
