@@ -37,7 +37,8 @@ from tqdm import tqdm
 from toolkit.cli import Parser, run_main
 from toolkit.config import fraction, number, positive_float, positive_int, seed_value
 from toolkit.errors import ToolkitError
-from toolkit.features import FEATURES, STORED, FeatureParams, FeatureType, feature_file_job, feature_file_name, get_feature
+from toolkit.features import (CLIP_ID, FEATURES, STORED, FeatureParams, FeatureType, feature_file_job, feature_file_name,
+                              features_table_path, get_feature)
 from toolkit.features.store import open_store, store_files, write_store
 from toolkit.fileio import output_dir, process_alive, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
 from toolkit.io.audio import MAX_SECONDS, PARAMS_FILE, fingerprint, parallel_map
@@ -147,18 +148,33 @@ def pack_split(feature: type[FeatureType], csv: str, params: FeatureParams, scra
         print(f"packed {len(rows)} {feature.name} features into {store_files(csv)[0]}")
 
 
-def check_not_overwriting_other_features(feature: type[FeatureType], csv: str) -> None:
-    """Split CSVs of another feature type in the same folder would be replaced by these: refuse, naming the fix."""
-    if not os.path.isfile(csv):
-        return
-    try:
-        columns = read_csv(csv, []).columns
-    except ToolkitError:
-        return  # an empty or broken CSV: nothing worth keeping
-    others = [f.name for f in FEATURES.values() if f is not feature and f.column() in columns]
-    if others:
-        raise ToolkitError(f"{csv}: holds the {others[0]} split of this category; pass another --save_csv_path for "
-                           f"--features {feature.name} (or delete those CSVs)")
+def joins_existing_split(feature: type[FeatureType], outs: dict[str, str]) -> bool:
+    """True when the folder holds this category's split made with another feature type: this type's features are then
+    written as tables beside it (write_features_table), never over it. Part of such a split is refused."""
+    others = {}
+    for csv in outs.values():
+        try:
+            columns = read_csv(csv, []).columns if os.path.isfile(csv) else []
+        except ToolkitError:
+            columns = []  # an empty or broken CSV: nothing worth keeping
+        others[csv] = next((f.name for f in FEATURES.values() if f is not feature and f.column() in columns), None)
+    if any(others.values()) and not all(others.values()):
+        csv, other = next((c, o) for c, o in others.items() if o)
+        raise ToolkitError(f"{csv}: holds the {other} split of this category, but not all three parts are there; pass "
+                           f"another --save_csv_path for --features {feature.name} (or delete those CSVs)")
+    return all(others.values())
+
+
+def write_features_table(feature: type[FeatureType], split_csv: str, table: pd.DataFrame) -> str:
+    """This type's feature files for the clips of `split_csv` (a split made with another type): {stem}.{feature}.csv
+    beside it, one row per clip (Audio_file_name, the file column), which stage 3's --features joins on clip id."""
+    column, path = feature.column(), features_table_path(split_csv, feature.name)
+    made = dict(zip(table[CLIP_ID].astype(str), table[column]))
+    clips = read_csv(split_csv, [CLIP_ID])[CLIP_ID].astype(str)
+    rows = pd.DataFrame({CLIP_ID: [c for c in clips if c in made]})
+    write_csv(rows.assign(**{column: [relative_to_csv(made[c], path) for c in rows[CLIP_ID]]}), path)
+    print(f"wrote {path}: {feature.name} features of {len(rows)} of the {len(clips)} clips of {split_csv}")
+    return path
 
 
 def read_copies(path: str, category: str, classes: list[str], table: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
@@ -213,8 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         table = pd.concat([table, copies], ignore_index=True)
     output_dir(args.save_csv_path, "--save_csv_path")
     outs = {s: os.path.join(args.save_csv_path, f"{args.category}_{s}.csv") for s in SPLITS}
-    for out in outs.values():
-        check_not_overwriting_other_features(feature, out)
+    joined = joins_existing_split(feature, outs)
     folder = output_dir(os.path.join(args.save_spec_path, feature.folder, params.tag()), "--save_spec_path")
     write_json(params.to_dict(), os.path.join(folder, PARAMS_FILE))  # (re)written: a damaged one is repaired
 
@@ -223,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         audio = [resolve_from_csv(p, in_csv) for p in table["Audio_file_path"].astype(str)]
         files = feature_files(feature, folder, audio, table["Audio_file_name"].astype(str).tolist())
         # --no_png: features are made in a scratch folder (removed at the end) or taken from the splits' earlier stores
-        packed = packed_features(feature, list(outs.values())) if args.no_png else {}
+        stores_beside = [features_table_path(o, feature.name) if joined else o for o in outs.values()]
+        packed = packed_features(feature, stores_beside) if args.no_png else {}
         targets = [os.path.join(scratch, os.path.basename(f)) if scratch and not os.path.exists(f) else f for f in files]
         made = {t for t, f in zip(targets, files) if os.path.abspath(f) in packed}
         errors = make_feature_files(feature, audio, targets, params, args.workers, args.max_seconds, made)
@@ -232,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         table[column] = files
         failed = table[[f in errors for f in files]]
         table = table[[f not in errors for f in files]]
-        failed_csv = os.path.join(args.save_csv_path, f"{args.category}_failed_clips.csv")
+        failed_csv = os.path.join(args.save_csv_path, f"{args.category}_failed_clips{'.' + feature.name if joined else ''}.csv")
         if errors:
             write_csv(failed[["Audio_file_name", "ActorID", args.category]].assign(error=[errors[f] for f in failed[column]]),
                       failed_csv)
@@ -241,6 +257,11 @@ def main(argv: list[str] | None = None) -> None:
         if table.empty:
             raise ToolkitError(f"{in_csv}: no clip could be turned into {feature.name} features; the reasons are in {failed_csv}")
 
+        if joined:  # the split in the folder (made with another feature type) stays as it is
+            print(f"{args.save_csv_path} holds this split already: adding {feature.name} features to it")
+            for out in outs.values():
+                pack_split(feature, write_features_table(feature, out, table), params, scratch, packed)
+            return
         splits = make_splits(table[~is_copy(table)], args.category, **split)
         if copies is not None:
             splits["train"] = with_copies(splits["train"], table[is_copy(table)])

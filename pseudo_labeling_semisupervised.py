@@ -1,6 +1,6 @@
 """Stage 5: fine-tune a trained CNN with pseudo-labels on unlabeled clips (Lee 2013, the seed's schedule).
 
-Starts from the stage-3 model --cnn_param_file (with its JSON, in --model_save_and_load_path). Each epoch walks the
+Starts from the stage-3 model --cnn_param_file (with its JSON, in --model_dir). Each epoch walks the
 unlabeled clips in batches: the model labels a batch in eval mode, then trains on it with weight alpha(step); after
 every 25th unlabeled batch (the first included) comes one full pass over the labeled training set, and `step`
 advances once per labeled pass. alpha is 0 before --T1, rises linearly to --af at --T2 and stays there. T1 and T2
@@ -23,17 +23,16 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
 import os
 from dataclasses import replace
 
-from models import MODEL_NAMES, canonical_name
-from toolkit.cli import get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
-from toolkit.config import RECIPES, add_recipe_flags, non_negative, positive_int, share, train_config
+from models import MODEL_NAMES, canonical_name, load_trained_model
+from toolkit.cli import add_model_dir_flag, get_args_parser, in_folder, run_main, seed_everything, split_csv
+from toolkit.config import RECIPES, add_recipe_flags, non_negative, positive_int, share
 from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
 from toolkit.training.data import load_split, move_to_device
-from toolkit.training.engine import RunFiles, evaluate, fit, predict_logits, public
-from models import load_trained_model
-from toolkit.io.labels import check_category
+from toolkit.training.engine import evaluate, predict_logits, public
 from toolkit.io.splits import split_of_run
-from toolkit.runcard import RunCard, card_path
+from toolkit.runcard import card_path
+from toolkit.training.setup import set_up
 from toolkit.training.pseudo import (compare, format_comparison, label_counts, labeled_passes_per_epoch, load_unlabeled,
                                      make_train_step, schedule_point, warn_about_overlap)
 
@@ -46,10 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     add_recipe_flags(p, names=("weight_decay", "patience"), base=RECIPE)
     p.add_argument("--unlabeled_csv", default="unlabeled.csv",
                    help="CSV of unlabeled clips (Audio_file_path, or the model's feature column such as "
-                        "Image_file_path), in --csv_load_path unless a path")
+                        "Image_file_path), in --data_dir unless a path")
     p.add_argument("--model", default="cnn3", help=f"network of --cnn_param_file: {', '.join(MODEL_NAMES)}")
-    p.add_argument("--model_save_and_load_path", "--model_dir", "--model_load_and_save_path", dest="model_save_and_load_path",
-                   default="Models/", help="folder holding --cnn_param_file; the pseudo-labeled model is saved there")
+    add_model_dir_flag(p, "folder holding --cnn_param_file; the pseudo-labeled model is saved there",
+                       aliases=("model_save_and_load_path", "model_load_and_save_path"))
     p.add_argument("--cnn_param_file", default=None, help="the stage-3 model to start from (default {model}_{category}.pt)")
     p.add_argument("--pseudolabeling_param_file", default=None,
                    help="file name of the pseudo-labeled model (default {model}_{category}_PL.pt)")
@@ -65,15 +64,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="ignore pseudo-labels whose softmax confidence is below this (0: use all, as the seed)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="processes making features when --unlabeled_csv lists audio")
-    args = p.parse_args(argv)
-    category = check_category(args.category)
+    stage = set_up(p, argv, "pseudo_labeling_semisupervised.py", base=RECIPE)
+    args, category, device = stage.args, stage.category, stage.device
     name = canonical_name(args.model)
-    folder = args.model_save_and_load_path
+    folder = stage.model_dir
     start_path = in_folder(args.cnn_param_file or f"{name}_{category}.pt", folder)
     pl_path = in_folder(args.pseudolabeling_param_file or f"{name}_{category}_PL.pt", folder)
     if os.path.abspath(pl_path) == os.path.abspath(start_path):
         raise ToolkitError(f"{pl_path}: would overwrite the starting model; pass another --pseudolabeling_param_file")
-    device = pick_device(args.device, args.threads)
     seed_everything(args.seed)
 
     model, start = load_trained_model(start_path, device)
@@ -84,15 +82,16 @@ def main(argv: list[str] | None = None) -> None:
                                f"or another --cnn_param_file")
     classes = start.classes
     # Inputs made exactly as the starting model saw them (features, input options, normalisation), whatever stage 3's recipe was.
-    config = replace(train_config(args, base=RECIPE), normalize=start.normalize,
-                     eval_windows=start.training.get("eval_windows", "center"),
-                     **{k: v for k, v in start.input_options.items()
-                        if k in ("time_axis", "frames", "max_seconds") and v is not None})
-    csvs = {s: split_csv(args, s) for s in ("train", "val", "test")}
+    config = stage.config = replace(stage.config, normalize=start.normalize,
+                                    eval_windows=start.training.get("eval_windows", "center"),
+                                    **{k: v for k, v in start.input_options.items()
+                                       if k in ("time_axis", "frames", "max_seconds") and v is not None})
+    csvs = stage.csvs()
     # A fine-tuned encoder's waveforms are not stored by stage 2: they come from the CSVs' audio, as in its training.
     from_audio = None if start.feature.stored else (start.feature, start.feature_params)
     train, val, test = (load_split(csvs[s], category, options=start.input_options, normalize=start.normalize, desc=s,
-                                   classes=classes, from_audio=from_audio) for s in csvs)
+                                   classes=classes, from_audio=from_audio,
+                                   features=None if from_audio else start.feature.name) for s in csvs)
     if train.feature is not start.feature or (start.features["params"] and train.params and start.features["params"] != train.params):
         raise ToolkitError(f"{start_path}: trained on {start.features['type']} features made with {start.features['params']}, "
                            f"but {csvs['train']} lists {train.feature.name} features made with {train.params}; use matching data")
@@ -120,16 +119,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"pseudo-label weight: 0 until step {T1}, rising to {args.af} at step {T2} (the run has {total} steps)")
     train_step = make_train_step(train, unlabeled, args.batch_size, device, args.seed, T1, T2, args.af,
                                  start_step, args.confidence_threshold)
-    run = RunFiles(os.path.dirname(pl_path) or ".", os.path.splitext(os.path.basename(pl_path))[0])
+    run = stage.run_files(os.path.splitext(os.path.basename(pl_path))[0], folder=os.path.dirname(pl_path) or ".")
     settings = {"T1": T1, "T2": T2, "T1_given": str(args.T1), "T2_given": str(args.T2), "af": args.af, "start_step": start_step,
                 "confidence_threshold": args.confidence_threshold}
-    card = RunCard.new(name, category, classes, train, config, split_of_run(csvs, category), vars(args),
-                       init=[*start.init, "pseudo-label"],
-                       init_detail={**start.init_detail, "started_from": os.path.abspath(start_path)})
+    card = stage.card(name, classes, train, split_of_run(csvs, category), init=[*start.init, "pseudo-label"],
+                      init_detail={**start.init_detail, "started_from": os.path.abspath(start_path)},
+                      model_args=start.model_args)
     card.features = dict(start.features)  # the starting model's parameters and input standardisation
     card.training["pseudo_labeling"] = {**settings, "unlabeled_csv": unlabeled_csv, "unlabeled_clips": len(unlabeled)}
-    card = fit(model, train, val, test, config, run, card, device, train_step=train_step, resume=args.resume,
-               compile=args.compile)
+    card = stage.fit(model, train, val, test, run, card, train_step=train_step)
 
     results = card.metrics
     comparison = {

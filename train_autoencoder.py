@@ -1,6 +1,6 @@
 """Stage 4a: train the seed's 3-layer convolutional autoencoder on the training images (labels are not used).
 
-Saves {model_save_path}/encoder_3_layers.pt and decoder_3_layers.pt (plain state dicts of the final epoch) and
+Saves {model_dir}/encoder_3_layers.pt and decoder_3_layers.pt (plain state dicts of the final epoch) and
 autoencoder_3_layers.json, its run card, holding the final eval-mode reconstruction loss on the training images,
 which testing_autoencoder.py must reproduce; plus the per-epoch losses (_metrics.csv), the loss curve and a grid of
 inputs above their reconstructions. cnn_classifier.py then starts a classifier from encoder_3_layers.pt.
@@ -18,14 +18,14 @@ import pandas as pd
 import torch
 
 from models import AutoEncoder, check_input
-from toolkit.cli import get_args_parser, pick_device, run_main, seed_everything, split_csv
-from toolkit.config import RECIPES, add_recipe_flags, train_config
-from toolkit.fileio import output_dir, write_csv, write_torch
-from toolkit.io.labels import check_category
-from toolkit.runcard import AUTOENCODER, RunCard
+from toolkit.cli import add_features_flag, add_model_dir_flag, get_args_parser, run_main
+from toolkit.config import RECIPES, add_recipe_flags
+from toolkit.fileio import write_csv, write_torch
+from toolkit.runcard import AUTOENCODER
 from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_loss_curve, plot_reconstructions, reconstruction_loss, train_epoch
 from toolkit.training.data import load_split, move_to_device
-from toolkit.training.engine import RunFiles, train_loop
+from toolkit.training.engine import train_loop
+from toolkit.training.setup import set_up
 
 # The seed's loop (no weight decay, constant learning rate), on inputs made like the default recipe's classifier.
 RECIPE = replace(RECIPES["seed"], time_axis=RECIPES["default"].time_axis)
@@ -34,34 +34,30 @@ RECIPE = replace(RECIPES["seed"], time_axis=RECIPES["default"].time_axis)
 def main(argv: list[str] | None = None) -> None:
     p = get_args_parser(__doc__, epochs=200, splits=("train",), recipe=False)
     add_recipe_flags(p, names=("weight_decay", "time_axis"), base=RECIPE)
-    p.add_argument("--model_save_path", "--model_dir", default="Models/", help="folder for the encoder and decoder state dicts, run card and plots")
-    args = p.parse_args(argv)
-    config = train_config(args, base=RECIPE)
-    category = check_category(args.category)
-    device = pick_device(args.device, args.threads)
-    output_dir(args.model_save_path, "--model_save_path")  # an unusable folder fails now, not after loading
-    train_csv = split_csv(args, "train")
-    train = load_split(train_csv, None, config, desc="train")  # no labels: any CSV of images will do
+    add_model_dir_flag(p, "folder for the encoder and decoder state dicts, run card and plots")
+    add_features_flag(p)
+    stage = set_up(p, argv, "train_autoencoder.py", base=RECIPE)
+    config, device = stage.config, stage.device
+    train_csv = stage.csvs(("train",))["train"]
+    train = load_split(train_csv, None, config, desc="train", features=stage.args.features)  # no labels: any images do
     check_input("cnn3", train.feature.kind, train.input_shape(), train_csv)
     move_to_device(train, device)
-    seed_everything(config.seed)
-    model = AutoEncoder().to(device)
+    model = stage.new_model(AutoEncoder).to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    run = RunFiles(args.model_save_path, STEM)
+    run = stage.run_files(STEM)
 
     def train_step(net, optimizer, epoch, generator):
         return train_epoch(net, train, optimizer, config.batch_size, device, generator)
 
     with run.lock():
-        loop = train_loop(model, config, run, device, train_step, resume=args.resume, compile=args.compile)
+        loop = train_loop(model, config, run, device, train_step, resume=stage.args.resume, compile=stage.args.compile)
         # The number testing_autoencoder.py checks: eval mode (BatchNorm running statistics), no weight updates.
         final = reconstruction_loss(model, train, config.batch_size, device)
         write_torch({k: v.cpu() for k, v in model.encoder.state_dict().items()}, os.path.join(run.folder, ENCODER_FILE))
         write_torch({k: v.cpu() for k, v in model.decoder.state_dict().items()}, os.path.join(run.folder, DECODER_FILE))
-        card = RunCard.new(AUTOENCODER, category, [], train, config,
-                           {"kind": "unknown", "csvs": {"train": os.path.abspath(train_csv)}}, vars(args),
-                           init_detail={"encoder_file": ENCODER_FILE, "decoder_file": DECODER_FILE})
+        card = stage.card(AUTOENCODER, [], train, {"kind": "unknown", "csvs": {"train": os.path.abspath(train_csv)}},
+                          init_detail={"encoder_file": ENCODER_FILE, "decoder_file": DECODER_FILE})
         card.metrics = {"loss": final, "images": len(train), "epochs": len(loop.history), "seconds": loop.seconds,
                         "loss_definition": "eval-mode mean squared error per pixel on the training images, inputs in [0, 1]"}
         card.save(run.card)

@@ -1,6 +1,6 @@
 """Stage 3: train a network (cnn3, cnn9, resnet18, resnet34, vgg16, efficientnet; linear, mlp) on stage 2's features.
 
-The best epoch by validation weighted F1 (or loss, --select_by) is saved as {model_save_path}/{model}_{category}.pt
+The best epoch by validation weighted F1 (or loss, --select_by) is saved as {model_dir}/{model}_{category}.pt
 (a plain state dict) with its run card ({model}_{category}.json), and scored on the test set. --recipe seed
 reproduces the seed project's training; the default recipe keeps the time scale and adds augmentation, a schedule
 and early stopping. The feature type (mel images or eGeMAPS vectors) is read off the split CSVs.
@@ -20,20 +20,13 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
 import os
 import sys
 
-from models import MODELS, build_model, canonical_name, check_input, models_taking
-from toolkit.cli import fold_count, get_args_parser, in_folder, pick_device, run_main, seed_everything, split_csv
-from toolkit.config import train_config
+from models import MODELS, add_model_flags, build_model, canonical_name, check_input, model_args_of, models_taking
+from toolkit.cli import add_features_flag, add_model_dir_flag, fold_count, get_args_parser, in_folder, run_main
 from toolkit.errors import ToolkitError
-from toolkit.fileio import output_dir
-from toolkit.io.labels import check_category
-from toolkit.io.splits import training_sets
-from toolkit.runcard import RunCard
 from toolkit.training import distributed
-from toolkit.training.data import load_split
-from toolkit.training.engine import RunFiles, fit
 from toolkit.training.fullbatch import check_config as check_full_batch
+from toolkit.training.setup import Stage, set_up
 
-SPLITS = ("train", "val", "test")
 STAGE_4C_FLAGS = ("--model_save_and_load_path", "--model_load_and_save_path")  # the seed README's stage-4c line
 
 
@@ -54,7 +47,7 @@ def run_stage_4c(argv: list[str]) -> None:
             if canonical_name(value) != "cnn3":
                 raise ToolkitError(f"--model {value} with --model_save_and_load_path: that is stage 4c (cnn_classifier.py), "
                                    f"whose network is cnn3 from the autoencoder's encoder; drop --model_save_and_load_path "
-                                   f"to train {value} (--model_save_path DIR)")
+                                   f"to train {value} (--model_dir DIR)")
             i += 1 if "=" in argv[i] else 2
             continue
         rest.append(argv[i])
@@ -72,9 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="cnn3", help=f"network: {', '.join(models_taking('image'))} for images, "
                                                    f"{', '.join(models_taking('vector'))} for vector features "
                                                    f"(or efficientnet_b2); wav2vec2: train_wav2vec2.py")
-    p.add_argument("--model_save_path", "--model_dir", dest="model_save_path", default="Models/",
-                   help="folder for the state dict, run card, metrics and plots (--model_save_and_load_path instead runs "
-                        "stage 4c, cnn_classifier.py, as the seed README's stage-4c line does)")
+    add_model_dir_flag(p, "folder for the state dict, run card, metrics and plots; --model_save_and_load_path instead "
+                          "runs stage 4c, cnn_classifier.py, as the seed README's stage-4c line does")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                    help="train the torchvision models from scratch (without it they start from ImageNet weights, which "
                         "must be in torchvision's cache or given with --weights)")
@@ -83,45 +75,43 @@ def main(argv: list[str] | None = None) -> None:
                    help="K >= 2: speaker-grouped K-fold cross-validation over all three CSVs instead of one run")
     p.add_argument("--extra_test_csv", nargs="+", default=[],
                    help="also score the best model (every fold's, with --folds) on these CSVs, e.g. unseen kinds of voices")
-    args = p.parse_args(argv)
-    category = check_category(args.category)
+    add_features_flag(p)
+    add_model_flags(p)
+    stage = set_up(p, argv, "train_cnn.py", default_recipe=lambda args: MODELS[canonical_name(args.model)].recipe)
+    args = stage.args
     name = canonical_name(args.model)
-    config = train_config(args, default_recipe=MODELS[name].recipe)
-    device = pick_device(args.device, args.threads)
-    output_dir(args.model_save_path, "--model_save_path")  # an unusable folder fails now, not after training
+    own = model_args_of(name, args)  # a hyperparameter of another model: one line now, before any data is read
     if args.folds and distributed.launched():
         raise ToolkitError("--folds under torchrun is not supported: run the folds in one process each")
-    with distributed.session(device) as device:  # under torchrun: this rank's device, in the process group
-        train_and_report(args, config, category, name, device)
+    with distributed.session(stage.device) as stage.device:  # under torchrun: this rank's device, in the process group
+        train_and_report(stage, name, own)
 
 
-def train_and_report(args, config, category: str, name: str, device) -> None:
+def train_and_report(stage: Stage, name: str, own: dict) -> None:
+    """Train `name` with its own hyperparameters `own` (or cross-validate it) and score it."""
+    args, config, category, device = stage.args, stage.config, stage.category, stage.device
     pretrained = bool(args.pretrained and MODELS[name].imagenet)
-    csvs = {s: split_csv(args, s) for s in SPLITS}
-
-    def load(csv, desc, classes):
-        return load_split(csv, category, config, normalize=config.normalize, desc=desc, classes=classes)
-
-    train, val, test, split = training_sets(csvs, load, args.folds, config.seed, category)
+    train, val, test, split = stage.splits(args.folds)
     classes = train.classes
-    check_input(name, train.feature.kind, train.input_shape(), csvs["train"])
-    check_full_batch(config, train.feature.kind, csvs["train"])
-    card = RunCard.new(name, category, classes, train, config, split, vars(args), init=["imagenet" if pretrained else "scratch"],
-                       init_detail={"weights": os.path.abspath(args.weights)} if args.weights else {})
-    run = RunFiles(args.model_save_path, f"{name}_{category}")
-    extra = {csv: load(in_folder(csv, args.csv_load_path), csv, classes) for csv in args.extra_test_csv}
+    train_csv = stage.csvs()["train"]
+    check_input(name, train.feature.kind, train.input_shape(), train_csv)
+    check_full_batch(config, train.feature.kind, train_csv)
+    card = stage.card(name, classes, train, split, init=["imagenet" if pretrained else "scratch"],
+                      init_detail={"weights": os.path.abspath(args.weights)} if args.weights else {}, model_args=own)
+    run = stage.run_files(f"{name}_{category}")
+    extra = {csv: stage.load(in_folder(csv, args.data_dir), csv, classes) for csv in args.extra_test_csv}
 
     def make_model():
-        return build_model(name, len(classes), train.input_shape(), pretrained=pretrained, weights=args.weights)
+        return build_model(name, len(classes), train.input_shape(), pretrained=pretrained, weights=args.weights,
+                           model_args=own)
 
     if args.folds:
         from toolkit.training.crossval import cross_validate
 
         cross_validate(train, args.folds, config, make_model, run, card, device, extra)
         return
-    seed_everything(config.seed)
-    model = make_model()
-    card = fit(model, train, val, test, config, run, card, device, resume=args.resume, compile=args.compile)
+    model = stage.new_model(make_model)
+    card = stage.fit(model, train, val, test, run, card)
     if extra and distributed.is_main():
         from toolkit.training.crossval import score_extra_tests
 

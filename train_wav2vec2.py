@@ -9,7 +9,7 @@ training and scored whole (in chunks) at evaluation. bf16 on a CUDA GPU.
 
 --encoder is a Hugging Face hub id (looked up in the local cache; get it once with `hf download ID`) or a directory
 with config.json, preprocessor_config.json and the weights. --no-pretrained trains the same architecture from random
-weights (the directory then needs no weights). Saves {model_save_path}/{model_save_name}.pt (a plain state dict)
+weights (the directory then needs no weights). Saves {model_dir}/{model_save_name}.pt (a plain state dict)
 with its run card, which holds the encoder's config: predict.py and stage 5 rebuild the model from the two files.
 --folds K runs speaker-grouped K-fold cross-validation instead, as train_cnn.py does.
 """
@@ -23,18 +23,12 @@ import os
 from dataclasses import asdict
 
 from models import build_model
-from toolkit.cli import Parser, fold_count, get_args_parser, pick_device, run_main, seed_everything, split_csv
-from toolkit.config import FINETUNE, add_recipe_flags, at_least, positive_int, train_config
+from toolkit.cli import Parser, add_model_dir_flag, fold_count, get_args_parser, run_main
+from toolkit.config import FINETUNE, add_recipe_flags, at_least, positive_int
 from toolkit.features.encoders import encoder_info, min_samples
 from toolkit.features.waveform import Waveform, WaveformParams
-from toolkit.fileio import output_dir
-from toolkit.io.labels import check_category
-from toolkit.io.splits import training_sets
-from toolkit.runcard import RunCard
-from toolkit.training.data import load_split
-from toolkit.training.engine import RunFiles, fit
+from toolkit.training.setup import set_up
 
-SPLITS = ("train", "val", "test")
 MODEL = "wav2vec2"  # the models.MODELS name of a fine-tuned encoder, whichever encoder it is
 
 
@@ -48,7 +42,7 @@ def make_parser() -> Parser:
                    help="random weights from the encoder's config instead of its pretrained ones (from scratch)")
     p.add_argument("--model_save_name", default=None,
                    help=f"file name of the fine-tuned model, with or without .pt (default {MODEL}_{{category}})")
-    p.add_argument("--model_save_path", "--model_dir", dest="model_save_path", default="Models/", help="folder for the state dict, run card, metrics and plots")
+    add_model_dir_flag(p, "folder for the state dict, run card, metrics and plots")
     p.add_argument("--max_seconds", type=at_least(0.5, float), default=FINETUNE.max_seconds,
                    help="training crops clips longer than this at random (evaluation takes whole clips)")
     p.add_argument("--gradient_accumulation_steps", dest="accumulate", type=positive_int, default=FINETUNE.accumulate,
@@ -63,27 +57,18 @@ def make_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = make_parser().parse_args(argv)
-    config = train_config(args, base=FINETUNE)
-    category = check_category(args.category)
-    device = pick_device(args.device, args.threads)
-    output_dir(args.model_save_path, "--model_save_path")  # an unusable folder fails now, not after training
+    stage = set_up(make_parser(), argv, "train_wav2vec2.py", base=FINETUNE)
+    args, config = stage.args, stage.config
     info = encoder_info(args.encoder)  # offline and not found: one line now, before any clip is read
     params = WaveformParams(sr=info.sr, normalize=info.normalize, min_samples=min_samples(info.config))
-    csvs = {s: split_csv(args, s) for s in SPLITS}
-
-    def load(csv, desc, classes):
-        return load_split(csv, category, config, desc=desc, classes=classes, from_audio=(Waveform, params))
-
-    train, val, test, split = training_sets(csvs, load, args.folds, config.seed, category)
+    train, val, test, split = stage.splits(args.folds, from_audio=(Waveform, params))
     classes = train.classes
     # Everything the network needs besides its weights: predict.py and stage 5 rebuild it from the run card alone.
     encoder = {**asdict(info), "window": round(config.max_seconds * info.sr)}
-    card = RunCard.new(MODEL, category, classes, train, config, split, vars(args),
-                       init=["pretrained-speech" if args.pretrained else "scratch"],
-                       init_detail={"encoder": encoder, "gradient_checkpointing": args.gradient_checkpointing})
-    stem = os.path.splitext(args.model_save_name)[0] if args.model_save_name else f"{MODEL}_{category}"
-    run = RunFiles(args.model_save_path, stem)
+    card = stage.card(MODEL, classes, train, split, init=["pretrained-speech" if args.pretrained else "scratch"],
+                      init_detail={"encoder": encoder, "gradient_checkpointing": args.gradient_checkpointing})
+    stem = os.path.splitext(args.model_save_name)[0] if args.model_save_name else f"{MODEL}_{stage.category}"
+    run = stage.run_files(stem)
 
     def make_model():
         model = build_model(MODEL, len(classes), train.input_shape(), pretrained=args.pretrained, encoder=encoder)
@@ -98,10 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.folds:
         from toolkit.training.crossval import cross_validate
 
-        cross_validate(train, args.folds, config, make_model, run, card, device)
+        cross_validate(train, args.folds, config, make_model, run, card, stage.device)
         return
-    seed_everything(config.seed)
-    fit(make_model(), train, val, test, config, run, card, device, resume=args.resume, compile=args.compile)
+    stage.fit(stage.new_model(make_model), train, val, test, run, card)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
-"""One registry for every network: a model is one MODELS entry; build_model(name, num_classes, input_shape, ...)."""
+"""One registry for every network: a model is one MODELS entry; build_model(name, num_classes, input_shape, ...).
+
+A model with hyperparameters of its own (mlp: width, depth) names a frozen dataclass of them as ModelSpec.args: its
+fields become train_cnn.py's flags (add_model_flags), their values the run card's model_args, from which
+load_trained_model rebuilds the network (predict.py, evaluate.py) with no code of its own."""
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 import torch
@@ -17,7 +22,7 @@ from toolkit.training.engine import load_weights
 
 from .autoencoder import AutoEncoder, Decoder
 from .cnn import CNN3, CNN9, Encoder
-from .heads import VectorHead
+from .heads import MLPArgs, VectorHead, mlp
 from .speech import SpeechClassifier, build_speech_classifier
 
 
@@ -28,6 +33,7 @@ class ModelSpec:
     imagenet: str | None = None  # torchvision's weights enum, where ImageNet weights exist
     image_size: tuple[int, int] | None = None  # the only H×W it can take (a Linear layer sized for it)
     recipe: str = "default"  # the training recipe (toolkit/config.py RECIPES) when no --recipe is given
+    args: type | None = None  # the model's own hyperparameters: a frozen dataclass, its fields train_cnn.py's flags
 
 
 def torchvision_model(builder: str, weights: str) -> ModelSpec:
@@ -47,13 +53,13 @@ MODELS: dict[str, ModelSpec] = {
     "vgg16": torchvision_model("vgg16", "VGG16_Weights"),
     "efficientnet": torchvision_model("efficientnet_b2", "EfficientNet_B2_Weights"),
     "linear": ModelSpec(lambda n, shape: VectorHead(shape, n), "vector", recipe="vector"),
-    "mlp": ModelSpec(lambda n, shape: VectorHead(shape, n, hidden=(256,)), "vector", recipe="vector"),
+    "mlp": ModelSpec(mlp, "vector", recipe="vector", args=MLPArgs),
     "wav2vec2": ModelSpec(lambda n, shape, encoder, pretrained: build_speech_classifier(n, encoder, pretrained), "audio"),
 }
 MODEL_NAMES = list(MODELS)
 ALIASES = {"efficientnet_b2": "efficientnet", "renset34": "resnet34"}  # renset34: the seed README's typo
 
-__all__ = ["build_model", "canonical_name", "check_input", "MODELS", "MODEL_NAMES", "AutoEncoder", "Encoder",
+__all__ = ["build_model", "canonical_name", "check_input", "add_model_flags", "model_args_of", "MODELS", "MODEL_NAMES", "AutoEncoder", "Encoder",
            "Decoder", "CNN3", "CNN9", "SpeechClassifier", "load_model", "load_trained_model"]
 
 
@@ -83,6 +89,40 @@ def check_input(name: str, kind: str, shape: tuple[int, ...] | list[int], source
                            f"or another model ({', '.join(n for n in models_taking('image') if n != name)})")
 
 
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per field of each model's own hyperparameters (ModelSpec.args), e.g. mlp's --hidden and --layers.
+    Unset flags stay unset (SUPPRESS): model_args_of tells them from a value the user typed."""
+    g = p.add_argument_group("model arguments (recorded in the run card's model_args)")
+    for name, spec in MODELS.items():
+        for f in fields(spec.args) if spec.args else ():
+            if f"--{f.name}" not in p._option_string_actions:  # a name two models share is one flag
+                g.add_argument(f"--{f.name}", type=f.metadata["type"], default=argparse.SUPPRESS,
+                               help=f"{f.metadata['help']} (default: {f.default})")
+
+
+def model_args_of(name: str, given: argparse.Namespace | dict) -> dict:
+    """Model `name`'s own hyperparameters, every one (defaults filled in), from parsed flags (only the ones typed
+    count) or a run card's model_args. A hyperparameter the model lacks, or a value its flag would refuse, is a
+    one-line error."""
+    spec = MODELS[canonical_name(name)]
+    own = {f.name: f for f in fields(spec.args)} if spec.args else {}
+    if isinstance(given, argparse.Namespace):
+        given = {k: v for k, v in vars(given).items() if k in _MODEL_FLAGS}
+    values = {}
+    for key, value in given.items():
+        if key not in own:
+            takes = f"its own are {', '.join('--' + k for k in own)}" if own else "it has none"
+            raise ToolkitError(f"--{key}: not a hyperparameter of {name} ({takes}); drop it or choose another --model")
+        try:  # a card's value passes the same check as the flag's
+            values[key] = own[key].metadata["type"](str(value))
+        except argparse.ArgumentTypeError as e:
+            raise ToolkitError(f"--{key} {value!r}: {e}") from None
+    return asdict(spec.args(**values)) if spec.args else {}
+
+
+_MODEL_FLAGS = {f.name for spec in MODELS.values() if spec.args for f in fields(spec.args)}
+
+
 def _imagenet_state_dict(name: str, weights_path: str | None) -> dict:
     """ImageNet weights from --weights or torchvision's cache; never a bare network traceback."""
     import torchvision.models as tvm
@@ -110,8 +150,9 @@ def replace_head(net: nn.Module, num_classes: int) -> None:
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, ...] = (3, 128, 128), pretrained: bool = False,
-                weights: str | None = None, encoder: dict | None = None) -> nn.Module:
+                weights: str | None = None, encoder: dict | None = None, model_args: dict | None = None) -> nn.Module:
     """The network `name` for items of `input_shape` with `num_classes` outputs (ImageNet-initialised on request).
+    `model_args`: the model's own hyperparameters (see model_args_of(); missing ones take their defaults).
 
     A model of audio (a fine-tuned speech encoder) is built from `encoder`, its run card's init_detail['encoder'];
     `pretrained` then loads the encoder's own pretrained weights."""
@@ -122,7 +163,8 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, ...] = (3, 
             raise ToolkitError(f"{name} is a fine-tuned speech encoder: its run card must describe the encoder "
                                f"(init_detail.encoder); restore the card train_wav2vec2.py wrote")
         return spec.build(num_classes, tuple(input_shape), encoder=encoder, pretrained=pretrained)
-    net = spec.build(num_classes, tuple(input_shape))
+    own = model_args_of(name, model_args or {})  # checked even for a model without any: a stray one is an error
+    net = spec.build(num_classes, tuple(input_shape), *([spec.args(**own)] if spec.args else []))
     if spec.imagenet and (pretrained or weights):
         state = _imagenet_state_dict(name, weights)
         try:
@@ -147,7 +189,8 @@ def load_trained_model(pt_path: str, device: "torch.device | str" = "cpu") -> tu
         raise ToolkitError(f"{card_path(pt_path)}: the run card of an autoencoder (stage 4a), not of a classifier; "
                            f"pass a classifier's .pt (train_cnn.py, cnn_classifier.py)")
     try:
-        model = build_model(card.model, len(card.classes), card.input["shape"], encoder=card.init_detail.get("encoder"))
+        model = build_model(card.model, len(card.classes), card.input["shape"], encoder=card.init_detail.get("encoder"),
+                            model_args=card.model_args)
     except ToolkitError as e:
         raise ToolkitError(f"{card_path(pt_path)}: {e}")
     load_weights(model, pt_path, hint=f"it must match {os.path.basename(card_path(pt_path))} ({card.model}, "

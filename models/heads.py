@@ -6,8 +6,14 @@ layers carry the trait.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
+
+from toolkit.config import number
+
+DROPOUT = 0.2
 
 
 class LayerSum(nn.Module):
@@ -24,7 +30,7 @@ class LayerSum(nn.Module):
 class VectorHead(nn.Module):
     """[LayerSum] -> [Linear -> ReLU -> Dropout] per hidden width -> Linear(num_classes)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (), dropout: float = 0.2) -> None:
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (), dropout: float = DROPOUT) -> None:
         super().__init__()
         if len(input_shape) not in (1, 2):
             raise ValueError(f"a vector head takes (D,) or (layers, D) items, not {tuple(input_shape)}")
@@ -38,3 +44,16 @@ class VectorHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.hidden(self.layers(x)))
+
+
+@dataclass(frozen=True)
+class MLPArgs:
+    """The mlp's own hyperparameters: train_cnn.py's flags of the same names, the run card's model_args."""
+    hidden: int = field(default=256, metadata={"type": number(int, 1, 65536), "help": "mlp: width of each hidden layer"})
+    layers: int = field(default=1, metadata={"type": number(int, 1, 64), "help": "mlp: number of hidden layers"})
+    dropout: float = field(default=DROPOUT, metadata={"type": number(float, 0, 1, below=True),
+                                                      "help": "mlp: dropout after each hidden layer"})
+
+
+def mlp(num_classes: int, input_shape: tuple[int, ...], args: MLPArgs = MLPArgs()) -> VectorHead:
+    return VectorHead(input_shape, num_classes, hidden=(args.hidden,) * args.layers, dropout=args.dropout)

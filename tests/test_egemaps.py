@@ -156,15 +156,6 @@ def test_unreadable_and_nan_feature_files_are_reported_and_left_out(egemaps_data
     assert "warning: 2 feature file(s) listed in" in proc.stdout and "nan.npy: not egemaps values" in proc.stdout
 
 
-def test_stage2_will_not_overwrite_the_mel_split_of_the_same_folder(sex_data, tmp_path):
-    proc = run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", tmp_path,
-                      "--save_csv_path", sex_data, "--category", "sex", "--features", "egemaps", "--workers", "1", check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().endswith("sex_train.csv: holds the mel split of this category; pass another --save_csv_path "
-                                        "for --features egemaps (or delete those CSVs)")
-    assert not (tmp_path / "egemaps").exists()
-
-
 @pytest.fixture(scope="module")
 def emotion_egemaps(tiny_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("emotion_egemaps")

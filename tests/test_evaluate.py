@@ -43,7 +43,7 @@ def test_train_wav2vec2_takes_model_dir(tmp_path):
     import train_wav2vec2
 
     args = train_wav2vec2.make_parser().parse_args(["--model_dir", str(tmp_path)])
-    assert args.model_save_path == str(tmp_path)
+    assert args.model_dir == str(tmp_path)
 
 
 # ---- evaluate.py ---------------------------------------------------------------------------------------------------

@@ -59,6 +59,19 @@ def closest_flag(typed: str, known: list[str]) -> str | None:
     return next(iter(initials[:1] or started[:1] or spelled), None)
 
 
+# The folder flags' names in the seed's scripts (and this toolkit's earlier versions): aliases of today's two, and
+# the keys of older run cards' command lines (--config reads them).
+LEGACY_NAMES = {"csv_load_path": "data_dir", "model_save_path": "model_dir", "model_save_and_load_path": "model_dir",
+                "model_load_and_save_path": "model_dir"}
+
+
+def add_model_dir_flag(p: argparse.ArgumentParser, help: str, aliases: tuple[str, ...] = ("model_save_path",)) -> None:
+    """--model_dir, the folder a stage writes its run to (and reads its starting model from), with the seed's names
+    for it in that stage as aliases."""
+    p.add_argument("--model_dir", *(f"--{a}" for a in aliases), dest="model_dir", default="Models/",
+                   help=f"{help} ({', '.join('--' + a for a in aliases)}: the seed's name{'s' if len(aliases) > 1 else ''})")
+
+
 def get_args_parser(description: str, epochs: int | None = None, splits: tuple[str, ...] = ("train", "val", "test"),
                     recipe: bool = True, base: TrainConfig | None = None) -> Parser:
     """The flags shared by the training stages (the seed's names and defaults).
@@ -68,17 +81,28 @@ def get_args_parser(description: str, epochs: int | None = None, splits: tuple[s
     `base` is that recipe (a TrainConfig), whose batch size and learning rate become the flags' defaults.
     """
     p = Parser(description=description)
-    p.add_argument("--csv_load_path", "--data_dir", default="Data/", help="folder holding the split CSVs")
+    p.add_argument("--data_dir", "--csv_load_path", dest="data_dir", default="Data/",
+                   help="folder holding the split CSVs (--csv_load_path: the seed's name)")
     p.add_argument("--category", default="sex", help=f"the label column to classify: {', '.join(CATEGORIES)} "
                                                      f"(CREMA-D), or your own (stage 1's --label_column)")
     for split in splits:
-        p.add_argument(f"--{split}_csv", default=None, help=f"{split} CSV in --csv_load_path (default {{category}}_{split}.csv)")
+        p.add_argument(f"--{split}_csv", default=None, help=f"{split} CSV in --data_dir (default {{category}}_{split}.csv)")
     if epochs is not None:
         add_training_flags(p, epochs, base or TrainConfig())
         if recipe:
             add_recipe_flags(p)
     add_device_flags(p)
     return p
+
+
+def add_features_flag(p: argparse.ArgumentParser) -> None:
+    """--features: which of the feature types of a split to train on (stage 2 adds a second type to a folder's split
+    as {category}_{split}.{type}.csv tables, joined on clip id)."""
+    from toolkit.features import STORED
+
+    p.add_argument("--features", choices=STORED, default=None,
+                   help="the feature type to train on: the split CSVs' own (default), or another that stage 2 added to "
+                        "the split's folder ({category}_{split}.{features}.csv beside the CSVs, joined on clip id)")
 
 
 def add_device_flags(p: argparse.ArgumentParser) -> None:
@@ -96,8 +120,10 @@ def fold_count(text: str) -> int:
 
 
 def split_csv(args: argparse.Namespace, split: str) -> str:
-    """Path of a split's CSV: --{split}_csv (a bare name is looked up in --csv_load_path)."""
-    return in_folder(getattr(args, f"{split}_csv") or f"{args.category}_{split}.csv", args.csv_load_path)
+    """Path of a split's CSV: --{split}_csv (a bare name is looked up in --data_dir; an older run card's command line
+    calls it csv_load_path)."""
+    folder = args.data_dir if hasattr(args, "data_dir") else args.csv_load_path
+    return in_folder(getattr(args, f"{split}_csv") or f"{args.category}_{split}.csv", folder)
 
 
 def in_folder(name: str, folder: str) -> str:

@@ -30,6 +30,8 @@ class RunCard:
     classes: list[str]  # label index = position
     features: dict  # {"type": a toolkit.features name, "params": how they were made, "stats": input standardisation}
     input: dict  # {"kind": "image"|"vector", "shape": one item as the network sees it, + the type's input options}
+    model_args: dict = field(default_factory=dict)  # the model's own hyperparameters (mlp: hidden, layers, dropout);
+    # {} for a model without any, and in cards written before model_args: the model's defaults rebuild it
     normalize: str = "none"  # 'speaker': features were normalised per speaker before the network (see config)
     init: list[str] = field(default_factory=lambda: ["scratch"])  # what the weights started from, in order
     init_detail: dict = field(default_factory=dict)  # the files they came from (weights, encoder, starting model)
@@ -85,9 +87,10 @@ class RunCard:
 
     @classmethod
     def new(cls, model: str, category: str, classes: list[str], data, config, split: dict, args: dict,
-            init: list[str] | None = None, init_detail: dict | None = None) -> "RunCard":
-        """The card of a run about to train `model` on `data` (a FeatureSet) with `config` (a TrainConfig)."""
-        return cls(model=model, category=category, classes=list(classes),
+            init: list[str] | None = None, init_detail: dict | None = None, model_args: dict | None = None) -> "RunCard":
+        """The card of a run about to train `model` (with its own hyperparameters `model_args`) on `data` (a
+        FeatureSet) with `config` (a TrainConfig)."""
+        return cls(model=model, category=category, classes=list(classes), model_args=dict(model_args or {}),
                    features={"type": data.feature.name, "params": data.params, "stats": None},
                    input={"kind": data.feature.kind, "shape": data.input_shape(), **data.options},
                    normalize=config.normalize, init=list(init or ["scratch"]), init_detail=dict(init_detail or {}),

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from toolkit.errors import ToolkitError
-from toolkit.features import FeatureParams, FeatureSet, FeatureType, feature_of_table, features_from_audio, params_beside, subset
+from toolkit.features import FeatureParams, FeatureSet, FeatureType, features_from_audio, params_beside, split_features, subset
 from toolkit.features.store import Store, StoreItems, StoreRows, open_store, store_files
 from toolkit.fileio import read_csv, require_columns, resolve_from_csv, without_blanks
 from toolkit.io.audio import ClipError
@@ -43,10 +43,11 @@ def normalize_by_speaker(feature: type[FeatureType], features: list[np.ndarray],
 
 def load_split(csv_path: str | list[str], category: str | None, config=None, options: dict | None = None,
                normalize: str = "none", desc: str = "", classes: list[str] | None = None,
-               from_audio: tuple[type[FeatureType], FeatureParams] | None = None) -> FeatureSet:
+               from_audio: tuple[type[FeatureType], FeatureParams] | None = None, features: str | None = None) -> FeatureSet:
     """Load every clip a split CSV lists; a list of CSVs is loaded as one set.
 
-    The feature files are those of the CSV's feature column (stage 2's); with `from_audio` (a feature type and its
+    The feature files are those of the CSV's feature column (stage 2's), or with `features` (a feature type's name)
+    those of that type's features table beside the CSV, joined on clip id; with `from_audio` (a feature type and its
     params, e.g. the waveforms a fine-tuned encoder takes, which stage 2 does not store) each row's Audio_file_path
     is made into that feature instead. The network-input options come from `options` (a run card's) or from `config` (a
     TrainConfig, for a new run). Labels are indices into `classes` (default: labels.classes_for the category and the
@@ -56,7 +57,11 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     csvs = [csv_path] if isinstance(csv_path, (str, os.PathLike)) else list(csv_path)
     csv_path = ", ".join(map(str, csvs))
     tables = [read_csv(c, []) for c in csvs]
-    feature, params = from_audio or (feature_of_table(tables[0], str(csvs[0])), None)
+    feature, params = from_audio or (None, None)
+    store_csvs = csvs
+    if from_audio is None:  # the CSV's own feature column, or the `features` table beside it joined on clip id
+        joined = [split_features(str(c), t, features) for c, t in zip(csvs, tables)]
+        feature, tables, store_csvs = joined[0][0], [t for _, t, _ in joined], [s for _, _, s in joined]
     column, what = (feature.column(), "feature") if from_audio is None else (AUDIO_COLUMN, "audio")
     needed = [column] + ([category] if category else []) + ([SPEAKER_COLUMN] if normalize == "speaker" else [])
     for c, t in zip(csvs, tables):
@@ -67,7 +72,7 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c, classes) if category else [-1] * len(t))]
     df = pd.concat(tables, ignore_index=True)
     options = options if options is not None else feature.input_options(config)
-    stores = packed_stores(feature, csvs, tables, column) if from_audio is None and normalize != "speaker" else None
+    stores = packed_stores(feature, store_csvs, tables, column) if from_audio is None and normalize != "speaker" else None
     if stores:  # stage 2's packed stores, current: mapped, nothing read until a batch is taken
         stacked = feature.stack_rows(StoreItems(stores), options)
         folders = [os.path.dirname(os.path.abspath(c)) for c in csvs]  # no file is looked for: 100,000s of rows
