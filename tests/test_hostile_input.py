@@ -387,9 +387,11 @@ def dead_pid() -> int:
 
 
 def test_a_second_run_into_the_same_folder_stops_and_a_dead_runs_lock_is_taken_over(sex_data, tmp_path, capsys):
-    (tmp_path / "cnn3_sex.lock").write_text(str(os.getpid()))  # this test's process: alive, and not the stage's
-    proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--threads", "1",
-                      "--model_save_path", tmp_path, check=False)
+    from toolkit.training.engine import RunFiles
+
+    with RunFiles(str(tmp_path), "cnn3_sex").lock():  # this test's process holds it, as a first run would
+        proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--threads", "1",
+                          "--model_save_path", tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"cnn3_sex.lock: another run (process {os.getpid()}) is writing cnn3_sex in" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "cnn3_sex.pt").exists()
