@@ -16,7 +16,7 @@ import conftest
 
 def run_script(script: str, *args, check: bool = True):
     """The stage's main() in-process, through its script's run_main wrapper (conftest.run_script)."""
-    return conftest.run_script(script, *args, check=check)
+    return conftest.run_script(script, *args, check=check, in_process=True)
 from toolkit.evaluation.metrics import (MIN_CALIBRATION_CLIPS, MIN_CALIBRATION_SPEAKERS, choose_temperature,
                                         expected_calibration_error, fit_temperature)
 from toolkit.io.splits import coverage_warnings, make_splits

@@ -74,7 +74,8 @@ def test_stage3_errors_are_one_line(sex_data, tmp_path):
         (["--model", "resnet50"], "unknown model 'resnet50'"),
         (["--train_csv", "nope.csv"], "nope.csv: CSV not found"),
     ):
-        proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--model_save_path", tmp_path, *args, check=False)
+        proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--model_save_path", tmp_path, *args,
+                          check=False, in_process=True)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
