@@ -14,7 +14,7 @@ demo: $(VENV)/.installed
 	PYTHON=$(PYTHON) bash scripts/demo.sh
 
 test: $(VENV)/.installed browser
-	$(PYTHON) -m pytest -q -n 2 --dist loadfile tests
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests  # longest files first: tests/conftest.py
 
 # tests/test_app.py drives the web demo in headless Chromium: installed from apt where it is missing and we may
 # (CI: a fresh Debian, as root); anywhere else that one test skips, so a failed install only warns.

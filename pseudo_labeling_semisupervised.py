@@ -112,11 +112,12 @@ def main(argv: list[str] | None = None) -> None:
 
     total = args.epochs * labeled_passes_per_epoch(len(unlabeled), args.batch_size)
     T1, T2 = (point.steps(total, total // args.epochs) for point in (args.T1, args.T2))
-    if T2 <= T1:
-        raise ToolkitError(f"--T1 {args.T1} and --T2 {args.T2} are steps {T1} and {T2} of this run's {total}: T2 must come "
-                           f"later; pass other values")
+    if T2 < T1:  # (equal: a run too short for the ramp, e.g. --epochs 1 on a few clips: the weight is --af from T1)
+        raise ToolkitError(f"--T1 {args.T1} and --T2 {args.T2} are steps {T1} and {T2} of this run's {total}: T2 must not "
+                           f"come earlier; pass other values")
     start_step = T1 if args.start_step is None else args.start_step
-    print(f"pseudo-label weight: 0 until step {T1}, rising to {args.af} at step {T2} (the run has {total} steps)")
+    print(f"pseudo-label weight: 0 until step {T1}, rising to {args.af} at step {T2} (the run has {total} steps)" if T2 > T1
+          else f"pseudo-label weight: {args.af} from step {T1} (the run has {total} step(s): too few for a ramp)")
     train_step = make_train_step(train, unlabeled, args.batch_size, device, args.seed, T1, T2, args.af,
                                  start_step, args.confidence_threshold)
     run = stage.run_files(os.path.splitext(os.path.basename(pl_path))[0], folder=os.path.dirname(pl_path) or ".")

@@ -6,12 +6,14 @@ import json
 from conftest import ROOT, run_script
 
 
-def test_compare_recipes_runs_every_configuration_on_the_same_folds(tmp_path):
+def test_compare_recipes_runs_every_configuration_on_the_same_folds(tmp_path, stages_in_process, monkeypatch):
     markdown = tmp_path / "RESULTS.md"
     markdown.write_text("# notes kept\n\n<!-- compare_recipes.py: table -->\nold table\n<!-- /table -->\n\nanalysis kept\n")
-    run_script("experiments/compare_recipes.py", "--out", tmp_path / "cmp", "--actors", "6", "--clips_per_actor", "6",
-               "--unseen_actors", "4", "--categories", "sex", "--folds", "2", "--epochs", "1", "--seeds", "1", "2",
-               "--workers", "1", "--variants", "nogain=--gain_db 0", "--markdown", markdown)
+    monkeypatch.setattr("sys.argv", ["compare_recipes.py", "--out", str(tmp_path / "cmp"), "--actors", "6",
+                                     "--clips_per_actor", "6", "--unseen_actors", "4", "--categories", "sex", "--folds", "2",
+                                     "--epochs", "1", "--seeds", "1", "2", "--workers", "1", "--variants",
+                                     "nogain=--gain_db 0", "--markdown", str(markdown)])
+    stages_in_process.main()  # every stage in this process (conftest.stages_in_process)
     text = markdown.read_text()
     assert "old table" not in text and text.startswith("# notes kept") and text.rstrip().endswith("analysis kept")
     main_table = text[: text.index("Over seeds")]
@@ -79,10 +81,7 @@ def vector_corpus(folder, speakers: range, shift: float = 0.0, seed: int = 0):
         table[keep].to_csv(folder / f"sex_{split}.csv", index=False)
 
 
-def test_compare_heads_scores_every_fold_model_on_an_extra_corpus_per_voice_family(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "experiments"))
+def test_compare_heads_scores_every_fold_model_on_an_extra_corpus_per_voice_family(tmp_path, stages_in_process):
     import compare_heads
 
     vector_corpus(tmp_path / "train", range(1000, 1020))

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_script
 from test_hostile_input import one_line_error, run_stage
 from toolkit.fileio import resolve_from_csv
 
@@ -186,14 +185,6 @@ def test_a_store_that_lies_about_its_rows_stops_training(sex_data, tmp_path, cap
                              "--model_save_path", tmp_path / "m", capsys=capsys)
     one_line_error(code, err, "sex_train.store.json: row ", "does not match its checksum")
     assert not (tmp_path / "m" / "cnn3_sex.pt").exists()
-
-
-@pytest.fixture(scope="module")
-def one_epoch_run(sex_data, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("one_epoch_families")
-    run_script("train_cnn.py", "--csv_load_path", sex_data, "--model_save_path", folder, "--batch_size", "32",
-               "--epochs", "1", "--threads", "1", in_process=True)
-    return folder
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -360,15 +360,6 @@ def test_predict_refuses_non_finite_weights(trained_cnn3, sex_data, tmp_path, ca
     one_line_error(code, err, "cnn3_sex.pt: holds non-finite (NaN/inf) weights", "lower --learning_rate")
 
 
-@pytest.fixture(scope="module")
-def one_epoch_run(sex_data, tmp_path_factory) -> Path:
-    """A finished 1-epoch cnn3 run (with its _last.pt) to copy and resume from."""
-    folder = tmp_path_factory.mktemp("one_epoch")
-    run_script("train_cnn.py", "--csv_load_path", sex_data, "--model_save_path", folder, "--batch_size", "32", "--epochs", "1",
-               "--threads", "1")
-    return folder
-
-
 def test_resume_refuses_other_training_flags_but_not_more_epochs(sex_data, one_epoch_run, tmp_path, capsys):
     shutil.copytree(one_epoch_run, tmp_path, dirs_exist_ok=True)
     base = ["--csv_load_path", sex_data, "--model_save_path", tmp_path, "--batch_size", "32"]
@@ -387,9 +378,11 @@ def dead_pid() -> int:
 
 
 def test_a_second_run_into_the_same_folder_stops_and_a_dead_runs_lock_is_taken_over(sex_data, tmp_path, capsys):
-    (tmp_path / "cnn3_sex.lock").write_text(str(os.getpid()))  # this test's process: alive, and not the stage's
-    proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--threads", "1",
-                      "--model_save_path", tmp_path, check=False)
+    from toolkit.training.engine import RunFiles
+
+    with RunFiles(str(tmp_path), "cnn3_sex").lock():  # this test's process holds it, as a first run would
+        proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--threads", "1",
+                          "--model_save_path", tmp_path, check=False, in_process=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"cnn3_sex.lock: another run (process {os.getpid()}) is writing cnn3_sex in" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "cnn3_sex.pt").exists()
@@ -469,7 +462,7 @@ def test_a_broken_params_json_is_one_line_in_stage_5(trained_cnn3, sex_data, tmp
 def one_epoch_autoencoder(sex_data, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("one_epoch_ae")
     run_script("train_autoencoder.py", "--csv_load_path", sex_data, "--batch_size", "32", "--epochs", "1", "--threads", "1",
-               "--model_save_path", folder)
+               "--model_save_path", folder, in_process=True)
     return folder
 
 

@@ -72,7 +72,7 @@ def test_stage2_killed_midway_reruns_to_exactly_the_expected_files(sex_data, tmp
     # what a run killed inside a write leaves behind: a temporary file named after the dead process
     (image_dir / f".1001_DFA_ANG_XX.png.{proc.pid}.abcd1234.tmp.png").write_bytes(b"\x89PNG half")
 
-    rerun = run_script("generate_mel_spectrograms.py", *args)
+    rerun = run_script("generate_mel_spectrograms.py", *args, in_process=True)
     assert f"96 clips, {len(made)} mel files already made, {96 - len(made)} to make" in rerun.stdout
     table = pd.read_csv(sex_data / "sex_with_audio_path.csv")
     expected = {Path(n).stem for n in table["Audio_file_name"]} | {"params"}
@@ -88,7 +88,7 @@ def test_stage2_killed_midway_reruns_to_exactly_the_expected_files(sex_data, tmp
 def test_another_seed_gives_another_split(sex_data, tmp_path):
     """The determinism check above can fail: the split really depends on --seed."""
     run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", sex_data,
-               "--save_csv_path", tmp_path, "--category", "sex", "--workers", "1", "--seed", "3")
+               "--save_csv_path", tmp_path, "--category", "sex", "--workers", "1", "--seed", "3", in_process=True)
     assert any(set(pd.read_csv(tmp_path / f"sex_{s}.csv")["ActorID"]) != set(pd.read_csv(sex_data / f"sex_{s}.csv")["ActorID"])
                for s in SPLITS)
 

@@ -16,7 +16,7 @@ import conftest
 
 def run_script(script: str, *args, check: bool = True):
     """The stage's main() in-process, through its script's run_main wrapper (conftest.run_script)."""
-    return conftest.run_script(script, *args, check=check)
+    return conftest.run_script(script, *args, check=check, in_process=True)
 from toolkit.evaluation.metrics import (MIN_CALIBRATION_CLIPS, MIN_CALIBRATION_SPEAKERS, choose_temperature,
                                         expected_calibration_error, fit_temperature)
 from toolkit.io.splits import coverage_warnings, make_splits
@@ -261,7 +261,7 @@ def test_a_run_is_calibrated_on_validation_and_says_so(trained_cnn3):
     assert (trained_cnn3 / "cnn3_sex_reliability.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_folder_per_class_run_with_a_small_validation_split_is_not_made_worse(tiny_corpus, tmp_path):
+def test_a_folder_per_class_run_with_a_small_validation_split_is_not_made_worse(tiny_corpus, sex_data, tmp_path):
     """The case that once flattened every test probability to ~0.5: folders of classes, a few validation clips."""
     actors = pd.read_csv(tiny_corpus / "VideoDemographics.csv").set_index("ActorID")
     for wav in sorted((tiny_corpus / "AudioWAV").iterdir()):
@@ -270,8 +270,8 @@ def test_a_folder_per_class_run_with_a_small_validation_split_is_not_made_worse(
         shutil.copy(wav, target)
     run_script("data_preprocessing.py", "--from_folders", "--audio_path", tmp_path / "root", "--label_column", "voice",
                "--csv_path", tmp_path)
-    run_script("generate_mel_spectrograms.py", "--load_csv_path", tmp_path, "--save_spec_path", tmp_path,
-               "--save_csv_path", tmp_path, "--category", "voice", "--workers", "1")
+    run_script("generate_mel_spectrograms.py", "--load_csv_path", tmp_path, "--save_spec_path", sex_data,  # (its images:
+               "--save_csv_path", tmp_path, "--category", "voice", "--workers", "1")  # the same audio, none made again)
     proc = run_script("train_cnn.py", "--csv_load_path", tmp_path, "--category", "voice", "--model", "cnn3",
                       "--epochs", "3", "--batch_size", "16", "--threads", "1", "--model_save_path", tmp_path / "m")
     card = json.loads((tmp_path / "m" / "cnn3_voice.json").read_text())

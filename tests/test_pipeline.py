@@ -74,13 +74,14 @@ def test_stage3_errors_are_one_line(sex_data, tmp_path):
         (["--model", "resnet50"], "unknown model 'resnet50'"),
         (["--train_csv", "nope.csv"], "nope.csv: CSV not found"),
     ):
-        proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--model_save_path", tmp_path, *args, check=False)
+        proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--model_save_path", tmp_path, *args,
+                          check=False, in_process=True)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_corrupt_wav_is_reported_and_skipped(tiny_corpus, tmp_path):
+def test_corrupt_wav_is_reported_and_skipped(tiny_corpus, sex_data, tmp_path):
     run_script("data_preprocessing.py", "--csv_file", tiny_corpus / "VideoDemographics.csv", "--csv_path", tmp_path,
                "--audio_path", tiny_corpus / "AudioWAV", "--category", "emotion")
     table = pd.read_csv(tmp_path / "emotion_with_audio_path.csv")
@@ -88,8 +89,8 @@ def test_corrupt_wav_is_reported_and_skipped(tiny_corpus, tmp_path):
     broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
     table.loc[0, "Audio_file_path"] = "broken.wav"
     table.to_csv(tmp_path / "emotion_with_audio_path.csv", index=False)
-    proc = run_script("generate_mel_spectrograms.py", "--load_csv_path", tmp_path, "--save_spec_path", tmp_path,
-                      "--save_csv_path", tmp_path, "--category", "emotion", "--workers", "1")
+    proc = run_script("generate_mel_spectrograms.py", "--load_csv_path", tmp_path, "--save_spec_path", sex_data,
+                      "--save_csv_path", tmp_path, "--category", "emotion", "--workers", "1")  # (sex_data's images: reused)
     assert "1 clip(s) could not be used" in proc.stdout and "broken.wav" in proc.stdout
     total = sum(len(pd.read_csv(tmp_path / f"emotion_{s}.csv")) for s in ("train", "val", "test"))
     assert total == len(table) - 1

@@ -94,7 +94,7 @@ def test_a_bad_clip_is_reported_and_the_others_predicted(trained_cnn3, test_clip
     broken, out = tmp_path / "broken.wav", tmp_path / "pred.csv"
     broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
     proc = run_script("predict.py", "--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", test_clips[0], broken,
-                      tmp_path / "missing.wav", test_clips[1], "--out", out, "--threads", "1", check=False)
+                      tmp_path / "missing.wav", test_clips[1], "--out", out, "--threads", "1", check=False, in_process=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "2 of 4 file(s) could not be classified" in proc.stderr
     assert "broken.wav" in proc.stdout and "missing.wav" in proc.stdout
@@ -112,7 +112,8 @@ def test_a_json_that_is_missing_or_does_not_match_is_a_one_line_error(trained_cn
         (tmp_path / "model.json").write_text(json.dumps({**card, "category": "emotion", "classes": CLASSES["emotion"]}))
     elif problem == "other architecture":
         (tmp_path / "model.json").write_text(json.dumps({**card, "model": "cnn9"}))
-    proc = run_script("predict.py", "--model_dir", tmp_path, "--model_file", "model.pt", test_clips[0], check=False)
+    proc = run_script("predict.py", "--model_dir", tmp_path, "--model_file", "model.pt", test_clips[0], check=False,
+                      in_process=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     named = "model.json: run card of model.pt not found" if problem == "missing json" else "model.pt: does not fit"

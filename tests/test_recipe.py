@@ -218,7 +218,7 @@ def test_folds_are_speaker_disjoint_and_test_everyone_once():
 
 def test_cross_validation_reports_folds_and_speakers(sex_data, tmp_path):
     run_script("train_cnn.py", "--csv_load_path", sex_data, "--category", "sex", "--folds", "2", "--epochs", "1",
-               "--batch_size", "16", "--threads", "1", "--model_save_path", tmp_path)
+               "--batch_size", "16", "--threads", "1", "--model_save_path", tmp_path, in_process=True)
     cv = read_json(tmp_path / "cnn3_sex_cv.json")
     assert set(cv["test"]) == {"accuracy", "f1", "uar", "ece"} and len(cv["test"]["f1"]["folds"]) == 2
     speakers = [s for f in cv["fold_results"] for s in f["test_speakers"]]

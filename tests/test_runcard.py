@@ -58,7 +58,7 @@ def test_predict_uses_a_model_whose_card_is_an_old_sidecar(sex_data, tmp_path):
     torch.manual_seed(0)
     torch.save(build_model("cnn3", 2).state_dict(), tmp_path / "cnn3_sex.pt")
     clip = sex_data / "AudioWAV" / sorted(p.name for p in (sex_data / "AudioWAV").iterdir())[0]
-    proc = run_script("predict.py", "--model_dir", tmp_path, "--model_file", "cnn3_sex.pt", clip)
+    proc = run_script("predict.py", "--model_dir", tmp_path, "--model_file", "cnn3_sex.pt", clip, in_process=True)
     assert "sex: " in proc.stdout and "classified 1 of 1 file(s)" in proc.stdout
 
 

@@ -79,7 +79,8 @@ def randomised(model: nn.Module) -> nn.Module:
 
 def convert(tmp_path, seed_model, kind):
     torch.save(seed_model.state_dict(), tmp_path / "seed.pt")
-    proc = run_script("convert_seed_checkpoint.py", "--model", kind, "--input", tmp_path / "seed.pt", "--output", tmp_path / "ours.pt")
+    proc = run_script("convert_seed_checkpoint.py", "--model", kind, "--input", tmp_path / "seed.pt", "--output", tmp_path / "ours.pt",
+                      in_process=True)
     assert "loading strictly into ours" in proc.stdout
     return torch.load(tmp_path / "ours.pt", weights_only=True)
 
@@ -110,7 +111,7 @@ def test_converted_seed_autoencoder_matches_up_to_the_decoders_last_activation(t
 def test_a_checkpoint_of_another_model_is_a_one_line_error(tmp_path):
     torch.save(SeedCNN9(2).state_dict(), tmp_path / "seed.pt")
     proc = run_script("convert_seed_checkpoint.py", "--model", "cnn3", "--input", tmp_path / "seed.pt",
-                      "--output", tmp_path / "o.pt", check=False)
+                      "--output", tmp_path / "o.pt", check=False, in_process=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "seed.pt: parameter 'conv1.weight' is not one of the seed's names for this model" in proc.stderr
     assert not (tmp_path / "o.pt").exists()

@@ -41,7 +41,7 @@ def encoder(tmp_path_factory):
 def ssl_data(sex_data, encoder, tmp_path_factory):
     out = tmp_path_factory.mktemp("ssl")
     run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", out, "--save_csv_path", out,
-               "--category", "sex", "--features", "ssl", "--encoder", encoder, "--threads", "1")
+               "--category", "sex", "--features", "ssl", "--encoder", encoder, "--threads", "1", in_process=True)
     return out
 
 
@@ -49,7 +49,7 @@ def ssl_data(sex_data, encoder, tmp_path_factory):
 def mlp_on_ssl(ssl_data, tmp_path_factory):
     models = tmp_path_factory.mktemp("mlp_ssl")
     run_script("train_cnn.py", "--csv_load_path", ssl_data, "--category", "sex", "--model", "mlp", "--epochs", "5",
-               "--batch_size", "16", "--threads", "1", "--model_save_path", models)
+               "--batch_size", "16", "--threads", "1", "--model_save_path", models, in_process=True)
     return models
 
 
@@ -58,7 +58,7 @@ def finetuned(sex_data, encoder, tmp_path_factory):
     """train_wav2vec2.py on the mel split CSVs (their Audio_file_path), from the tiny encoder's weights."""
     models = tmp_path_factory.mktemp("finetuned")
     run_script("train_wav2vec2.py", "--csv_load_path", sex_data, "--encoder", encoder, *FINETUNE_FLAGS,
-               "--model_save_path", models)
+               "--model_save_path", models, in_process=True)
     return models
 
 

@@ -19,12 +19,13 @@ def two_runs(trained_cnn3, sex_data, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     shutil.copytree(trained_cnn3, runs / "a")
     run_script("train_cnn.py", "--csv_load_path", sex_data, "--category", "sex", "--model", "cnn3", "--epochs", "1",
-               "--batch_size", "16", "--recipe", "seed", "--threads", "1", "--model_save_path", runs / "b" / "seed")
+               "--batch_size", "16", "--recipe", "seed", "--threads", "1", "--model_save_path", runs / "b" / "seed",
+               in_process=True)
     return runs
 
 
 def test_two_runs_give_a_two_row_table_with_their_values(two_runs):
-    proc = run_script("summarize_runs.py", two_runs)
+    proc = run_script("summarize_runs.py", two_runs, in_process=True)
     table = pd.read_csv(two_runs / "runs_summary.csv")
     assert list(table.columns) == summarize_runs.COLUMNS and len(table) == 2
     assert list(table["run"]) == ["a/cnn3_sex", "b/seed/cnn3_sex"]
@@ -69,7 +70,7 @@ def test_pretraining_and_split_are_read_off_the_run(sex_data, tmp_path):
 
 def test_no_runs_is_a_one_line_error(tmp_path):
     (tmp_path / "notes_metrics.json").write_text("{not json")
-    proc = run_script("summarize_runs.py", tmp_path, check=False)
+    proc = run_script("summarize_runs.py", tmp_path, check=False, in_process=True)
     assert proc.returncode == 2 and "no finished training run found" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "notes_metrics.json" in proc.stdout
 

@@ -130,10 +130,7 @@ def test_settings_lbfgs_cannot_honour_are_one_line_errors(vectors, tmp_path, sex
     assert not list(tmp_path.glob("*.pt"))
 
 
-def test_compare_heads_scores_scikit_learn_on_the_toolkits_own_folds(vectors, tmp_path):
-    import sys
-
-    sys.path.insert(0, str(conftest.ROOT / "experiments"))
+def test_compare_heads_scores_scikit_learn_on_the_toolkits_own_folds(vectors, tmp_path, stages_in_process):
     import compare_heads
 
     compare_heads.main(["--data", str(vectors), "--out", str(tmp_path), "--categories", "emotion", "--normalize", "none",

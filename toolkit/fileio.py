@@ -3,6 +3,7 @@ a write that fails (full disk) is an OutputError naming the file. Reads take reg
 a device would never end) of a sane size, and say in one line what is wrong with anything else."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -134,6 +135,43 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+@contextmanager
+def exclusive_lock(path: str, what: str) -> Iterator[None]:
+    """Hold the lock file `path` while this process writes `what`; another process asking for it meanwhile gets a
+    one-line ToolkitError at once. The lock is the kernel's (flock), not the file's existence: it is taken in one step
+    (no window between creating the file and writing the PID in which a second run could also pass), and it is
+    released when the holder dies, so a killed run's file is simply taken over. The file holds the holder's PID,
+    for the message only, and is removed on release."""
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise ToolkitError(f"{path}: another run (process {holder if holder.isdigit() else 'starting up'}) is "
+                               f"writing {what}; wait for it to finish, or pass another output folder")
+        try:
+            current = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # its holder removed it between our open and our lock: lock the file that is there now
+    else:
+        raise ToolkitError(f"{path}: cannot take the lock file; delete it if no run is writing {what}")
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        try:
+            os.remove(path)  # while still holding it (see the inode check above)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> int:
     """Delete temporary files that a killed run (SIGKILL, power loss) left in `folder`; returns how many.
 
@@ -199,10 +237,12 @@ def resolve_from_csv(path: str, csv_path: str | os.PathLike) -> str:
 
 def read_csv(path: str, required: list[str], flags: dict[str, str] | None = None) -> pd.DataFrame:
     """A CSV with the named columns, or a one-line error saying what is wrong with it (and, for a column a flag
-    named, which flag: `flags` maps column -> flag)."""
+    named, which flag: `flags` maps column -> flag). Every cell is read as text (blank: NaN): labels and speaker IDs
+    are names, so a class '01' stays '01' (not 1, the same as a class '1') and a speaker '1002' does not become
+    '1002.0' because another row is blank; a stage converts what it needs as a number."""
     text_file(path, "CSV", "check the folder and file name flags (run the earlier stage first?)")
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype=str)
     except pd.errors.EmptyDataError:
         raise ToolkitError(f"{path}: the CSV is empty; re-run the stage that writes it")
     except (pd.errors.ParserError, UnicodeDecodeError) as e:

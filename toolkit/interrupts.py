@@ -1,4 +1,4 @@
-"""Ctrl-C ends a stage with one line and exit status 130, at any moment, and is remembered if a library swallows it.
+"""Ctrl-C (or SIGTERM) ends a stage with one line and exit status 130, at any moment, and is remembered if a library swallows it.
 
 Two phases. During start-up (the slow imports of torch, librosa, scikit-learn) nothing has been written yet, so the
 handler exits at once: raising KeyboardInterrupt there would land inside some library's import, where a `finally`,
@@ -44,10 +44,11 @@ def _in_main_thread() -> bool:
 
 
 def quit_on_ctrl_c_during_startup() -> None:
-    """Call first in a stage script's `__main__`, before its slow imports: a Ctrl-C until run_main starts the stage
-    prints the one line and exits 130 (nothing is written before that)."""
+    """Call first in a stage script's `__main__`, before its slow imports: a Ctrl-C or SIGTERM (kill, timeout, a job
+    scheduler) until run_main starts the stage prints the one line and exits 130 (nothing is written before that)."""
     if _in_main_thread():
         signal.signal(signal.SIGINT, _quit)
+        signal.signal(signal.SIGTERM, _quit)  # default: killed without a word (status -15)
         sys.excepthook = _excepthook
 
 

@@ -179,14 +179,45 @@ def manifest_rows(csv_file: str, audio_root: str | None, audio_column: str, labe
     flags = {audio_column: "--audio_column", **{c: "--label_column" for c in label_columns},
              **({speaker_column: "--speaker_column"} if speaker_column else {})}
     table = read_csv(csv_file, [audio_column, *label_columns, *([speaker_column] if speaker_column else [])], flags)
+    if speaker_column:
+        check_speaker_ids(table[table[audio_column].notna()], speaker_column, csv_file)
     table = without_blanks(table, [audio_column], csv_file)
     names = table[audio_column].astype(str)
     base = audio_root or os.path.dirname(os.path.abspath(csv_file))
     paths = [n if os.path.isabs(n) else os.path.join(base, n) for n in names]
-    speakers = table[speaker_column].astype(str) if speaker_column else names
+    speakers = table[speaker_column].astype(str).str.strip() if speaker_column else names
     rows = table.drop(columns=[c for c in ("Audio_file_name", "Audio_file_path", "ActorID") if c in table.columns])
     rows = rows.assign(Audio_file_name=names.values, Audio_file_path=paths, ActorID=speakers.values)
-    return only_existing(one_row_per(rows, "Audio_file_name", csv_file, "clip"), csv_file)
+    # One file under two spellings (x.wav, ./x.wav, a/../x.wav, a link to it) is one clip: listed twice it could land
+    # in train and test. Rows are compared by the file they name, without the spelling.
+    spelling = ["Audio_file_name", audio_column] + ([] if speaker_column else ["ActorID"])  # (the speaker: the name)
+    by_file = rows.drop(columns=spelling, errors="ignore").assign(Audio_file_path=[os.path.realpath(p) for p in paths])
+    rows = rows.loc[one_row_per(by_file, "Audio_file_path", csv_file, "clip").index]
+    return only_existing(rows.reset_index(drop=True), csv_file)
+
+
+def check_speaker_ids(table: pd.DataFrame, column: str, source: str) -> None:
+    """Speaker IDs are names read as text: a blank one, or IDs that mix numbers and text or spell one number two
+    ways (1002 and 1002.0, 7 and 007: a spreadsheet's doing), would split one speaker in two (or merge blanks into
+    one speaker ''), which a speaker-disjoint split cannot undo: a one-line error naming the lines."""
+    flag = f"column '{column}' (--speaker_column)"
+    ids = table[column].astype(str).str.strip().where(table[column].notna(), "")
+    blank = ids == ""
+    if blank.any():
+        raise ToolkitError(f"{source}: {int(blank.sum())} row(s) have no speaker in {flag}, line(s) "
+                           f"{[i + 2 for i in table.index[blank][:EXAMPLES]]}; fill them in, or leave out --speaker_column "
+                           f"to split by clip")
+    numbers = pd.to_numeric(ids, errors="coerce")
+    numeric = numbers.notna()
+    if numeric.any() and not numeric.all():
+        raise ToolkitError(f"{source}: {flag} mixes numbers ({', '.join(ids[numeric].unique()[:3])}) and text "
+                           f"({', '.join(ids[~numeric].unique()[:3])}) as speaker IDs; write every speaker's ID the same way")
+    if numeric.all():
+        spellings = ids.groupby(numbers).unique()
+        twice = spellings[spellings.map(len) > 1]
+        if len(twice):
+            raise ToolkitError(f"{source}: {flag} writes one speaker's ID in {len(twice.iloc[0])} ways "
+                               f"({', '.join(twice.iloc[0])}); write every speaker's ID the same way")
 
 
 def folder_rows(root: str, label_column: str) -> tuple[pd.DataFrame, list[str]]:

@@ -31,7 +31,7 @@ from toolkit.evaluation.fairness import describe as describe_groups, fairness_re
 from toolkit.evaluation.metrics import (breakdown, choose_temperature, classification_metrics, expected_calibration_error, format_confusion,
                                         format_metrics, reliability)
 from toolkit.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy, plot_training_curves
-from toolkit.fileio import load_checkpoint, process_alive, write_csv, write_torch
+from toolkit.fileio import exclusive_lock, load_checkpoint, write_csv, write_torch
 from toolkit.runcard import RunCard
 from toolkit.schemas import STRICT, Count, check, first_non_finite, schema_of
 from toolkit.training import distributed
@@ -192,35 +192,9 @@ class RunFiles:
     def lock(self) -> Iterator[None]:
         """Hold {stem}.lock while the run writes: a second run into the same folder and stem stops at once instead of
         overwriting this one's files (a lock left by a killed run is taken over)."""
-        path = self.path(".lock")
         os.makedirs(self.folder, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                break
-            except FileExistsError:
-                holder = _lock_holder(path)
-                if holder and holder != os.getpid() and process_alive(holder):
-                    raise ToolkitError(f"{path}: another run (process {holder}) is writing {self.stem} in {self.folder}; "
-                                       f"wait for it to finish, or pass another output folder")
-                os.remove(path)  # left by a run that no longer exists
-        else:
-            raise ToolkitError(f"{path}: cannot take the run's lock file; delete it if no run is writing there")
-        try:
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
+        with exclusive_lock(self.path(".lock"), f"{self.stem} in {self.folder}"):
             yield
-        finally:
-            if os.path.exists(path) and _lock_holder(path) == os.getpid():
-                os.remove(path)
-
-
-def _lock_holder(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
 
 
 def public(metrics: dict) -> dict:

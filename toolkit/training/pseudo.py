@@ -40,10 +40,11 @@ COMPARED = ("accuracy", "f1", "precision", "recall", "uar", "loss")
 
 
 def alpha_weight(step: int, T1: int, T2: int, af: float) -> float:
-    """Weight of the pseudo-label loss: 0 before T1, af * (step - T1) / (T2 - T1) from T1 to T2, af after T2."""
+    """Weight of the pseudo-label loss: 0 before T1, af * (step - T1) / (T2 - T1) from T1 to T2, af after T2
+    (T2 == T1, a run too short for a ramp: af from T1 on)."""
     if step < T1:
         return 0.0
-    if step > T2:
+    if step >= T2:
         return af
     return af * (step - T1) / (T2 - T1)
 
