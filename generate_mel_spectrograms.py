@@ -52,7 +52,7 @@ from toolkit.features.store import RowWriter, Store, open_store, store_files, wr
 from toolkit.fileio import (atomic_path, output_dir, process_alive, read_csv, relative_to_csv, resolve_from_csv,
                             without_blanks, write_csv, write_json)
 from toolkit.io.audio import MAX_SECONDS, PARAMS_FILE, fingerprint, parallel_map
-from toolkit.io.shards import Shard, add_shard_flags, job_digest, read_parts, remove_parts, write_part
+from toolkit.io.shards import Shard, add_shard_flags, check_shard_flags, job_digest, leave_part, read_parts, remove_parts
 from toolkit.io.corpus import one_row_per, read_label_manifest
 from toolkit.io.labels import CATEGORIES, check_category, classes_for, encode_labels
 from toolkit.io.splits import (COPY_COLUMN, TEST_FRACTION, VAL_FRACTION, coverage_warnings, is_copy, make_splits,
@@ -258,12 +258,7 @@ def with_copies(train: pd.DataFrame, copies: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if distributed.launched() and (args.shard or args.merge_shards):
-        raise ToolkitError("--shard/--merge_shards: not under torchrun, whose ranks share the clips by themselves; "
-                           "drop them, or run the shards as separate jobs without torchrun")
-    if args.shard and args.merge_shards:
-        raise ToolkitError(f"--shard {args.shard} --merge_shards {args.merge_shards}: run each shard first, then one "
-                           f"--merge_shards run (without --shard)")
+    check_shard_flags(args, distributed.launched(), "clips")
     # a rank that runs an encoder takes its own GPU (cuda:LOCAL_RANK); the others need only the CPU group's barrier
     on_gpu = args.features == "ssl" and torch.cuda.is_available()
     with distributed.session(torch.device("cuda" if on_gpu else "cpu")):
@@ -315,14 +310,8 @@ def run(parser: Parser, args) -> None:
             part_folder = os.path.join(folder, ".shards", job)
             if not args.merge_shards:
                 os.makedirs(part_folder, exist_ok=True)
-                write_part(part_folder, shard, job, make_share(feature, audio, names, folder, params, args, shard,
-                                                               part_folder, packed))
-                if not ranks:
-                    print(f"shard {shard} done; when all {count} are, run the same command with --merge_shards {count} "
-                          f"(instead of --shard)")
-                    return
-                torch.distributed.barrier()
-                if not distributed.is_main():
+                part = make_share(feature, audio, names, folder, params, args, shard, part_folder, packed)
+                if not leave_part(part_folder, shard, job, part, ranks):
                     return
             parts = read_parts(part_folder, count, job, "generate_mel_spectrograms.py --shard")
         files, errors, rows = join_parts(parts, part_folder, len(audio))

@@ -43,7 +43,7 @@ from toolkit.evaluation.fusion import FUSED, check_fusable, fuse, parse_weights
 from toolkit.evaluation.plots import plot_recording
 from toolkit.fileio import atomic_path, output_dir, read_csv, write_csv
 from toolkit.io.audio import MAX_SECONDS, parallel_map
-from toolkit.io.shards import Shard, add_shard_flags, job_digest, read_parts, remove_parts, write_part
+from toolkit.io.shards import Shard, add_shard_flags, check_shard_flags, job_digest, leave_part, read_parts, remove_parts
 from toolkit.serving.inference import (BACKENDS, View, analyse, classify, describe, expand_audio_paths,
                                        spectrogram_extraction, window_marks)
 from toolkit.serving.onnx_backend import OnnxNetwork
@@ -155,34 +155,29 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     if (args.shard or args.merge_shards) and not args.out:
         raise ToolkitError("--shard/--merge_shards: pass --out FILE (the shards' parts wait beside it, in FILE.shards/)")
-    if args.shard and args.merge_shards:
-        raise ToolkitError(f"--shard {args.shard} --merge_shards {args.merge_shards}: run each shard first, then one "
-                           f"--merge_shards run (without --shard)")
     for path, flag in ((args.out and os.path.dirname(os.path.abspath(args.out)), "--out"), (args.plot, "--plot")):
         if path:  # an unusable output folder fails now, not after every file was classified
             output_dir(path, flag)
+    check_shard_flags(args, False, "files")
     device = pick_device(args.device, args.threads) if args.backend == "torch" else "cpu"  # onnxruntime: CPU
     if "WORLD_SIZE" not in os.environ:  # not under torchrun (torch is not imported for the onnx backend)
-        return run(args, device, args.shard or Shard(), None)
+        return run(args, device, args.shard or Shard())
     import torch
 
     from toolkit.training import distributed
 
     if not distributed.launched():
-        return run(args, device, args.shard or Shard(), None)
-    if args.shard or args.merge_shards:
-        raise ToolkitError("--shard/--merge_shards: not under torchrun, whose ranks share the files by themselves; "
-                           "drop them, or run the shards as separate jobs without torchrun")
+        return run(args, device, args.shard or Shard())
+    check_shard_flags(args, True, "files")
     if not args.out:
         raise ToolkitError("torchrun: pass --out FILE (rank 0 writes every rank's predictions there)")
     with distributed.session(torch.device(device)) as rank_device:
         run(args, rank_device if args.backend == "torch" else device, Shard(distributed.rank(), distributed.world_size()),
-            distributed)
+            under_torchrun=True)
 
 
-def run(args, device, shard: Shard, ranks) -> None:
-    """Classify this process's share of the files (`ranks`: the torchrun group's module, None outside one) and, in a
-    one-process run or the merge, write --out."""
+def run(args, device, shard: Shard, under_torchrun: bool = False) -> None:
+    """Classify this process's share of the files and, in a one-process run or the merge, write --out."""
     model_paths = [in_folder(f, args.model_dir) for f in args.model_file]
     if args.backend == "onnx":  # torch is not imported: an exported model runs where only onnxruntime is installed
         models = [OnnxNetwork(p, args.threads) for p in model_paths]
@@ -258,18 +253,12 @@ def run(args, device, shard: Shard, ranks) -> None:
                          args.fuse_weights, args.speakers, args.max_seconds)
         part_folder = os.path.join(f"{args.out}.shards", job)
         if not args.merge_shards:
-            write_part(part_folder, shard, job, {"rows": rows, "errors": {p: e for p, e in errors.items()
-                                                                          if p not in shared_errors}})
-            if ranks is None:
+            if not under_torchrun:  # a job of its own: its problems are reported here too
                 for error in errors.values():
                     print(f"FAILED {error}")
-                print(f"shard {shard}: classified {len(rows)} of {len(mine)} file(s); when all {count} shards are done, "
-                      f"run the same command with --merge_shards {count} (instead of --shard)")
-                return
-            import torch
-
-            torch.distributed.barrier()
-            if not ranks.is_main():
+                print(f"shard {shard}: classified {len(rows)} of {len(mine)} file(s)")
+            own_errors = {p: e for p, e in errors.items() if p not in shared_errors}
+            if not leave_part(part_folder, shard, job, {"rows": rows, "errors": own_errors}, under_torchrun):
                 return
         for part in read_parts(part_folder, count, job, "predict.py --shard"):
             rows.update(part["rows"])

@@ -63,6 +63,16 @@ def add_shard_flags(p: argparse.ArgumentParser) -> None:
                         "process writes")
 
 
+def check_shard_flags(args: argparse.Namespace, under_torchrun: bool, items: str) -> None:
+    """A one-line ToolkitError for --shard/--merge_shards given together, or under torchrun."""
+    if args.shard and args.merge_shards:
+        raise ToolkitError(f"--shard {args.shard} --merge_shards {args.merge_shards}: run each shard first, then one "
+                           f"--merge_shards run (without --shard)")
+    if under_torchrun and (args.shard or args.merge_shards):
+        raise ToolkitError(f"--shard/--merge_shards: not under torchrun, whose ranks share the {items} by themselves; "
+                           f"drop them, or run the shards as separate jobs without torchrun")
+
+
 def positive_count(text: str) -> int:
     if not text.strip().isdigit() or not 1 <= int(text) <= 100_000:
         raise argparse.ArgumentTypeError(f"{text!r}: the number of shards, a whole number from 1")
@@ -80,6 +90,20 @@ def write_part(folder: str, shard: Shard, job: str, content: dict) -> str:
     path = os.path.join(folder, f"{shard.part_name()}.json")
     write_json({"job": job, "shard": [shard.index, shard.count], **content}, path)
     return path
+
+
+def leave_part(folder: str, shard: Shard, job: str, content: dict, under_torchrun: bool) -> bool:
+    """Write this shard's part; True when this process goes on to merge the parts: rank 0, after the barrier that
+    every rank reaches once its part is written (a --shard job merges nothing: the later --merge_shards run does)."""
+    write_part(folder, shard, job, content)
+    if not under_torchrun:
+        print(f"shard {shard} done; when all {shard.count} are, run the same command with --merge_shards "
+              f"{shard.count} (instead of --shard)")
+        return False
+    import torch.distributed
+
+    torch.distributed.barrier()
+    return torch.distributed.get_rank() == 0
 
 
 def read_parts(folder: str, count: int, job: str, rerun: str) -> list[dict]:
