@@ -166,7 +166,7 @@ def join_parts(parts: list[dict], part_folder: str | None, clips: int) -> tuple[
         for position, file in zip(part["positions"], part["files"]):
             files[position] = file
         errors.update(part["errors"])
-        if part.get("rows"):
+        if part.get("rows", {}).get("rows"):  # (a re-run that found every feature made made no rows)
             store = Store(part["rows"], os.path.join(part_folder, part["data"]))
             rows.update({name: (store, i) for i, name in enumerate(store.rows)})
     return files, {f: errors[f] for f in files if f in errors}, rows
