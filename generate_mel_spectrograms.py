@@ -113,7 +113,7 @@ def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_p
     # only the missing files go to the workers: a re-run of a finished stage starts no processes
     todo = [(a, o) for a, o in zip(audio_paths, out_paths) if not os.path.exists(o) and os.path.abspath(o) not in made]
     workers = min(feature.workers(workers), len(todo))
-    print(f"{len(audio_paths)} clips, {len(audio_paths) - len(todo)} {feature.name} features already made, "
+    print(f"{len(audio_paths)} clips, {len(audio_paths) - len(todo)} {feature.name} files already made, "
           f"{len(todo)} to make with {workers} worker(s)")
     if rows is None:
         jobs = [(feature, a, o, params, max_seconds) for a, o in todo]
