@@ -18,7 +18,14 @@ from other audio under the same name (another corpus, a replaced recording) neve
 {category}_split.json that the training stages copy into their run cards.
 Each split is also packed into one file beside its CSV, {category}_{split}.store.bin with its index .store.json
 (toolkit/features/store.py), which stage 3 memory-maps instead of reading the per-clip files; --no_png writes only
-the stores.
+the stores: the workers' results are appended to one rows file as they come (no per-clip file, not even a scratch
+one) and the split's stores are packed from it.
+
+Scale-out (toolkit/io/shards.py): under `torchrun --nnodes M --nproc_per_node G generate_mel_spectrograms.py ...`
+each rank makes the features of its share of the clips (split by sorted audio path; with --features ssl on its own
+GPU), and after a barrier rank 0 joins the shares into exactly the files one process writes. As separate jobs (a
+Slurm array): `--shard i/N` for i = 0..N-1, then one run with `--merge_shards N` and the same flags. The feature
+folder must be on a file system every process sees.
 """
 from __future__ import annotations
 
@@ -31,7 +38,9 @@ import re
 import shutil
 import tempfile
 
+import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from toolkit.cli import Parser, run_main
@@ -39,13 +48,17 @@ from toolkit.config import fraction, number, positive_float, positive_int, seed_
 from toolkit.errors import ToolkitError
 from toolkit.features import (CLIP_ID, FEATURES, STORED, FeatureParams, FeatureType, feature_file_job, feature_file_name,
                               features_table_path, get_feature)
-from toolkit.features.store import open_store, store_files, write_store
-from toolkit.fileio import output_dir, process_alive, read_csv, relative_to_csv, resolve_from_csv, without_blanks, write_csv, write_json
+from toolkit.features.base import _error_text as error_text
+from toolkit.features.store import RowWriter, Store, open_store, store_files, write_store
+from toolkit.fileio import (atomic_path, output_dir, process_alive, read_csv, relative_to_csv, resolve_from_csv,
+                            without_blanks, write_csv, write_json)
 from toolkit.io.audio import MAX_SECONDS, PARAMS_FILE, fingerprint, parallel_map
+from toolkit.io.shards import Shard, add_shard_flags, check_shard_flags, job_digest, leave_part, read_parts, remove_parts
 from toolkit.io.corpus import one_row_per, read_label_manifest
 from toolkit.io.labels import CATEGORIES, check_category, classes_for, encode_labels
 from toolkit.io.splits import (COPY_COLUMN, TEST_FRACTION, VAL_FRACTION, coverage_warnings, is_copy, make_splits,
                                manifest_path, split_manifest)
+from toolkit.training import distributed
 
 SPLITS = ("train", "val", "test")
 
@@ -81,6 +94,7 @@ def get_args_parser() -> Parser:
                         "stays as without them); a copy whose source clip is not in the training part is refused")
     p.add_argument("--max_seconds", type=positive_float, default=MAX_SECONDS,
                    help="a clip longer than this is reported and left out (its header is read first: memory stays bounded)")
+    add_shard_flags(p)
     return p
 
 
@@ -92,16 +106,71 @@ def feature_files(feature: type[FeatureType], folder: str, audio_paths: list[str
 
 
 def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_paths: list[str], params: FeatureParams,
-                       workers: int, max_seconds: float = MAX_SECONDS, made: set[str] = frozenset()) -> dict[str, str]:
-    """Compute the missing feature files in parallel (those in `made` are had otherwise); returns {file path: error}
-    for clips that failed."""
+                       workers: int, max_seconds: float = MAX_SECONDS, made: set[str] = frozenset(),
+                       rows: RowWriter | None = None) -> dict[str, str]:
+    """Compute the missing features in parallel (those whose file exists or is in `made` are had otherwise): each
+    into its file, or with `rows` appended to those rows as the workers return them (named by their file's absolute
+    path; no file written). Returns {file path: error} for clips that failed."""
     # only the missing files go to the workers: a re-run of a finished stage starts no processes
-    jobs = [(feature, a, o, params, max_seconds) for a, o in zip(audio_paths, out_paths)
-            if not os.path.exists(o) and o not in made]
-    workers = min(feature.workers(workers), len(jobs))
-    print(f"{len(audio_paths)} clips, {len(audio_paths) - len(jobs)} {feature.name} files already made, "
-          f"{len(jobs)} to make with {workers} worker(s)")
-    return {out: error for out, error in parallel_map(feature_file_job, jobs, workers, desc=feature.name) if error}
+    todo = [(a, o) for a, o in zip(audio_paths, out_paths) if not os.path.exists(o) and os.path.abspath(o) not in made]
+    workers = min(feature.workers(workers), len(todo))
+    print(f"{len(audio_paths)} clips, {len(audio_paths) - len(todo)} {feature.name} files already made, "
+          f"{len(todo)} to make with {workers} worker(s)")
+    if rows is None:
+        jobs = [(feature, a, o, params, max_seconds) for a, o in todo]
+        return {out: error for out, error in parallel_map(feature_file_job, jobs, workers, desc=feature.name) if error}
+    errors = {}
+    jobs = [(feature, a, params, max_seconds) for a, _ in todo]
+    for (_, out), (value, error) in zip(todo, parallel_map(clip_value_job, jobs, workers, desc=feature.name)):
+        if error:
+            errors[out] = error
+        else:
+            rows.add(os.path.abspath(out), value)
+    return errors
+
+
+def clip_value_job(job: tuple[type[FeatureType], str, FeatureParams, float]) -> tuple[np.ndarray | None, str | None]:
+    """--no_png's worker: one clip's feature in memory (the parent appends it to the rows), or (None, error)."""
+    feature, audio_path, params, max_seconds = job
+    try:
+        return feature.from_audio(audio_path, params, max_seconds), None
+    except Exception as e:  # a failing clip never kills a long run
+        return None, error_text(audio_path, e)
+
+
+def make_share(feature: type[FeatureType], audio: list[str], names: list[str], folder: str, params: FeatureParams,
+               args, shard: Shard, part_folder: str | None, packed: dict) -> dict:
+    """This process's share of the clips (all of them in a one-process run): their feature files' names and their
+    features, as per-clip files or (--no_png, `part_folder` given) as rows of {part_folder}/{part}.bin. Returns the
+    part: the positions of its clips in the table, their files, the errors, and the rows' index."""
+    positions = shard.take(audio)
+    mine = [audio[i] for i in positions]
+    files = feature_files(feature, folder, mine, [names[i] for i in positions])
+    part = {"positions": positions, "files": files}
+    if not args.no_png:
+        part["errors"] = make_feature_files(feature, mine, files, params, args.workers, args.max_seconds)
+        return part
+    part["data"] = f"{shard.part_name()}.bin"
+    with atomic_path(os.path.join(part_folder, part["data"])) as tmp, open(tmp, "wb") as f:
+        rows = RowWriter(f, feature.store_dtype)
+        part["errors"] = make_feature_files(feature, mine, files, params, args.workers, args.max_seconds, set(packed), rows)
+        rows.finish()
+    part["rows"] = rows.index()
+    return part
+
+
+def join_parts(parts: list[dict], part_folder: str | None, clips: int) -> tuple[list[str], dict[str, str], dict]:
+    """The shares' results in table order: every clip's feature file, {file: error} and {absolute file: (Store,
+    row)} of the features made as rows (--no_png)."""
+    files, errors, rows = [""] * clips, {}, {}
+    for part in parts:
+        for position, file in zip(part["positions"], part["files"]):
+            files[position] = file
+        errors.update(part["errors"])
+        if part.get("rows", {}).get("rows"):  # (a re-run that found every feature made made no rows)
+            store = Store(part["rows"], os.path.join(part_folder, part["data"]))
+            rows.update({name: (store, i) for i, name in enumerate(store.rows)})
+    return files, {f: errors[f] for f in files if f in errors}, rows
 
 
 def packed_features(feature: type[FeatureType], csvs: list[str]) -> dict:
@@ -116,8 +185,8 @@ def packed_features(feature: type[FeatureType], csvs: list[str]) -> dict:
 
 
 def scratch_folder(folder: str) -> str:
-    """A new folder in `folder` for --no_png's per-clip files until they are packed (removed at the end); those a
-    killed run left (named after its process) are removed first."""
+    """A new folder in `folder` for a one-process --no_png run's rows until they are packed (removed at the end);
+    those a killed run left (named after its process) are removed first."""
     for name in os.listdir(folder):
         match = re.fullmatch(r"\.unpacked\.(\d+)\..+", name)
         if match and int(match[1]) != os.getpid() and not process_alive(int(match[1])):
@@ -125,19 +194,16 @@ def scratch_folder(folder: str) -> str:
     return tempfile.mkdtemp(prefix=f".unpacked.{os.getpid()}.", dir=folder)
 
 
-def pack_split(feature: type[FeatureType], csv: str, params: FeatureParams, scratch: str | None, packed: dict) -> None:
+def pack_split(feature: type[FeatureType], csv: str, params: FeatureParams, packed: dict) -> None:
     """Write the split's packed store (toolkit/features/store.py) beside its CSV, unless a current one is there;
-    each row's values come from its feature file, else from the scratch folder (--no_png), else an earlier store."""
+    each row's values come from its feature file, else from rows made by this run or an earlier store (`packed`)."""
     rows = read_csv(csv, [feature.column()])[feature.column()].astype(str).tolist()
 
     def items():
         for row in tqdm(rows, desc=f"packing {os.path.basename(csv)}", unit="clip", leave=False, disable=len(rows) < 1000):
             path = resolve_from_csv(row, csv)
-            unpacked = os.path.join(scratch, os.path.basename(path)) if scratch else None
             if os.path.exists(path):
                 yield feature.read(path)
-            elif unpacked and os.path.exists(unpacked):
-                yield feature.read(unpacked)
             elif os.path.abspath(path) in packed:
                 store, i = packed[os.path.abspath(path)]
                 yield store.item(i)
@@ -208,6 +274,14 @@ def with_copies(train: pd.DataFrame, copies: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    check_shard_flags(args, distributed.launched(), "clips")
+    # a rank that runs an encoder takes its own GPU (cuda:LOCAL_RANK); the others need only the CPU group's barrier
+    on_gpu = args.features == "ssl" and torch.cuda.is_available()
+    with distributed.session(torch.device("cuda" if on_gpu else "cpu")):
+        run(parser, args)
+
+
+def run(parser: Parser, args) -> None:
     if args.val_fraction + args.test_fraction >= 1:
         parser.error(f"--val_fraction {args.val_fraction} and --test_fraction {args.test_fraction} leave nothing to train on")
     check_category(args.category)
@@ -233,17 +307,31 @@ def main(argv: list[str] | None = None) -> None:
     folder = output_dir(os.path.join(args.save_spec_path, feature.folder, params.tag()), "--save_spec_path")
     write_json(params.to_dict(), os.path.join(folder, PARAMS_FILE))  # (re)written: a damaged one is repaired
 
-    scratch = scratch_folder(folder) if args.no_png else None
+    audio = [resolve_from_csv(p, in_csv) for p in table["Audio_file_path"].astype(str)]
+    names = table["Audio_file_name"].astype(str).tolist()
+    ranks = distributed.active()
+    if ranks:  # every rank's output_dir sweep is over before any rank writes a temporary file there
+        torch.distributed.barrier()
+    shard = Shard(distributed.rank(), distributed.world_size()) if ranks else args.shard or Shard()
+    count = args.merge_shards or shard.count
+    job = job_digest(feature.name, params.to_dict(), audio, names, args.no_png, args.max_seconds)
+    # --no_png: earlier stores of the splits supply the features they hold (a re-run makes only what is missing)
+    stores_beside = [features_table_path(o, feature.name) if joined else o for o in outs.values()]
+    packed = packed_features(feature, stores_beside) if args.no_png else {}
+    part_folder = scratch = scratch_folder(folder) if args.no_png and count == 1 else None
     try:
-        audio = [resolve_from_csv(p, in_csv) for p in table["Audio_file_path"].astype(str)]
-        files = feature_files(feature, folder, audio, table["Audio_file_name"].astype(str).tolist())
-        # --no_png: features are made in a scratch folder (removed at the end) or taken from the splits' earlier stores
-        stores_beside = [features_table_path(o, feature.name) if joined else o for o in outs.values()]
-        packed = packed_features(feature, stores_beside) if args.no_png else {}
-        targets = [os.path.join(scratch, os.path.basename(f)) if scratch and not os.path.exists(f) else f for f in files]
-        made = {t for t, f in zip(targets, files) if os.path.abspath(f) in packed}
-        errors = make_feature_files(feature, audio, targets, params, args.workers, args.max_seconds, made)
-        errors = {f: errors[t] for t, f in zip(targets, files) if t in errors}
+        if count == 1:
+            parts = [make_share(feature, audio, names, folder, params, args, shard, part_folder, packed)]
+        else:  # the parts of several processes wait in a folder all of them see, until the merge
+            part_folder = os.path.join(folder, ".shards", job)
+            if not args.merge_shards:
+                os.makedirs(part_folder, exist_ok=True)
+                part = make_share(feature, audio, names, folder, params, args, shard, part_folder, packed)
+                if not leave_part(part_folder, shard, job, part, ranks):
+                    return
+            parts = read_parts(part_folder, count, job, "generate_mel_spectrograms.py --shard")
+        files, errors, rows = join_parts(parts, part_folder, len(audio))
+        packed.update(rows)
         column = feature.column()
         table[column] = files
         failed = table[[f in errors for f in files]]
@@ -260,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
         if joined:  # the split in the folder (made with another feature type) stays as it is
             print(f"{args.save_csv_path} holds this split already: adding {feature.name} features to it")
             for out in outs.values():
-                pack_split(feature, write_features_table(feature, out, table), params, scratch, packed)
+                pack_split(feature, write_features_table(feature, out, table), params, packed)
             return
         splits = make_splits(table[~is_copy(table)], args.category, **split)
         if copies is not None:
@@ -273,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
             counts = ", ".join(f"{k} {v}" for k, v in part[args.category].value_counts().items())
             print(f"wrote {out}: {len(part)} clips, {part['ActorID'].nunique()} speakers ({counts})")
         for out in outs.values():
-            pack_split(feature, out, params, scratch, packed)
+            pack_split(feature, out, params, packed)
         by_speaker = args.split == "speaker" and labels.get("speaker_column", "ActorID") is not None
         kind = args.split if by_speaker or args.split == "random" else "clip (no speaker column)"
         fractions = {"train": 1 - args.val_fraction - args.test_fraction, "val": args.val_fraction, "test": args.test_fraction}
@@ -291,6 +379,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {error}")
             if len(errors) > 10:
                 print(f"  ... and {len(errors) - 10} more")
+        if count > 1:
+            remove_parts(part_folder)  # merged: the stores and CSVs hold everything now
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

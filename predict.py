@@ -17,6 +17,11 @@ training inputs also gives each file a `distance` from them and an `unlike_train
 percentile of its validation clips'): the answer for such a voice deserves caution. Files are decoded in --workers
 processes and windows go through the network in batches. A file that cannot be read is reported, the others are
 still classified, and the exit status is 2 at the end. A file name that starts with '-' goes after '--'.
+
+Many files on many machines: under `torchrun --nnodes M --nproc_per_node G predict.py ... --out FILE` each rank
+classifies its share of the files (split by sorted path; by speaker with --speakers; each rank on its own GPU) and
+rank 0 writes the one --out a single process would. As separate jobs: `--shard i/N --out FILE` for i = 0..N-1 (each
+leaves its part in FILE.shards/), then the same command with `--merge_shards N` instead of --shard.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from toolkit.evaluation.fusion import FUSED, check_fusable, fuse, parse_weights
 from toolkit.evaluation.plots import plot_recording
 from toolkit.fileio import atomic_path, output_dir, read_csv, write_csv
 from toolkit.io.audio import MAX_SECONDS, parallel_map
+from toolkit.io.shards import Shard, add_shard_flags, check_shard_flags, job_digest, leave_part, read_parts, remove_parts
 from toolkit.serving.inference import (BACKENDS, View, analyse, classify, describe, expand_audio_paths,
                                        spectrogram_extraction, window_marks)
 from toolkit.serving.onnx_backend import OnnxNetwork
@@ -92,6 +98,7 @@ def get_args_parser() -> Parser:
                    help="'onnx': run export_onnx.py's folder with onnxruntime (--model_file names the folder, or the .pt "
                         "it was exported from); a mel model then needs no torch")
     add_device_flags(p)
+    add_shard_flags(p)
     return p
 
 
@@ -162,10 +169,31 @@ def domain_columns(prefix: str, distance: float | None, threshold: float | None)
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
+    if (args.shard or args.merge_shards) and not args.out:
+        raise ToolkitError("--shard/--merge_shards: pass --out FILE (the shards' parts wait beside it, in FILE.shards/)")
     for path, flag in ((args.out and os.path.dirname(os.path.abspath(args.out)), "--out"), (args.plot, "--plot")):
         if path:  # an unusable output folder fails now, not after every file was classified
             output_dir(path, flag)
+    check_shard_flags(args, False, "files")
     device = pick_device(args.device, args.threads) if args.backend == "torch" else "cpu"  # onnxruntime: CPU
+    if "WORLD_SIZE" not in os.environ:  # not under torchrun (torch is not imported for the onnx backend)
+        return run(args, device, args.shard or Shard())
+    import torch
+
+    from toolkit.training import distributed
+
+    if not distributed.launched():
+        return run(args, device, args.shard or Shard())
+    check_shard_flags(args, True, "files")
+    if not args.out:
+        raise ToolkitError("torchrun: pass --out FILE (rank 0 writes every rank's predictions there)")
+    with distributed.session(torch.device(device)) as rank_device:
+        run(args, rank_device if args.backend == "torch" else device, Shard(distributed.rank(), distributed.world_size()),
+            under_torchrun=True)
+
+
+def run(args, device, shard: Shard, under_torchrun: bool = False) -> None:
+    """Classify this process's share of the files and, in a one-process run or the merge, write --out."""
     model_paths = [in_folder(f, args.model_dir) for f in args.model_file]
     if args.backend == "onnx":  # torch is not imported: an exported model runs where only onnxruntime is installed
         models = [OnnxNetwork(p, args.threads) for p in model_paths]
@@ -200,10 +228,14 @@ def main(argv: list[str] | None = None) -> None:
     speakers = dict(zip(found, speakers_of(found, args.speakers))) if args.speakers else None
     plot_names = unique_png_names(found)
     distinct = list(dict.fromkeys(views))
+    count = args.merge_shards or shard.count
+    # a speaker's files stay in one shard: speaker normalisation needs all of them together
+    mine = [] if args.merge_shards else [found[i] for i in shard.take(found, speakers.get if normalized else None)]
+    shared_errors = dict(errors)  # the folders' problems: every shard finds them
 
     rows: dict[str, list[dict]] = {}
-    chunk = len(found) if normalized else FILES_PER_CHUNK  # a speaker's statistics need all of the speaker's files
-    jobs = [(f, distinct, args.max_seconds, plotted) for f in found]
+    chunk = len(mine) if normalized else FILES_PER_CHUNK  # a speaker's statistics need all of the speaker's files
+    jobs = [(f, distinct, args.max_seconds, plotted) for f in mine]
     workers = min(args.workers, len(jobs)) if len(jobs) >= 2 * args.workers else 1  # a pool costs ~1 s to start
     decoded = parallel_map(analyse, jobs, workers, desc="decoding", unit="file", bar=len(found) >= 10)
     for recordings in in_groups(decoded, max(chunk, 1)):  # one pool for the run; the network takes a group at a time
@@ -234,6 +266,21 @@ def main(argv: list[str] | None = None) -> None:
                 title += f"; windows shaded by {labels[0]}" if len(cards) > 1 else ""
                 plot_recording(r.image, plotted.params, os.path.join(args.plot, plot_names[r.path]), title, marks,
                                first_card.classes)
+    if count > 1:
+        job = job_digest(found, model_paths, args.per_window, args.window_hop, args.skip_quiet_windows, args.fuse,
+                         args.fuse_weights, args.speakers, args.max_seconds)
+        part_folder = os.path.join(f"{args.out}.shards", job)
+        if not args.merge_shards:
+            if not under_torchrun:  # a job of its own: its problems are reported here too
+                for error in errors.values():
+                    print(f"FAILED {error}")
+                print(f"shard {shard}: classified {len(rows)} of {len(mine)} file(s)")
+            own_errors = {p: e for p, e in errors.items() if p not in shared_errors}
+            if not leave_part(part_folder, shard, job, {"rows": rows, "errors": own_errors}, under_torchrun):
+                return
+        for part in read_parts(part_folder, count, job, "predict.py --shard"):
+            rows.update(part["rows"])
+            errors.update(part["errors"])
     for error in errors.values():
         print(f"FAILED {error}")
     in_order = found + [p for p in errors if p not in found]  # the files as given, folders' problems last
@@ -241,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         table = [row for f in in_order for row in rows.get(f) or [{"file": f, "error": errors[f]}]]
         write_predictions(table, args.out, args.format, prefixes + ([f"{FUSED}_"] if fused else []),
                           list(cards) + ([cards[0]] if fused else []), args.per_window)
+    if count > 1:
+        remove_parts(part_folder)  # merged into --out
     total = len(in_order)
     print(f"classified {total - len(errors)} of {total} file(s) with {len(models)} model(s)"
           + (f"; wrote {args.out}" if args.out else "") + (f"; spectrograms in {args.plot}" if args.plot else ""))

@@ -9,6 +9,12 @@ whole split into memory first (what stage 3 did before the store: a uint8 tensor
 
     python3 benchmarks/bench_scale.py                       # N = 10,000 and 100,000, lazy and eager
     python3 benchmarks/bench_scale.py --sizes 1000 --modes lazy --keep /tmp/bench_scale
+
+--extraction instead times stage 2 itself across processes: generate_mel_spectrograms.py --no_png --workers 1 on
+--clips synthetic clips as one process and under `torchrun --standalone --nproc_per_node P` for each --processes P,
+end to end (interpreter start-up, the barrier and rank 0's merge included), as clips/s.
+
+    python3 benchmarks/bench_scale.py --extraction --clips 480 --processes 1 2
 """
 from __future__ import annotations
 
@@ -46,6 +52,46 @@ def synthesize(folder: str, n: int, seed: int = 0) -> str:
 
     write_store(csv, "mel", "uint8", rows, items, {"n_mels": 128})
     return csv
+
+
+def labelled_clips(folder: str, clips: int, per_speaker: int = 4) -> str:
+    """`clips` synthetic CREMA-D-shaped clips (demo/synth.py, `per_speaker` each) and a stage-1 CSV for category sex
+    beside them (sex_with_audio_path.csv); returns the folder."""
+    import glob
+
+    import pandas as pd
+
+    from demo.synth import build_corpus
+
+    build_corpus(folder, actors=-(-clips // per_speaker), clips_per_actor=per_speaker, seed=0, workers=1, progress=False)
+    wavs = sorted(glob.glob(os.path.join(folder, "AudioWAV", "*.wav")))[:clips]
+    actors = [os.path.basename(w).split("_")[0] for w in wavs]
+    pd.DataFrame({"Audio_file_name": [os.path.basename(w) for w in wavs], "Audio_file_path": wavs, "ActorID": actors,
+                  "sex": ["Male" if int(a) % 2 else "Female" for a in actors]}).to_csv(
+        os.path.join(folder, "sex_with_audio_path.csv"), index=False)
+    return folder
+
+
+def extraction(base: str, clips: int, processes: list[int], features: str) -> list[dict]:
+    """Stage 2 (--no_png, one worker per process) on `clips` clips with each number of processes: clips/s."""
+    data = labelled_clips(os.path.join(base, "corpus"), clips)
+    rows = []
+    for n in processes:
+        out = os.path.join(base, f"p{n}")
+        shutil.rmtree(out, ignore_errors=True)
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else []
+        load = os.getloadavg()[0]
+        t = time.perf_counter()
+        subprocess.run([sys.executable, *launcher, os.path.join(ROOT, "generate_mel_spectrograms.py"), "--load_csv_path",
+                        data, "--save_spec_path", out, "--save_csv_path", out, "--category", "sex", "--features",
+                        features, "--no_png", "--workers", "1", "--split", "random"], check=True, capture_output=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+        seconds = time.perf_counter() - t
+        rows.append({"processes": n, "clips": clips, "features": features, "seconds": seconds,
+                     "clips_per_s": clips / seconds, "load_before": load, "load_after": os.getloadavg()[0]})
+        print(f"stage 2 --features {features} --no_png, {n} process(es): {clips} clips in {seconds:.1f} s = "
+              f"{clips / seconds:.1f} clips/s (load {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
+    return rows
 
 
 def train_steps(csv: str, steps: int, mode: str, threads: int) -> dict:
@@ -88,6 +134,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--keep", default=None, help="folder for the synthetic stores (kept); default a temporary one")
+    p.add_argument("--extraction", action="store_true", help="time stage 2 across processes instead (see above)")
+    p.add_argument("--clips", type=int, default=480, help="--extraction: clips")
+    p.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="--extraction: process counts")
+    p.add_argument("--features", default="mel", help="--extraction: stage 2's --features")
     p.add_argument("--_synth", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--_train", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -100,7 +150,9 @@ def main() -> None:
     base = args.keep or tempfile.mkdtemp(prefix="bench_scale.")
     results = []
     try:
-        for n in args.sizes:
+        if args.extraction:
+            results = extraction(base, args.clips, args.processes, args.features)
+        for n in [] if args.extraction else args.sizes:
             folder = os.path.join(base, f"n{n}")
             t = time.perf_counter()
             csv = subprocess.run([sys.executable, __file__, "--_synth", folder, str(n)], check=True, capture_output=True,
@@ -120,7 +172,8 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     os.makedirs(os.path.join(ROOT, "runs", "bench"), exist_ok=True)
-    with open(os.path.join(ROOT, "runs", "bench", "bench_scale.json"), "w") as f:
+    name = "bench_scale_extraction.json" if args.extraction else "bench_scale.json"
+    with open(os.path.join(ROOT, "runs", "bench", name), "w") as f:
         json.dump(results, f, indent=2)
 
 

@@ -70,12 +70,13 @@ def audio_seconds(wavs: list[str]) -> float:
     return sum(sf.info(w).duration for w in wavs)
 
 
-def time_stage(corpus: str, clips: int, out: str, workers: int, features: str) -> tuple[float, float]:
+def time_stage(corpus: str, clips: int, out: str, workers: int, features: str, no_png: bool = False) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of stage 2's make_feature_files on the first `clips` clips, run in a fresh
-    interpreter as a stage-2 run is: worker start-up and first-call costs count (a warm parent would hand them on)."""
+    interpreter as a stage-2 run is: worker start-up and first-call costs count (a warm parent would hand them on).
+    no_png: the features go into one rows file as the workers return them (--no_png), not into per-clip files."""
     code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
             f"import bench_spectrograms as b; "
-            f"print(*b._time_stage(b.make_clips({corpus!r}, {clips}, 0, 1), {out!r}, {features!r}, {workers}))")
+            f"print(*b._time_stage(b.make_clips({corpus!r}, {clips}, 0, 1), {out!r}, {features!r}, {workers}, {no_png}))")
     proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"stage 2 run failed (exit {proc.returncode})")
@@ -89,22 +90,31 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _time_stage(wavs: list[str], out: str, features: str, workers: int) -> tuple[float, float]:
+def _time_stage(wavs: list[str], out: str, features: str, workers: int, no_png: bool = False) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of make_feature_files on fresh output (the pool's workers have exited by then)."""
+    from toolkit.features.store import RowWriter
+
     feature = FEATURES[features]
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     files = [os.path.join(out, os.path.splitext(os.path.basename(w))[0] + feature.suffix) for w in wavs]
     t0, c0 = time.perf_counter(), _cpu_seconds()
-    errors = make_feature_files(feature, wavs, files, feature.Params(), workers)
+    if no_png:
+        with open(os.path.join(out, "rows.bin"), "wb") as f:
+            rows = RowWriter(f, feature.store_dtype)
+            errors = make_feature_files(feature, wavs, files, feature.Params(), workers, rows=rows)
+            rows.finish()
+    else:
+        errors = make_feature_files(feature, wavs, files, feature.Params(), workers)
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     if errors:
         raise SystemExit(f"stage 2 failed on {len(errors)} clip(s), e.g. {next(iter(errors.values()))}")
     return seconds, cpu
 
 
-def time_reference(wavs: list[str], out: str, p: MelParams) -> float:
-    """Wall seconds of the seed's method, one clip after another (its first-call warm-up done beforehand)."""
+def time_reference(wavs: list[str], out: str, p: MelParams) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the seed's method, one clip after another (its first-call warm-up done
+    beforehand)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,10 +122,10 @@ def time_reference(wavs: list[str], out: str, p: MelParams) -> float:
 
     os.makedirs(out, exist_ok=True)
     seed_method(wavs[0], os.path.join(out, "warmup.jpg"), p)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     for w in tqdm(wavs, desc="seed method", unit="clip"):
         seed_method(w, os.path.join(out, os.path.splitext(os.path.basename(w))[0] + ".jpg"), p)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu_seconds() - c0
 
 
 def main() -> None:
@@ -138,18 +148,24 @@ def main() -> None:
         wavs = make_clips(corpus, max(args.clips, args.reference_clips if reference else 0), args.seed, args.workers)
         ours_wavs, ref_wavs = wavs[: args.clips], wavs[: args.reference_clips]
         ours_audio = audio_seconds(ours_wavs)
+        load_at_start = os.getloadavg()
         print(f"{len(wavs)} synthetic clips, mean {ours_audio / len(ours_wavs):.2f} s (CREMA-D: "
-              f"{CREMA_D_SECONDS / CREMA_D_CLIPS:.2f} s); load average {os.getloadavg()[0]:.2f}")
+              f"{CREMA_D_SECONDS / CREMA_D_CLIPS:.2f} s); load average {load_at_start[0]:.2f}")
 
         runs = {}
         out = os.path.join(work, args.features)
-        for name, workers in [(f"stage 2, {args.workers} workers", args.workers), ("stage 2, 1 process", 1)]:
-            seconds, cpu = time_stage(corpus, len(ours_wavs), out, workers, args.features)
-            runs[name] = {"clips": len(ours_wavs), "seconds": seconds, "cpu_seconds": cpu, "audio_seconds": ours_audio}
+        for name, workers, no_png in [(f"stage 2, {args.workers} workers", args.workers, False),
+                                      ("stage 2, 1 process", 1, False),
+                                      (f"stage 2 --no_png, {args.workers} workers", args.workers, True),
+                                      ("stage 2 --no_png, 1 process", 1, True)]:
+            seconds, cpu = time_stage(corpus, len(ours_wavs), out, workers, args.features, no_png)
+            runs[name] = {"clips": len(ours_wavs), "seconds": seconds, "cpu_seconds": cpu, "audio_seconds": ours_audio,
+                          "load_1min_after": os.getloadavg()[0]}
         if reference:
-            seconds = time_reference(ref_wavs, os.path.join(work, "jpg"), MelParams())
-            runs["seed method (matplotlib JPG), 1 process"] = {"clips": len(ref_wavs), "seconds": seconds,
-                                                               "audio_seconds": audio_seconds(ref_wavs)}
+            seconds, cpu = time_reference(ref_wavs, os.path.join(work, "jpg"), MelParams())
+            runs["seed method (matplotlib JPG), 1 process"] = {"clips": len(ref_wavs), "seconds": seconds, "cpu_seconds": cpu,
+                                                               "audio_seconds": audio_seconds(ref_wavs),
+                                                               "load_1min_after": os.getloadavg()[0]}
         # stage 2 pays a fixed start-up (worker processes, first-call costs) that a small run cannot amortise: a run
         # of one clip per worker measures it, apart from the per-clip cost, for the CREMA-D estimate
         few = ours_wavs[: args.workers]
@@ -164,10 +180,10 @@ def main() -> None:
         # per second of audio, so clips longer or shorter than CREMA-D's do not skew the estimates
         crema_d = startup + per_audio_second * CREMA_D_SECONDS
         cpu_per_clip = single["cpu_seconds"] / single["clips"] * (CREMA_D_SECONDS / CREMA_D_CLIPS) / (ours_audio / len(ours_wavs))
-        print(f"\n{'path':42s} {'clips':>6s} {'seconds':>8s} {'clips/s':>9s} {'ms/clip':>8s} {'CPU s':>7s}")
+        print(f"\n{'path':42s} {'clips':>6s} {'seconds':>8s} {'clips/s':>9s} {'ms/clip':>8s} {'CPU s':>7s} {'load':>5s}")
         for name, r in runs.items():
             print(f"{name:42s} {r['clips']:6d} {r['seconds']:8.2f} {r['clips_per_second']:9.1f} {r['ms_per_clip']:8.2f} "
-                  f"{r.get('cpu_seconds', float('nan')):7.2f}")
+                  f"{r.get('cpu_seconds', float('nan')):7.2f} {r['load_1min_after']:5.1f}")
         print(f"\n{args.features}: {1000 * cpu_per_clip:.1f} CPU ms per CREMA-D-length clip (one process); stage 2 = "
               f"{startup:.2f} s start-up + {1000 * per_audio_second * CREMA_D_SECONDS / CREMA_D_CLIPS:.2f} ms wall per "
               f"CREMA-D clip with {args.workers} workers (from runs of {len(few)} and {stage['clips']} clips)")
@@ -182,11 +198,24 @@ def main() -> None:
             print(f"stage 2 vs the seed method, {stage['clips']} clips: {speedup:.1f}x clips/s "
                   f"({single['clips_per_second'] / ref['clips_per_second']:.1f}x in one process); target >= 20x: "
                   f"{'met' if speedup >= 20 else 'MISSED'}")
+            no_png = runs[f"stage 2 --no_png, {args.workers} workers"]
+            no_png_speedup = no_png["clips_per_second"] / ref["clips_per_second"]
+            print(f"stage 2 --no_png vs the seed method, {no_png['clips']} clips: {no_png_speedup:.1f}x clips/s "
+                  f"({runs['stage 2 --no_png, 1 process']['clips_per_second'] / ref['clips_per_second']:.1f}x in one "
+                  f"process); target >= 35x: {'met' if no_png_speedup >= 35 else 'MISSED'}")
+            figures["no_png_speedup"] = no_png_speedup
+            # CPU time per clip hardly depends on what else runs: the ratio to quote on a shared machine
+            cpu_ms = {name: 1000 * r["cpu_seconds"] / r["clips"] for name, r in runs.items()}
+            seed_cpu = cpu_ms["seed method (matplotlib JPG), 1 process"]
+            print("CPU ms per clip (all processes): " + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu_ms.items()))
+            print(f"seed method / stage 2 in CPU time per clip: PNGs {seed_cpu / cpu_ms['stage 2, 1 process']:.1f}x, "
+                  f"--no_png {seed_cpu / cpu_ms['stage 2 --no_png, 1 process']:.1f}x (one process each)")
+            figures["cpu_ms_per_clip"] = cpu_ms
             print(f"CREMA-D: seed method {crema_d_ref / 60:.1f} min ({crema_d_ref / crema_d:.0f}x); target < 60 s: "
                   f"{'met' if crema_d < 60 else 'MISSED'}")
             figures.update(speedup=speedup, crema_d_seed_method_seconds=crema_d_ref)
         if args.json:
-            write_json({**figures, "workers": args.workers, "loadavg": os.getloadavg(), "cpus": os.cpu_count(),
+            write_json({**figures, "workers": args.workers, "loadavg_at_start": load_at_start, "loadavg": os.getloadavg(), "cpus": os.cpu_count(),
                         "date": time.strftime("%Y-%m-%d %H:%M")}, args.json)
             print(f"wrote {args.json}")
     finally:

@@ -109,7 +109,10 @@ def measure(name: str, opts: dict) -> dict:
     from toolkit.training.data import batches, load_split, move_to_device
     from toolkit.training.engine import make_optimizer, train_batches, train_one_epoch
 
+    from toolkit import precision
+
     device = pick_device(opts["device"], opts["threads"])
+    cpu_bf16 = precision.use(opts["precision"], True if opts["force_bf16"] else None)
     torch.manual_seed(0)
     cuda = device.type == "cuda"
     steps = opts["steps"] or (100 if cuda else CPU_STEPS.get(name, 2))
@@ -145,7 +148,7 @@ def measure(name: str, opts: dict) -> dict:
         train_one_epoch(net, warm if n_steps == warmup else data, optimizer, bs, device, generator, augment=augment)
 
     result = {"model": name, "device": str(device), "recipe": opts["recipe"], "steps": steps, "batch_size": bs,
-              "compile": opts["compile"], "images_per_s": timed(in_memory),
+              "compile": opts["compile"], "cpu_bf16": cpu_bf16, "images_per_s": timed(in_memory),
               "split_bytes_per_image": base.x[0].numel() * base.x.element_size(),
               "peak_rss_mb": peak_rss_mb(), "rss_after_loading_mb": rss_loaded}
     if cuda:
@@ -217,6 +220,10 @@ def main() -> None:
     ap.add_argument("--full_run", action="store_true",
                     help="also time train_cnn.py cnn3 on a CREMA-D-sized split (default on CUDA)")
     ap.add_argument("--full_run_epochs", type=int, default=30)
+    ap.add_argument("--precision", choices=["auto", "bf16"], default="auto",
+                    help="as the training scripts' --precision: 'bf16' autocasts CPU steps where the CPU has native bf16")
+    ap.add_argument("--force_bf16", action="store_true",
+                    help="with --precision bf16: autocast the CPU steps even without native bf16 (emulated: to measure it)")
     ap.add_argument("--json", default="runs/bench/training.json", help="figures as JSON (a CSV is written beside it)")
     args = ap.parse_args()
     import torch
@@ -232,10 +239,13 @@ def main() -> None:
         write_csv(frame, csv)
         opts = {"device": device, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
                 "batch_size": args.batch_size, "compile": args.compile, "csv": csv, "recipe": args.recipe, "reference_models": reference,
-                "full_run_epochs": args.full_run_epochs}
+                "full_run_epochs": args.full_run_epochs, "precision": args.precision, "force_bf16": args.force_bf16}
         load = os.getloadavg()[0]
+        from toolkit.precision import cpu_bf16_supported
+
         print(f"device {device}, recipe {args.recipe}, {torch.get_num_threads() if args.threads is None else args.threads} CPU threads, "
-              f"torch {torch.__version__}, load average {load:.2f}")
+              f"torch {torch.__version__}, load average {load:.2f}, --precision {args.precision}"
+              f"{' (forced)' if args.force_bf16 else ''}, native CPU bf16: {cpu_bf16_supported()}")
         print(f"{'model':16s} {'steps':>5s} {'images/s':>9s} {'reference':>10s} {'ratio':>6s} {'peak MB':>8s} "
               f"{'ref load ms/batch':>17s}")
         rows = []

@@ -17,6 +17,7 @@ from toolkit.config import TrainConfig, add_recipe_flags, add_training_flags, nu
 from toolkit.errors import ToolkitError
 from toolkit.interrupts import INTERRUPTED, raise_on_ctrl_c, was_interrupted
 from toolkit.io.labels import CATEGORIES
+from toolkit.precision import precision_value
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -109,6 +110,9 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
     """--device and --threads, for every script that runs a network."""
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
     p.add_argument("--threads", type=number(int, 1, 1024), default=None, help="CPU threads for PyTorch (default: all cores)")
+    p.add_argument("--precision", type=precision_value, default="auto", metavar="{auto,bf16}",
+                   help="'auto': bf16 autocast on CUDA, float32 on the CPU (bit-identical to earlier runs); 'bf16': "
+                        "bf16 autocast on the CPU too, where it has native bf16 (AVX-512 BF16/AMX; elsewhere float32)")
 
 
 def fold_count(text: str) -> int:

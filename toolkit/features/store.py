@@ -117,21 +117,45 @@ def write_store(csv_path: str, feature_name: str, dtype: str, rows: list[str],
     data_path, index_path = store_files(csv_path)
     if os.path.exists(index_path):
         os.remove(index_path)  # first: a run stopped below leaves no index, so no store that looks complete
-    shapes, checksums = [], []
     with atomic_path(data_path) as tmp, open(tmp, "wb") as f:
+        writer = RowWriter(f, dtype)
         for i, value in enumerate(items()):
-            value = np.ascontiguousarray(value, dtype=dtype)
-            shapes.append(list(value.shape))
-            checksums.append(row_checksum(rows[i] if i < len(rows) else "", value))
-            f.write(value.tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    if len(shapes) != len(rows):
-        raise ToolkitError(f"{csv_path}: packed {len(shapes)} features for {len(rows)} rows")
+            writer.add(rows[i] if i < len(rows) else "", value)
+        writer.finish()
+    if len(writer.rows) != len(rows):
+        raise ToolkitError(f"{csv_path}: packed {len(writer.rows)} features for {len(rows)} rows")
     write_json({"version": STORE_VERSION, "feature": feature_name, "dtype": dtype, "csv": os.path.basename(csv_path),
-                "csv_sha1": file_sha1(csv_path), "params": params or {}, "rows": rows, "shapes": shapes,
-                "checksums": checksums}, index_path)
+                "csv_sha1": file_sha1(csv_path), "params": params or {}, "rows": rows, "shapes": writer.shapes,
+                "checksums": writer.checksums}, index_path)
     return True
+
+
+class RowWriter:
+    """Appends rows (arrays of one dtype) to an open binary file in the store's layout, keeping what its index
+    lists; `index()` then opens the rows with Store. Stage 2 also writes each process's features this way, straight
+    from its workers' results, when no per-clip files are wanted (--no_png)."""
+
+    def __init__(self, f, dtype: str) -> None:
+        self.f, self.dtype = f, dtype
+        self.rows: list[str] = []
+        self.shapes: list[list[int]] = []
+        self.checksums: list[int] = []
+
+    def add(self, name: str, value: np.ndarray) -> int:
+        """Append one row; returns its number."""
+        value = np.ascontiguousarray(value, dtype=self.dtype)
+        self.rows.append(name)
+        self.shapes.append(list(value.shape))
+        self.checksums.append(row_checksum(name, value))
+        self.f.write(value.tobytes())
+        return len(self.rows) - 1
+
+    def finish(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def index(self) -> dict:
+        return {"dtype": self.dtype, "rows": self.rows, "shapes": self.shapes, "checksums": self.checksums}
 
 
 class StoreItems:

@@ -31,7 +31,8 @@ from toolkit.evaluation.fairness import describe as describe_groups, fairness_re
 from toolkit.evaluation.metrics import (breakdown, choose_temperature, classification_metrics, expected_calibration_error, format_confusion,
                                         format_metrics, reliability)
 from toolkit.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy, plot_training_curves
-from toolkit.fileio import exclusive_lock, load_checkpoint, write_csv, write_torch
+from toolkit import precision
+from toolkit.fileio import exclusive_lock, load_checkpoint, process_alive, write_csv, write_torch
 from toolkit.runcard import RunCard
 from toolkit.schemas import STRICT, Count, check, first_non_finite, schema_of
 from toolkit.training import distributed
@@ -40,8 +41,9 @@ from toolkit.training.fullbatch import fitted, full_batch_step, make_lbfgs
 
 
 def autocast(device: torch.device):
-    """bf16 mixed precision on CUDA (no loss scaling needed); full precision on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    """bf16 mixed precision on CUDA (no loss scaling needed); on the CPU full precision unless --precision bf16
+    (toolkit/precision.py)."""
+    return precision.autocast(device)
 
 
 def train_one_epoch(
