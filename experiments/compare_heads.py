@@ -43,6 +43,7 @@ from compare_recipes import run, write_table  # noqa: E402
 from toolkit.config import RECIPES  # noqa: E402
 from toolkit.evaluation.metrics import breakdown, classification_metrics  # noqa: E402
 from toolkit.fileio import read_json, write_csv, write_json  # noqa: E402
+from toolkit.io.splits import is_copy  # noqa: E402
 from toolkit.training.data import load_split  # noqa: E402
 
 NORMALIZE = ("none", "speaker")
@@ -65,12 +66,14 @@ def sklearn_folds(x: np.ndarray, y: np.ndarray, frame: pd.DataFrame, classes: li
     from sklearn.preprocessing import StandardScaler
 
     speakers = frame["ActorID"].astype(str).to_numpy()
+    copies = is_copy(frame).to_numpy()  # augmented copies (fold_copies.py) train with their speaker, never val or test
     extras = extras or {}
     out = {name: {"folds": [], "pred": np.full(len(y), -1), "C": [], "extra": {e: [] for e in extras}} for name in
            ("sklearn LR C=1", "sklearn LR, C on validation", "sklearn LR C=1, train+val")}
     for fold in cv["fold_results"]:
         test, val = np.isin(speakers, fold["test_speakers"]), np.isin(speakers, fold["val_speakers"])
         train = ~test & ~val
+        test, val = test & ~copies, val & ~copies
 
         def fit(rows, c, weight=None):
             scaler = StandardScaler().fit(x[rows])
@@ -111,7 +114,10 @@ def toolkit_result(folder: str, model: str, category: str, cv: dict, extra_csvs:
 def summarise(name: str, result: dict, frame: pd.DataFrame | None = None, y: np.ndarray | None = None,
               classes: list[str] | None = None) -> dict:
     f1 = [f["f1"] for f in result["folds"]]
-    worst = result.get("worst") or breakdown(frame, y, result["pred"], classes)["worst_speaker"]
+    if result.get("worst") is None:
+        tested = ~is_copy(frame).to_numpy()  # copies are never tested
+        result["worst"] = breakdown(frame[tested], y[tested], result["pred"][tested], classes)["worst_speaker"]
+    worst = result["worst"]
     cs = [c for c in result.get("C", []) if c is not None]
     return {"name": name, "f1_mean": float(np.mean(f1)), "f1_std": float(np.std(f1, ddof=1)) if len(f1) > 1 else 0.0,
             "f1_folds": f1, "accuracy_mean": float(np.mean([f["accuracy"] for f in result["folds"]])),
@@ -176,9 +182,107 @@ def table(rows: list[dict], extras: list[str] = ()) -> str:
     return "\n".join(lines)
 
 
+def named(items: list[str], flag: str, p: argparse.ArgumentParser, bare: bool = False) -> dict[str, str]:
+    """NAME=FOLDER arguments (a bare FOLDER is named '' where `bare`), each folder a stage-2 output."""
+    pairs = dict(e.split("=", 1) if "=" in e else ("", e) for e in items)
+    if len(pairs) != len(items) or ("" in pairs and not bare) or not all(os.path.isdir(f) for f in pairs.values()):
+        p.error(f"{flag} {' '.join(items)}: give NAME=FOLDER, each folder a stage-2 output of the same feature type")
+    return pairs
+
+
+def labelled(name: str, data: str) -> str:
+    return f"{name} · {data}" if data else name
+
+
+def compare(args: argparse.Namespace, data: dict[str, str], extras: dict[str, str], seed: int, out: str) -> list[dict]:
+    """Every head × recipe × training set (and scikit-learn on each set) on the same folds of one seed."""
+    rows = []
+    for category in args.categories:
+        for normalize in args.normalize:
+            folder = os.path.join(out, f"{category}_{normalize}")
+            cvs = {}
+            extra_sets = {name: extra_features(f, category, normalize) for name, f in extras.items()}
+            extra_csvs = {name: os.path.abspath(os.path.join(f, f"{category}_all.csv")) for name, f in extras.items()}
+            for dname, dfolder in data.items():
+                for model in args.models:
+                    for recipe in args.recipes:
+                        runs = os.path.join(folder, f"{dname}_{recipe}" if dname else recipe)
+                        summary = os.path.join(runs, f"{model}_{category}_cv.json")
+                        if not os.path.isfile(summary) and args.table_only:
+                            continue
+                        if not os.path.isfile(summary):
+                            os.makedirs(runs, exist_ok=True)
+                            run("train_cnn.py", "--csv_load_path", dfolder, "--category", category, "--model", model,
+                                "--recipe", recipe, "--folds", str(args.folds), "--seed", str(seed), "--epochs",
+                                str(args.epochs), "--normalize", normalize, "--threads", "1", "--model_save_path", runs,
+                                *args.train_flags.split(), *(["--extra_test_csv", *extra_csvs.values()] if extras else []),
+                                log=os.path.join(runs, f"{model}_{category}_cv.log"))
+                        cvs[(dname, model, recipe)] = (runs, read_json(summary, "cross-validation summary"))
+            if not cvs:
+                continue
+            folds = {tuple(tuple(f["test_speakers"]) for f in cv["fold_results"]) for _, cv in cvs.values()}
+            if len(folds) != 1:
+                sys.exit(f"error: {category}, normalize {normalize}: the toolkit runs were tested on different folds")
+            reference = next(iter(cvs.values()))[1]
+            recipe = RECIPES["vector"]
+            for dname, dfolder in data.items():
+                x, y, frame, classes = features(dfolder, category, normalize)
+                baselines = sklearn_folds(x, y, frame, classes, reference, list(recipe.C),
+                                          "balanced" if recipe.class_weights == "balanced" else None, extra_sets)
+                for name, result in baselines.items():
+                    rows.append({"category": category, "normalize": normalize, "values": len(x[0]),
+                                 **summarise(labelled(name, dname), result, frame, y, classes)})
+            for (dname, model, recipe), (runs, cv) in cvs.items():
+                name = f"toolkit {model}, --recipe {recipe}" + (" (full-batch L-BFGS)" if RECIPES[recipe].optimizer == "lbfgs" else " (AdamW)")
+                rows.append({"category": category, "normalize": normalize,
+                             **summarise(labelled(name, dname), toolkit_result(runs, model, category, cv, extra_csvs))})
+    return rows
+
+
+def over_seeds(per_seed: dict[int, list[dict]], extras: list[str]) -> list[dict]:
+    """One row per head over the seeds (each a new fold assignment and initialisation): F1 mean ± std (ddof 1) of
+    the seed means, the worst speaker's accuracy averaged over seeds (and the lowest), and each extra corpus's
+    speakers' accuracy averaged over the seeds' fold models."""
+    key = lambda r: (r["category"], r["normalize"], r["name"])  # noqa: E731
+    out = []
+    for first in next(iter(per_seed.values())):
+        runs = [r for rows in per_seed.values() for r in rows if key(r) == key(first)]
+        if len(runs) < len(per_seed):
+            continue
+        row = {**{k: first[k] for k in ("category", "normalize", "name")}, **mean_sd([r["f1_mean"] for r in runs]),
+               "worst_accuracy": float(np.mean([r["worst_accuracy"] for r in runs])),
+               "worst_lowest": float(min(r["worst_accuracy"] for r in runs)), "extra": {}}
+        for e in extras:
+            speakers = pd.DataFrame([r["extra"][e]["per_speaker"] for r in runs]).mean()
+            row["extra"][e] = {**mean_sd([r["extra"][e]["f1_mean"] for r in runs]),
+                               "worst_accuracy": float(np.mean([r["extra"][e]["worst_accuracy"] for r in runs])),
+                               "per_speaker": speakers.round(4).to_dict()}
+        out.append(row)
+    return out
+
+
+def mean_sd(values: list[float]) -> dict:
+    return {"f1_mean": float(np.mean(values)), "f1_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "f1_seeds": [float(v) for v in values]}
+
+
+def seeds_table(rows: list[dict], extras: list[str]) -> str:
+    lines = ["| category | normalize | head | weighted F1 (mean ± sd over seeds) | worst speaker acc. (mean over seeds; "
+             "lowest) |" + "".join(f" {e}: F1 | {e}: worst speaker acc. (mean over seeds) |" for e in extras),
+             "|---|---|---|---|---|" + "---|---|" * len(extras)]
+    for r in rows:
+        lines.append(f"| {r['category']} | {r['normalize']} | {r['name']} | {r['f1_mean']:.3f} ± {r['f1_std']:.3f} | "
+                     f"{r['worst_accuracy']:.2f} ({r['worst_lowest']:.2f}) |" +
+                     "".join(f" {x['f1_mean']:.3f} ± {x['f1_std']:.3f} | {x['worst_accuracy']:.2f} |"
+                             for x in (r["extra"][e] for e in extras)))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="stage-2 vector feature folder: {category}_train/val/test.csv")
+    p.add_argument("--data", required=True, nargs="+", metavar="[NAME=]FOLDER",
+                   help="stage-2 vector feature folder: {category}_train/val/test.csv; several as NAME=FOLDER (e.g. the "
+                        "same corpus with augmented copies, experiments/fold_copies.py): every one on the same folds")
     p.add_argument("--out", required=True, help="folder for the runs, logs and the table")
     p.add_argument("--categories", nargs="+", default=["sex", "emotion"])
     p.add_argument("--normalize", nargs="+", default=list(NORMALIZE), choices=NORMALIZE)
@@ -186,7 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recipes", nargs="+", default=["vector", "default"], choices=list(RECIPES),
                    help="train_cnn.py --recipe of each head ('vector': the heads' own, full-batch L-BFGS)")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=42, help="fold assignment and initialisation")
+    p.add_argument("--seed", type=int, nargs="+", default=[42],
+                   help="fold assignment and initialisation; several: one comparison each (in OUT/seed{S}/) and a "
+                        "table of their mean ± sd")
     p.add_argument("--epochs", type=int, default=30, help="train_cnn.py --epochs (AdamW recipes; 'vector' has one per C)")
     p.add_argument("--train_flags", default="", help="more train_cnn.py flags for every run, e.g. '--patience 0'")
     p.add_argument("--extra", nargs="*", default=[], metavar="NAME=FOLDER",
@@ -196,61 +302,43 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--markdown", default=None, help="also put the table between the markers of this file")
     p.add_argument("--section", default="heads", help="the markers' name: <!-- compare_heads.py: SECTION -->")
     args = p.parse_args(argv)
-    extras = dict(e.split("=", 1) for e in args.extra if "=" in e)
-    if len(extras) != len(args.extra) or not all(os.path.isdir(f) for f in extras.values()):
-        p.error(f"--extra {' '.join(args.extra)}: give NAME=FOLDER, each folder a stage-2 output of the same feature type")
+    extras = named(args.extra, "--extra", p)
+    data = named(args.data, "--data", p, bare=len(args.data) == 1)
 
-    rows = []
-    for category in args.categories:
-        for normalize in args.normalize:
-            folder = os.path.join(args.out, f"{category}_{normalize}")
-            cvs = {}
-            extra_sets = {name: extra_features(f, category, normalize) for name, f in extras.items()}
-            extra_csvs = {name: os.path.abspath(os.path.join(f, f"{category}_all.csv")) for name, f in extras.items()}
-            for model in args.models:
-                for recipe in args.recipes:
-                    runs = os.path.join(folder, recipe)
-                    summary = os.path.join(runs, f"{model}_{category}_cv.json")
-                    if not os.path.isfile(summary) and args.table_only:
-                        continue
-                    if not os.path.isfile(summary):
-                        os.makedirs(runs, exist_ok=True)
-                        run("train_cnn.py", "--csv_load_path", args.data, "--category", category, "--model", model,
-                            "--recipe", recipe, "--folds", str(args.folds), "--seed", str(args.seed), "--epochs",
-                            str(args.epochs), "--normalize", normalize, "--threads", "1", "--model_save_path", runs,
-                            *args.train_flags.split(), *(["--extra_test_csv", *extra_csvs.values()] if extras else []),
-                            log=os.path.join(runs, f"{model}_{category}_cv.log"))
-                    cvs[(model, recipe)] = (runs, read_json(summary, "cross-validation summary"))
-            if not cvs:
-                continue
-            folds = {tuple(tuple(f["test_speakers"]) for f in cv["fold_results"]) for _, cv in cvs.values()}
-            if len(folds) != 1:
-                sys.exit(f"error: {category}, normalize {normalize}: the toolkit runs were tested on different folds")
-            x, y, frame, classes = features(args.data, category, normalize)
-            reference = next(iter(cvs.values()))[1]
-            recipe = RECIPES["vector"]
-            baselines = sklearn_folds(x, y, frame, classes, reference, list(recipe.C),
-                                      "balanced" if recipe.class_weights == "balanced" else None, extra_sets)
-            for name, result in baselines.items():
-                rows.append({"category": category, "normalize": normalize, **summarise(name, result, frame, y, classes)})
-            for (model, recipe), (runs, cv) in cvs.items():
-                name = f"toolkit {model}, --recipe {recipe}" + (" (full-batch L-BFGS)" if RECIPES[recipe].optimizer == "lbfgs" else " (AdamW)")
-                rows.append({"category": category, "normalize": normalize,
-                             **summarise(name, toolkit_result(runs, model, category, cv, extra_csvs))})
-
-    text = (f"Features: `{os.path.abspath(args.data)}` ({len(x[0])} values per clip). {args.folds}-fold speaker-grouped "
-            f"cross-validation (seed {args.seed}), the toolkit's folds for every row; weighted F1 mean ± std over folds "
-            f"(ddof 1); worst speaker: lowest accuracy of any speaker (each tested once)."
-            + "".join(f" {n}: `{os.path.abspath(f)}`, every clip scored by every fold model." for n, f in extras.items())
-            + f"\n\n{table(rows, list(extras))}\n\n{family_table(rows, extras)}")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "compare_heads.md"), "w") as f:
-        f.write(text)
-    write_json(rows, os.path.join(args.out, "compare_heads.json"))
+    per_seed = {}
+    for seed in args.seed:
+        out = args.out if len(args.seed) == 1 else os.path.join(args.out, f"seed{seed}")
+        rows = compare(args, data, extras, seed, out)
+        if not rows:
+            continue
+        text = (f"Features: {', '.join(f'`{os.path.abspath(f)}`' + (f' ({n})' if n else '') for n, f in data.items())} "
+                f"({rows[0]['values']} values per clip). {args.folds}-fold speaker-grouped cross-validation (seed {seed}), "
+                f"the toolkit's folds for every row; weighted F1 mean ± std over folds (ddof 1); worst speaker: lowest "
+                f"accuracy of any speaker (each tested once)."
+                + "".join(f" {n}: `{os.path.abspath(f)}`, every clip scored by every fold model." for n, f in extras.items())
+                + f"\n\n{table(rows, list(extras))}\n\n{family_table(rows, extras)}")
+        write_outputs(out, text, rows)
+        per_seed[seed] = rows
+    if len(per_seed) > 1:
+        rows = over_seeds(per_seed, list(extras))
+        text = (f"{args.folds}-fold speaker-grouped cross-validation, seeds {' '.join(map(str, per_seed))} (each a new "
+                f"fold assignment and initialisation; every row of a seed on that seed's folds). Per seed: the mean over "
+                f"folds; here the mean ± sd (ddof 1) of those seed means. Per-seed tables: `{args.out}/seed*/compare_heads.md`."
+                + f"\n\n{seeds_table(rows, list(extras))}\n\n{family_table(rows, extras)}")
+        write_outputs(args.out, text, rows)
+    elif not per_seed:
+        sys.exit("error: no run has finished (--table_only)")
     if args.markdown:
         write_table(args.markdown, text + f"\nCommand: `python3 experiments/compare_heads.py {' '.join(argv or sys.argv[1:])}`\n",
                     args.section, tool="compare_heads.py")
     print(text)
+
+
+def write_outputs(out: str, text: str, rows: list[dict]) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "compare_heads.md"), "w") as f:
+        f.write(text)
+    write_json(rows, os.path.join(out, "compare_heads.json"))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,20 @@ def test_vtlp_moves_the_formants_but_not_f0(alpha):
         assert envelope_peak(out, low, high) == pytest.approx(alpha * envelope_peak(y, low, high), abs=70)
 
 
+@pytest.mark.parametrize("semitones", [-4.0, 4.0])
+def test_f0_moves_the_pitch_and_keeps_the_formants(semitones):
+    y = vowel()
+    out = W.f0(y, SR, RNG, semitones)
+    assert len(out) == len(y)
+    assert f0_of(out) / f0_of(y) == pytest.approx(2 ** (semitones / 12), rel=0.02)
+    shifted = W.pitch(y, SR, RNG, semitones)  # a plain pitch shift moves the formants by the same ratio
+    for low, high in ((450, 1100), (1400, 2300)):
+        assert envelope_peak(out, low, high) == pytest.approx(envelope_peak(y, low, high), abs=90)
+        assert abs(envelope_peak(shifted, low, high) - envelope_peak(y, low, high)) > 120
+    sizes = [abs(W.TRANSFORMS["f0"].draw(np.random.default_rng(i), SR)["semitones"]) for i in range(50)]
+    assert min(sizes) >= W.F0_SEMITONES[0] and max(sizes) <= W.F0_SEMITONES[1]
+
+
 @pytest.mark.parametrize("kind", ["white", "pink", "babble"])
 @pytest.mark.parametrize("snr_db", [5.0, 15.0])
 def test_noise_reaches_the_requested_snr(kind, snr_db):

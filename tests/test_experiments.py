@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import ROOT, run_script
 
 
@@ -107,3 +109,36 @@ def test_compare_heads_scores_every_fold_model_on_an_extra_corpus_per_voice_fami
     proc = run_script("experiments/compare_heads.py", "--data", tmp_path / "train", "--out", tmp_path / "x",
                       "--extra", "wide", check=False)
     assert proc.returncode == 2 and "--extra wide: give NAME=FOLDER" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_scikit_learn_baselines_train_on_copies_and_test_originals_only():
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from compare_heads import sklearn_folds, summarise, over_seeds
+
+    rng = np.random.default_rng(0)
+    speakers = [str(s) for s in range(1000, 1012) for _ in range(6)]
+    y = np.array([int(s) % 2 for s in speakers])
+    x = rng.normal(0, 1, (len(y), 3)) + 2.0 * y[:, None]
+    frame = pd.DataFrame({"ActorID": speakers, "source_clip": ""})
+    # copies of every clip whose label flips the feature: a model trained on them learns the opposite
+    frame = pd.concat([frame, frame.assign(source_clip="orig")], ignore_index=True)
+    x, y = np.vstack([x, -x]), np.concatenate([y, y])
+    cv = {"fold_results": [{"test_speakers": ["1000", "1001", "1002", "1003"], "val_speakers": ["1004", "1005"]},
+                           {"test_speakers": ["1004", "1005", "1006", "1007"], "val_speakers": ["1008", "1009"]}]}
+    out = sklearn_folds(x, y, frame, ["Male", "Female"], cv, [1.0], None)
+    result = out["sklearn LR C=1"]
+    tested = result["pred"] >= 0
+    assert not (tested & (frame["source_clip"] != "").to_numpy()).any()  # no copy is ever tested
+    assert tested.sum() == 8 * 6  # every original clip of the test speakers
+    # trained on originals and their sign-flipped copies: no better than chance, where originals alone give ~1.0
+    assert np.mean([f["accuracy"] for f in result["folds"]]) < 0.8
+    row = summarise("x", result, frame, y, ["Male", "Female"])
+    assert row["worst_speaker"] in {s for f in cv["fold_results"] for s in f["test_speakers"]}
+    seeds = over_seeds({1: [{"category": "sex", "normalize": "none", **row}],
+                        2: [{"category": "sex", "normalize": "none", **{**row, "f1_mean": row["f1_mean"] + 0.1}}]}, [])
+    assert seeds[0]["f1_mean"] == pytest.approx(row["f1_mean"] + 0.05) and seeds[0]["f1_std"] == pytest.approx(0.0707, abs=1e-3)

@@ -21,6 +21,7 @@ TELEPHONE_BAND = (300.0, 3400.0)  # ITU-T G.712 narrowband telephony, sampled at
 TELEPHONE_RATE = 8000
 PEAK_LIMIT = 0.99  # a chain that would clip is scaled down to this peak instead (clipping is not the voice's)
 DEFAULT_PROBABILITY = 0.5  # a transform named without ':p' in a spec is applied to half the items
+F0_SEMITONES = (3.0, 5.0)  # f0: the shift's size; 3-5 semitones move a typical voice's F0 to the other sex's edge
 BABBLE_VOICES = (3, 6)  # babble noise: this many other training clips (inclusive range) talking at once
 
 
@@ -90,6 +91,17 @@ def vtlp(audio: np.ndarray, sr: int, rng: np.random.Generator, alpha: float) -> 
     gain = np.exp(warped - envelope).T
     out = librosa.istft(spec * gain, hop_length=hop, n_fft=n_fft, length=len(audio))
     return out.astype(np.float32)
+
+
+def f0(audio: np.ndarray, sr: int, rng: np.random.Generator, semitones: float) -> np.ndarray:
+    """Move the pitch by `semitones` and keep the formants: a pitch shift (which moves the whole spectrum), then the
+    envelope warped back by the inverse ratio. Pitch apart from vocal tract: the low-pitched women and high-pitched men
+    a corpus may lack, so that a model cannot read sex (or age) from pitch alone."""
+    return vtlp(pitch(audio, sr, rng, semitones), sr, rng, 2 ** (-semitones / 12))
+
+
+def _draw_f0(rng: np.random.Generator) -> dict:
+    return {"semitones": round(float(rng.choice([-1.0, 1.0]) * rng.uniform(*F0_SEMITONES)), 2)}
 
 
 def power(audio: np.ndarray) -> float:
@@ -235,6 +247,8 @@ TRANSFORMS: dict[str, Transform] = {
                        "duration / f with pitch kept, f in 0.85-1.15"),
     "pitch": Transform(pitch, lambda r, sr: {"semitones": _uniform(r, -3.0, 3.0, 2)},
                        "-3..+3 semitones, duration kept"),
+    "f0": Transform(f0, lambda r, sr: _draw_f0(r),
+                    f"pitch up or down by {F0_SEMITONES[0]:g}-{F0_SEMITONES[1]:g} semitones with the formants kept"),
     "vtlp": Transform(vtlp, lambda r, sr: {"alpha": _uniform(r, 0.9, 1.1)},
                       "vocal tract length: formants x alpha in 0.9-1.1, pitch kept (Jaitly & Hinton 2013)"),
     "reverb": Transform(reverb, lambda r, sr: {"rt60": _uniform(r, 0.2, 0.8, 2), "drr_db": _uniform(r, 0.0, 10.0, 1)},
