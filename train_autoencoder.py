@@ -23,7 +23,7 @@ from toolkit.config import RECIPES, add_recipe_flags, train_config
 from toolkit.fileio import output_dir, write_csv, write_torch
 from toolkit.io.labels import check_category
 from toolkit.runcard import AUTOENCODER, RunCard
-from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_loss_curve, plot_reconstructions, reconstruction_loss, train_epoch
+from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, Reconstruction, plot_loss_curve, plot_reconstructions, reconstruction_loss
 from toolkit.training.data import load_split, move_to_device
 from toolkit.training.engine import RunFiles, train_loop
 
@@ -50,11 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         model.to(memory_format=torch.channels_last)
     run = RunFiles(args.model_save_path, STEM)
 
-    def train_step(net, optimizer, epoch, generator):
-        return train_epoch(net, train, optimizer, config.batch_size, device, generator)
-
     with run.lock():
-        loop = train_loop(model, config, run, device, train_step, resume=args.resume, compile=args.compile)
+        loop = train_loop(model, config, run, device, Reconstruction(train, config.batch_size, device),
+                          resume=args.resume, compile=args.compile)
         # The number testing_autoencoder.py checks: eval mode (BatchNorm running statistics), no weight updates.
         final = reconstruction_loss(model, train, config.batch_size, device)
         write_torch({k: v.cpu() for k, v in model.encoder.state_dict().items()}, os.path.join(run.folder, ENCODER_FILE))
