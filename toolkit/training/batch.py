@@ -15,6 +15,7 @@ class Batch:
     inputs: dict[str, torch.Tensor]  # "x": the network's input; "lengths": valid samples per row of a padded sequence
     labels: torch.Tensor  # (N,) class indices (-1: unlabeled) or (N, C) class probabilities (mixup)
     index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # positions in the split
+    weight: float = 1.0  # the batch's weight in a task's objective (pseudo-labeling's alpha)
 
     @property
     def x(self) -> torch.Tensor:
@@ -29,4 +30,4 @@ class Batch:
 
     def with_input(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> "Batch":
         """The same batch with another network input (an augmented one) and, given, other targets."""
-        return Batch({**self.inputs, "x": x}, self.labels if labels is None else labels, self.index)
+        return Batch({**self.inputs, "x": x}, self.labels if labels is None else labels, self.index, self.weight)

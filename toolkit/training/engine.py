@@ -36,12 +36,8 @@ from toolkit.training import distributed
 from toolkit.training.batch import Batch
 from toolkit.training.data import FeatureSet, batches, move_to_device
 from toolkit.training.fullbatch import full_batch_step, make_lbfgs
+from toolkit.training.step import autocast, optimise
 from toolkit.training.tasks import Classification, Task
-
-
-def autocast(device: torch.device):
-    """bf16 mixed precision on CUDA (no loss scaling needed); full precision on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def train_one_epoch(
@@ -51,13 +47,7 @@ def train_one_epoch(
 ) -> float:
     """One pass over `data` in a shuffled order, augmented when `augment` is given; returns the mean training loss."""
     task = Classification(data, batch_size, device, augment, class_weights, num_classes)
-    return run_epoch(model, task, optimizer, generator, accumulate)
-
-
-def run_epoch(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-              accumulate: int = 1) -> float:
-    """One epoch of `task`: its batches, its objective, one optimiser step per `accumulate` batches."""
-    return optimise(model, optimizer, task.batches(generator), task.loss, task.device, accumulate)
+    return task.run_epoch(model, optimizer, 0, generator, accumulate)
 
 
 def train_batches(
@@ -76,39 +66,6 @@ def train_batches(
     made = (Batch({"x": x}, y) for x, y in batch_iter)
     return optimise(model, optimizer, (b.with_input(*transform(b.x, b.labels)) if transform else b for b in made),
                     objective, device, accumulate)
-
-
-def optimise(model: nn.Module, optimizer: torch.optim.Optimizer, batch_iter: Iterable[Batch],
-             objective: Callable[[nn.Module, Batch], torch.Tensor], device: torch.device, accumulate: int = 1) -> float:
-    """The engine's step: forward and objective under autocast, backward, and one optimiser step per `accumulate`
-    batches (already on `device`); returns the mean training loss (over every rank's share under torchrun).
-
-    `accumulate` > 1 sums the gradients of that many batches (each loss scaled by 1/accumulate) before a step, so
-    a small batch that fits in memory trains like one `accumulate` times larger; a remainder still gets its step.
-    The learning rate of each step is set by the run's Schedule (hooked on the optimiser), whoever calls step().
-    """
-    model.train()
-    total, count, pending = 0.0, 0, 0
-    optimizer.zero_grad(set_to_none=True)
-    for batch in batch_iter:
-        with autocast(device):
-            loss = objective(model, batch)
-        (loss / accumulate if accumulate > 1 else loss).backward()
-        pending += 1
-        if pending == accumulate:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            pending = 0
-        total += loss.detach().float() * len(batch)  # stays on the device: no sync per step
-        count += len(batch)
-    if pending:
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    if distributed.active():  # the epoch's loss over every rank's share
-        total, count = distributed.all_sum(torch.as_tensor(total, dtype=torch.float32, device=device),
-                                           torch.tensor(float(count), device=device))
-        count = int(count)
-    return float(total) / max(count, 1)
 
 
 @torch.no_grad()
@@ -538,10 +495,10 @@ def train_loop(
     net = CompiledOrEager(net) if compile else net
     full_batch = config.optimizer == "lbfgs"  # an epoch is one L2 strength (fullbatch.py): no learning rate to schedule
     optimizer = make_lbfgs(model) if full_batch else make_optimizer(model, config.learning_rate, config.weight_decay)
-    steps = -(-train_step.batches_per_epoch() // config.accumulate) if isinstance(train_step, Task) else None
+    steps = train_step.steps_per_epoch(config.accumulate) if isinstance(train_step, Task) else None
     schedule = Schedule(optimizer, replace(config, lr_schedule="none") if full_batch else config, steps)
     run_step = train_step if not isinstance(train_step, Task) else \
-        lambda net, optimizer, epoch, generator: run_epoch(net, train_step, optimizer, generator, config.accumulate)
+        lambda net, optimizer, epoch, generator: train_step.run_epoch(net, optimizer, epoch, generator, config.accumulate)
     generator = torch.Generator().manual_seed(config.seed)
     state = TrainState(model, optimizer, schedule, config, run)
     callbacks = list(callbacks)

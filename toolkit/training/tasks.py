@@ -18,6 +18,7 @@ from torch import nn
 
 from toolkit.training.batch import Batch
 from toolkit.training.data import FeatureSet, batch_iter, batches_per_epoch
+from toolkit.training.step import optimise
 
 
 class Task:
@@ -34,8 +35,15 @@ class Task:
         """The batch's mean loss (run under autocast by the engine)."""
         raise NotImplementedError
 
-    def batches_per_epoch(self) -> int:
-        return batches_per_epoch(self.data, self.batch_size)
+    def run_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, generator: torch.Generator,
+                  accumulate: int = 1) -> float | dict:
+        """One epoch: the engine's step over `batches`; the mean loss (or a dict with `train_loss` and more numbers
+        for the run's history, from a task with an epoch of its own shape)."""
+        return optimise(model, optimizer, self.batches(generator), self.loss, self.device, accumulate)
+
+    def steps_per_epoch(self, accumulate: int = 1) -> int | None:
+        """Optimiser steps in one epoch (a per-step schedule needs them; None: not known in advance)."""
+        return -(-batches_per_epoch(self.data, self.batch_size) // accumulate)
 
 
 class Classification(Task):
