@@ -31,3 +31,8 @@ class Batch:
     def with_input(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> "Batch":
         """The same batch with another network input (an augmented one) and, given, other targets."""
         return Batch({**self.inputs, "x": x}, self.labels if labels is None else labels, self.index, self.weight)
+
+
+def forward(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """The network's output for a batch: model(x), with the other inputs (a padded sequence's lengths) as keywords."""
+    return model(batch.x, **{k: v for k, v in batch.inputs.items() if k != "x"})

@@ -162,10 +162,12 @@ def batch_iter(data: FeatureSet, batch_size: int, device: torch.device,
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         if generator is not None and data.wave_augment is not None:
-            x = data.wave_augment.take(data, idx, generator)
+            taken = data.wave_augment.take(data, idx, generator)
         else:
-            x = data.feature.take(data, idx, generator)
-        yield Batch({"x": data.to_input(x, device)}, data.labels[idx].to(device, non_blocking=True), idx)
+            taken = data.feature.take(data, idx, generator)
+        inputs = {k: v.to(device, non_blocking=True) for k, v in taken.items()} if isinstance(taken, dict) else {"x": taken}
+        inputs["x"] = data.to_input(inputs["x"], device)  # a sequence type's take gives {"x", "lengths"}
+        yield Batch(inputs, data.labels[idx].to(device, non_blocking=True), idx)
 
 
 def batches(
@@ -178,6 +180,13 @@ def batches(
 def batches_per_epoch(data: FeatureSet, batch_size: int) -> int:
     """How many training batches batch_iter makes of `data` in one epoch on this rank."""
     return -(-distributed.share_size(len(data)) // batch_size)
+
+
+def for_evaluation(data: FeatureSet) -> FeatureSet:
+    """`data` as evaluation sees each item: its stored input (no whole clips for random training windows, mel's
+    canvas), with each item's length where the type pads (waveforms)."""
+    data.extra = {k: v for k, v in data.extra.items() if k == "lengths"}
+    return data
 
 
 def move_to_device(data: FeatureSet, device: torch.device, max_fraction: float = 0.5) -> FeatureSet:

@@ -33,8 +33,8 @@ from toolkit.fileio import load_checkpoint, process_alive, write_torch
 from toolkit.runcard import RunCard
 from toolkit.schemas import STRICT, Count, check, schema_of
 from toolkit.training import distributed
-from toolkit.training.batch import Batch
-from toolkit.training.data import FeatureSet, batches, move_to_device
+from toolkit.training.batch import Batch, forward
+from toolkit.training.data import FeatureSet, batch_iter, move_to_device
 from toolkit.training.fullbatch import full_batch_step, make_lbfgs
 from toolkit.training.step import autocast, optimise
 from toolkit.training.tasks import Classification, Task
@@ -73,9 +73,9 @@ def predict_logits(model: nn.Module, data: FeatureSet, batch_size: int, device: 
     """Eval-mode logits (float32, CPU) of every item of `data`, in order."""
     model.eval()
     out = []
-    for x, _ in batches(data, batch_size, device):
+    for batch in batch_iter(data, batch_size, device):
         with autocast(device):
-            out.append(model(x).float())
+            out.append(forward(model, batch).float())
     return torch.cat(out).cpu() if out else torch.empty(0)  # one device->host copy: no GPU sync per batch
 
 

@@ -32,8 +32,8 @@ from toolkit.features import clip_of, features_from_audio
 from toolkit.fileio import read_csv, resolve_from_csv
 from toolkit.runcard import RunCard
 from toolkit.training.data import AUDIO_COLUMN as AUDIO
-from toolkit.training.batch import Batch
-from toolkit.training.data import SPEAKER_COLUMN, FeatureSet, batch_iter, load_split, make_feature_set
+from toolkit.training.batch import Batch, forward
+from toolkit.training.data import SPEAKER_COLUMN, FeatureSet, batch_iter, for_evaluation, load_split, make_feature_set
 from toolkit.training.step import autocast, optimise
 from toolkit.training.tasks import Classification, Task
 
@@ -91,7 +91,8 @@ def labeled_passes_per_epoch(n_unlabeled: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def pseudo_label(model: nn.Module, x: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def pseudo_label(model: nn.Module, x: torch.Tensor, threshold: float = 0.0,
+                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Argmax labels of a batch in eval mode, and which of them reach a softmax confidence of `threshold`.
 
     Eval mode matters: in train mode BatchNorm would normalise with this batch's own statistics and update its
@@ -99,7 +100,7 @@ def pseudo_label(model: nn.Module, x: torch.Tensor, threshold: float = 0.0) -> t
     """
     model.eval()
     with autocast(x.device):
-        probs = torch.softmax(model(x).float(), 1)
+        probs = torch.softmax((model(x) if lengths is None else model(x, lengths=lengths)).float(), 1)
     confidence, labels = probs.max(1)
     return labels, confidence >= threshold
 
@@ -118,7 +119,7 @@ class PseudoLabeling(Task):
         self.passes = labeled_passes_per_epoch(len(unlabeled), batch_size)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return batch.weight * F.cross_entropy(model(batch.x), batch.labels)
+        return batch.weight * F.cross_entropy(forward(model, batch), batch.labels)
 
     def steps_per_epoch(self, accumulate: int = 1) -> None:
         return None  # unlabeled batches with alpha 0 or too few confident labels take no step
@@ -132,10 +133,11 @@ class PseudoLabeling(Task):
         for b, batch in enumerate(batch_iter(self.data, self.batch_size, self.device, generator)):
             alpha = alpha_weight(step, self.T1, self.T2, self.af)
             if alpha > 0:
-                labels, keep = pseudo_label(model, batch.x, self.threshold)
+                labels, keep = pseudo_label(model, batch.x, self.threshold, batch.lengths)
                 seen += len(batch)
                 if keep.sum() > 1:  # BatchNorm in train mode needs two items
-                    kept = Batch({"x": batch.x[keep]}, labels[keep], batch.index[keep.to(batch.index.device)], weight=alpha)
+                    kept = Batch({k: v[keep] for k, v in batch.inputs.items()}, labels[keep],
+                                 batch.index[keep.to(batch.index.device)], weight=alpha)
                     n = int(keep.sum())
                     unlabeled_loss += optimise(model, optimizer, [kept], self.loss, self.device) / alpha * n
                     used += n
@@ -179,7 +181,7 @@ def load_unlabeled(csv_path: str, card: RunCard, workers: int = 1) -> FeatureSet
                            f"unlabeled CSV needs an {SPEAKER_COLUMN} column; add it")
     if feature.stored and column in df.columns:
         data = load_split(csv_path, None, options=card.input_options, normalize=card.normalize, desc="unlabeled")
-        data.extra = {}  # no random training windows: see above
+        for_evaluation(data)  # no random training windows: see above
         if data.params and card.features["params"] and data.params != card.features["params"]:
             raise ToolkitError(f"{csv_path}: its {feature.name} files were made with other parameters ({data.params}) "
                                f"than the model's ({card.features['params']}); list {AUDIO} instead, or remake them "
@@ -205,8 +207,7 @@ def load_unlabeled(csv_path: str, card: RunCard, workers: int = 1) -> FeatureSet
     data = make_feature_set(feature, [results[i][0] for i in keep], df.iloc[keep].reset_index(drop=True),
                             card.input_options, paths=[paths[i] for i in keep], params=dict(card.features["params"]),
                             normalize=card.normalize)
-    data.extra = {}  # no random training windows: see above
-    return data
+    return for_evaluation(data)  # no random training windows: see above
 
 
 def compare(before: dict, after: dict) -> dict:

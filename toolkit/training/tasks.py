@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.training.batch import Batch
+from toolkit.training.batch import Batch, forward
 from toolkit.training.data import FeatureSet, batch_iter, batches_per_epoch
 from toolkit.training.step import optimise
 
@@ -63,4 +63,4 @@ class Classification(Task):
                 *self.augment(batch.x, batch.labels, self.num_classes, generator))
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(model(batch.x).float(), batch.labels, weight=self.weight)
+        return F.cross_entropy(forward(model, batch).float(), batch.labels, weight=self.weight)
