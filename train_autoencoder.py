@@ -22,7 +22,7 @@ from toolkit.cli import add_features_flag, add_model_dir_flag, get_args_parser, 
 from toolkit.config import RECIPES, add_recipe_flags
 from toolkit.fileio import write_csv, write_torch
 from toolkit.runcard import AUTOENCODER
-from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_loss_curve, plot_reconstructions, reconstruction_loss, train_epoch
+from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, Reconstruction, plot_loss_curve, plot_reconstructions, reconstruction_loss
 from toolkit.training.data import load_split, move_to_device
 from toolkit.training.engine import train_loop
 from toolkit.training.setup import set_up
@@ -47,11 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         model.to(memory_format=torch.channels_last)
     run = stage.run_files(STEM)
 
-    def train_step(net, optimizer, epoch, generator):
-        return train_epoch(net, train, optimizer, config.batch_size, device, generator)
-
     with run.lock():
-        loop = train_loop(model, config, run, device, train_step, resume=stage.args.resume, compile=stage.args.compile)
+        loop = train_loop(model, config, run, device, Reconstruction(train, config.batch_size, device),
+                          resume=stage.args.resume, compile=stage.args.compile)
         # The number testing_autoencoder.py checks: eval mode (BatchNorm running statistics), no weight updates.
         final = reconstruction_loss(model, train, config.batch_size, device)
         write_torch({k: v.cpu() for k, v in model.encoder.state_dict().items()}, os.path.join(run.folder, ENCODER_FILE))

@@ -2,7 +2,8 @@
 layer averaged over each clip's frames, and a Linear layer to the classes (what AutoModelForAudioClassification does,
 without its extra projection). The seed project's best model.
 
-Input: (batch, samples) float waveforms, NaN after each clip's end (toolkit/features/waveform.py).
+Input: (batch, samples) float waveforms, zero-padded, and each clip's length in samples (toolkit/features/waveform.py;
+without lengths every row is a whole clip).
 - Training: one padded batch, with the encoder's attention mask where its feature extractor asks for one (models
   with group norm in their front end, such as wav2vec2-base, are trained with zero padding and no mask, as their
   authors do); the average covers each clip's own frames only.
@@ -25,14 +26,13 @@ class SpeechClassifier(nn.Module):
         self.window = window
         self.attention_mask = attention_mask
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        valid = ~torch.isnan(x)
-        x = x.nan_to_num(0.0)
-        lengths = valid.sum(1)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        lengths = torch.full((len(x),), x.shape[1], device=x.device) if lengths is None else lengths.to(x.device)
         if not self.training:
             pooled = [pooled_states(self.encoder, row[:n], self.window, all_layers=False)
                       for row, n in zip(x, lengths.tolist())]
             return self.classifier(torch.cat(pooled))
+        valid = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
         mask = valid.long() if self.attention_mask else None
         states = self.encoder(x, attention_mask=mask).last_hidden_state
         frames = self.encoder._get_feat_extract_output_lengths(lengths).clamp(min=1)

@@ -76,14 +76,14 @@ def test_train_step_advances_step_once_per_labeled_pass_and_skips_zero_alpha():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     train, unlabeled = image_set(4, [0, 1, 0, 1]), image_set(52, seed=1)  # 26 batches of 2: passes after 0 and 25
     step = make_train_step(train, unlabeled, 2, torch.device("cpu"), seed=0, T1=3, T2=5, af=0.5, start_step=1)
-    first = step(model, optimizer, 1, None)
+    first = step.run_epoch(model, optimizer, 1, None)
     assert first["step"] == 3 and first["alpha"] == 0.0 and first["pseudo_used"] == 0  # steps 1, 2: alpha 0
-    second = step(model, optimizer, 2, None)  # steps 3 (alpha 0: batches 0) then 4 (alpha 0.25: batches 1..25)
+    second = step.run_epoch(model, optimizer, 2, None)  # steps 3 (alpha 0: batches 0) then 4 (alpha 0.25: batches 1..25)
     assert second["step"] == 5 and second["alpha"] == 0.5 and second["pseudo_used"] == 50
     assert second["pseudo_kept_share"] == 1.0 and second["unlabeled_loss"] > 0
     assert np.isfinite(second["train_loss"])
     # The step count follows from the epoch, so a resumed run (a fresh train step) continues the ramp.
-    assert make_train_step(train, unlabeled, 2, torch.device("cpu"), 0, 3, 5, 0.5, 1)(model, optimizer, 2, None)["step"] == 5
+    assert make_train_step(train, unlabeled, 2, torch.device("cpu"), 0, 3, 5, 0.5, 1).run_epoch(model, optimizer, 2, None)["step"] == 5
 
 
 @pytest.fixture()

@@ -20,7 +20,7 @@ from toolkit.fileio import read_json
 from toolkit.runcard import RunCard
 from toolkit.training.crossval import fold_splits, speaker_folds
 from toolkit.training.data import FeatureSet, batches, load_split
-from toolkit.training.engine import RunFiles, fit, make_scheduler, train_batches
+from toolkit.training.engine import RunFiles, Schedule, fit, train_batches
 
 
 def voice(seconds: float = 1.5, amp: float = 0.1, sr: int = 16000) -> np.ndarray:
@@ -141,14 +141,10 @@ def test_accumulated_batches_step_like_one_batch_of_their_size():
     assert torch.allclose(one.weight, two.weight, atol=1e-6) and not torch.equal(one.weight, nn.Linear(6, 2).weight)
 
 
-def test_linear_schedule_warms_up_then_falls_in_a_straight_line():
+def test_linear_schedule_per_epoch_warms_up_then_falls_in_a_straight_line():
     optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)
-    scheduler = make_scheduler(optimizer, "linear", epochs=10, warmup=0.2)
-    lrs = []
-    for _ in range(10):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    schedule = Schedule(optimizer, replace(RECIPES["default"], lr_schedule="linear", epochs=10, warmup=0.2))
+    lrs = [schedule.begin_epoch(done) for done in range(10)]
     assert lrs == pytest.approx([1 / 3, 2 / 3, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
 
 
@@ -175,7 +171,6 @@ def run_fit(tmp_path, train_step, **flags) -> tuple[dict, dict]:
     return card.metrics, read_json(run.path("_metrics.json"))
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")  # the toy steps never call optimizer.step
 def test_early_stopping_keeps_the_best_epoch(tmp_path):
     def worse_every_epoch(model, epoch):  # pushes towards the wrong class: validation loss rises every epoch
         with torch.no_grad():
@@ -189,7 +184,6 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     assert results["val"]["loss"] == pytest.approx(first, rel=1e-5) and kept.shape == (2,)
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")  # the toy steps never call optimizer.step
 def test_selection_ties_go_to_the_later_epoch(tmp_path):
     results, metrics = run_fit(tmp_path, lambda model, epoch: 0.0, patience=3, select_by="f1")
     assert results["epoch"] == 10 and len(metrics["history"]) == 10  # equal F1 every epoch: never stops

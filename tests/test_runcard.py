@@ -65,12 +65,12 @@ def test_predict_uses_a_model_whose_card_is_an_old_sidecar(sex_data, tmp_path):
 def test_a_run_stopped_before_its_test_scores_is_refused_by_every_reader(sex_data, tmp_path, monkeypatch):
     """The weights and card of the best epoch so far are on disk while training runs; until the run is scored on
     test the card says so, and a reader refuses it rather than take an unfinished run for a finished one."""
-    import toolkit.training.engine
+    import toolkit.training.callbacks
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt  # as if Ctrl-C came just after the last epoch
 
-    monkeypatch.setattr(toolkit.training.engine, "report", stopped)
+    monkeypatch.setattr(toolkit.training.callbacks, "report", stopped)
     proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--epochs", "1", "--batch_size", "32", "--threads", "1",
                       "--model_save_path", tmp_path, check=False, in_process=True)
     assert proc.returncode == 130 and (tmp_path / "cnn3_sex.pt").is_file()

@@ -37,7 +37,8 @@ class TrainConfig:
     normalize: str = "none"  # 'speaker': each speaker's own mean and spread removed (within-speaker traits)
     eval_windows: str = "all"  # mel 'pad': a clip longer than the window is scored on all its windows ('center': one)
     calibration: str = "temperature"  # probabilities calibrated on the validation split after training
-    warmup: float = 0.2  # lr_schedule onecycle / linear: the fraction of the epochs that warm the learning rate up
+    warmup: float = 0.2  # lr_schedule onecycle / linear: the fraction of the epochs (or steps) that warm the learning rate up
+    schedule_unit: str = "epoch"  # the schedule follows the epochs or the optimiser steps (toolkit/training/engine.py Schedule)
     accumulate: int = 1  # batches whose gradients are summed before each optimiser step
     max_seconds: float = 5.0  # audio (fine-tuned encoders): longer clips are cropped at random in training
     freeze_feature_encoder: bool = False  # fine-tuned encoders: keep the CNN front end (raw audio -> frames) fixed
@@ -70,12 +71,13 @@ RECIPES: dict[str, TrainConfig] = {
 }
 # train_wav2vec2.py's fixed recipe: the seed project's Transformer/training_wav2vec2.py (Hugging Face Trainer: batch 4,
 # 4 accumulated batches, learning rate 3e-5 warmed up over 10% then decayed linearly, 20 epochs, no weight decay,
-# best checkpoint on validation; the Trainer's per-step warm-up is per epoch here, as every schedule of the engine).
+# best checkpoint on validation; warm-up and decay per optimiser step, as the Trainer's).
 FINETUNE = TrainConfig(recipe="wav2vec2", epochs=20, batch_size=4, learning_rate=3e-5, weight_decay=0.0,
-                       lr_schedule="linear", warmup=0.1, accumulate=4, patience=0, select_by="f1", class_weights="none",
+                       lr_schedule="linear", warmup=0.1, schedule_unit="step", accumulate=4, patience=0, select_by="f1", class_weights="none",
                        time_masks=0, freq_masks=0, gain_db=0.0)
 TIME_AXES = ("resize", "pad")
 LR_SCHEDULES = ("none", "cosine", "onecycle", "linear")
+SCHEDULE_UNITS = ("epoch", "step")
 SELECT_BY = ("f1", "loss", "f1_loss")
 CLASS_WEIGHTS = ("none", "balanced")
 NORMALIZE = ("none", "speaker")
@@ -140,7 +142,10 @@ RECIPE_FLAGS: dict[str, tuple[dict, str]] = {
                                                 "one-cycle (warm-up then cosine decay) or linear (warm-up then linear "
                                                 "decay, the Hugging Face Trainer's)"),
     "warmup": (dict(type=share), "onecycle / linear: fraction of the epochs that warm the learning rate "
-                                               "up (at least one epoch)"),
+                                               "up (at least one epoch), or of the optimiser steps with --schedule_unit step"),
+    "schedule_unit": (dict(choices=SCHEDULE_UNITS), "the learning-rate schedule changes once per epoch, or at every "
+                                                    "optimiser step (warm-up from 0 and decay over all the run's steps, "
+                                                    "as the Hugging Face Trainer)"),
     "patience": (dict(type=non_negative(int, 100_000)), "stop after this many epochs without a better validation score (0 = never)"),
     "select_by": (dict(choices=SELECT_BY), "best epoch by validation weighted F1, validation loss, or F1 with the loss breaking ties (ties: the later epoch)"),
     "class_weights": (dict(choices=CLASS_WEIGHTS), "'balanced': weight the loss by inverse class frequency (imbalanced age/race)"),

@@ -193,8 +193,8 @@ class StoreRows:
     """Tensor-like stand-in for a FeatureSet tensor (x, or a per-item extra such as the mel canvas) over a store:
     indexing makes just the asked rows with `make(list of stored items) -> tensor`, exactly what the feature type's
     stack would have made for them. It has what the data path uses of a tensor: len, shape, dtype, device, int /
-    slice / index-tensor indexing, cpu(); torch functions given it, and double()/float(), work on `self[:]` (the
-    whole split, read into memory)."""
+    slice / index-tensor indexing, cpu(), and double()/float() (the whole split, read into memory). It is not a
+    tensor to torch functions: code that needs the whole split as one says so, `rows[:]`."""
 
     def __init__(self, items: StoreItems, make: Callable[[list[np.ndarray]], torch.Tensor], item_shape: tuple[int, ...],
                  dtype: torch.dtype) -> None:
@@ -229,18 +229,6 @@ class StoreRows:
         if not indices:
             return torch.empty((0, *self.item_shape), dtype=self.dtype)
         return self.make(self.items.get(indices))
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        """A torch function given a StoreRows (torch.equal, torch.cat, ...) gets the whole split as a tensor."""
-        def whole(a):
-            if isinstance(a, StoreRows):
-                return a[:]
-            if isinstance(a, (list, tuple)):
-                return type(a)(whole(v) for v in a)
-            return a
-
-        return func(*whole(args), **{k: whole(v) for k, v in (kwargs or {}).items()})
 
     def double(self) -> torch.Tensor:
         return self[:].double()

@@ -1,11 +1,11 @@
 """The waveform itself: what a fine-tuned speech encoder (train_wav2vec2.py, models/speech.py) takes.
 
 Nothing is stored by stage 2: each clip is read from the split CSVs' Audio_file_path at the encoder's sampling rate
-and z-scored when the encoder's feature extractor does that. A split is held as one float16 canvas (clips, samples)
-with NaN after each clip's end: a real sample is never NaN (load_audio refuses such files), so the network reads
-each clip's length, and so its attention mask, off the batch itself, and every generic path (batches, subsets and
-folds, pseudo-labeling) handles one plain tensor. Training takes a random crop of at most `max_seconds` of each clip;
-evaluation and predict.py take the whole clip (up to its central LONGEST_SAMPLES).
+and z-scored when the encoder's feature extractor does that. A split is held as one float16 canvas (clips, samples),
+zeros after each clip's end, and each clip's length in samples beside it (FeatureSet.extra["lengths"]); a batch
+(`take`) is {"x", "lengths"}, so the network (models/speech.py) builds its attention mask and pools over each clip's
+own frames from the lengths. Training takes a random crop of at most `max_seconds` of each clip; evaluation and
+predict.py take the whole clip (up to its central LONGEST_SAMPLES).
 """
 from __future__ import annotations
 
@@ -27,11 +27,6 @@ MIN_TRAIN_SECONDS = 1.0  # a training batch is at least this long (padding): tra
 class WaveformParams(FeatureParams):
     normalize: bool = True  # z-score each clip (the encoder's feature extractor's do_normalize)
     min_samples: int = 400  # the encoder's receptive field: a shorter clip gives it no frame
-
-
-def lengths_of(x: torch.Tensor) -> torch.Tensor:
-    """Each row's clip length in samples (the NaN padding follows it)."""
-    return (~torch.isnan(x)).sum(-1)
 
 
 class Waveform(FeatureType):
@@ -69,12 +64,14 @@ class Waveform(FeatureType):
     @classmethod
     def stack(cls, features: list[np.ndarray], options: dict) -> dict[str, torch.Tensor]:
         longest = LONGEST_SAMPLES
-        canvas = np.full((len(features), min(max(len(f) for f in features), longest)), np.nan, np.float16)
+        canvas = np.zeros((len(features), min(max(len(f) for f in features), longest)), np.float16)
+        lengths = []
         for row, wave in zip(canvas, features):
             start = max(0, (len(wave) - longest) // 2)
             piece = wave[start : start + longest]
             row[: len(piece)] = piece
-        return {"x": torch.from_numpy(canvas)}
+            lengths.append(len(piece))
+        return {"x": torch.from_numpy(canvas), "lengths": torch.tensor(lengths, dtype=torch.long)}
 
     @classmethod
     def speaker_normalize(cls, features: list[np.ndarray]) -> list[np.ndarray]:
@@ -86,13 +83,14 @@ class Waveform(FeatureType):
         return None  # each clip is already z-scored on its own (normalize), as the encoder was trained
 
     @classmethod
-    def take(cls, data: FeatureSet, index: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Evaluation: the whole clips, padded to the longest of the batch. Training (generator given): a random crop
-        of at most max_seconds of each clip, placed anywhere in it; the batch is as long as its longest crop."""
-        x = data.x[index.to(data.x.device)]
-        lengths = lengths_of(x)
+    def take(cls, data: FeatureSet, index: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """{"x": zero-padded waveforms, "lengths": each one's samples}. Evaluation: the whole clips, padded to the
+        longest of the batch. Training (generator given): a random crop of at most max_seconds of each clip, placed
+        anywhere in it; the batch is as long as its longest crop."""
+        index = index.to(data.x.device)
+        x, lengths = data.x[index], data.extra["lengths"].to(data.x.device)[index]
         if generator is None:
-            return x[:, : int(lengths.max())]
+            return {"x": x[:, : int(lengths.max())], "lengths": lengths}
         sr = data.params.get("sr", WaveformParams.sr)
         crop = lengths.clamp(max=round(data.options["max_seconds"] * sr))
         width = max(int(crop.max()), min(round(MIN_TRAIN_SECONDS * sr), x.shape[1]))
@@ -101,7 +99,7 @@ class Waveform(FeatureType):
         columns = starts[:, None] + torch.arange(width, device=x.device)
         inside = torch.arange(width, device=x.device)[None] < crop[:, None]
         picked = x.gather(1, columns.clamp(max=x.shape[1] - 1))
-        return torch.where(inside, picked, torch.full_like(picked, float("nan")))
+        return {"x": picked.masked_fill(~inside, 0), "lengths": crop}
 
     @classmethod
     def augmentation(cls, config, params: dict):

@@ -266,12 +266,11 @@ def classify(model, card: RunCard, view: View, recordings: list[Recording], devi
 
 def model_inputs(card: RunCard, features: list[np.ndarray]) -> FeatureSet:
     """Features (already speaker-normalised where the card says so) -> the FeatureSet a model's evaluation sees."""
-    from toolkit.training.data import make_feature_set
+    from toolkit.training.data import for_evaluation, make_feature_set
 
     data = make_feature_set(card.feature, features, pd.DataFrame(index=range(len(features))), card.input_options,
                             params=card.features.get("params"), stats=card.features.get("stats"))
-    data.extra = {}  # evaluation takes the centred windows: no whole clips needed
-    return data
+    return for_evaluation(data)  # evaluation takes the centred windows: no whole clips needed
 
 
 def class_probabilities(model: nn.Module, data: FeatureSet, device: torch.device,

@@ -1,6 +1,5 @@
-"""Stage 4 shared by its three scripts: the autoencoder's files, its loss, its training epoch and its plots."""
+"""Stage 4 shared by its three scripts: the autoencoder's files, its task on the engine (Reconstruction), and its plots."""
 from __future__ import annotations
-
 
 import matplotlib.pyplot as plt
 import torch
@@ -9,8 +8,9 @@ from torch import nn
 
 from toolkit.evaluation.plots import save_figure
 from toolkit.features import clip_of
+from toolkit.training.batch import Batch
 from toolkit.training.data import FeatureSet, batches
-from toolkit.training.engine import train_batches
+from toolkit.training.tasks import Task
 
 ENCODER_FILE = "encoder_3_layers.pt"  # the seed's file names, loaded by cnn_classifier.py
 DECODER_FILE = "decoder_3_layers.pt"
@@ -18,11 +18,11 @@ STEM = "autoencoder_3_layers"  # {STEM}.json (its run card: the final loss), _me
 GRID_IMAGES = 8  # the first images of the CSV, so the grids of training and of testing show the same clips
 
 
-def train_epoch(model: nn.Module, data: FeatureSet, optimizer: torch.optim.Optimizer, batch_size: int,
-                device: torch.device, generator: torch.Generator) -> float:
-    """One shuffled pass minimising the per-pixel MSE between input and reconstruction; returns the mean loss."""
-    return train_batches(model, optimizer, batches(data, batch_size, device, generator), device,
-                         loss_fn=lambda out, x, _: F.mse_loss(out, x))
+class Reconstruction(Task):
+    """The autoencoder's objective: the per-pixel MSE between each input and its reconstruction (no labels)."""
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return F.mse_loss(model(batch.x).float(), batch.x)
 
 
 @torch.no_grad()

@@ -21,12 +21,13 @@ from toolkit.fileio import read_csv, require_columns, resolve_from_csv, without_
 from toolkit.io.audio import ClipError
 from toolkit.io.labels import classes_for, encode_labels
 from toolkit.training import distributed
+from toolkit.training.batch import Batch
 
 SPEAKER_COLUMN = "ActorID"
 AUDIO_COLUMN = "Audio_file_path"  # every split CSV lists each clip's audio (relative to the CSV)
 NORMALIZE = ("none", "speaker")
 
-__all__ = ["FeatureSet", "subset", "load_split", "batches", "move_to_device", "normalize_by_speaker", "SPEAKER_COLUMN"]
+__all__ = ["FeatureSet", "subset", "load_split", "batches", "batch_iter", "batches_per_epoch", "move_to_device", "normalize_by_speaker", "SPEAKER_COLUMN"]
 
 
 def normalize_by_speaker(feature: type[FeatureType], features: list[np.ndarray], speakers: list) -> list[np.ndarray]:
@@ -154,22 +155,43 @@ def make_feature_set(feature: type[FeatureType], features: list[np.ndarray], fra
                       extra=stacked)
 
 
-def batches(
-    data: FeatureSet, batch_size: int, device: torch.device, generator: torch.Generator | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, labels) batches; shuffled when a generator is given (training), in order otherwise."""
+def batch_iter(data: FeatureSet, batch_size: int, device: torch.device,
+               generator: torch.Generator | None = None) -> Iterator[Batch]:
+    """Batches of network inputs, labels and item positions; shuffled when a generator is given (training: under
+    torchrun this rank's share of the epoch, distributed.shard), in order otherwise."""
     n = len(data)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     if generator is not None:
-        order = distributed.shard(order)  # under torchrun: this rank's share of the epoch (else all of it)
+        order = distributed.shard(order)
     order = order.to(data.x.device)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         if generator is not None and data.wave_augment is not None:
-            x = data.wave_augment.take(data, idx, generator)
+            taken = data.wave_augment.take(data, idx, generator)
         else:
-            x = data.feature.take(data, idx, generator)
-        yield data.to_input(x, device), data.labels[idx].to(device, non_blocking=True)
+            taken = data.feature.take(data, idx, generator)
+        inputs = {k: v.to(device, non_blocking=True) for k, v in taken.items()} if isinstance(taken, dict) else {"x": taken}
+        inputs["x"] = data.to_input(inputs["x"], device)  # a sequence type's take gives {"x", "lengths"}
+        yield Batch(inputs, data.labels[idx].to(device, non_blocking=True), idx)
+
+
+def batches(
+    data: FeatureSet, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """batch_iter as (inputs, labels) pairs, for code that needs nothing else of a batch."""
+    return ((b.x, b.labels) for b in batch_iter(data, batch_size, device, generator))
+
+
+def batches_per_epoch(data: FeatureSet, batch_size: int) -> int:
+    """How many training batches batch_iter makes of `data` in one epoch on this rank."""
+    return -(-distributed.share_size(len(data)) // batch_size)
+
+
+def for_evaluation(data: FeatureSet) -> FeatureSet:
+    """`data` as evaluation sees each item: its stored input (no whole clips for random training windows, mel's
+    canvas), with each item's length where the type pads (waveforms)."""
+    data.extra = {k: v for k, v in data.extra.items() if k == "lengths"}
+    return data
 
 
 def move_to_device(data: FeatureSet, device: torch.device, max_fraction: float = 0.5) -> FeatureSet:

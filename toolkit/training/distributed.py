@@ -3,7 +3,7 @@
 A stage launched by `torchrun --nproc_per_node=N` (RANK, WORLD_SIZE and LOCAL_RANK in the environment, N > 1) joins
 the process group in `session` (gloo on the CPU, nccl on CUDA, each rank on cuda:LOCAL_RANK). Then the engine wraps
 the network in DistributedDataParallel (`wrap`), every rank shuffles the training split with the same generator and
-takes its own deterministic share of that order (`shard`, as torch's DistributedSampler does: padded by repeating
+takes its own deterministic share of that order (`shard`: torch's DistributedSampler, padded by repeating
 the first items so that every rank runs the same number of equal batches and the generators stay in step), and the
 epoch's training loss is summed over the ranks (`all_sum`). Every rank evaluates the whole validation split (the
 weights are the same on all), so all take the same best-epoch and early-stopping decisions; only rank 0 writes files
@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
+from torch.utils.data import DistributedSampler
 
 from toolkit.errors import ToolkitError
 
@@ -101,15 +102,18 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def shard(order: torch.Tensor) -> torch.Tensor:
-    """This rank's share of an epoch's order (the same order on every rank): every world_size-th item from its rank,
-    after padding the order with its first items to a multiple of world_size."""
+    """This rank's share of an epoch's order (the same order on every rank): torch's DistributedSampler over the
+    order's positions, unshuffled (the order is already the epoch's shuffle): padded with its first items to a
+    multiple of world_size, then every world_size-th item from this rank's."""
     if not active():
         return order
-    n, size = len(order), world_size()
-    total = -(-n // size) * size
-    if total > n:
-        order = torch.cat([order, order[: total - n]])
-    return order[rank() : total : size]
+    positions = DistributedSampler(range(len(order)), num_replicas=world_size(), rank=rank(), shuffle=False)
+    return order[list(positions)]
+
+
+def share_size(n: int) -> int:
+    """How many of n items shard gives each rank."""
+    return -(-n // world_size()) if active() else n
 
 
 def all_sum(*values: torch.Tensor) -> list[torch.Tensor]:

@@ -1,8 +1,10 @@
-"""The one training loop and what runs in it.
+"""The one training engine and what runs in it.
 
-train_one_epoch / evaluate: one pass over a FeatureSet. train_loop: the epochs (resume, early stopping, the best
-epoch, checkpoints) around any `train_step`, shared by every training stage. fit: train_loop for a classifier, then
-`report` (the test set, the run card, metrics, predictions and plots).
+optimise: the step (autocast, backward, gradient accumulation, optimiser step) over a Task's batches (tasks.py);
+Schedule: the learning rate of every optimiser step; train_loop: the epochs (resume, DDP, early stopping, the best
+epoch, checkpoints, callbacks) around any task, shared by every training stage; evaluate: a classifier's metrics on a
+split. fit: train_loop for a classifier, with the callbacks (callbacks.py) that write its weights and, at the end, its
+test scores, calibration, metrics and plots. Nothing here imports plotting. docs/engine.md has the design.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import math
 import os
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -26,24 +28,16 @@ from tqdm import tqdm
 from toolkit.augmentation.augment import with_wave_augment
 from toolkit.config import LR_SCHEDULES, TrainConfig
 from toolkit.errors import ToolkitError
-from toolkit.evaluation.domain import describe_domain
-from toolkit.evaluation.fairness import describe as describe_groups, fairness_report, group_columns, write_fairness
-from toolkit.evaluation.metrics import (breakdown, choose_temperature, classification_metrics, expected_calibration_error, format_confusion,
-                                        format_metrics, reliability)
-from toolkit.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy, plot_training_curves
-from toolkit import precision
-from toolkit.fileio import exclusive_lock, load_checkpoint, process_alive, write_csv, write_torch
+from toolkit.evaluation.metrics import classification_metrics, expected_calibration_error, format_metrics
+from toolkit.fileio import exclusive_lock, load_checkpoint, write_torch
 from toolkit.runcard import RunCard
-from toolkit.schemas import STRICT, Count, check, first_non_finite, schema_of
+from toolkit.schemas import STRICT, Count, check, schema_of
 from toolkit.training import distributed
-from toolkit.training.data import FeatureSet, batches, move_to_device
-from toolkit.training.fullbatch import fitted, full_batch_step, make_lbfgs
-
-
-def autocast(device: torch.device):
-    """bf16 mixed precision on CUDA (no loss scaling needed); on the CPU full precision unless --precision bf16
-    (toolkit/precision.py)."""
-    return precision.autocast(device)
+from toolkit.training.batch import Batch, forward
+from toolkit.training.data import FeatureSet, batch_iter, move_to_device
+from toolkit.training.fullbatch import full_batch_step, make_lbfgs
+from toolkit.training.step import autocast, optimise
+from toolkit.training.tasks import Classification, Task
 
 
 def train_one_epoch(
@@ -52,12 +46,8 @@ def train_one_epoch(
     class_weights: torch.Tensor | None = None, num_classes: int | None = None, accumulate: int = 1,
 ) -> float:
     """One pass over `data` in a shuffled order, augmented when `augment` is given; returns the mean training loss."""
-    transform = None
-    if augment is not None:
-        num_classes = num_classes or int(data.labels.max()) + 1
-        transform = lambda x, y: augment(x, y, num_classes, generator)  # noqa: E731
-    return train_batches(model, optimizer, batches(data, batch_size, device, generator), device,
-                         transform=transform, class_weights=class_weights, accumulate=accumulate)
+    task = Classification(data, batch_size, device, augment, class_weights, num_classes)
+    return task.run_epoch(model, optimizer, 0, generator, accumulate)
 
 
 def train_batches(
@@ -65,39 +55,17 @@ def train_batches(
     device: torch.device, transform: Callable | None = None, class_weights: torch.Tensor | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None, accumulate: int = 1,
 ) -> float:
-    """One optimiser step per `accumulate` (inputs, labels) batches, already on `device`; returns the mean training loss.
-
-    `transform(x, y) -> (x, targets)` augments a batch (targets may be class probabilities, e.g. mixup).
-    `loss_fn(outputs, x, y)` replaces the (class-weighted) cross entropy, e.g. the autoencoder's reconstruction MSE.
-    `accumulate` > 1 sums the gradients of that many batches (each loss scaled by 1/accumulate) before a step, so
-    a small batch that fits in memory trains like one `accumulate` times larger; a remainder still gets its step.
-    """
-    model.train()
+    """optimise over ready (inputs, labels) batches: `transform(x, y) -> (x, targets)` augments a batch,
+    `loss_fn(outputs, x, y)` replaces the (class-weighted) cross entropy."""
     weight = None if class_weights is None else class_weights.to(device)
-    total, count, pending = 0.0, 0, 0
-    optimizer.zero_grad(set_to_none=True)
-    for x, y in batch_iter:
-        if transform is not None:
-            x, y = transform(x, y)
-        with autocast(device):
-            out = model(x).float()
-            loss = F.cross_entropy(out, y, weight=weight) if loss_fn is None else loss_fn(out, x, y)
-        (loss / accumulate if accumulate > 1 else loss).backward()
-        pending += 1
-        if pending == accumulate:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            pending = 0
-        total += loss.detach().float() * len(x)  # stays on the device: no sync per step
-        count += len(x)
-    if pending:
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    if distributed.active():  # the epoch's loss over every rank's share
-        total, count = distributed.all_sum(torch.as_tensor(total, dtype=torch.float32, device=device),
-                                           torch.tensor(float(count), device=device))
-        count = int(count)
-    return float(total) / max(count, 1)
+
+    def objective(net: nn.Module, batch: Batch) -> torch.Tensor:
+        out = net(batch.x).float()
+        return F.cross_entropy(out, batch.labels, weight=weight) if loss_fn is None else loss_fn(out, batch.x, batch.labels)
+
+    made = (Batch({"x": x}, y) for x, y in batch_iter)
+    return optimise(model, optimizer, (b.with_input(*transform(b.x, b.labels)) if transform else b for b in made),
+                    objective, device, accumulate)
 
 
 @torch.no_grad()
@@ -105,9 +73,9 @@ def predict_logits(model: nn.Module, data: FeatureSet, batch_size: int, device: 
     """Eval-mode logits (float32, CPU) of every item of `data`, in order."""
     model.eval()
     out = []
-    for x, _ in batches(data, batch_size, device):
+    for batch in batch_iter(data, batch_size, device):
         with autocast(device):
-            out.append(model(x).float())
+            out.append(forward(model, batch).float())
     return torch.cat(out).cpu() if out else torch.empty(0)  # one device->host copy: no GPU sync per batch
 
 
@@ -242,26 +210,73 @@ def warn_compile_failed(e: Exception) -> None:
     print(f"warning: --compile: torch.compile failed ({type(e).__name__}: {reason}); training uncompiled")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int,
-                   warmup: float = TrainConfig.warmup) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-epoch learning-rate factor: 'none' 1; 'cosine' from 1 down towards 0; 'onecycle' a linear warm-up over
-    the first `warmup` fraction of the epochs (at least one), then the cosine; 'linear' the same warm-up, then a
-    straight line down towards 0 (the Hugging Face Trainer's shape). Per epoch (not per step) so any train_step
-    works with it."""
-    if schedule not in LR_SCHEDULES:
-        raise ToolkitError(f"unknown --lr_schedule '{schedule}': choose one of {', '.join(LR_SCHEDULES)}")
-    warmup = max(1, round(warmup * epochs)) if schedule in ("onecycle", "linear") else 0
+def lr_factor(schedule: str, done: int, total: int, warmup: int, per_step: bool) -> float:
+    """The learning-rate factor after `done` of `total` steps or epochs: 'none' 1; 'cosine' from 1 down towards 0;
+    'onecycle' a linear warm-up over the first `warmup`, then the cosine; 'linear' the warm-up, then a straight line
+    down to 0. Per optimiser step the warm-up rises from 0 (Hugging Face's get_linear/cosine_schedule_with_warmup);
+    per epoch from 1/(warmup + 1) (an epoch at a learning rate of 0 would be wasted)."""
+    if schedule == "none":
+        return 1.0
+    if done < warmup:
+        return done / warmup if per_step else (done + 1) / (warmup + 1)
+    if schedule == "linear":
+        return max(0.0, (total - done) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * (done - warmup) / max(1, total - warmup)))
 
-    def factor(done: int) -> float:  # `done` = epochs finished before the one about to run
-        if schedule == "none":
-            return 1.0
-        if done < warmup:
-            return (done + 1) / (warmup + 1)
-        if schedule == "linear":
-            return (epochs - done) / max(1, epochs - warmup)
-        return 0.5 * (1 + math.cos(math.pi * (done - warmup) / max(1, epochs - warmup)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+class Schedule:
+    """The learning rate of every optimiser step, set just before the step (a hook on the optimiser, so every step
+    is scheduled, also those of a task's own epoch such as pseudo-labeling's).
+
+    config.schedule_unit 'epoch': the factor follows the epochs (constant within one; torchvision's references);
+    'step': it follows the optimiser steps of the whole run (config.epochs × steps_per_epoch; the Hugging Face
+    Trainer's), and the warm-up is config.warmup of those steps (rounded up, as the Trainer). The state (steps taken)
+    goes into _last.pt, so a resumed run continues the schedule where it stopped.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int | None = None) -> None:
+        if config.lr_schedule not in LR_SCHEDULES:
+            raise ToolkitError(f"unknown --lr_schedule '{config.lr_schedule}': choose one of {', '.join(LR_SCHEDULES)}")
+        self.optimizer, self.schedule = optimizer, config.lr_schedule
+        self.per_step = config.schedule_unit == "step" and self.schedule != "none"
+        if self.per_step and not steps_per_epoch:
+            raise ToolkitError("--schedule_unit step: this stage's epochs have no fixed number of optimiser steps; "
+                               "use --schedule_unit epoch")
+        self.total = config.epochs * steps_per_epoch if self.per_step else config.epochs
+        warmup_of = math.ceil if self.per_step else lambda w: max(1, round(w))
+        self.warmup = warmup_of(config.warmup * self.total) if self.schedule in ("onecycle", "linear") else 0
+        self.base = [group["lr"] for group in optimizer.param_groups]
+        self.step, self.epoch = 0, 0  # optimiser steps taken; epochs finished before the current one
+        self.hooks = [optimizer.register_step_pre_hook(lambda *_: self.apply()),
+                      optimizer.register_step_post_hook(lambda *_: self.advance())]
+
+    def factor(self) -> float:
+        done = self.step if self.per_step else self.epoch
+        return lr_factor(self.schedule, done, self.total, self.warmup, self.per_step)
+
+    def apply(self) -> None:
+        factor = self.factor()
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            group["lr"] = base * factor
+
+    def advance(self) -> None:
+        self.step += 1
+
+    def begin_epoch(self, done: int) -> float:
+        """Before the epoch after `done` finished ones: its (first step's) learning rate, set and returned."""
+        self.epoch = done
+        self.apply()
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state.get("step", 0))  # a run saved before per-step schedules: per-epoch ones need no state
+
+    def remove(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -374,12 +389,46 @@ TrainStep = Callable[[nn.Module, torch.optim.Optimizer, int, torch.Generator], "
 
 
 @dataclass
-class LoopResult:
-    history: list[dict]  # one row per epoch: train_loss, extras, val_* metrics, lr, seconds
-    best_epoch: int  # the epoch whose weights are best_state (the last one when there is no validation)
-    best_score: tuple[float, float]  # selection_score of the best epoch
-    best_state: dict  # a CPU copy of its state dict
-    seconds: float  # training time, the epochs before a --resume included
+class TrainState:
+    """Where a run stands, what every callback is given (and train_loop returns)."""
+
+    model: nn.Module  # the network being trained (plain parameter names; `net` may wrap it for DDP / compile)
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    config: TrainConfig
+    run: RunFiles
+    history: list[dict] = field(default_factory=list)  # one row per epoch: train_loss, extras, val_* metrics, lr, seconds
+    epoch: int = 0  # the epoch running (on_step_end) or just finished (on_epoch_end)
+    metrics: dict = field(default_factory=dict)  # the last epoch's validation metrics
+    improved: bool = False  # the last epoch is the best so far
+    best_epoch: int = 0  # the epoch whose weights are best_state (the last one when there is no validation)
+    best_score: tuple[float, float] = (-math.inf, -math.inf)  # selection_score of the best epoch
+    best_state: dict | None = None  # a CPU copy of its state dict
+    seconds: float = 0.0  # training time, the epochs before a --resume included
+
+    @property
+    def step(self) -> int:
+        """Optimiser steps taken in the run (those before a --resume included)."""
+        return self.schedule.step
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+class Callback:
+    """Hooks of a training run (SpeechBrain's Brain.on_stage_end, Hugging Face's TrainerCallback); each does nothing
+    unless overridden. on_epoch_end runs after the epoch is validated and selected, before its _last.pt is
+    written; on_train_end after the best epoch's weights are loaded back into the model. Evaluation on test,
+    calibration, metrics files and plots are callbacks (toolkit/training/callbacks.py), not the engine's business."""
+
+    def on_train_start(self, state: TrainState) -> None: ...
+
+    def on_step_end(self, state: TrainState) -> None: ...
+
+    def on_epoch_end(self, state: TrainState) -> None: ...
+
+    def on_train_end(self, state: TrainState) -> None: ...
 
 
 def selection_score(val: dict, select_by: str) -> tuple[float, float]:
@@ -400,80 +449,92 @@ def describe_score(score: tuple[float, float], select_by: str) -> str:
 
 
 def train_loop(
-    model: nn.Module, config: TrainConfig, run: RunFiles, device: torch.device, train_step: TrainStep,
-    validate: Callable[[nn.Module], dict] | None = None, on_improve: Callable[[int, dict, dict], None] | None = None,
+    model: nn.Module, config: TrainConfig, run: RunFiles, device: torch.device, train_step: Task | TrainStep,
+    validate: Callable[[nn.Module], dict] | None = None, callbacks: Iterable[Callback] = (),
     resume: bool = False, compile: bool = False, data: str | None = None,
-) -> LoopResult:
-    """Train `model` for config.epochs with AdamW and config's schedule; every training stage's epoch loop.
+) -> TrainState:
+    """Train `model` for config.epochs with AdamW and config's schedule; every training stage's loop.
 
-    After each epoch `validate(net)` (metrics with 'f1' and 'loss') scores it; the best epoch by config.select_by
-    (ties: the later epoch, as good and trained longer) is kept and passed to `on_improve(epoch, metrics, state)`,
-    and config.patience epochs without a better one stop the run. Without `validate` every epoch is the best so far.
-    A resumable `{stem}_last.pt` is written after every epoch; with `resume` the run continues from it exactly as if
-    it had never stopped (model, optimizer, schedule, RNG states, history), and refuses a changed config or, given
-    `data` (data_fingerprint of the split CSVs), other data.
+    `train_step` is a Task (the engine runs its epochs: batches, objective, accumulation, autocast), or a
+    TrainStep (a whole epoch of its own, e.g. pseudo-labeling's or the full-batch L-BFGS fit); either way every
+    optimiser step gets its scheduled learning rate and the callbacks' on_step_end. After each epoch `validate(net)`
+    (metrics with 'f1' and 'loss') scores it; the best epoch by config.select_by (ties: the later epoch, as good and
+    trained longer) is kept, and config.patience epochs without a better one stop the run. Without `validate` every
+    epoch is the best so far. A resumable `{stem}_last.pt` is written after every epoch; with `resume` the run
+    continues from it exactly as if it had never stopped (model, optimizer, schedule, RNG states, history), and
+    refuses a changed config or, given `data` (data_fingerprint of the split CSVs), other data.
     """
     # --compile: steps run through the compiled wrapper; `model` keeps plain parameter names for the checkpoints
     net = distributed.wrap(model, device)  # under torchrun: DistributedDataParallel
     net = CompiledOrEager(net) if compile else net
     full_batch = config.optimizer == "lbfgs"  # an epoch is one L2 strength (fullbatch.py): no learning rate to schedule
     optimizer = make_lbfgs(model) if full_batch else make_optimizer(model, config.learning_rate, config.weight_decay)
-    scheduler = make_scheduler(optimizer, "none" if full_batch else config.lr_schedule, config.epochs, config.warmup)
+    steps = train_step.steps_per_epoch(config.accumulate) if isinstance(train_step, Task) else None
+    schedule = Schedule(optimizer, replace(config, lr_schedule="none") if full_batch else config, steps)
+    run_step = train_step if not isinstance(train_step, Task) else \
+        lambda net, optimizer, epoch, generator: train_step.run_epoch(net, optimizer, epoch, generator, config.accumulate)
     generator = torch.Generator().manual_seed(config.seed)
-    history: list[dict] = []
-    best_score, best_epoch, best_state, start_epoch = (-math.inf, -math.inf), 0, None, 1
+    state = TrainState(model, optimizer, schedule, config, run)
+    callbacks = list(callbacks)
+    step_hook = optimizer.register_step_post_hook(lambda *_: [c.on_step_end(state) for c in callbacks])
     if resume and os.path.isfile(run.last):
-        state = load_last(run.last, model, optimizer, generator)
-        check_resumable(run.last, state, config, data)
-        history, best_score, best_epoch = state["history"], state.get("best_score", -math.inf), state.get("best_epoch", 0)
-        best_score = tuple(best_score) if isinstance(best_score, (tuple, list)) else (best_score, 0.0)  # older runs: one number
-        best_state = state.get("best_model")
-        start_epoch = state["epoch"] + 1
-        if "scheduler" in state:
-            scheduler.load_state_dict(state["scheduler"])
-        print(f"resuming {run.last} after epoch {state['epoch']}" +
-              (f" (best epoch {best_epoch}, {describe_score(best_score, config.select_by)})" if validate else ""))
+        saved = load_last(run.last, model, optimizer, generator)
+        check_resumable(run.last, saved, config, data)
+        state.history, state.best_epoch, state.best_state = saved["history"], saved.get("best_epoch", 0), saved.get("best_model")
+        best = saved.get("best_score", -math.inf)
+        state.best_score = tuple(best) if isinstance(best, (tuple, list)) else (best, 0.0)  # older runs: one number
+        schedule.load_state_dict(saved.get("scheduler") or {})
+        print(f"resuming {run.last} after epoch {saved['epoch']}" +
+              (f" (best epoch {state.best_epoch}, {describe_score(state.best_score, config.select_by)})" if validate else ""))
     elif resume:
         print(f"--resume: no {run.last} yet, starting from epoch 1")
 
-    started = time.time() - sum(h["seconds"] for h in history)
+    start_epoch = len(state.history) + 1
+    started = time.time() - sum(h["seconds"] for h in state.history)
+    for c in callbacks:
+        c.on_train_start(state)
     bar = tqdm(range(start_epoch, config.epochs + 1), desc=f"training {run.stem}", unit="epoch", initial=start_epoch - 1,
                total=config.epochs, disable=not distributed.is_main())
     for epoch in bar:
         # Checked before the epoch (not after the last one) so a resumed run that had stopped stays stopped.
-        if validate and config.patience and epoch - 1 - best_epoch >= config.patience:
-            bar.write(f"early stop: no better validation {config.select_by} in the {config.patience} epochs after epoch {best_epoch}")
+        if validate and config.patience and epoch - 1 - state.best_epoch >= config.patience:
+            bar.write(f"early stop: no better validation {config.select_by} in the {config.patience} epochs after epoch {state.best_epoch}")
             break
         t0 = time.time()
-        lr = optimizer.param_groups[0]["lr"]
+        state.epoch = epoch
+        lr = schedule.begin_epoch(epoch - 1)
         # Libraries that draw from numpy's global RNG (transformers' SpecAugment masks) repeat exactly after --resume.
         np.random.seed((config.seed + epoch) % 2**32)
-        out = train_step(net, optimizer, epoch, generator)
-        scheduler.step()
+        out = run_step(net, optimizer, epoch, generator)
         extra = dict(out) if isinstance(out, dict) else {"train_loss": out}
         train_loss = extra.pop("train_loss")
         val = validate(net) if validate else {}
         scores = {f"validation {k}": v for k, v in public(val).items() if isinstance(v, (int, float))}
-        check_finite(epoch, {"training loss": train_loss, **scores}, config, run, best_epoch)
-        history.append({"epoch": epoch, "train_loss": train_loss, **extra,
-                        **{f"val_{k}": v for k, v in public(val).items() if k != "confusion_matrix"},
-                        "lr": lr, "seconds": time.time() - t0})
+        check_finite(epoch, {"training loss": train_loss, **scores}, config, run, state.best_epoch)
+        state.history.append({"epoch": epoch, "train_loss": train_loss, **extra,
+                              **{f"val_{k}": v for k, v in public(val).items() if k != "confusion_matrix"},
+                              "lr": lr, "seconds": time.time() - t0})
         score = selection_score(val, config.select_by) if validate else (float(epoch), 0.0)
-        improved = score >= best_score
-        if improved:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-            if on_improve:
-                on_improve(epoch, val, best_state)
+        state.metrics, state.improved = val, score >= state.best_score
+        if state.improved:
+            state.best_score, state.best_epoch = score, epoch
+            state.best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+        for c in callbacks:
+            c.on_epoch_end(state)
         if distributed.is_main():  # under torchrun the ranks hold the same state: one writes it
-            save_last(run.last, model, optimizer, generator, epoch, history, scheduler=scheduler.state_dict(),
-                      best_score=best_score, best_epoch=best_epoch, best_model=best_state, config=config.to_dict(),
-                      data=data)
+            save_last(run.last, model, optimizer, generator, epoch, state.history, scheduler=schedule.state_dict(),
+                      best_score=state.best_score, best_epoch=state.best_epoch, best_model=state.best_state,
+                      config=config.to_dict(), data=data)
         bar.write(f"epoch {epoch:3d}/{config.epochs} train_loss {train_loss:.4g} "
                   f"{''.join(f'{k} {v:.4g} ' for k, v in extra.items())}{format_metrics(val, 'val_')}"
-                  f"{'  *best' if improved and validate else ''}")
-    model.load_state_dict(best_state)
-    return LoopResult(history, best_epoch, best_score, best_state, time.time() - started)
+                  f"{'  *best' if state.improved and validate else ''}")
+    step_hook.remove()
+    schedule.remove()
+    model.load_state_dict(state.best_state)
+    state.seconds = time.time() - started
+    for c in callbacks:
+        c.on_train_end(state)
+    return state
 
 
 # A loss above this has blown up (a cross-entropy of 1e6 needs logits a million apart; a reconstruction error of images
@@ -508,16 +569,20 @@ def check_resumable(path: str, state: dict, config: TrainConfig, data: str | Non
 
 def fit(
     model: nn.Module, train: FeatureSet, val: FeatureSet, test: FeatureSet, config: TrainConfig, run: RunFiles,
-    card: RunCard, device: torch.device, train_step: TrainStep | None = None, resume: bool = False,
-    compile: bool = False,
+    card: RunCard, device: torch.device, train_step: Task | TrainStep | None = None, resume: bool = False,
+    compile: bool = False, callbacks: Iterable[Callback] = (),
 ) -> RunCard:
-    """Train a classifier (train_loop), keep its best epoch by validation, score it on test (report).
+    """Train a classifier (train_loop), keep its best epoch by validation, score it on test.
 
     The inputs are standardised with statistics of `train` (vector features; kept in the card) unless the card
-    already has them (a run that continues another model). The default train_step is one epoch of the recipe in
-    `config` (augmentation of the feature type, class weights); a custom one does its own batches (stage 5).
+    already has them (a run that continues another model). The default train_step is the Classification task of
+    the recipe in `config` (augmentation of the feature type, class weights); a custom one does its own batches
+    (stage 5). Callbacks write the best epoch's weights as it improves (SaveBest) and, at the end, score it on
+    validation and test with calibration, metrics, predictions and plots (Report); `callbacks` come after them.
     Returns the finished run card, also written beside the weights.
     """
+    from toolkit.training.callbacks import Report, SaveBest  # the reporting side (plots): not imported with the engine
+
     card = copy.deepcopy(card)
     classes = card.classes
     os.makedirs(run.folder, exist_ok=True)
@@ -533,108 +598,22 @@ def fit(
     card.features["stats"] = stats
     card.input["shape"] = train.input_shape()
     if train_step is None:
-        augment = train.feature.augmentation(config, train.params)
         weights = balanced_class_weights(train.labels, len(classes)) if config.class_weights == "balanced" else None
-
         if config.optimizer == "lbfgs":
             train_step = full_batch_step(model, train, config, device, weights)
         else:
-            def train_step(net, optimizer, epoch, generator):
-                return train_one_epoch(net, train, optimizer, config.batch_size, device, generator, augment, weights,
-                                       len(classes), config.accumulate)
-
+            train_step = Classification(train, config.batch_size, device, train.feature.augmentation(config, train.params),
+                                        weights, len(classes))
     if distributed.active():
         card.training["world_size"] = distributed.world_size()
 
-    def on_improve(epoch: int, val_metrics: dict, state: dict) -> None:
-        if not distributed.is_main():
-            return
-        write_torch(state, run.weights)
-        card.metrics = {"epoch": epoch, "val": public(val_metrics)}
-        card.complete = False  # until report() has scored the run on test: every reader refuses it
-        card.save(run.card)
-
     windows = config.eval_windows == "all"
+    report = Report(train, val, test, card, device)
     with run.lock() if distributed.is_main() else nullcontext():
-        loop = train_loop(model, config, run, device, train_step,
-                          validate=lambda net: evaluate(net, val, config.batch_size, device, len(classes), windows),
-                          on_improve=on_improve, resume=resume, compile=compile,
-                          data=data_fingerprint((card.split.get("csvs") or {}).values()))
-        if not distributed.is_main():  # rank 0 scores the best epoch and writes the files
-            return card
-        card.domain = describe_domain(model, train, val, config.batch_size, device, windows)  # out-of-domain flag
-        if config.optimizer == "lbfgs":
-            card.training["lbfgs"] = fitted(loop.history, loop.best_epoch, len(train))
-        return report(model, loop, val, test, config, run, card, device)
+        train_loop(model, config, run, device, train_step,
+                   validate=lambda net: evaluate(net, val, config.batch_size, device, len(classes), windows),
+                   callbacks=[SaveBest(card), report, *callbacks], resume=resume, compile=compile,
+                   data=data_fingerprint((card.split.get("csvs") or {}).values()))
+    return report.card
 
 
-def report(model: nn.Module, loop: LoopResult, val: FeatureSet, test: FeatureSet, config: TrainConfig,
-           run: RunFiles, card: RunCard, device: torch.device) -> RunCard:
-    """Score the best epoch on validation and test, calibrated (config.calibration) on validation; print and write
-    the card, metrics, predictions and plots."""
-    classes, windows = card.classes, config.eval_windows == "all"
-    raw_val = evaluate(model, val, config.batch_size, device, len(classes), windows)
-    raw_test = evaluate(model, test, config.batch_size, device, len(classes), windows)
-    if config.calibration == "temperature":
-        speakers = val.frame["ActorID"].to_numpy() if "ActorID" in getattr(val.frame, "columns", []) else None
-        temperature, note = choose_temperature(raw_val["logits"], val.labels.cpu().numpy(), speakers)
-        card.calibration = {"method": "temperature", "temperature": temperature, "fitted_on": "validation split",
-                            "note": note, "ece_before": {"val": raw_val["ece"], "test": raw_test["ece"]}}
-    else:
-        temperature, card.calibration = 1.0, None
-    val_metrics = metrics_of(raw_val["logits"], val.labels.cpu(), len(classes), temperature)
-    test_metrics = metrics_of(raw_test["logits"], test.labels.cpu(), len(classes), temperature)
-    bad = first_non_finite([public(val_metrics), public(test_metrics), val_metrics["probabilities"], test_metrics["probabilities"]])
-    if bad is not None:  # nothing non-finite is printed or written as a result
-        raise ToolkitError(f"{run.weights}: the best epoch's validation/test scores hold a non-finite value ({bad}): "
-                           f"the network's outputs are not numbers; re-train with a lower --learning_rate")
-    print(f"best epoch {loop.best_epoch} ({describe_score(loop.best_score, config.select_by)}); test set, {len(test)} clips:")
-    print(f"  {format_metrics(test_metrics, 'test_')}")
-    print(format_confusion(test_metrics["confusion_matrix"], classes))
-    if card.calibration:
-        card.calibration["ece_after"] = {"val": val_metrics["ece"], "test": test_metrics["ece"]}
-        if temperature == 1.0:
-            print(f"  calibration: temperature 1 ({note}); test expected calibration error {test_metrics['ece']:.4f}")
-        else:
-            print(f"  calibration: temperature {temperature:.3f} ({note}); test expected calibration error "
-                  f"{raw_test['ece']:.4f} -> {test_metrics['ece']:.4f}")
-    test_breakdown = breakdown(test.frame, test.labels.cpu().numpy(), test_metrics["probabilities"].argmax(1), classes)
-    if "worst_speaker" in test_breakdown:
-        w = test_breakdown["worst_speaker"]
-        print(f"  worst test speaker: {w['speaker']} ({w['label']}), accuracy {w['accuracy']:.3f} on {w['clips']} clips")
-
-    groups = fairness_report(test.frame, test.labels.cpu().numpy(), test_metrics["probabilities"].argmax(1), classes,
-                             group_columns(test.frame))
-    for line in describe_groups(groups):
-        print(f"  {line}")
-    card.metrics = {"epoch": loop.best_epoch, "seconds": loop.seconds, "val": public(val_metrics),
-                    "test": {**public(test_metrics), **test_breakdown, "groups": groups}}
-    card.complete = True
-    card.save(run.path("_metrics.json"), history=loop.history)
-    write_csv(pd.DataFrame(loop.history), run.path("_metrics.csv"))
-    write_test_predictions(test, test_metrics, classes, run.path("_test_predictions.csv"))
-    write_test_predictions(val, val_metrics, classes, run.path("_val_predictions.csv"))  # fusion weights (crossval)
-    title = f"{card.name} · test F1 {test_metrics['f1']:.3f}"
-    plot_confusion_matrix(test_metrics["confusion_matrix"], classes, run.path("_confusion_matrix.png"), title)
-    curves = {"before calibration" if temperature != 1.0 else "uncalibrated (T = 1)":
-              reliability(raw_test["probabilities"], test.labels.cpu().numpy())}
-    if temperature != 1.0:  # at T = 1 the calibrated curve is the same line, hidden under this one
-        curves[f"temperature {temperature:.2f}"] = reliability(test_metrics["probabilities"], test.labels.cpu().numpy())
-    plot_reliability(curves, run.path("_reliability.png"), f"{card.name}: calibration on the test split")
-    plot_training_curves(loop.history, run.path("_training_curves.png"), title, saved_epoch=loop.best_epoch)
-    if "per_speaker" in test_breakdown:
-        plot_speaker_accuracy(test_breakdown["per_speaker"], run.path("_speakers.png"), f"{card.name}: test accuracy per speaker")
-    write_fairness(groups, run.path(""), f"{card.name}: test F1 per group")
-    card.save(run.card)  # last: a card that says complete is a finished run with all its files
-    print(f"saved {run.weights} and its run card, metrics and plots in {run.folder}")
-    return card
-
-
-def write_test_predictions(data: FeatureSet, metrics: dict, classes: list[str], path: str) -> None:
-    """Per-clip predictions, so per-speaker and per-class errors can be looked at."""
-    probs = metrics["probabilities"]
-    frame = data.frame.copy()
-    frame["predicted"] = [classes[i] for i in np.argmax(probs, 1)]
-    for i, c in enumerate(classes):
-        frame[f"p_{c}"] = probs[:, i].round(6)
-    write_csv(frame, path)

@@ -32,8 +32,10 @@ from toolkit.features import clip_of, features_from_audio
 from toolkit.fileio import read_csv, resolve_from_csv
 from toolkit.runcard import RunCard
 from toolkit.training.data import AUDIO_COLUMN as AUDIO
-from toolkit.training.data import SPEAKER_COLUMN, FeatureSet, batches, load_split, make_feature_set
-from toolkit.training.engine import TrainStep, autocast, train_one_epoch
+from toolkit.training.batch import Batch, forward
+from toolkit.training.data import SPEAKER_COLUMN, FeatureSet, batch_iter, for_evaluation, load_split, make_feature_set
+from toolkit.training.step import autocast, optimise
+from toolkit.training.tasks import Classification, Task
 
 LABELED_EVERY = 25  # unlabeled batches between full labeled passes (the seed's)
 COMPARED = ("accuracy", "f1", "precision", "recall", "uar", "loss")
@@ -90,7 +92,8 @@ def labeled_passes_per_epoch(n_unlabeled: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def pseudo_label(model: nn.Module, x: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def pseudo_label(model: nn.Module, x: torch.Tensor, threshold: float = 0.0,
+                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Argmax labels of a batch in eval mode, and which of them reach a softmax confidence of `threshold`.
 
     Eval mode matters: in train mode BatchNorm would normalise with this batch's own statistics and update its
@@ -98,46 +101,59 @@ def pseudo_label(model: nn.Module, x: torch.Tensor, threshold: float = 0.0) -> t
     """
     model.eval()
     with autocast(x.device):
-        probs = torch.softmax(model(x).float(), 1)
+        probs = torch.softmax((model(x) if lengths is None else model(x, lengths=lengths)).float(), 1)
     confidence, labels = probs.max(1)
     return labels, confidence >= threshold
 
 
-def make_train_step(
-    train: FeatureSet, unlabeled: FeatureSet, batch_size: int, device: torch.device, seed: int,
-    T1: int, T2: int, af: float, start_step: int, threshold: float = 0.0,
-) -> TrainStep:
-    """The epoch of pseudo-label training described in the module docstring, as toolkit.training.engine.fit's train_step."""
-    passes = labeled_passes_per_epoch(len(unlabeled), batch_size)
+class PseudoLabeling(Task):
+    """The epoch described in the module docstring as a task on the engine: its objective is alpha(step) × the cross
+    entropy of a batch against the model's own pseudo-labels (those kept by the confidence threshold); its epoch
+    interleaves the unlabeled batches with full labeled passes (the Classification task). Every optimiser step, of
+    either kind, is the engine's (step.optimise)."""
 
-    def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, _: torch.Generator) -> dict:
+    def __init__(self, train: FeatureSet, unlabeled: FeatureSet, batch_size: int, device: torch.device, seed: int,
+                 T1: int, T2: int, af: float, start_step: int, threshold: float = 0.0) -> None:
+        super().__init__(unlabeled, batch_size, device)
+        self.labeled = Classification(train, batch_size, device)
+        self.seed, self.T1, self.T2, self.af, self.start_step, self.threshold = seed, T1, T2, af, start_step, threshold
+        self.passes = labeled_passes_per_epoch(len(unlabeled), batch_size)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return batch.weight * F.cross_entropy(forward(model, batch), batch.labels)
+
+    def steps_per_epoch(self, accumulate: int = 1) -> None:
+        return None  # unlabeled batches with alpha 0 or too few confident labels take no step
+
+    def run_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, _: torch.Generator | None,
+                  accumulate: int = 1) -> dict:
         # Seeded per epoch (not carried over) so that a resumed run sees the same order as an uninterrupted one.
-        generator = torch.Generator().manual_seed(seed + epoch)
-        step = start_step + (epoch - 1) * passes
-        labeled_losses, unlabeled_loss, used, seen = [], torch.zeros((), device=device), 0, 0
-        for b, (x, _) in enumerate(batches(unlabeled, batch_size, device, generator)):
-            alpha = alpha_weight(step, T1, T2, af)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        step = self.start_step + (epoch - 1) * self.passes
+        labeled_losses, unlabeled_loss, used, seen = [], 0.0, 0, 0
+        for b, batch in enumerate(batch_iter(self.data, self.batch_size, self.device, generator)):
+            alpha = alpha_weight(step, self.T1, self.T2, self.af)
             if alpha > 0:
-                labels, keep = pseudo_label(model, x, threshold)
-                seen += len(x)
+                labels, keep = pseudo_label(model, batch.x, self.threshold, batch.lengths)
+                seen += len(batch)
                 if keep.sum() > 1:  # BatchNorm in train mode needs two items
-                    model.train()
-                    with autocast(device):
-                        loss = F.cross_entropy(model(x[keep]), labels[keep])
-                    optimizer.zero_grad(set_to_none=True)
-                    (alpha * loss).backward()
-                    optimizer.step()
+                    kept = Batch({k: v[keep] for k, v in batch.inputs.items()}, labels[keep],
+                                 batch.index[keep.to(batch.index.device)], weight=alpha)
                     n = int(keep.sum())
-                    unlabeled_loss += loss.detach().float() * n
+                    unlabeled_loss += optimise(model, optimizer, [kept], self.loss, self.device) / alpha * n
                     used += n
             if b % LABELED_EVERY == 0:
-                labeled_losses.append(train_one_epoch(model, train, optimizer, batch_size, device, generator))
+                labeled_losses.append(self.labeled.run_epoch(model, optimizer, epoch, generator))
                 step += 1
-        return {"train_loss": float(np.mean(labeled_losses)), "step": step, "alpha": alpha_weight(step, T1, T2, af),
-                "pseudo_used": used, "pseudo_kept_share": used / seen if seen else 0.0,
-                "unlabeled_loss": float(unlabeled_loss) / used if used else 0.0}
+        return {"train_loss": float(np.mean(labeled_losses)), "step": step,
+                "alpha": alpha_weight(step, self.T1, self.T2, self.af), "pseudo_used": used,
+                "pseudo_kept_share": used / seen if seen else 0.0, "unlabeled_loss": unlabeled_loss / used if used else 0.0}
 
-    return train_step
+
+def make_train_step(train: FeatureSet, unlabeled: FeatureSet, batch_size: int, device: torch.device, seed: int,
+                    T1: int, T2: int, af: float, start_step: int, threshold: float = 0.0) -> PseudoLabeling:
+    """The PseudoLabeling task (stage 5's train_step for toolkit.training.engine.fit)."""
+    return PseudoLabeling(train, unlabeled, batch_size, device, seed, T1, T2, af, start_step, threshold)
 
 
 def warn_about_overlap(unlabeled: FeatureSet, scored: dict[str, FeatureSet]) -> None:
@@ -166,7 +182,7 @@ def load_unlabeled(csv_path: str, card: RunCard, workers: int = 1) -> FeatureSet
                            f"unlabeled CSV needs an {SPEAKER_COLUMN} column; add it")
     if feature.stored and column in df.columns:
         data = load_split(csv_path, None, options=card.input_options, normalize=card.normalize, desc="unlabeled")
-        data.extra = {}  # no random training windows: see above
+        for_evaluation(data)  # no random training windows: see above
         if data.params and card.features["params"] and data.params != card.features["params"]:
             raise ToolkitError(f"{csv_path}: its {feature.name} files were made with other parameters ({data.params}) "
                                f"than the model's ({card.features['params']}); list {AUDIO} instead, or remake them "
@@ -192,8 +208,7 @@ def load_unlabeled(csv_path: str, card: RunCard, workers: int = 1) -> FeatureSet
     data = make_feature_set(feature, [results[i][0] for i in keep], df.iloc[keep].reset_index(drop=True),
                             card.input_options, paths=[paths[i] for i in keep], params=dict(card.features["params"]),
                             normalize=card.normalize)
-    data.extra = {}  # no random training windows: see above
-    return data
+    return for_evaluation(data)  # no random training windows: see above
 
 
 def compare(before: dict, after: dict) -> dict:
