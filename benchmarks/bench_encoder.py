@@ -57,7 +57,7 @@ def timed_command(*args: str) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clips", type=int, default=16, help="clips extracted (and split 72/8/20 for the epoch)")
+    p.add_argument("--clips", type=int, default=16, help="clips extracted (and split 60/20/20 for the epoch)")
     p.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads of the fine-tuning run")
     p.add_argument("--batch_size", type=int, default=4, help="fine-tuning clips per batch (train_wav2vec2.py's default)")
@@ -81,7 +81,8 @@ def main() -> None:
         features = os.path.join(work, "ssl")
         seconds, rss = timed_command("generate_mel_spectrograms.py", "--load_csv_path", data, "--save_spec_path", features,
                                      "--save_csv_path", features, "--category", "sex", "--features", "ssl", "--encoder",
-                                     encoder, "--no_png", "--split", "random", "--workers", "1")
+                                     encoder, "--no_png", "--split", "random", "--val_fraction", "0.2", "--test_fraction",
+                                     "0.2", "--workers", "1")  # 60/20/20: small runs still have both classes in each part
         figures = {"parameters": parameters, "clips": args.clips, "audio_seconds": audio_seconds, "load_start": load,
                    "extraction": {"seconds": seconds, "clips_per_s": args.clips / seconds,
                                   "audio_seconds_per_s": audio_seconds / seconds, "peak_rss_mib": rss,
