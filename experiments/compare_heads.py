@@ -227,7 +227,7 @@ def compare(args: argparse.Namespace, data: dict[str, str], extras: dict[str, st
             recipe = RECIPES["vector"]
             for dname, dfolder in data.items():
                 x, y, frame, classes = features(dfolder, category, normalize)
-                baselines = sklearn_folds(x, y, frame, classes, reference, list(recipe.C),
+                baselines = sklearn_folds(x, y, frame, classes, reference, args.sklearn_C or list(recipe.C),
                                           "balanced" if recipe.class_weights == "balanced" else None, extra_sets)
                 for name, result in baselines.items():
                     rows.append({"category": category, "normalize": normalize, "values": len(x[0]),
@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--extra", nargs="*", default=[], metavar="NAME=FOLDER",
                    help="another corpus's stage-2 folder of the same features ({category}_train/val/test.csv), every "
                         "fold model is scored on all its clips, e.g. wide=Data/wide/egemaps (make_demo_data.py --voices wide)")
+    p.add_argument("--sklearn_C", type=float, nargs="+", default=None,
+                   help="the C values scikit-learn's 'C on validation' tries (default: the vector recipe's; fewer is "
+                        "faster where large C converges slowly, e.g. emotion with speaker normalisation)")
     p.add_argument("--table_only", action="store_true", help="train nothing: the table of the runs that have finished")
     p.add_argument("--markdown", default=None, help="also put the table between the markers of this file")
     p.add_argument("--section", default="heads", help="the markers' name: <!-- compare_heads.py: SECTION -->")
