@@ -499,7 +499,7 @@ def test_summarize_skips_a_spoiled_metrics_file_with_a_warning(trained_cnn3, tmp
     code, out, err = run_stage("summarize_runs.py", tmp_path, capsys=capsys)
     assert code == 0, err
     assert "b_metrics.json: not the metrics of a finished classifier run" in out and why in out
-    table = pd.read_csv(tmp_path / "runs_summary.csv")
+    table = pd.read_csv(tmp_path / "runs_summary.csv").drop(columns="untested classes")  # text, empty when all tested
     assert len(table) == 1 and np.isfinite(table.select_dtypes("number").to_numpy()).all()
 
 

@@ -11,6 +11,7 @@ import shlex
 import pytest
 
 from conftest import ROOT
+from toolkit.errors import ToolkitError
 
 DOCS = sorted(ROOT.glob("docs/*.md")) + [ROOT / "README.md"]
 
@@ -49,6 +50,8 @@ def test_the_docs_show_commands():
 
 @pytest.mark.parametrize("doc,command", shown_commands(), ids=lambda v: v if v.endswith(".md") else v.split(".py")[0].split()[-1])
 def test_every_command_in_the_docs_parses_as_written(doc, command, parse_only):
+    # a shell variable stands for a value its doc explains (a Slurm array's task): an example value of that form
+    command = command.replace("$SLURM_ARRAY_TASK_ID", "0").replace("$SLURM_ARRAY_TASK_COUNT", "4")
     words = shlex.split(command)
     script = next(w for w in words if w.endswith(".py"))
     argv = words[words.index(script) + 1:]
@@ -59,6 +62,10 @@ def test_every_command_in_the_docs_parses_as_written(doc, command, parse_only):
             module.main(argv)
         except Parsed:
             return
+        except ToolkitError as e:  # --config reads its run card while parsing: a doc's example card is not on disk here
+            if "--config" in argv and "run card not found" in str(e):
+                return
+            raise
         except SystemExit as e:
             if e.code == 0 and "--help" in argv:
                 return
