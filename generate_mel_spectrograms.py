@@ -83,19 +83,18 @@ def get_args_parser() -> Parser:
     return p
 
 
-def feature_files(feature: type[FeatureType], folder: str, audio_paths: list[str], names: list[str]) -> list[str]:
+def feature_files(feature: FeatureType, folder: str, audio_paths: list[str], names: list[str]) -> list[str]:
     """Each clip's feature file in `folder` (feature_file_name: named after the clip and a hash of its audio)."""
     hashes = [fingerprint(a) for a in tqdm(audio_paths, desc="hashing audio", unit="clip", leave=False,
                                            disable=len(audio_paths) < 1000)]
-    return [os.path.join(folder, feature_file_name(n, h, feature.suffix)) for n, h in zip(names, hashes)]
+    return [os.path.join(folder, feature_file_name(n, h, feature.storage.suffix)) for n, h in zip(names, hashes)]
 
 
-def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_paths: list[str], params: FeatureParams,
-                       workers: int, max_seconds: float = MAX_SECONDS, made: set[str] = frozenset()) -> dict[str, str]:
+def make_feature_files(feature: FeatureType, audio_paths: list[str], out_paths: list[str], workers: int, max_seconds: float = MAX_SECONDS, made: set[str] = frozenset()) -> dict[str, str]:
     """Compute the missing feature files in parallel (those in `made` are had otherwise); returns {file path: error}
     for clips that failed."""
     # only the missing files go to the workers: a re-run of a finished stage starts no processes
-    jobs = [(feature, a, o, params, max_seconds) for a, o in zip(audio_paths, out_paths)
+    jobs = [(feature, a, o, max_seconds) for a, o in zip(audio_paths, out_paths)
             if not os.path.exists(o) and o not in made]
     workers = min(feature.workers(workers), len(jobs))
     print(f"{len(audio_paths)} clips, {len(audio_paths) - len(jobs)} {feature.name} files already made, "
@@ -103,7 +102,7 @@ def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_p
     return {out: error for out, error in parallel_map(feature_file_job, jobs, workers, desc=feature.name) if error}
 
 
-def packed_features(feature: type[FeatureType], csvs: list[str]) -> dict:
+def packed_features(feature: FeatureType, csvs: list[str]) -> dict:
     """{feature file path: its stored values} of the complete stores beside `csvs` (current or not: a row's file
     name holds its clip's audio hash and its folder the parameters, so its values are still that file's)."""
     packed = {}
@@ -124,7 +123,7 @@ def scratch_folder(folder: str) -> str:
     return tempfile.mkdtemp(prefix=f".unpacked.{os.getpid()}.", dir=folder)
 
 
-def pack_split(feature: type[FeatureType], csv: str, params: FeatureParams, scratch: str | None, packed: dict) -> None:
+def pack_split(feature: FeatureType, csv: str, scratch: str | None, packed: dict) -> None:
     """Write the split's packed store (toolkit/features/store.py) beside its CSV, unless a current one is there;
     each row's values come from its feature file, else from the scratch folder (--no_png), else an earlier store."""
     rows = read_csv(csv, [feature.column()])[feature.column()].astype(str).tolist()
@@ -134,20 +133,20 @@ def pack_split(feature: type[FeatureType], csv: str, params: FeatureParams, scra
             path = resolve_from_csv(row, csv)
             unpacked = os.path.join(scratch, os.path.basename(path)) if scratch else None
             if os.path.exists(path):
-                yield feature.read(path)
+                yield feature.storage.read(path)
             elif unpacked and os.path.exists(unpacked):
-                yield feature.read(unpacked)
+                yield feature.storage.read(unpacked)
             elif os.path.abspath(path) in packed:
                 store, i = packed[os.path.abspath(path)]
                 yield store.item(i)
             else:
-                yield feature.read(path)  # a one-line error naming the missing file
+                yield feature.storage.read(path)  # a one-line error naming the missing file
 
-    if write_store(csv, feature.name, feature.store_dtype, rows, items, params.to_dict()):
+    if write_store(csv, feature.name, feature.storage.dtype, rows, items, feature.to_dict()):
         print(f"packed {len(rows)} {feature.name} features into {store_files(csv)[0]}")
 
 
-def check_not_overwriting_other_features(feature: type[FeatureType], csv: str) -> None:
+def check_not_overwriting_other_features(feature: FeatureType, csv: str) -> None:
     """Split CSVs of another feature type in the same folder would be replaced by these: refuse, naming the fix."""
     if not os.path.isfile(csv):
         return
@@ -155,7 +154,7 @@ def check_not_overwriting_other_features(feature: type[FeatureType], csv: str) -
         columns = read_csv(csv, []).columns
     except ToolkitError:
         return  # an empty or broken CSV: nothing worth keeping
-    others = [f.name for f in FEATURES.values() if f is not feature and f.column() in columns]
+    others = [f.name for f in FEATURES.values() if f is not type(feature) and f.column() in columns]
     if others:
         raise ToolkitError(f"{csv}: holds the {others[0]} split of this category; pass another --save_csv_path for "
                            f"--features {feature.name} (or delete those CSVs)")
@@ -195,10 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.val_fraction + args.test_fraction >= 1:
         parser.error(f"--val_fraction {args.val_fraction} and --test_fraction {args.test_fraction} leave nothing to train on")
     check_category(args.category)
-    feature = get_feature(args.features)
-    params = feature.params_from_args(args)
+    params = get_feature(args.features).params_from_args(args)
     params.check("generate_mel_spectrograms.py")
-    feature.warm_up(params)  # also the check that needs the feature's library (e.g. empty mel bands)
+    feature = get_feature(args.features)(params)
+    feature.warm_up()  # also the check that needs the feature's library (e.g. empty mel bands)
     in_csv = os.path.join(args.load_csv_path, f"{args.category}_with_audio_path.csv")
     table = read_csv(in_csv, [args.category, "Audio_file_name", "Audio_file_path", "ActorID"])
     table = one_row_per(without_blanks(table, ["Audio_file_name", "Audio_file_path"], in_csv), "Audio_file_name", in_csv, "clip")
@@ -226,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         packed = packed_features(feature, list(outs.values())) if args.no_png else {}
         targets = [os.path.join(scratch, os.path.basename(f)) if scratch and not os.path.exists(f) else f for f in files]
         made = {t for t, f in zip(targets, files) if os.path.abspath(f) in packed}
-        errors = make_feature_files(feature, audio, targets, params, args.workers, args.max_seconds, made)
+        errors = make_feature_files(feature, audio, targets, args.workers, args.max_seconds, made)
         errors = {f: errors[t] for t, f in zip(targets, files) if t in errors}
         column = feature.column()
         table[column] = files
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
             counts = ", ".join(f"{k} {v}" for k, v in part[args.category].value_counts().items())
             print(f"wrote {out}: {len(part)} clips, {part['ActorID'].nunique()} speakers ({counts})")
         for out in outs.values():
-            pack_split(feature, out, params, scratch, packed)
+            pack_split(feature, out, scratch, packed)
         by_speaker = args.split == "speaker" and labels.get("speaker_column", "ActorID") is not None
         kind = args.split if by_speaker or args.split == "random" else "clip (no speaker column)"
         fractions = {"train": 1 - args.val_fraction - args.test_fraction, "val": args.val_fraction, "test": args.test_fraction}

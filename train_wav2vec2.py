@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     csvs = {s: split_csv(args, s) for s in SPLITS}
 
     def load(csv, desc, classes):
-        return load_split(csv, category, config, desc=desc, classes=classes, from_audio=(Waveform, params))
+        return load_split(csv, category, config, desc=desc, classes=classes, from_audio=Waveform(params))
 
     train, val, test, split = training_sets(csvs, load, args.folds, config.seed, category)
     classes = train.classes

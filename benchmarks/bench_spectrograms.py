@@ -91,12 +91,12 @@ def _cpu_seconds() -> float:
 
 def _time_stage(wavs: list[str], out: str, features: str, workers: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of make_feature_files on fresh output (the pool's workers have exited by then)."""
-    feature = FEATURES[features]
+    feature = FEATURES[features]()
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    files = [os.path.join(out, os.path.splitext(os.path.basename(w))[0] + feature.suffix) for w in wavs]
+    files = [os.path.join(out, os.path.splitext(os.path.basename(w))[0] + feature.storage.suffix) for w in wavs]
     t0, c0 = time.perf_counter(), _cpu_seconds()
-    errors = make_feature_files(feature, wavs, files, feature.Params(), workers)
+    errors = make_feature_files(feature, wavs, files, workers)
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     if errors:
         raise SystemExit(f"stage 2 failed on {len(errors)} clip(s), e.g. {next(iter(errors.values()))}")

@@ -1,4 +1,7 @@
-"""Feature types: what a clip becomes before a network sees it. One module per type; this registry names them."""
+"""Features: what a clip becomes before a network sees it. One module per feature; this registry names them.
+
+A registry entry is a feature class; `get_feature(name)(params)` (or `.from_dict(card params)`) is the feature object.
+"""
 from __future__ import annotations
 
 import os
@@ -16,7 +19,7 @@ from toolkit.features.waveform import Waveform
 from toolkit.fileio import read_json
 from toolkit.io.audio import PARAMS_FILE
 
-FEATURES: dict[str, type[FeatureType]] = {
+FEATURES: dict[str, type[FeatureType]] = {  # one line per feature
     "mel": Mel,
     "egemaps": Egemaps,
     "compare": Compare,
