@@ -13,6 +13,7 @@ from toolkit.features.base import (FeatureParams, FeatureSet, FeatureType, clip_
                                    features_from_audio, subset)
 from toolkit.features.compare import Compare
 from toolkit.features.egemaps import Egemaps
+from toolkit.features.fbank import Fbank
 from toolkit.features.mel import Mel
 from toolkit.features.ssl import Ssl
 from toolkit.features.waveform import Waveform
@@ -25,6 +26,7 @@ FEATURES: dict[str, type[FeatureType]] = {  # one line per feature
     "compare": Compare,
     "ssl": Ssl,
     "waveform": Waveform,
+    "fbank": Fbank,
 }
 STORED = [name for name, feature in FEATURES.items() if feature.stored]  # what stage 2 can make (--features)
 
