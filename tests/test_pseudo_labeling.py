@@ -67,7 +67,7 @@ def image_set(n, labels=None, seed=0):
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 1, 128, 128), dtype=torch.uint8, generator=g)
     labels = torch.full((n,), -1) if labels is None else torch.as_tensor(labels)
-    return FeatureSet(images, labels.long(), [f"{i}.png" for i in range(n)], pd.DataFrame({"i": range(n)}), Mel)
+    return FeatureSet(images, labels.long(), [f"{i}.png" for i in range(n)], pd.DataFrame({"i": range(n)}), Mel())
 
 
 def test_train_step_advances_step_once_per_labeled_pass_and_skips_zero_alpha():

@@ -159,7 +159,7 @@ def test_vector_features_from_the_store_equal_their_npy_files(egemaps_data, monk
     monkeypatch.setattr("toolkit.training.data.open_store", lambda *a, **k: None)
     eager = load_split(csv, "sex", RECIPES["default"])
     assert isinstance(lazy.x, StoreRows) and torch.equal(lazy.x[:], eager.x) and lazy.x.dtype == eager.x.dtype
-    assert lazy.feature.fit_stats(lazy.x) == eager.feature.fit_stats(eager.x)  # the run card's standardisation
+    assert lazy.feature.input.fit_stats(lazy.x) == eager.feature.input.fit_stats(eager.x)  # the run card's standardisation
 
 
 @pytest.mark.parametrize("change", [{"dtype": "O"}, {"dtype": "V16"}, {"shapes": "negative"}])
