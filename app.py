@@ -1,4 +1,6 @@
-"""Web demo: upload or record a clip and see what the trained models in a folder make of it, in the browser.Example:
+"""Web demo: upload or record a clip and see what the trained models in a folder make of it, in the browser.
+
+Example:
     python3 app.py --model_dir Models/demo            # then open http://127.0.0.1:7860
 
 Every classifier found below --model_dir (a .pt with its run card beside it; `_last.pt` checkpoints, autoencoder

@@ -73,7 +73,8 @@ def get_args_parser() -> Parser:
                    help="what each clip becomes: 'mel' log-mel spectrogram images (the seed's; CNNs), 'egemaps' "
                         "openSMILE eGeMAPSv02 functionals (88 values; linear/mlp), 'compare' openSMILE ComParE_2016 "
                         "functionals (6,373 values; linear/mlp), 'ssl' a pretrained speech "
-                        "encoder's hidden states, mean-pooled per layer (--encoder; linear/mlp)")
+                        "encoder's hidden states, mean-pooled per layer (--encoder; linear/mlp), 'fbank' Kaldi-style log "
+                        "mel filterbank images (CNNs)")
     p.add_argument("--sr", type=positive_int, default=FeatureParams.sr,
                    help="sample rate audio is resampled to (ssl: the encoder's own rate)")
     for name in STORED:
