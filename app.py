@@ -1,4 +1,6 @@
-"""Web demo: upload or record a clip and see what the trained models in a folder make of it, in the browser.Example:
+"""Web demo: upload or record a clip and see what the trained models in a folder make of it, in the browser.
+
+Example:
     python3 app.py --model_dir Models/demo            # then open http://127.0.0.1:7860
 
 Every classifier found below --model_dir (a .pt with its run card beside it; `_last.pt` checkpoints, autoencoder
@@ -73,7 +75,7 @@ from torch import nn
 from toolkit.evaluation.domain import MESSAGE as DOMAIN_MESSAGE
 from toolkit.evaluation.plots import recording_figure
 from toolkit.runcard import RunCard
-from toolkit.serving.inference import (Extraction, Recording, View, analyse, classify, describe, find_trained_models,
+from toolkit.serving.inference import (Recording, View, analyse, classify, describe, find_trained_models,
                                        spectrogram_extraction, window_marks)
 
 from models import load_trained_model
@@ -150,9 +152,9 @@ class Classifier:
         self.models, self.device, self.batch_size = models, device, batch_size
         self.max_mb, self.max_seconds = max_mb, max_seconds
         self.views = list(dict.fromkeys(m.view for m in models))  # models that look alike share one analysis
-        self.plotted: Extraction = spectrogram_extraction(self.views)
-        for e in dict.fromkeys([v.extraction for v in self.views] + [self.plotted]):
-            e.feature.warm_up(e.params)  # a feature setting that cannot work fails at start-up, not on the first upload
+        self.plotted = spectrogram_extraction(self.views)  # the feature object the page draws recordings with
+        for feature in dict.fromkeys([v.feature for v in self.views] + [self.plotted]):
+            feature.warm_up()  # a feature setting that cannot work fails at start-up, not on the first upload
 
     def idle(self, status: str = IDLE) -> list:
         return [html.escape(status), None] + [None, ""] * len(self.models)

@@ -139,8 +139,8 @@ def label_indices(table: pd.DataFrame, column: str, classes: list[str], model: s
 def run_models(models, cards, files: list[str], speakers: list[str], args, device) -> tuple[list[np.ndarray], dict]:
     """Per model (N files, classes) calibrated probabilities, as predict.py computes them; and {file: error}."""
     views = [View.of(c, args.window_hop) for c in cards]
-    for e in dict.fromkeys(v.extraction for v in views):
-        e.feature.warm_up(e.params)
+    for feature in dict.fromkeys(v.feature for v in views):
+        feature.warm_up()
     distinct = list(dict.fromkeys(views))
     jobs = [(f, distinct, args.max_seconds, None) for f in files]
     workers = min(args.workers, len(jobs)) if len(jobs) >= 2 * args.workers else 1

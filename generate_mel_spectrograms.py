@@ -73,7 +73,8 @@ def get_args_parser() -> Parser:
                    help="what each clip becomes: 'mel' log-mel spectrogram images (the seed's; CNNs), 'egemaps' "
                         "openSMILE eGeMAPSv02 functionals (88 values; linear/mlp), 'compare' openSMILE ComParE_2016 "
                         "functionals (6,373 values; linear/mlp), 'ssl' a pretrained speech "
-                        "encoder's hidden states, mean-pooled per layer (--encoder; linear/mlp)")
+                        "encoder's hidden states, mean-pooled per layer (--encoder; linear/mlp), 'fbank' Kaldi-style log "
+                        "mel filterbank images (CNNs)")
     p.add_argument("--sr", type=positive_int, default=FeatureParams.sr,
                    help="sample rate audio is resampled to (ssl: the encoder's own rate)")
     for name in STORED:
@@ -98,15 +99,15 @@ def get_args_parser() -> Parser:
     return p
 
 
-def feature_files(feature: type[FeatureType], folder: str, audio_paths: list[str], names: list[str]) -> list[str]:
+def feature_files(feature: FeatureType, folder: str, audio_paths: list[str], names: list[str]) -> list[str]:
     """Each clip's feature file in `folder` (feature_file_name: named after the clip and a hash of its audio)."""
     hashes = [fingerprint(a) for a in tqdm(audio_paths, desc="hashing audio", unit="clip", leave=False,
                                            disable=len(audio_paths) < 1000)]
-    return [os.path.join(folder, feature_file_name(n, h, feature.suffix)) for n, h in zip(names, hashes)]
+    return [os.path.join(folder, feature_file_name(n, h, feature.storage.suffix)) for n, h in zip(names, hashes)]
 
 
-def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_paths: list[str], params: FeatureParams,
-                       workers: int, max_seconds: float = MAX_SECONDS, made: set[str] = frozenset(),
+def make_feature_files(feature: FeatureType, audio_paths: list[str], out_paths: list[str], workers: int,
+                       max_seconds: float = MAX_SECONDS, made: set[str] = frozenset(),
                        rows: RowWriter | None = None) -> dict[str, str]:
     """Compute the missing features in parallel (those whose file exists or is in `made` are had otherwise): each
     into its file, or with `rows` appended to those rows as the workers return them (named by their file's absolute
@@ -117,10 +118,10 @@ def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_p
     print(f"{len(audio_paths)} clips, {len(audio_paths) - len(todo)} {feature.name} files already made, "
           f"{len(todo)} to make with {workers} worker(s)")
     if rows is None:
-        jobs = [(feature, a, o, params, max_seconds) for a, o in todo]
+        jobs = [(feature, a, o, max_seconds) for a, o in todo]
         return {out: error for out, error in parallel_map(feature_file_job, jobs, workers, desc=feature.name) if error}
     errors = {}
-    jobs = [(feature, a, params, max_seconds) for a, _ in todo]
+    jobs = [(feature, a, max_seconds) for a, _ in todo]
     for (_, out), (value, error) in zip(todo, parallel_map(clip_value_job, jobs, workers, desc=feature.name)):
         if error:
             errors[out] = error
@@ -129,17 +130,17 @@ def make_feature_files(feature: type[FeatureType], audio_paths: list[str], out_p
     return errors
 
 
-def clip_value_job(job: tuple[type[FeatureType], str, FeatureParams, float]) -> tuple[np.ndarray | None, str | None]:
+def clip_value_job(job: tuple[FeatureType, str, float]) -> tuple[np.ndarray | None, str | None]:
     """--no_png's worker: one clip's feature in memory (the parent appends it to the rows), or (None, error)."""
-    feature, audio_path, params, max_seconds = job
+    feature, audio_path, max_seconds = job
     try:
-        return feature.from_audio(audio_path, params, max_seconds), None
+        return feature.from_audio(audio_path, max_seconds), None
     except Exception as e:  # a failing clip never kills a long run
         return None, error_text(audio_path, e)
 
 
-def make_share(feature: type[FeatureType], audio: list[str], names: list[str], folder: str, params: FeatureParams,
-               args, shard: Shard, part_folder: str | None, packed: dict) -> dict:
+def make_share(feature: FeatureType, audio: list[str], names: list[str], folder: str, args, shard: Shard,
+               part_folder: str | None, packed: dict) -> dict:
     """This process's share of the clips (all of them in a one-process run): their feature files' names and their
     features, as per-clip files or (--no_png, `part_folder` given) as rows of {part_folder}/{part}.bin. Returns the
     part: the positions of its clips in the table, their files, the errors, and the rows' index."""
@@ -148,12 +149,12 @@ def make_share(feature: type[FeatureType], audio: list[str], names: list[str], f
     files = feature_files(feature, folder, mine, [names[i] for i in positions])
     part = {"positions": positions, "files": files}
     if not args.no_png:
-        part["errors"] = make_feature_files(feature, mine, files, params, args.workers, args.max_seconds)
+        part["errors"] = make_feature_files(feature, mine, files, args.workers, args.max_seconds)
         return part
     part["data"] = f"{shard.part_name()}.bin"
     with atomic_path(os.path.join(part_folder, part["data"])) as tmp, open(tmp, "wb") as f:
-        rows = RowWriter(f, feature.store_dtype)
-        part["errors"] = make_feature_files(feature, mine, files, params, args.workers, args.max_seconds, set(packed), rows)
+        rows = RowWriter(f, feature.storage.dtype)
+        part["errors"] = make_feature_files(feature, mine, files, args.workers, args.max_seconds, set(packed), rows)
         rows.finish()
     part["rows"] = rows.index()
     return part
@@ -173,7 +174,7 @@ def join_parts(parts: list[dict], part_folder: str | None, clips: int) -> tuple[
     return files, {f: errors[f] for f in files if f in errors}, rows
 
 
-def packed_features(feature: type[FeatureType], csvs: list[str]) -> dict:
+def packed_features(feature: FeatureType, csvs: list[str]) -> dict:
     """{feature file path: its stored values} of the complete stores beside `csvs` (current or not: a row's file
     name holds its clip's audio hash and its folder the parameters, so its values are still that file's)."""
     packed = {}
@@ -194,7 +195,7 @@ def scratch_folder(folder: str) -> str:
     return tempfile.mkdtemp(prefix=f".unpacked.{os.getpid()}.", dir=folder)
 
 
-def pack_split(feature: type[FeatureType], csv: str, params: FeatureParams, packed: dict) -> None:
+def pack_split(feature: FeatureType, csv: str, packed: dict) -> None:
     """Write the split's packed store (toolkit/features/store.py) beside its CSV, unless a current one is there;
     each row's values come from its feature file, else from rows made by this run or an earlier store (`packed`)."""
     rows = read_csv(csv, [feature.column()])[feature.column()].astype(str).tolist()
@@ -203,18 +204,18 @@ def pack_split(feature: type[FeatureType], csv: str, params: FeatureParams, pack
         for row in tqdm(rows, desc=f"packing {os.path.basename(csv)}", unit="clip", leave=False, disable=len(rows) < 1000):
             path = resolve_from_csv(row, csv)
             if os.path.exists(path):
-                yield feature.read(path)
+                yield feature.storage.read(path)
             elif os.path.abspath(path) in packed:
                 store, i = packed[os.path.abspath(path)]
                 yield store.item(i)
             else:
-                yield feature.read(path)  # a one-line error naming the missing file
+                yield feature.storage.read(path)  # a one-line error naming the missing file
 
-    if write_store(csv, feature.name, feature.store_dtype, rows, items, params.to_dict()):
+    if write_store(csv, feature.name, feature.storage.dtype, rows, items, feature.to_dict()):
         print(f"packed {len(rows)} {feature.name} features into {store_files(csv)[0]}")
 
 
-def joins_existing_split(feature: type[FeatureType], outs: dict[str, str]) -> bool:
+def joins_existing_split(feature: FeatureType, outs: dict[str, str]) -> bool:
     """True when the folder holds this category's split made with another feature type: this type's features are then
     written as tables beside it (write_features_table), never over it. Part of such a split is refused."""
     others = {}
@@ -223,7 +224,7 @@ def joins_existing_split(feature: type[FeatureType], outs: dict[str, str]) -> bo
             columns = read_csv(csv, []).columns if os.path.isfile(csv) else []
         except ToolkitError:
             columns = []  # an empty or broken CSV: nothing worth keeping
-        others[csv] = next((f.name for f in FEATURES.values() if f is not feature and f.column() in columns), None)
+        others[csv] = next((f.name for f in FEATURES.values() if f is not type(feature) and f.column() in columns), None)
     if any(others.values()) and not all(others.values()):
         csv, other = next((c, o) for c, o in others.items() if o)
         raise ToolkitError(f"{csv}: holds the {other} split of this category, but not all three parts are there; pass "
@@ -231,7 +232,7 @@ def joins_existing_split(feature: type[FeatureType], outs: dict[str, str]) -> bo
     return all(others.values())
 
 
-def write_features_table(feature: type[FeatureType], split_csv: str, table: pd.DataFrame) -> str:
+def write_features_table(feature: FeatureType, split_csv: str, table: pd.DataFrame) -> str:
     """This type's feature files for the clips of `split_csv` (a split made with another type): {stem}.{feature}.csv
     beside it, one row per clip (Audio_file_name, the file column), which stage 3's --features joins on clip id."""
     column, path = feature.column(), features_table_path(split_csv, feature.name)
@@ -285,10 +286,10 @@ def run(parser: Parser, args) -> None:
     if args.val_fraction + args.test_fraction >= 1:
         parser.error(f"--val_fraction {args.val_fraction} and --test_fraction {args.test_fraction} leave nothing to train on")
     check_category(args.category)
-    feature = get_feature(args.features)
-    params = feature.params_from_args(args)
+    params = get_feature(args.features).params_from_args(args)
     params.check("generate_mel_spectrograms.py")
-    feature.warm_up(params)  # also the check that needs the feature's library (e.g. empty mel bands)
+    feature = get_feature(args.features)(params)
+    feature.warm_up()  # also the check that needs the feature's library (e.g. empty mel bands)
     in_csv = os.path.join(args.load_csv_path, f"{args.category}_with_audio_path.csv")
     table = read_csv(in_csv, [args.category, "Audio_file_name", "Audio_file_path", "ActorID"])
     table = one_row_per(without_blanks(table, ["Audio_file_name", "Audio_file_path"], in_csv), "Audio_file_name", in_csv, "clip")
@@ -321,12 +322,12 @@ def run(parser: Parser, args) -> None:
     part_folder = scratch = scratch_folder(folder) if args.no_png and count == 1 else None
     try:
         if count == 1:
-            parts = [make_share(feature, audio, names, folder, params, args, shard, part_folder, packed)]
+            parts = [make_share(feature, audio, names, folder, args, shard, part_folder, packed)]
         else:  # the parts of several processes wait in a folder all of them see, until the merge
             part_folder = os.path.join(folder, ".shards", job)
             if not args.merge_shards:
                 os.makedirs(part_folder, exist_ok=True)
-                part = make_share(feature, audio, names, folder, params, args, shard, part_folder, packed)
+                part = make_share(feature, audio, names, folder, args, shard, part_folder, packed)
                 if not leave_part(part_folder, shard, job, part, ranks):
                     return
             parts = read_parts(part_folder, count, job, "generate_mel_spectrograms.py --shard")
@@ -348,7 +349,7 @@ def run(parser: Parser, args) -> None:
         if joined:  # the split in the folder (made with another feature type) stays as it is
             print(f"{args.save_csv_path} holds this split already: adding {feature.name} features to it")
             for out in outs.values():
-                pack_split(feature, write_features_table(feature, out, table), params, packed)
+                pack_split(feature, write_features_table(feature, out, table), packed)
             return
         splits = make_splits(table[~is_copy(table)], args.category, **split)
         if copies is not None:
@@ -361,7 +362,7 @@ def run(parser: Parser, args) -> None:
             counts = ", ".join(f"{k} {v}" for k, v in part[args.category].value_counts().items())
             print(f"wrote {out}: {len(part)} clips, {part['ActorID'].nunique()} speakers ({counts})")
         for out in outs.values():
-            pack_split(feature, out, params, packed)
+            pack_split(feature, out, packed)
         by_speaker = args.split == "speaker" and labels.get("speaker_column", "ActorID") is not None
         kind = args.split if by_speaker or args.split == "random" else "clip (no speaker column)"
         fractions = {"train": 1 - args.val_fraction - args.test_fraction, "val": args.val_fraction, "test": args.test_fraction}

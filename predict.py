@@ -222,8 +222,8 @@ def run(args, device, shard: Shard, under_torchrun: bool = False) -> None:
     plotted = None
     if args.plot:
         plotted = spectrogram_extraction(views)
-    for e in dict.fromkeys([v.extraction for v in views] + ([plotted] if plotted else [])):
-        e.feature.warm_up(e.params)  # a setting that cannot work (e.g. empty mel bands) fails once, here
+    for feature in dict.fromkeys([v.feature for v in views] + ([plotted] if plotted else [])):
+        feature.warm_up()  # a setting that cannot work (e.g. empty mel bands) fails once, here
     found, errors = expand_audio_paths(args.audio, args.recursive)
     speakers = dict(zip(found, speakers_of(found, args.speakers))) if args.speakers else None
     plot_names = unique_png_names(found)

@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> None:
                                        if k in ("time_axis", "frames", "max_seconds") and v is not None})
     csvs = stage.csvs()
     # A fine-tuned encoder's waveforms are not stored by stage 2: they come from the CSVs' audio, as in its training.
-    from_audio = None if start.feature.stored else (start.feature, start.feature_params)
+    from_audio = None if start.feature.stored else start.feature
     train, val, test = (load_split(csvs[s], category, options=start.input_options, normalize=start.normalize, desc=s,
                                    classes=classes, from_audio=from_audio,
                                    features=None if from_audio else start.feature.name) for s in csvs)
-    if train.feature is not start.feature or (start.features["params"] and train.params and start.features["params"] != train.params):
+    if train.feature.name != start.feature.name or (start.features["params"] and train.params and start.features["params"] != train.params):
         raise ToolkitError(f"{start_path}: trained on {start.features['type']} features made with {start.features['params']}, "
                            f"but {csvs['train']} lists {train.feature.name} features made with {train.params}; use matching data")
     for split in (train, val, test):

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     args, config = stage.args, stage.config
     info = encoder_info(args.encoder)  # offline and not found: one line now, before any clip is read
     params = WaveformParams(sr=info.sr, normalize=info.normalize, min_samples=min_samples(info.config))
-    train, val, test, split = stage.splits(args.folds, from_audio=(Waveform, params))
+    train, val, test, split = stage.splits(args.folds, from_audio=Waveform(params))
     classes = train.classes
     # Everything the network needs besides its weights: predict.py and stage 5 rebuild it from the run card alone.
     encoder = {**asdict(info), "window": round(config.max_seconds * info.sr)}

@@ -53,7 +53,7 @@ def make_model(folder: str) -> str:
     torch.save(build_model("cnn3", 2).state_dict(), os.path.join(folder, "cnn3_sex.pt"))
     RunCard(model="cnn3", category="sex", classes=["Male", "Female"],
             features={"type": "mel", "params": MelParams(db_ref="fixed").to_dict(), "stats": None},
-            input={"kind": "image", "shape": [3, 128, 128], **Mel.input_options(RECIPES["default"])},
+            input={"kind": "image", "shape": [3, 128, 128], **Mel().input.input_options(RECIPES["default"])},
             training=RECIPES["default"].to_dict()).save(os.path.join(folder, "cnn3_sex.json"))
     return os.path.join(folder, "cnn3_sex.pt")
 

@@ -94,18 +94,18 @@ def _time_stage(wavs: list[str], out: str, features: str, workers: int, no_png: 
     """(wall seconds, CPU seconds) of make_feature_files on fresh output (the pool's workers have exited by then)."""
     from toolkit.features.store import RowWriter
 
-    feature = FEATURES[features]
+    feature = FEATURES[features]()
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    files = [os.path.join(out, os.path.splitext(os.path.basename(w))[0] + feature.suffix) for w in wavs]
+    files = [os.path.join(out, os.path.splitext(os.path.basename(w))[0] + feature.storage.suffix) for w in wavs]
     t0, c0 = time.perf_counter(), _cpu_seconds()
     if no_png:
         with open(os.path.join(out, "rows.bin"), "wb") as f:
-            rows = RowWriter(f, feature.store_dtype)
-            errors = make_feature_files(feature, wavs, files, feature.Params(), workers, rows=rows)
+            rows = RowWriter(f, feature.storage.dtype)
+            errors = make_feature_files(feature, wavs, files, workers, rows=rows)
             rows.finish()
     else:
-        errors = make_feature_files(feature, wavs, files, feature.Params(), workers)
+        errors = make_feature_files(feature, wavs, files, workers)
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     if errors:
         raise SystemExit(f"stage 2 failed on {len(errors)} clip(s), e.g. {next(iter(errors.values()))}")

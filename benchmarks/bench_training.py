@@ -120,7 +120,7 @@ def measure(name: str, opts: dict) -> dict:
     bs = opts["batch_size"]
     recipe = RECIPES[opts["recipe"]]
     base = load_split(opts["csv"], "sex", recipe, desc="images")
-    augment = base.feature.augmentation(recipe, base.params)
+    augment = base.feature.input.augmentation(recipe)
     warm, data = tiled(base, warmup * bs), tiled(base, steps * bs)
     rss_loaded = peak_rss_mb()
     model = build_model(name, 2).to(device)

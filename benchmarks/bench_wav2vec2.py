@@ -28,7 +28,7 @@ from models.speech import build_speech_classifier  # noqa: E402
 from toolkit.cli import pick_device  # noqa: E402
 from toolkit.config import FINETUNE  # noqa: E402
 from toolkit.features.encoders import EncoderInfo  # noqa: E402
-from toolkit.features.waveform import Waveform  # noqa: E402
+from toolkit.features.waveform import Waveform, WaveformParams  # noqa: E402
 from toolkit.fileio import write_json  # noqa: E402
 from toolkit.training.data import make_feature_set  # noqa: E402
 from toolkit.training.engine import make_optimizer, train_one_epoch  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> None:
         """steps × batch random clips of the given length, held as training holds a split."""
         n = steps * args.batch
         waves = list(rng.standard_normal((n, round(args.seconds * SR))).astype(np.float32))
-        return make_feature_set(Waveform, waves, pd.DataFrame(index=range(n)), {"max_seconds": args.seconds},
+        return make_feature_set(Waveform(WaveformParams(sr=SR)), waves, pd.DataFrame(index=range(n)), {"max_seconds": args.seconds},
                                 labels=[i % 6 for i in range(n)], params={"sr": SR})
 
     optimizer = make_optimizer(model, FINETUNE.learning_rate, FINETUNE.weight_decay)

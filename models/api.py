@@ -44,7 +44,7 @@ class Classifier:
                                f"of a speaker's files at once: use predict.py --speakers")
         self.model, self.card, self.device, self.batch_size = model, card, device, batch_size
         self.view = View.of(card, window_hop)
-        self.view.extraction.feature.warm_up(self.view.extraction.params)
+        self.view.feature.warm_up()
 
     @property
     def classes(self) -> list[str]:
@@ -52,7 +52,7 @@ class Classifier:
 
     @property
     def sample_rate(self) -> int:
-        return self.view.extraction.params.sr
+        return self.view.feature.params.sr
 
     def predict(self, audio: str | os.PathLike | np.ndarray, sr: int | None = None) -> Result:
         """Classify an audio file (any format, rate and channel count) or a waveform `audio` at rate `sr` (1-D, or
@@ -81,8 +81,8 @@ class Classifier:
             y = soxr.resample(y, sr, self.sample_rate).astype(np.float32)
         if len(y) < MIN_SECONDS * self.sample_rate:
             raise ClipError(f"the waveform is too short ({len(y) / self.sample_rate:.3f} s < {MIN_SECONDS} s)")
-        view, params = self.view, self.view.extraction.params
-        windows = view.extraction.feature.windows(y, params, view.window, view.hop)
+        view, params = self.view, self.view.feature.params
+        windows = view.feature.windows(y, view.window, view.hop)
         return Recording("(array)", len(y) / params.sr, {view: windows},
                          {view: [window_db(y, s, e, params.sr) for s, e, _ in windows]})
 

@@ -348,7 +348,7 @@ def test_on_the_fly_batches_are_seeded_augmented_and_shaped_like_the_stored(sex_
     index = torch.arange(4)
     a = augmented.wave_augment.take(augmented, index, torch.Generator().manual_seed(0))
     b = augmented.wave_augment.take(augmented, index, torch.Generator().manual_seed(0))
-    stored = train.feature.take(train, index, torch.Generator().manual_seed(0))
+    stored = train.feature.input.take(train, index, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.shape == stored.shape and a.dtype == stored.dtype
     assert not torch.equal(a, stored)
     assert with_wave_augment(train, "none") is train
@@ -378,14 +378,14 @@ def test_on_the_fly_refusals():
     from toolkit.training.data import FeatureSet
 
     vectors = FeatureSet(x=torch.zeros(2, 88), labels=torch.zeros(2, dtype=torch.long), paths=[],
-                         frame=pd.DataFrame(index=range(2)), feature=Egemaps, audio=["a.wav", "b.wav"])
+                         frame=pd.DataFrame(index=range(2)), feature=Egemaps(), audio=["a.wav", "b.wav"])
     with pytest.raises(ToolkitError) as e:
         with_wave_augment(vectors, "speed:0.5")
     assert str(e.value) == ("--augment speed:0.5: on-the-fly augmentation re-makes spectrograms or waveforms, not egemaps "
                             "features; write augmented copies with augmentation.py and re-run stage 2 with "
                             "--augmented_csv instead")
     data = FeatureSet(x=torch.zeros(2, 1, 4, 4, dtype=torch.uint8), labels=torch.zeros(2, dtype=torch.long), paths=[],
-                      frame=pd.DataFrame(index=range(2)), feature=Mel, params={"sr": 16000})
+                      frame=pd.DataFrame(index=range(2)), feature=Mel(), params={"sr": 16000})
     with pytest.raises(ToolkitError, match="no Audio_file_path column"):
         with_wave_augment(data, "speed")
     data.audio = ["/nonexistent/a.wav", "/nonexistent/b.wav"]
@@ -399,11 +399,11 @@ def test_on_the_fly_waveforms_for_fine_tuning(sex_data):
     from toolkit.features.waveform import Waveform, WaveformParams
 
     config = RECIPES["default"]
-    train = load_split(str(sex_data / "sex_train.csv"), "sex", config, from_audio=(Waveform, WaveformParams()))
+    train = load_split(str(sex_data / "sex_train.csv"), "sex", config, from_audio=Waveform(WaveformParams()))
     augmented = with_wave_augment(train, "speed:1")
     index = torch.arange(3)
     crops = augmented.wave_augment.take(augmented, index, torch.Generator().manual_seed(0))
-    plain = train.feature.take(train, index, torch.Generator().manual_seed(0))
+    plain = train.feature.input.take(train, index, torch.Generator().manual_seed(0))
     assert crops["x"].dtype == plain["x"].dtype and crops["x"].shape[0] == 3 and plain["lengths"].shape == (3,)
     assert (crops["lengths"] <= round(config.max_seconds * 16000)).all()
     inside = torch.arange(crops["x"].shape[1])[None] < crops["lengths"][:, None]

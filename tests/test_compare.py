@@ -18,11 +18,11 @@ from test_egemaps import run_script, voice  # the stage in-process; a harmonic v
 
 
 def test_extract_gives_the_6373_functionals_of_the_challenge_set():
-    low, high = (Compare.extract(voice(f0), CompareParams()) for f0 in (110, 220))
+    low, high = (Compare(CompareParams()).extract(voice(f0)) for f0 in (110, 220))
     assert low.shape == (6373,) and low.dtype == np.float32 and np.isfinite(low).all()
     f0_mean = smile("ComParE_2016").feature_names.index("F0final_sma_amean")  # in Hz
     assert high[f0_mean] / low[f0_mean] == pytest.approx(2, rel=0.05)
-    assert FEATURES["compare"] is Compare and Compare.kind == Egemaps.kind == "vector"
+    assert FEATURES["compare"] is Compare and Compare().kind == Egemaps().kind == "vector"
     assert CompareParams().tag().startswith("compare_2016_sr16000_")  # its own folder, never eGeMAPS'
 
 
@@ -44,7 +44,7 @@ def compare_data(tiny_corpus, tmp_path_factory):
 def test_stage2_writes_6373_finite_values_per_clip_and_the_store_holds_the_same(compare_data):
     tables = {s: pd.read_csv(compare_data / f"gender_{s}.csv") for s in ("train", "val", "test")}
     assert sum(map(len, tables.values())) == 24 and all("compare_file_path" in t.columns for t in tables.values())
-    files = [Compare.read(str(compare_data / p)) for p in tables["train"]["compare_file_path"]]
+    files = [Compare().storage.read(str(compare_data / p)) for p in tables["train"]["compare_file_path"]]
     assert all(f.shape == (6373,) and np.isfinite(f).all() for f in files)
     params = json.loads(next((compare_data / "compare").glob("*/params.json")).read_text())
     assert params == {"sr": 16000, "feature_set": "ComParE_2016"}

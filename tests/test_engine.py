@@ -19,13 +19,13 @@ from toolkit.training.tasks import Classification, Task
 
 class Toy(FeatureType):
     """A vector feature with no files, for driving the engine directly."""
-    name, kind = "toy", "vector"
+    name = "toy"
 
 
 def toy_set(n: int = 10) -> FeatureSet:
     g = torch.Generator().manual_seed(0)
     frame = pd.DataFrame({"ActorID": [1000 + i % 2 for i in range(n)]})
-    return FeatureSet(torch.rand(n, 6, generator=g), torch.arange(n) % 2, [f"{i}.npy" for i in range(n)], frame, Toy)
+    return FeatureSet(torch.rand(n, 6, generator=g), torch.arange(n) % 2, [f"{i}.npy" for i in range(n)], frame, Toy())
 
 
 class Recorder(Callback):

@@ -74,7 +74,7 @@ def vector_corpus(folder, speakers: range, shift: float = 0.0, seed: int = 0):
         for i in range(10):
             values = rng.normal(0, 1, 8) + (1.5 if sex == "Male" else -1.5) * np.eye(8)[0] + shift
             name = f"{s}_{i}"
-            Egemaps.save(values.astype(np.float32), str(folder / "egemaps" / f"{name}.npy"))
+            Egemaps().storage.save(values.astype(np.float32), str(folder / "egemaps" / f"{name}.npy"))
             rows.append({"sex": sex, "Audio_file_name": name, "Audio_file_path": f"{name}.wav", "ActorID": s,
                          "egemaps_file_path": f"egemaps/{name}.npy"})
     table = pd.DataFrame(rows)

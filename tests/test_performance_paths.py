@@ -9,7 +9,7 @@ import torch
 
 from models import build_model
 from toolkit.config import RECIPES
-from toolkit.features.mel import IMAGE_SIZE, Mel
+from toolkit.features.mel import IMAGE_SIZE
 from toolkit.io.audio import parallel_map
 from toolkit.training.data import load_split
 from toolkit.training.engine import predict_logits, train_one_epoch
@@ -28,13 +28,13 @@ def test_float_inputs_are_made_one_batch_at_a_time(sex_data, monkeypatch):
     """Training and evaluation convert to float per batch: never a float32 copy of the whole split."""
     data = load_split(str(sex_data / "sex_train.csv"), "sex", RECIPES["default"])
     seen = []
-    real = Mel.to_input
+    real = data.feature.input.to_input
 
     def spy(x, device, stats):
         seen.append(len(x))
         return real(x, device, stats)
 
-    monkeypatch.setattr(Mel, "to_input", spy)
+    monkeypatch.setattr(data.feature.input, "to_input", spy)
     model = build_model("cnn3", 2)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     train_one_epoch(model, data, optimizer, 8, torch.device("cpu"), torch.Generator().manual_seed(0))

@@ -125,7 +125,7 @@ def test_plots_of_same_named_files_from_two_folders_do_not_overwrite_each_other(
              str(tmp_path / "x" / "a" / "take.wav")]
     names = predict.unique_png_names(files)
     assert names[files[0]] == "a_take.png" and names[files[1]] == "b_take.png" and names[files[2]] == "other.png"
-    assert names[files[3]] == "a_take_2.png" and len(set(names.values())) == 4
+    assert names[files[3]] == "x_a_take.png" and len(set(names.values())) == 4
 
 
 def test_two_models_of_one_category_are_named_and_files_sharing_a_stem_keep_their_names(trained_cnn3, test_clips, tmp_path, capsys):

@@ -152,13 +152,13 @@ def test_linear_schedule_per_epoch_warms_up_then_falls_in_a_straight_line():
 
 class Toy(FeatureType):
     """A vector feature with no files, for driving the engine directly."""
-    name, kind = "toy", "vector"
+    name = "toy"
 
 
 def tiny_set(label: int, n: int = 8) -> FeatureSet:
     g = torch.Generator().manual_seed(label)
     frame = pd.DataFrame({"ActorID": [1000 + i % 2 for i in range(n)]})
-    return FeatureSet(torch.rand(n, 6, generator=g), torch.full((n,), label), [f"{i}.npy" for i in range(n)], frame, Toy)
+    return FeatureSet(torch.rand(n, 6, generator=g), torch.full((n,), label), [f"{i}.npy" for i in range(n)], frame, Toy())
 
 
 def run_fit(tmp_path, train_step, **flags) -> tuple[dict, dict]:

@@ -206,14 +206,14 @@ def test_a_model_at_another_sampling_rate_gets_audio_at_its_rate(tmp_path, sex_d
     params = Ssl.params_from_args(Namespace(encoder=encoder, sr=16000, chunk_seconds=20.0, threads=None))
     assert params.sr == 8000
     clip = str(next((sex_data / "AudioWAV").glob("*.wav")))  # 16 kHz on disk
-    assert Ssl.from_audio(clip, params).shape == (3, 32)
+    assert Ssl(params).from_audio(clip).shape == (3, 32)
 
 
 def test_very_short_and_very_long_clips(encoder, tmp_path):
     params = Ssl.params_from_args(Namespace(encoder=encoder, sr=16000, chunk_seconds=20.0, threads=None))
     rng = np.random.default_rng(0)
     sf.write(tmp_path / "50ms.wav", 0.1 * rng.standard_normal(800).astype(np.float32), 16000)
-    assert Ssl.from_audio(str(tmp_path / "50ms.wav"), params).shape == (3, 32)  # 2 frames: used
+    assert Ssl(params).from_audio(str(tmp_path / "50ms.wav")).shape == (3, 32)  # 2 frames: used
     # 10 minutes: chunks of at most 20 s reach the encoder, whatever the clip's length
     seen = []
     net = frozen_encoder(encoder)
@@ -227,7 +227,7 @@ def test_very_short_and_very_long_clips(encoder, tmp_path):
         states = pooled_states(spy, ten_minutes, 20 * 16000, all_layers=True)
     assert states.shape == (3, 32) and len(seen) == 30 and max(seen) <= 20 * 16000 and torch.isfinite(states).all()
     # fine-tuning and predict.py hold a long clip's central minute; a 50 ms clip is padded, not dropped
-    stacked = Waveform.stack([np.zeros(600 * 16000, np.float32), np.ones(800, np.float32)], {"max_seconds": 2.0})
+    stacked = Waveform().input.stack([np.zeros(600 * 16000, np.float32), np.ones(800, np.float32)], {"max_seconds": 2.0})
     assert stacked["x"].shape == (2, LONGEST_SAMPLES) and stacked["lengths"].tolist() == [LONGEST_SAMPLES, 800]
     assert int(stacked["x"][1].count_nonzero()) == 800 and not torch.isnan(stacked["x"]).any()  # zeros, not NaN, pad
 

@@ -37,7 +37,7 @@ def vectors(tmp_path_factory):
     rows = []
     for i, (values, label) in enumerate(zip(x, y)):
         path = out / "egemaps" / f"clip{i:04d}.npy"
-        Egemaps.save(values.astype(np.float32), str(path))
+        Egemaps().storage.save(values.astype(np.float32), str(path))
         rows.append({"emotion": CLASSES[label], "Audio_file_name": f"clip{i:04d}", "Audio_file_path": f"clip{i:04d}.wav",
                      "ActorID": 1000 + i // 20, "egemaps_file_path": f"egemaps/clip{i:04d}.npy"})
     table = pd.DataFrame(rows)

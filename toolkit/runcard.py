@@ -54,13 +54,14 @@ class RunCard:
 
     @property
     def feature(self):
+        """The feature object the model was trained on, with the settings its features were made with."""
         from toolkit.features import get_feature
 
-        return get_feature(self.features["type"])
+        return get_feature(self.features["type"]).from_dict(self.features.get("params"))
 
     @property
     def feature_params(self):
-        return self.feature.Params.from_dict(self.features.get("params") or {})
+        return self.feature.params
 
     @property
     def name(self) -> str:
@@ -75,7 +76,7 @@ class RunCard:
 
     @property
     def input_options(self) -> dict:
-        """How stored features become network inputs (FeatureType.input_options), without kind and shape."""
+        """How stored features become network inputs (the input adapter's input_options), without kind and shape."""
         return {k: v for k, v in self.input.items() if k not in ("kind", "shape")}
 
     def pretraining(self) -> str:
@@ -135,13 +136,14 @@ def _check(card: RunCard, source: str) -> None:
     if card.features["type"] not in FEATURES:
         raise ToolkitError(f"{source}: unknown feature type {card.features['type']!r} (this toolkit has "
                            f"{', '.join(FEATURES)}); restore the file or update the toolkit")
+    feature_type = FEATURES[card.features["type"]]
+    check(params_schema(feature_type.Params), card.features.get("params") or {}, source,
+                  "run card's features.params", "restore the file")
+    feature_type.Params.from_dict(card.features.get("params") or {}).check(source)  # before the feature is made of them
     if card.input["kind"] != card.feature.kind:
         raise ToolkitError(f"{source}: input kind {card.input['kind']!r} does not match feature type "
                            f"{card.features['type']}; restore the file")
-    check(params_schema(card.feature.Params), card.features.get("params") or {}, source,
-                  "run card's features.params", "restore the file")
-    card.feature_params.check(source)
-    card.feature.check_options(card.input_options, card.input["shape"], source)
+    card.feature.input.check_options(card.input_options, card.input["shape"], source)
     temperature = (card.calibration or {}).get("temperature", 1.0)
     if not isinstance(temperature, (int, float)) or not 0 < temperature < 1000:
         raise ToolkitError(f"{source}: calibration temperature {temperature!r} is not a positive number; restore the file")

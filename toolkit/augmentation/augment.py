@@ -97,7 +97,7 @@ class OnTheFly:
 
         self.spec = parse_spec(spec)
         self.feature = data.feature
-        self.params = data.feature.Params.from_dict(data.params)
+        self.params = data.feature.params
         self.audio = list(data.audio)
         self.workers = workers
         self.pool = None
@@ -111,11 +111,11 @@ class OnTheFly:
             entropy = (seed, k)
             chain = plan(entropy, self.spec, self.params.sr, len(self.audio) > 1, at_least_one=False)
             babble = babble_sources(entropy, chain, self.audio[:i] + self.audio[i + 1 :])  # any clip but this one
-            out.append((self.feature, self.params, self.audio[i], chain, entropy, babble))
+            out.append((self.feature, self.audio[i], chain, entropy, babble))
         return out
 
     def take(self, data, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """What data.feature.take gives for a training batch, made from augmented audio."""
+        """What data.feature.input.take gives for a training batch, made from augmented audio."""
         import pandas as pd
 
         jobs = self.jobs(index.tolist(), int(torch.randint(2**62, (1,), generator=generator)))
@@ -129,10 +129,10 @@ class OnTheFly:
             values = list(self.pool.map(remake, jobs, chunksize=max(1, len(jobs) // (4 * self.workers))))
         else:
             values = [remake(job) for job in jobs]
-        stacked = self.feature.stack(values, data.options)
+        stacked = self.feature.input.stack(values, data.options)
         batch = replace(data, x=stacked.pop("x"), labels=data.labels[index.to(data.labels.device)], paths=[],
                         frame=pd.DataFrame(index=range(len(values))), extra=stacked, audio=None, wave_augment=None)
-        return self.feature.take(batch, torch.arange(len(values)), generator)
+        return self.feature.input.take(batch, torch.arange(len(values)), generator)
 
     def __del__(self) -> None:
         if self.pool is not None:
@@ -145,11 +145,11 @@ def remake(job: tuple) -> np.ndarray:
     from toolkit.augmentation.copies import make_copy
     from toolkit.io.audio import ClipError, load_audio
 
-    feature, params, source, chain, entropy, babble = job
+    feature, source, chain, entropy, babble = job
     try:
-        return feature.extract(make_copy(source, params.sr, chain, entropy, babble), params)
+        return feature.extract(make_copy(source, feature.params.sr, chain, entropy, babble))
     except ClipError:
-        return feature.extract(load_audio(source, params.sr), params)
+        return feature.extract(load_audio(source, feature.params.sr))
 
 
 def with_wave_augment(data, spec: str, normalize: str = "none", workers: int = 1):

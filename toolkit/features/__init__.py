@@ -1,4 +1,7 @@
-"""Feature types: what a clip becomes before a network sees it. One module per type; this registry names them."""
+"""Features: what a clip becomes before a network sees it. One module per feature; this registry names them.
+
+A registry entry is a feature class; `get_feature(name)(params)` (or `.from_dict(card params)`) is the feature object.
+"""
 from __future__ import annotations
 
 import os
@@ -10,18 +13,20 @@ from toolkit.features.base import (FeatureParams, FeatureSet, FeatureType, clip_
                                    features_from_audio, subset)
 from toolkit.features.compare import Compare
 from toolkit.features.egemaps import Egemaps
+from toolkit.features.fbank import Fbank
 from toolkit.features.mel import Mel
 from toolkit.features.ssl import Ssl
 from toolkit.features.waveform import Waveform
 from toolkit.fileio import read_csv, read_json, require_columns
 from toolkit.io.audio import PARAMS_FILE
 
-FEATURES: dict[str, type[FeatureType]] = {
+FEATURES: dict[str, type[FeatureType]] = {  # one line per feature
     "mel": Mel,
     "egemaps": Egemaps,
     "compare": Compare,
     "ssl": Ssl,
     "waveform": Waveform,
+    "fbank": Fbank,
 }
 STORED = [name for name, feature in FEATURES.items() if feature.stored]  # what stage 2 can make (--features)
 

@@ -36,11 +36,8 @@ def smile(feature_set: str):
 class OpenSmile(FeatureType):
     """A set of openSMILE functionals: subclasses give name, folder and Params (whose default feature_set names it)."""
 
-    kind = "vector"
-    suffix = ".npy"
-
-    @classmethod
-    def extract(cls, audio: np.ndarray, params: SmileParams) -> np.ndarray:
+    def extract(self, audio: np.ndarray) -> np.ndarray:
+        params = self.params
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Segment too short, filling with NaN": reported below, per clip
             values = smile(params.feature_set).process_signal(audio, params.sr).to_numpy(np.float32)[0]
@@ -49,6 +46,5 @@ class OpenSmile(FeatureType):
                             f"(a clip too short or broken for it); leave it out")
         return values
 
-    @classmethod
-    def warm_up(cls, params: SmileParams) -> None:
-        smile(params.feature_set)  # made once here, inherited by the forked workers
+    def warm_up(self) -> None:
+        smile(self.params.feature_set)  # made once here, inherited by the forked workers

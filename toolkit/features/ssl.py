@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from toolkit.features.base import FeatureParams, FeatureType
+from toolkit.features.base import FeatureParams, FeatureType, NpyFiles
 from toolkit.features.encoders import MAX_CHUNK_SECONDS, build_encoder, encoder_info, min_samples, pooled_states, zero_mean_unit_var
 from toolkit.io.audio import ClipError
 
@@ -40,13 +40,11 @@ def frozen_encoder(source: str) -> torch.nn.Module:
 
 class Ssl(FeatureType):
     name = "ssl"
-    kind = "vector"
     folder = "ssl"
-    suffix = ".npy"
     Params = SslParams
-    store_dtype = "float16"
-    ndim = 2  # (layers + 1, width)
-    holds = "layer states"
+
+    def make_storage(self) -> NpyFiles:
+        return NpyFiles(self.name, dtype="float16", ndim=2, holds="layer states")  # (layers + 1, width)
 
     @classmethod
     def add_args(cls, p) -> None:
@@ -70,18 +68,16 @@ class Ssl(FeatureType):
             print(f"note: {args.encoder} takes {info.sr} Hz audio: clips are resampled to that (not --sr {args.sr})")
         return SslParams(sr=info.sr, encoder=info.source, normalize=info.normalize, chunk_seconds=args.chunk_seconds)
 
-    @classmethod
-    def workers(cls, requested: int) -> int:
+    def workers(self, requested: int) -> int:
         # On a GPU one process feeds it. On CPUs, processes with one torch thread each (audio.py's pool sets that)
         # scale better than one process's threads over the small per-clip tensors of a clip-by-clip encoder.
         return 1 if torch.cuda.is_available() else requested
 
-    @classmethod
-    def warm_up(cls, params: SslParams) -> None:
-        frozen_encoder(params.encoder)
+    def warm_up(self) -> None:
+        frozen_encoder(self.params.encoder)
 
-    @classmethod
-    def extract(cls, audio: np.ndarray, params: SslParams) -> np.ndarray:
+    def extract(self, audio: np.ndarray) -> np.ndarray:
+        params = self.params
         encoder = frozen_encoder(params.encoder)
         shortest = min_samples(encoder.config.to_dict())
         if len(audio) < shortest:

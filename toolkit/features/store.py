@@ -1,7 +1,7 @@
 """The packed feature store: one split's stored features in one file, memory-mapped by stage 3.
 
 Stage 2 writes, beside each split CSV {stem}.csv, {stem}.store.bin (every row's feature, as its type stores it, one
-after the other in C order, in the feature type's `store_dtype`) and {stem}.store.json (the index: the CSV's file
+after the other in C order, in the feature storage's dtype) and {stem}.store.json (the index: the CSV's file
 column in order, each item's shape and checksum, the dtype, the feature type and the SHA-1 of the CSV it matches). The data file
 is written to a temporary file and renamed, and the index is written last (also renamed into place): a store without
 an index, or whose index does not match the CSV now beside it, is not used (stage 3 reads the per-clip files

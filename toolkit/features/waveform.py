@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from toolkit.errors import ToolkitError
-from toolkit.features.base import FeatureParams, FeatureSet, FeatureType
+from toolkit.features.base import FeatureParams, FeatureSet, FeatureType, VectorInput
 from toolkit.features.encoders import zero_mean_unit_var
 from toolkit.io.audio import ClipError
 
@@ -29,40 +29,30 @@ class WaveformParams(FeatureParams):
     min_samples: int = 400  # the encoder's receptive field: a shorter clip gives it no frame
 
 
-class Waveform(FeatureType):
-    name = "waveform"
+class WaveformInput(VectorInput):
+    """How waveforms become a fine-tuned encoder's input: one zero-padded float16 canvas with each clip's length beside
+    it, random crops in training."""
+
     kind = "audio"
-    folder = "waveform"
-    suffix = ""
-    Params = WaveformParams
-    stored = False
 
-    @classmethod
-    def extract(cls, audio: np.ndarray, params: WaveformParams) -> np.ndarray:
-        if len(audio) < params.min_samples:
-            raise ClipError(f"too short for the encoder ({len(audio)} samples at {params.sr} Hz, it needs "
-                            f"{params.min_samples}); leave it out")
-        return zero_mean_unit_var(audio).astype(np.float32) if params.normalize else audio
+    def __init__(self, sr: int) -> None:
+        self.sr = sr
 
-    @classmethod
-    def input_options(cls, config) -> dict:
+    def input_options(self, config) -> dict:
         return {"max_seconds": config.max_seconds}
 
-    @classmethod
-    def check_options(cls, options: dict, shape: list[int], source: str) -> None:
+    def check_options(self, options: dict, shape: list[int], source: str) -> None:
         seconds = options.get("max_seconds")
         if set(options) != {"max_seconds"} or isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
                 or not 0 < seconds < float("inf"):
             raise ToolkitError(f"{source}: waveform input options must be {{'max_seconds': seconds above 0}}, found "
                                f"{options}; restore the file")
 
-    @classmethod
-    def window_seconds(cls, options: dict, params: WaveformParams) -> float:
+    def window_seconds(self, options: dict) -> float:
         """Evaluation's length: a recording up to a minute is one window, the whole of it, as evaluation scores a clip."""
-        return LONGEST_SAMPLES / params.sr
+        return LONGEST_SAMPLES / self.sr
 
-    @classmethod
-    def stack(cls, features: list[np.ndarray], options: dict) -> dict[str, torch.Tensor]:
+    def stack(self, features: list[np.ndarray], options: dict) -> dict[str, torch.Tensor]:
         longest = LONGEST_SAMPLES
         canvas = np.zeros((len(features), min(max(len(f) for f in features), longest)), np.float16)
         lengths = []
@@ -73,17 +63,14 @@ class Waveform(FeatureType):
             lengths.append(len(piece))
         return {"x": torch.from_numpy(canvas), "lengths": torch.tensor(lengths, dtype=torch.long)}
 
-    @classmethod
-    def speaker_normalize(cls, features: list[np.ndarray]) -> list[np.ndarray]:
+    def speaker_normalize(self, features: list[np.ndarray]) -> list[np.ndarray]:
         raise ToolkitError("--normalize speaker is for stored features (mel, egemaps, compare, ssl), not the raw audio a "
                            "fine-tuned encoder takes; drop it")
 
-    @classmethod
-    def fit_stats(cls, x: torch.Tensor) -> dict | None:
+    def fit_stats(self, x: torch.Tensor) -> dict | None:
         return None  # each clip is already z-scored on its own (normalize), as the encoder was trained
 
-    @classmethod
-    def take(cls, data: FeatureSet, index: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def take(self, data: FeatureSet, index: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         """{"x": zero-padded waveforms, "lengths": each one's samples}. Evaluation: the whole clips, padded to the
         longest of the batch. Training (generator given): a random crop of at most max_seconds of each clip, placed
         anywhere in it; the batch is as long as its longest crop."""
@@ -91,7 +78,7 @@ class Waveform(FeatureType):
         x, lengths = data.x[index], data.extra["lengths"].to(data.x.device)[index]
         if generator is None:
             return {"x": x[:, : int(lengths.max())], "lengths": lengths}
-        sr = data.params.get("sr", WaveformParams.sr)
+        sr = self.sr
         crop = lengths.clamp(max=round(data.options["max_seconds"] * sr))
         width = max(int(crop.max()), min(round(MIN_TRAIN_SECONDS * sr), x.shape[1]))
         draws = torch.rand(len(x), generator=generator).to(x.device)  # the CPU generator keeps runs repeatable
@@ -101,6 +88,22 @@ class Waveform(FeatureType):
         picked = x.gather(1, columns.clamp(max=x.shape[1] - 1))
         return {"x": picked.masked_fill(~inside, 0), "lengths": crop}
 
-    @classmethod
-    def augmentation(cls, config, params: dict):
+    def augmentation(self, config):
         return None  # mixup of two clips would mix their padding too; the encoders bring their own time masks
+
+
+class Waveform(FeatureType):
+    name = "waveform"
+    folder = "waveform"
+    Params = WaveformParams
+    stored = False
+
+    def make_input(self) -> WaveformInput:
+        return WaveformInput(self.params.sr)
+
+    def extract(self, audio: np.ndarray) -> np.ndarray:
+        params = self.params
+        if len(audio) < params.min_samples:
+            raise ClipError(f"too short for the encoder ({len(audio)} samples at {params.sr} Hz, it needs "
+                            f"{params.min_samples}); leave it out")
+        return zero_mean_unit_var(audio).astype(np.float32) if params.normalize else audio

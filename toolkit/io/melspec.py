@@ -13,6 +13,7 @@ from PIL import Image
 
 from toolkit.errors import ToolkitError
 from toolkit.io.audio import ClipError
+from toolkit.io.windows import window_start
 
 IMAGE_SIZE = (128, 128)  # (height, width) the seed's networks were designed for
 FIXED_TOP_DB = 40.0  # with db_ref='fixed': a full-scale sine peaks near +40 dB in one mel band (n_fft 1536)
@@ -80,20 +81,9 @@ def mel_image(audio: np.ndarray, p, basis: np.ndarray | None = None, window: str
     return image
 
 
-def image_windows(image: np.ndarray, samples: int, p, window: float, hop: float) -> list[tuple[float, float, np.ndarray]]:
-    """A recording's image (of `samples` samples of audio) cut into windows of columns, as training cuts its random
-    windows (so the STFT sees each window's surroundings): the whole image when it is no longer than one window."""
-    seconds_per_frame = p.hop_length / p.sr
-    frames = max(1, round(window / seconds_per_frame))
-    starts = window_starts(image.shape[1], frames, max(1, round(hop / seconds_per_frame)))
-    if image.shape[1] <= frames:
-        return [(0.0, samples / p.sr, image)]
-    return [(s * seconds_per_frame, (s + frames) * seconds_per_frame, image[:, s : s + frames]) for s in starts]
-
-
-def window_seconds(options: dict, p) -> float:
-    """The network's window: `frames` hops ('pad'), or the 128 columns a 'resize' model stretches clips to."""
-    return (options.get("frames") or IMAGE_SIZE[1]) * p.hop_length / p.sr
+def window_seconds(options: dict, seconds_per_frame: float) -> float:
+    """The network's window: `frames` columns ('pad'), or the 128 columns a 'resize' model stretches clips to."""
+    return (options.get("frames") or IMAGE_SIZE[1]) * seconds_per_frame
 
 
 def check_mel_params(p, source: str) -> None:
@@ -122,12 +112,6 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
-def window_start(length: int, frames: int) -> int:
-    """First frame of the centred `frames`-wide window on a clip `length` frames long (negative: the clip is
-    shorter and starts later). Evaluation uses it; training draws random placements (random_windows)."""
-    return (length - frames) // 2
-
-
 def paste_window(out, image, length: int, start: int) -> None:
     """Copy frames [start, start + width of out) of `image` (first `length` columns valid) into `out`.
 
@@ -152,12 +136,3 @@ def prepare_image(image: np.ndarray, size: tuple[int, int] = IMAGE_SIZE, time_ax
     out = np.zeros((1, size[0], frames), np.uint8)
     paste_window(out, image, image.shape[1], window_start(image.shape[1], frames))
     return out
-
-
-def window_starts(length: int, frames: int, hop: int) -> list[int]:
-    """First frames of the windows that cover a clip `length` frames long: the centred one when the clip fits in
-    one window, else one every `hop` frames from the start and a last one flush with the end."""
-    if length <= frames:
-        return [window_start(length, frames)]
-    starts = list(range(0, length - frames + 1, hop))
-    return starts if starts[-1] == length - frames else starts + [length - frames]

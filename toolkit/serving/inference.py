@@ -2,9 +2,10 @@
 
 The run card says how the training features were made and how they became network inputs; `View.of` and
 `model_inputs` are the one place that reads it, so audio seen here goes through exactly the steps stage 2 (audio ->
-feature) and stage 3 (feature -> network input) applied to the training clips. A recording longer than the network's
-window is cut into windows (hop: half a window), each is classified, and the recording gets the mean probability
-(then the card's calibration temperature): the same rule stage 3 scores its long test clips with.
+feature: the card's feature object) and stage 3 (feature -> network input: its input adapter) applied to the training
+clips. A recording longer than the network's window is cut into windows (toolkit/io/windows.py: hop half a window),
+each is classified, and the recording gets the mean probability (then the card's calibration temperature): the same
+windows and rule stage 3 scores its long test clips with.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from toolkit.errors import ToolkitError
 from toolkit.evaluation.domain import distances, per_owner_mean
 from toolkit.io.audio import load_audio
 from toolkit.io.corpus import AUDIO_SUFFIXES
+from toolkit.io.windows import MIN_HOP, window_and_hop
 from toolkit.runcard import AUTOENCODER, CV_FOLD, RunCard, card_path, read_card
 from toolkit.schemas import first_non_finite
 from toolkit.serving.onnx_backend import OnnxNetwork
@@ -28,7 +30,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: the ONNX backend of a m
     import torch
     from torch import nn
 
-    from toolkit.features import FeatureParams, FeatureSet, FeatureType
+    from toolkit.features import FeatureSet, FeatureType
 
 BACKENDS = ("torch", "onnx")
 
@@ -61,14 +63,14 @@ def find_trained_models(folder: str) -> tuple[list[str], list[str]]:
     return found, skipped
 
 
-def spectrogram_extraction(views: list["View"]) -> "Extraction":
+def spectrogram_extraction(views: list["View"]) -> "FeatureType":
     """The spectrogram a recording is drawn with: the first mel model's, else one as stage 2 makes it by default."""
-    found = next((v.extraction for v in views if v.extraction.feature.name == "mel"), None)
+    found = next((v.feature for v in views if v.feature.name == "mel"), None)
     if found:
         return found
     from toolkit.features.mel import Mel, MelParams
 
-    return Extraction(Mel, MelParams(db_ref="fixed"))
+    return Mel(MelParams(db_ref="fixed"))
 
 
 def window_marks(classes: list[str], windows: list) -> list[tuple[float, float, str | None]]:
@@ -82,44 +84,26 @@ def describe(card: RunCard, probs: np.ndarray) -> str:
             + ", ".join(f"{c} {p:.3f}" for c, p in zip(card.classes, probs)) + ")")
 
 
-DEFAULT_HOP = 0.5  # of a window
-MIN_HOP = 0.01  # of a window: a finer hop averages windows that are nearly the same image
 WINDOWS_PER_STACK = 4096  # windows stacked into network inputs at once (16 KB each for mel)
 
 
 @dataclass(frozen=True)
-class Extraction:
-    """How a model's features are made from audio; hashable, so models trained on the same features share them."""
-
-    feature: type[FeatureType]
-    params: FeatureParams
-
-    @classmethod
-    def from_card(cls, card: RunCard) -> "Extraction":
-        return cls(card.feature, card.feature_params)
-
-    def __call__(self, audio_path: str) -> np.ndarray:
-        """The feature stage 2 would have stored for this clip (raises ClipError if the clip is unusable)."""
-        return self.feature.from_audio(audio_path, self.params)
-
-
-@dataclass(frozen=True)
 class View:
-    """What a model looks at in a recording: windows of `window` s every `hop` s, as features of one extraction.
-    Hashable: models that look the same way share one computation per file."""
+    """What a model looks at in a recording: windows of `window` s every `hop` s, as features of `feature` (the card's
+    feature object, or an export's front end). Hashable: models that look the same way share one computation per file."""
 
-    extraction: Extraction
+    feature: "FeatureType"
     window: float
     hop: float
 
     @classmethod
     def of(cls, card: RunCard, hop: float | None = None) -> "View":
-        extraction = Extraction.from_card(card)
-        window = card.feature.window_seconds(card.input_options, extraction.params)
+        feature = card.feature
+        window = feature.window_seconds(card.input_options)
         if hop is not None and hop < MIN_HOP * window:  # a window per sample would run for hours and fill memory
             raise ToolkitError(f"--window_hop {hop:g}: windows closer than {MIN_HOP:g} of {card.model}'s window "
                                f"({window:.3g} s) add work, not information; use at least {MIN_HOP * window:.3g}")
-        return cls(extraction, round(window, 6), round(hop or DEFAULT_HOP * window, 6))
+        return cls(feature, *window_and_hop(window, hop))
 
 
 @dataclass
@@ -139,21 +123,21 @@ def window_db(audio: np.ndarray, start: float, end: float, sr: int) -> float:
     return float(10 * np.log10(np.mean(part.astype(np.float64) ** 2) + 1e-12))
 
 
-def analyse(job: tuple[str, list[View], float, Extraction | None]) -> Recording:
+def analyse(job: tuple[str, list[View], float, "FeatureType | None"]) -> Recording:
     """Worker: a file's windows for every view (its audio read once per sample rate), or the reason it cannot be used."""
     path, views, max_seconds, plotted = job
     try:
         audio: dict[int, np.ndarray] = {}
         recording = Recording(path)
         for view in views + ([View(plotted, 0, 0)] if plotted else []):
-            sr = view.extraction.params.sr
+            sr = view.feature.params.sr
             if sr not in audio:
                 audio[sr] = load_audio(path, sr, max_seconds)
                 recording.seconds = len(audio[sr]) / sr
-            if view.extraction is plotted and view.window == 0:
-                recording.image = plotted.feature.extract(audio[sr], plotted.params)
+            if view.feature is plotted and view.window == 0:
+                recording.image = plotted.extract(audio[sr])
                 continue
-            recording.windows[view] = view.extraction.feature.windows(audio[sr], view.extraction.params, view.window, view.hop)
+            recording.windows[view] = view.feature.windows(audio[sr], view.window, view.hop)
             recording.loudness[view] = [window_db(audio[sr], s, e, sr) for s, e, _ in recording.windows[view]]
         return recording
     except Exception as e:  # one bad file never stops the others (ClipError says what is wrong with it)
@@ -231,7 +215,7 @@ def classify(model, card: RunCard, view: View, recordings: list[Recording], devi
                                f"is whose voice (predict.py --speakers)")
         from toolkit.training.data import normalize_by_speaker
 
-        features = normalize_by_speaker(card.feature, features, window_speakers)
+        features = normalize_by_speaker(view.feature, features, window_speakers)
     probs, embedded = [], []
     for start in range(0, len(features), WINDOWS_PER_STACK):  # the stacked inputs of a long recording stay bounded
         logits, embedding = network_outputs(model, card, features[start : start + WINDOWS_PER_STACK], batch_size,

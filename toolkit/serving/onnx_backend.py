@@ -24,7 +24,8 @@ from toolkit.errors import ToolkitError
 from toolkit.evaluation.domain import check_domain
 from toolkit.fileio import read_json
 from toolkit.io.audio import MAX_RATE, MIN_RATE, load_audio
-from toolkit.io.melspec import check_mel_params, image_windows, log_mel, mel_image, prepare_image, window_seconds
+from toolkit.io.melspec import check_mel_params, log_mel, mel_image, prepare_image, window_seconds
+from toolkit.io.windows import image_windows
 from toolkit.runcard import RunCard, read_card
 
 FORMAT = 1
@@ -47,28 +48,29 @@ class ExportedMelParams:
 
 
 class ExportedMel:
-    """The Mel feature type's audio -> image steps with the export's own filterbank and STFT window."""
+    """The Mel feature's audio -> image steps with the export's own filterbank and STFT window: a feature object
+    (extract, windows, window_seconds, as toolkit/features' Mel) made of numpy alone."""
 
     name, kind = "mel", "image"
 
-    def __init__(self, filterbank: np.ndarray, window: np.ndarray) -> None:
-        self.filterbank, self.window = filterbank, window
+    def __init__(self, filterbank: np.ndarray, window: np.ndarray, params: ExportedMelParams) -> None:
+        self.filterbank, self.window, self.params = filterbank, window, params
+        self.seconds_per_frame = params.hop_length / params.sr
 
-    def extract(self, audio: np.ndarray, params: ExportedMelParams) -> np.ndarray:
-        return mel_image(audio, params, self.filterbank, self.window)
+    def extract(self, audio: np.ndarray) -> np.ndarray:
+        return mel_image(audio, self.params, self.filterbank, self.window)
 
-    def windows(self, audio: np.ndarray, params: ExportedMelParams, window: float, hop: float) -> list:
-        return image_windows(self.extract(audio, params), len(audio), params, window, hop)
+    def windows(self, audio: np.ndarray, window: float, hop: float) -> list:
+        return image_windows(self.extract(audio), len(audio) / self.params.sr, self.seconds_per_frame, window, hop)
 
-    def from_audio(self, path: str, params: ExportedMelParams) -> np.ndarray:
-        return self.extract(load_audio(path, params.sr), params)
+    def from_audio(self, path: str) -> np.ndarray:
+        return self.extract(load_audio(path, self.params.sr))
 
-    def warm_up(self, params: ExportedMelParams) -> None:
-        log_mel(np.ones(params.n_fft, np.float32), params, self.filterbank, self.window)
+    def warm_up(self) -> None:
+        log_mel(np.ones(self.params.n_fft, np.float32), self.params, self.filterbank, self.window)
 
-    @staticmethod
-    def window_seconds(options: dict, params: ExportedMelParams) -> float:
-        return window_seconds(options, params)
+    def window_seconds(self, options: dict) -> float:
+        return window_seconds(options, self.seconds_per_frame)
 
 
 class ExportedCard(RunCard):
@@ -76,15 +78,10 @@ class ExportedCard(RunCard):
     that reads a card (toolkit.serving.inference's View.of, classify) runs the export's steps."""
 
     front_end = None
-    front_end_params = None
 
     @property
     def feature(self):
         return self.front_end or RunCard.feature.fget(self)
-
-    @property
-    def feature_params(self):
-        return self.front_end_params or RunCard.feature_params.fget(self)
 
 
 def read_npy(folder: str, name: str, shape: tuple | None = None) -> np.ndarray:
@@ -134,7 +131,7 @@ class OnnxNetwork:
         self.mean = self.std = None
         self.front_end, self.params = self._front_end(spec, source)
         if self.front_end.kind == "image":
-            self.card.front_end, self.card.front_end_params = self.front_end, self.params
+            self.card.front_end = self.front_end
         self.session = make_session(os.path.join(folder, MODEL), threads)
 
     def _front_end(self, spec: dict, source: str):
@@ -157,8 +154,8 @@ class OnnxNetwork:
                                    f"image layout; re-run export_onnx.py")
             self.options = options
             front = ExportedMel(read_npy(self.folder, FILTERBANK, (params.n_mels, params.n_fft // 2 + 1)),
-                                read_npy(self.folder, STFT_WINDOW, (params.n_fft,)))
-            if abs(window - window_seconds(options, params)) > 1e-6:
+                                read_npy(self.folder, STFT_WINDOW, (params.n_fft,)), params)
+            if abs(window - front.window_seconds(options)) > 1e-6:
                 raise ToolkitError(f"{source}: window_seconds does not match the image layout; re-run export_onnx.py")
             return front, params
         # Other feature types: the toolkit's own extractor (imports torch; eGeMAPS also opensmile), and its card checks

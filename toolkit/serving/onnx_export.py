@@ -55,7 +55,7 @@ def front_end_files(card: RunCard, folder: str) -> dict:
     params = card.feature_params
     spec = {"format": FORMAT, "feature": card.features["type"], "params": params.to_dict(),
             "input": {"kind": card.input["kind"], **card.input_options, "shape": card.input["shape"]},
-            "window_seconds": card.feature.window_seconds(card.input_options, params),
+            "window_seconds": card.feature.window_seconds(card.input_options),
             "classes": card.classes, "category": card.category, "temperature": card.temperature,
             "normalize": card.normalize, "outputs": {"logits": "(N, classes)", "embedding": "(N, D): input of the last Linear layer"}}
     if card.features["type"] == "mel":
@@ -96,10 +96,8 @@ def largest_difference(model: nn.Module, card: RunCard, network: OnnxNetwork, cl
     worst, count = 0.0, 0
     for clip in tqdm(clips, desc="checking", unit="clip", disable=len(clips) < 10):
         audio = load_audio(clip, card.feature_params.sr)
-        torch_features = [f for _, _, f in torch_view.extraction.feature.windows(audio, torch_view.extraction.params,
-                                                                                 torch_view.window, torch_view.hop)]
-        onnx_features = [f for _, _, f in onnx_view.extraction.feature.windows(audio, onnx_view.extraction.params,
-                                                                               onnx_view.window, onnx_view.hop)]
+        torch_features = [f for _, _, f in torch_view.feature.windows(audio, torch_view.window, torch_view.hop)]
+        onnx_features = [f for _, _, f in onnx_view.feature.windows(audio, onnx_view.window, onnx_view.hop)]
         expected = predict_logits(model, model_inputs(card, torch_features), 64, torch.device("cpu")).numpy()
         got, _ = network.outputs(onnx_features, 64)
         worst, count = max(worst, float(np.abs(expected - got).max())), count + len(got)

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from toolkit.errors import ToolkitError
-from toolkit.features import FeatureParams, FeatureSet, FeatureType, features_from_audio, params_beside, split_features, subset
+from toolkit.features import FeatureSet, FeatureType, features_from_audio, params_beside, split_features, subset
 from toolkit.features.store import Store, StoreItems, StoreRows, open_store, store_files
 from toolkit.fileio import read_csv, require_columns, resolve_from_csv, without_blanks
 from toolkit.io.audio import ClipError
@@ -30,26 +30,26 @@ NORMALIZE = ("none", "speaker")
 __all__ = ["FeatureSet", "subset", "load_split", "batches", "batch_iter", "batches_per_epoch", "move_to_device", "normalize_by_speaker", "SPEAKER_COLUMN"]
 
 
-def normalize_by_speaker(feature: type[FeatureType], features: list[np.ndarray], speakers: list) -> list[np.ndarray]:
-    """Each speaker's clips normalised with that speaker's own statistics (FeatureType.speaker_normalize)."""
+def normalize_by_speaker(feature: FeatureType, features: list[np.ndarray], speakers: list) -> list[np.ndarray]:
+    """Each speaker's clips normalised with that speaker's own statistics (its input adapter's speaker_normalize)."""
     out = list(features)
     groups: dict = {}
     for i, s in enumerate(speakers):
         groups.setdefault(s, []).append(i)
     for rows in groups.values():
-        for i, f in zip(rows, feature.speaker_normalize([features[i] for i in rows])):
+        for i, f in zip(rows, feature.input.speaker_normalize([features[i] for i in rows])):
             out[i] = f
     return out
 
 
 def load_split(csv_path: str | list[str], category: str | None, config=None, options: dict | None = None,
                normalize: str = "none", desc: str = "", classes: list[str] | None = None,
-               from_audio: tuple[type[FeatureType], FeatureParams] | None = None, features: str | None = None) -> FeatureSet:
+               from_audio: FeatureType | None = None, features: str | None = None) -> FeatureSet:
     """Load every clip a split CSV lists; a list of CSVs is loaded as one set.
 
     The feature files are those of the CSV's feature column (stage 2's), or with `features` (a feature type's name)
-    those of that type's features table beside the CSV, joined on clip id; with `from_audio` (a feature type and its
-    params, e.g. the waveforms a fine-tuned encoder takes, which stage 2 does not store) each row's Audio_file_path
+    those of that type's features table beside the CSV, joined on clip id; with `from_audio` (a feature object with its
+    settings, e.g. the waveforms a fine-tuned encoder takes, which stage 2 does not store) each row's Audio_file_path
     is made into that feature instead. The network-input options come from `options` (a run card's) or from `config` (a
     TrainConfig, for a new run). Labels are indices into `classes` (default: labels.classes_for the category and the
     labels found; kept as the set's `classes`). Unreadable files are reported and left out. normalize 'speaker':
@@ -58,11 +58,11 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     csvs = [csv_path] if isinstance(csv_path, (str, os.PathLike)) else list(csv_path)
     csv_path = ", ".join(map(str, csvs))
     tables = [read_csv(c, []) for c in csvs]
-    feature, params = from_audio or (None, None)
-    store_csvs = csvs
+    feature, store_csvs = from_audio, csvs
     if from_audio is None:  # the CSV's own feature column, or the `features` table beside it joined on clip id
         joined = [split_features(str(c), t, features) for c, t in zip(csvs, tables)]
-        feature, tables, store_csvs = joined[0][0], [t for _, t, _ in joined], [s for _, _, s in joined]
+        tables, store_csvs = [t for _, t, _ in joined], [s for _, _, s in joined]
+        feature = joined[0][0]()  # stored: settings from params.json below
     column, what = (feature.column(), "feature") if from_audio is None else (AUDIO_COLUMN, "audio")
     needed = [column] + ([category] if category else []) + ([SPEAKER_COLUMN] if normalize == "speaker" else [])
     for c, t in zip(csvs, tables):
@@ -72,15 +72,15 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
         classes = classes_for(category, pd.concat([t[category] for t in tables]), classes)
     labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c, classes) if category else [-1] * len(t))]
     df = pd.concat(tables, ignore_index=True)
-    options = options if options is not None else feature.input_options(config)
+    options = options if options is not None else feature.input.input_options(config)
     stores = packed_stores(feature, store_csvs, tables, column) if from_audio is None and normalize != "speaker" else None
     if stores:  # stage 2's packed stores, current: mapped, nothing read until a batch is taken
-        stacked = feature.stack_rows(StoreItems(stores), options)
+        stacked = feature.input.stack_rows(StoreItems(stores), options)
         folders = [os.path.dirname(os.path.abspath(c)) for c in csvs]  # no file is looked for: 100,000s of rows
         paths = [os.path.join(d, p) for d, rows in zip(folders, (s.rows for s in stores)) for p in rows]
         params = params_beside(resolve_from_csv(stores[0].rows[0], csvs[0])) or stores[0].index.get("params") or {}
         data = FeatureSet(x=stacked.pop("x"), labels=torch.tensor(labels, dtype=torch.long), paths=paths, frame=df,
-                          feature=feature, params=params, options=options, extra=stacked)
+                          feature=type(feature).from_dict(params), params=params, options=options, extra=stacked)
         data.classes = classes if category else None
         data.audio = audio_files(csvs, tables)
         return data
@@ -89,7 +89,7 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
         results = [read_feature(feature, path) for path in
                    tqdm(paths, desc=f"loading {desc or os.path.basename(csvs[0])}", unit="clip", leave=False)]
     else:
-        results = features_from_audio(feature, paths, params)
+        results = features_from_audio(feature, paths)
     keep = [i for i, (f, _) in enumerate(results) if f is not None]
     features = [results[i][0] for i in keep]
     failed = [error for _, error in results if error]
@@ -100,7 +100,7 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
                            + ("re-run generate_mel_spectrograms.py" if from_audio is None else "fix its Audio_file_path column"))
     data = make_feature_set(feature, features, df.iloc[keep].reset_index(drop=True), options,
                             labels=[labels[i] for i in keep], paths=[paths[i] for i in keep],
-                            params=params_beside(paths[keep[0]]) if from_audio is None else params.to_dict(),
+                            params=params_beside(paths[keep[0]]) if from_audio is None else feature.to_dict(),
                             normalize=normalize)
     data.classes = classes if category else None
     audio = audio_files(csvs, tables)
@@ -117,7 +117,7 @@ def audio_files(csvs: list, tables: list[pd.DataFrame]) -> list[str] | None:
             for c, t in zip(csvs, tables) for p in t[AUDIO_COLUMN].astype(str)]
 
 
-def packed_stores(feature: type[FeatureType], csvs: list, tables: list[pd.DataFrame], column: str) -> list[Store] | None:
+def packed_stores(feature: FeatureType, csvs: list, tables: list[pd.DataFrame], column: str) -> list[Store] | None:
     """The packed store (features/store.py) of every CSV, when each has one that matches the CSV as it is now (rows
     in the same order); else None, and the per-clip files are read (a note says so when a store is out of date)."""
     stores = []
@@ -132,23 +132,26 @@ def packed_stores(feature: type[FeatureType], csvs: list, tables: list[pd.DataFr
     return stores
 
 
-def read_feature(feature: type[FeatureType], path: str) -> tuple[np.ndarray | None, str | None]:
+def read_feature(feature: FeatureType, path: str) -> tuple[np.ndarray | None, str | None]:
     """A stored feature file, or (None, why it cannot be used)."""
     try:
-        return feature.read(path), None
+        return feature.storage.read(path), None
     except ClipError as e:
         return None, str(e)
 
 
-def make_feature_set(feature: type[FeatureType], features: list[np.ndarray], frame: pd.DataFrame, options: dict,
+def make_feature_set(feature: FeatureType, features: list[np.ndarray], frame: pd.DataFrame, options: dict,
                      labels: list[int] | None = None, paths: list[str] | None = None, params: dict | None = None,
                      normalize: str = "none", speakers: list | None = None, stats: dict | None = None) -> FeatureSet:
-    """A FeatureSet of per-clip features (rows of `frame`, in order): speaker-normalised when asked (speakers from
+    """A FeatureSet of per-clip features (rows of `frame`, in order) of `feature` (made with `params` where given: a
+    stored split's params.json; else the feature's own settings): speaker-normalised when asked (speakers from
     `speakers`, else the frame's ActorID column), then stacked as `options` say. labels default to -1 (unlabeled)."""
+    if params is not None:
+        feature = type(feature).from_dict(params)
     if normalize == "speaker":
         speakers = speakers if speakers is not None else frame[SPEAKER_COLUMN].astype(str).tolist()
         features = normalize_by_speaker(feature, features, speakers)
-    stacked = feature.stack(features, options)
+    stacked = feature.input.stack(features, options)
     return FeatureSet(x=stacked.pop("x"), labels=torch.tensor(labels if labels is not None else [-1] * len(features),
                                                               dtype=torch.long),
                       paths=paths or [], frame=frame, feature=feature, params=params, options=options, stats=stats,
@@ -169,7 +172,7 @@ def batch_iter(data: FeatureSet, batch_size: int, device: torch.device,
         if generator is not None and data.wave_augment is not None:
             taken = data.wave_augment.take(data, idx, generator)
         else:
-            taken = data.feature.take(data, idx, generator)
+            taken = data.feature.input.take(data, idx, generator)
         inputs = {k: v.to(device, non_blocking=True) for k, v in taken.items()} if isinstance(taken, dict) else {"x": taken}
         inputs["x"] = data.to_input(inputs["x"], device)  # a sequence type's take gives {"x", "lengths"}
         yield Batch(inputs, data.labels[idx].to(device, non_blocking=True), idx)

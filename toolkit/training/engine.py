@@ -95,7 +95,7 @@ def item_logits(model: nn.Module, data: FeatureSet, batch_size: int, device: tor
 def evaluation_windows(data: FeatureSet, windows: bool) -> tuple[FeatureSet, torch.Tensor]:
     """(what evaluation puts through the network, the item each of its rows belongs to): `data` itself, or with
     `windows` the windows of the items the feature type covers with several (a mel clip longer than the window)."""
-    spread = data.feature.eval_windows(data) if windows else None
+    spread = data.feature.input.eval_windows(data) if windows else None
     if spread is None:
         return data, torch.arange(len(data))
     x, owner = spread
@@ -591,7 +591,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     # --augment: training items re-made from augmented audio, by as many processes as torch has threads (--threads)
     train = with_wave_augment(train, config.augment, config.normalize, torch.get_num_threads())
-    stats = card.features.get("stats") or train.feature.fit_stats(train.x)
+    stats = card.features.get("stats") or train.feature.input.fit_stats(train.x)
     for split in (train, val, test):
         split.stats = stats
         move_to_device(split, device)
@@ -602,7 +602,7 @@ def fit(
         if config.optimizer == "lbfgs":
             train_step = full_batch_step(model, train, config, device, weights)
         else:
-            train_step = Classification(train, config.batch_size, device, train.feature.augmentation(config, train.params),
+            train_step = Classification(train, config.batch_size, device, train.feature.input.augmentation(config),
                                         weights, len(classes))
     if distributed.active():
         card.training["world_size"] = distributed.world_size()

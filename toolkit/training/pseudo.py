@@ -198,7 +198,7 @@ def load_unlabeled(csv_path: str, card: RunCard, workers: int = 1) -> FeatureSet
         raise ToolkitError(f"{csv_path}: lists audio, but the feature parameters of the labeled data are unknown "
                            f"(no params.json beside them, none in the model's run card); list {column} instead")
     paths = [resolve_from_csv(p, csv_path) for p in df[AUDIO].astype(str)]
-    results = features_from_audio(feature, paths, card.feature_params, workers)
+    results = features_from_audio(feature, paths, workers)
     keep = [i for i, (f, _) in enumerate(results) if f is not None]
     errors = [error for _, error in results if error]
     if errors:
