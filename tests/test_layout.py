@@ -39,3 +39,17 @@ def test_toolkit_has_no_relative_imports():
     relative = [os.path.relpath(path, ROOT) for path in package_files("toolkit")
                 for node in ast.walk(ast.parse(open(path).read())) if isinstance(node, ast.ImportFrom) and node.level]
     assert relative == []
+
+
+LAYERS = ["io", "augmentation", "features", "evaluation", "training", "serving"]  # each may use those before it
+
+
+def test_sub_packages_import_only_the_layers_before_them():
+    later = set()
+    for i, layer in enumerate(LAYERS):
+        for path in package_files(f"toolkit/{layer}"):
+            for module in imported_modules(path):
+                parts = module.split(".")
+                if parts[0] == "toolkit" and len(parts) > 1 and parts[1] in LAYERS[i + 1:]:
+                    later.add((os.path.relpath(path, ROOT), module))
+    assert later == set()

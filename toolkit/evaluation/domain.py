@@ -110,29 +110,6 @@ def embedding_layer(model):
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
-def describe_domain(model, train, val, batch_size: int, device, windows: bool) -> dict:
-    """The card's `domain` entry for a trained model (eval mode): fitted on `train`'s embeddings (windows as
-    evaluation takes them), its threshold set on `val`'s recording distances."""
-    from toolkit.features import subset
-
-    if len(train) > MAX_TRAIN_ITEMS:
-        train = subset(train, np.sort(np.random.default_rng(0).permutation(len(train))[:MAX_TRAIN_ITEMS]))
-    train_embeddings, _ = window_embeddings(model, train, batch_size, device, windows)
-    domain = fit_domain(train_embeddings)
-    val_embeddings, owner = window_embeddings(model, val, batch_size, device, windows)
-    return set_threshold(domain, per_owner_mean(distances(domain, val_embeddings), owner, len(val)))
-
-
-def window_embeddings(model, data, batch_size: int, device, windows: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(embedding of every window evaluation scores (float64), the item each window belongs to)."""
-    from toolkit.training.engine import evaluation_windows, predict_logits
-
-    window_data, owner = evaluation_windows(data, windows)
-    with captured_embeddings(model) as captured:
-        predict_logits(model, window_data, batch_size, device)
-    return np.concatenate(captured).astype(np.float64), owner.numpy()
-
-
 class captured_embeddings:
     """Within it, every forward pass of `model` appends its batch's embeddings (float32 numpy) to the list it gives."""
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from toolkit.config import TrainConfig
 from toolkit.errors import ToolkitError
-from toolkit.evaluation.domain import describe_domain
+from toolkit.evaluation.domain import MAX_TRAIN_ITEMS, captured_embeddings, distances, fit_domain, per_owner_mean, set_threshold
 from toolkit.evaluation.fairness import describe as describe_groups, fairness_report, group_columns, write_fairness
 from toolkit.evaluation.metrics import breakdown, choose_temperature, format_confusion, format_metrics, reliability
 from toolkit.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_speaker_accuracy, plot_training_curves
@@ -20,7 +20,9 @@ from toolkit.runcard import RunCard
 from toolkit.schemas import first_non_finite
 from toolkit.training import distributed
 from toolkit.training.data import FeatureSet
-from toolkit.training.engine import Callback, RunFiles, TrainState, describe_score, evaluate, metrics_of, public
+from toolkit.features import subset
+from toolkit.training.engine import (Callback, RunFiles, TrainState, describe_score, evaluate, evaluation_windows, metrics_of,
+                                     predict_logits, public)
 from toolkit.training.fullbatch import fitted
 
 
@@ -126,3 +128,22 @@ def write_test_predictions(data: FeatureSet, metrics: dict, classes: list[str], 
     for i, c in enumerate(classes):
         frame[f"p_{c}"] = probs[:, i].round(6)
     write_csv(frame, path)
+
+
+def describe_domain(model, train, val, batch_size: int, device, windows: bool) -> dict:
+    """The card's `domain` entry for a trained model (eval mode): fitted on `train`'s embeddings (windows as
+    evaluation takes them), its threshold set on `val`'s recording distances."""
+    if len(train) > MAX_TRAIN_ITEMS:
+        train = subset(train, np.sort(np.random.default_rng(0).permutation(len(train))[:MAX_TRAIN_ITEMS]))
+    train_embeddings, _ = window_embeddings(model, train, batch_size, device, windows)
+    domain = fit_domain(train_embeddings)
+    val_embeddings, owner = window_embeddings(model, val, batch_size, device, windows)
+    return set_threshold(domain, per_owner_mean(distances(domain, val_embeddings), owner, len(val)))
+
+
+def window_embeddings(model, data, batch_size: int, device, windows: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding of every window evaluation scores (float64), the item each window belongs to)."""
+    window_data, owner = evaluation_windows(data, windows)
+    with captured_embeddings(model) as captured:
+        predict_logits(model, window_data, batch_size, device)
+    return np.concatenate(captured).astype(np.float64), owner.numpy()
