@@ -38,7 +38,6 @@ import re
 import shutil
 import tempfile
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -48,7 +47,7 @@ from toolkit.config import fraction, number, positive_float, positive_int, seed_
 from toolkit.errors import ToolkitError
 from toolkit.features import (CLIP_ID, FEATURES, STORED, FeatureParams, FeatureType, feature_file_job, feature_file_name,
                               features_table_path, get_feature)
-from toolkit.features.base import _error_text as error_text
+from toolkit.features.base import feature_job
 from toolkit.features.store import RowWriter, Store, open_store, store_files, write_store
 from toolkit.fileio import (atomic_path, output_dir, process_alive, read_csv, relative_to_csv, resolve_from_csv,
                             without_blanks, write_csv, write_json)
@@ -122,21 +121,12 @@ def make_feature_files(feature: FeatureType, audio_paths: list[str], out_paths: 
         return {out: error for out, error in parallel_map(feature_file_job, jobs, workers, desc=feature.name) if error}
     errors = {}
     jobs = [(feature, a, max_seconds) for a, _ in todo]
-    for (_, out), (value, error) in zip(todo, parallel_map(clip_value_job, jobs, workers, desc=feature.name)):
+    for (_, out), (value, error) in zip(todo, parallel_map(feature_job, jobs, workers, desc=feature.name)):
         if error:
             errors[out] = error
         else:
             rows.add(os.path.abspath(out), value)
     return errors
-
-
-def clip_value_job(job: tuple[FeatureType, str, float]) -> tuple[np.ndarray | None, str | None]:
-    """--no_png's worker: one clip's feature in memory (the parent appends it to the rows), or (None, error)."""
-    feature, audio_path, max_seconds = job
-    try:
-        return feature.from_audio(audio_path, max_seconds), None
-    except Exception as e:  # a failing clip never kills a long run
-        return None, error_text(audio_path, e)
 
 
 def make_share(feature: FeatureType, audio: list[str], names: list[str], folder: str, args, shard: Shard,

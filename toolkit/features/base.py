@@ -372,11 +372,12 @@ def feature_file_job(job: tuple[FeatureType, str, str, float]) -> tuple[str, str
     return out_path, None
 
 
-def feature_job(job: tuple[FeatureType, str]) -> tuple[np.ndarray | None, str | None]:
-    """Worker: one clip's feature in memory, or (None, message) when the clip cannot be used."""
-    feature, audio_path = job
+def feature_job(job: tuple[FeatureType, str, float]) -> tuple[np.ndarray | None, str | None]:
+    """Worker: one clip's feature in memory (of at most max_seconds of its audio), or (None, message) when the clip
+    cannot be used."""
+    feature, audio_path, max_seconds = job
     try:
-        return feature.from_audio(audio_path), None
+        return feature.from_audio(audio_path, max_seconds), None
     except Exception as e:  # a failing clip never kills a long run
         return None, _error_text(audio_path, e)
 
@@ -384,5 +385,5 @@ def feature_job(job: tuple[FeatureType, str]) -> tuple[np.ndarray | None, str | 
 def features_from_audio(feature: FeatureType, paths: list[str], workers: int = 1) -> list[tuple[np.ndarray | None, str | None]]:
     """Features of many clips made on the fly (no files written): (feature, None) or (None, error) each."""
     feature.warm_up()
-    return list(parallel_map(feature_job, [(feature, path) for path in paths], feature.workers(workers),
+    return list(parallel_map(feature_job, [(feature, path, MAX_SECONDS) for path in paths], feature.workers(workers),
                              desc=feature.name))
