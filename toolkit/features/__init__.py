@@ -14,6 +14,7 @@ from toolkit.features.base import (FeatureParams, FeatureSet, FeatureType, clip_
 from toolkit.features.compare import Compare
 from toolkit.features.egemaps import Egemaps
 from toolkit.features.fbank import Fbank
+from toolkit.features.ltas import Ltas
 from toolkit.features.mel import Mel
 from toolkit.features.ssl import Ssl
 from toolkit.features.waveform import Waveform
@@ -27,6 +28,7 @@ FEATURES: dict[str, type[FeatureType]] = {  # one line per feature
     "ssl": Ssl,
     "waveform": Waveform,
     "fbank": Fbank,
+    "ltas": Ltas,
 }
 STORED = [name for name, feature in FEATURES.items() if feature.stored]  # what stage 2 can make (--features)
 
