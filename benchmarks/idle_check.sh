@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 21's figures on an idle machine, in one go (about 4-5 minutes on 2 idle cores, each step capped by a timeout),
+# Issue 21's figures on an idle machine, in one go (about 4 minutes on 2 idle cores; the steps' timeouts add up to 6),
 # appended as a dated block to benchmarks/RESULTS.md:
 #   1. stage 2 --no_png (and PNGs) against the seed's original method (matplotlib JPG): 2,000 clips against 150
 #      (bench_spectrograms.py), clips/s and the ratio (target >= 35x);
 #   2. cnn3 CPU training, in-memory against the seed's per-item-decode loader (bench_training.py; target >= 5x), and
-#      the step's thread setting, 2 threads against 1, taking turns (ab_cnn3_step.py);
+#      the step's options taking turns (ab_cnn3_step.py): 2 threads against 1, torch.compile, channels-last;
 #   3. stage 2 across processes: one process against `torchrun --nproc_per_node 2` (bench_scale.py --extraction).
 # Run it when nothing else runs (`cat /proc/loadavg` near 0); the block states the load before and after each step.
 #
@@ -36,13 +36,13 @@ step() {  # step NAME SECONDS COMMAND...: run, log, record the load before and a
 }
 echo "idle check ($SIZE), $START UTC, load $(cat /proc/loadavg), python $PY"
 export PYTHONUNBUFFERED=1
-step spectrograms 200 "$PY" benchmarks/bench_spectrograms.py --clips "$CLIPS" --reference_clips "$REF" \
+step spectrograms 160 "$PY" benchmarks/bench_spectrograms.py --clips "$CLIPS" --reference_clips "$REF" \
     --json "$OUT/spectrograms.json"
-step training 120 "$PY" benchmarks/bench_training.py --models cnn3 --reference_models cnn3 --steps "$TRAIN_STEPS" \
+step training 75 "$PY" benchmarks/bench_training.py --models cnn3 --reference_models cnn3 --steps "$TRAIN_STEPS" \
     --json "$OUT/training.json"
-step threads 60 "$PY" benchmarks/ab_cnn3_step.py --variants base threads1 --threads 2 --rounds "$AB_ROUNDS" \
-    --json "$OUT/threads.json"
-step extraction 120 "$PY" benchmarks/bench_scale.py --extraction --clips "$EXTRACT" --processes 1 2
+step threads 50 "$PY" benchmarks/ab_cnn3_step.py --variants base threads1 compile channels_last --threads 2 \
+    --rounds "$AB_ROUNDS" --json "$OUT/threads.json"
+step extraction 75 "$PY" benchmarks/bench_scale.py --extraction --clips "$EXTRACT" --processes 1 2
 cp runs/bench/bench_scale_extraction.json "$OUT/extraction.json" 2>/dev/null || true
 "$PY" - "$OUT" "$START" "$SIZE" "$RESULTS" <<'EOF'
 """Format the step's JSON as one markdown block and append it to the results file."""
@@ -98,11 +98,14 @@ if train:
 threads = read("threads.json")
 if threads:
     rows = {r["variant"]: r for r in threads["rows"]}
-    if "threads1" in rows:
-        lines.append(f"| cnn3 step, batch 64, taking turns: 2 threads / 1 thread | {rows['base']['median_ms']:.0f} / "
-                     f"{rows['threads1']['median_ms']:.0f} ms (1 thread / 2 threads, per round: "
-                     f"{rows['threads1']['ratio_to_base']:.2f}; bit-identical: {rows['threads1']['bit_identical']}) | "
-                     f"{load('threads')} |")
+    base = rows.pop("base")
+    lines.append(f"| cnn3 step, batch 64, {base['threads']} threads (the A/B's baseline) | {base['median_ms']:.0f} ms | "
+                 f"{load('threads')} |")
+    for name, r in rows.items():
+        setting = name if name == "threads1" else f"{name}, {r['threads']} threads"
+        agreement = "bit-identical" if r["bit_identical"] else f"losses within {r['max_loss_diff']:.1e}"
+        lines.append(f"| cnn3 step, {setting} | {r['median_ms']:.0f} ms: **{r['ratio_to_base']:.2f}×** the baseline's "
+                     f"time (median per round); {agreement} | |")
 extraction = read("extraction.json")
 if extraction and read("extraction.step.json") and not read("extraction.step.json")["rc"]:
     by = {r["processes"]: r for r in extraction}
