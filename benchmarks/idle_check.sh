@@ -5,7 +5,8 @@
 #      (bench_spectrograms.py), clips/s and the ratio (target >= 35x);
 #   2. cnn3 CPU training, in-memory against the seed's per-item-decode loader (bench_training.py; target >= 5x), and
 #      the step's options taking turns (ab_cnn3_step.py): 2 threads against 1, torch.compile, channels-last;
-#   3. stage 2 across processes: one process against `torchrun --nproc_per_node 2` (bench_scale.py --extraction).
+#   3. stage 2 across processes: one process against `torchrun --nproc_per_node 2` (bench_scale.py --extraction);
+#   4. resnet18's training step (bench_training.py) and predict.py on 1,000 one-second files (bench_predict.py).
 # Run it when nothing else runs (`cat /proc/loadavg` near 0); the block states the load before and after each step.
 #
 #   benchmarks/idle_check.sh            # the real sizes
@@ -16,9 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 if [ "${1:-}" = "--small" ]; then
-    SIZE=small CLIPS=60 REF=12 TRAIN_STEPS=4 AB_ROUNDS=3 EXTRACT=24 RESULTS=${RESULTS:-runs/bench/idle_check_small.md}
+    SIZE=small CLIPS=60 REF=12 TRAIN_STEPS=4 AB_ROUNDS=3 EXTRACT=24 FILES=50 RESULTS=${RESULTS:-runs/bench/idle_check_small.md}
 else
-    SIZE=full CLIPS=2000 REF=150 TRAIN_STEPS=40 AB_ROUNDS=12 EXTRACT=480 RESULTS=${RESULTS:-benchmarks/RESULTS.md}
+    SIZE=full CLIPS=2000 REF=150 TRAIN_STEPS=40 AB_ROUNDS=12 EXTRACT=480 FILES=1000 RESULTS=${RESULTS:-benchmarks/RESULTS.md}
 fi
 OUT=runs/bench/idle_check_$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
@@ -36,14 +37,17 @@ step() {  # step NAME SECONDS COMMAND...: run, log, record the load before and a
 }
 echo "idle check ($SIZE), $START UTC, load $(cat /proc/loadavg), python $PY"
 export PYTHONUNBUFFERED=1
-step spectrograms 160 "$PY" benchmarks/bench_spectrograms.py --clips "$CLIPS" --reference_clips "$REF" \
+step spectrograms 140 "$PY" benchmarks/bench_spectrograms.py --clips "$CLIPS" --reference_clips "$REF" \
     --json "$OUT/spectrograms.json"
-step training 75 "$PY" benchmarks/bench_training.py --models cnn3 --reference_models cnn3 --steps "$TRAIN_STEPS" \
+step training 60 "$PY" benchmarks/bench_training.py --models cnn3 --reference_models cnn3 --steps "$TRAIN_STEPS" \
     --json "$OUT/training.json"
-step threads 50 "$PY" benchmarks/ab_cnn3_step.py --variants base threads1 compile channels_last --threads 2 \
+step threads 45 "$PY" benchmarks/ab_cnn3_step.py --variants base threads1 compile channels_last --threads 2 \
     --rounds "$AB_ROUNDS" --json "$OUT/threads.json"
-step extraction 75 "$PY" benchmarks/bench_scale.py --extraction --clips "$EXTRACT" --processes 1 2
+step extraction 55 "$PY" benchmarks/bench_scale.py --extraction --clips "$EXTRACT" --processes 1 2
 cp runs/bench/bench_scale_extraction.json "$OUT/extraction.json" 2>/dev/null || true
+step resnet18 30 "$PY" benchmarks/bench_training.py --models resnet18 --reference_models none --steps 3 \
+    --json "$OUT/resnet18.json"
+step predict 30 "$PY" benchmarks/bench_predict.py --files "$FILES" --repeats 1 --json "$OUT/predict.json"
 "$PY" - "$OUT" "$START" "$SIZE" "$RESULTS" <<'EOF'
 """Format the step's JSON as one markdown block and append it to the results file."""
 import json
@@ -114,7 +118,16 @@ if extraction and read("extraction.step.json") and not read("extraction.step.jso
                      f"{r['clips_per_s']:.1f} clips/s ({r['seconds']:.1f} s) | load {r['load_before']:.1f} → {r['load_after']:.1f} |")
     if 1 in by and 2 in by:
         lines.append(f"| 2 processes / 1 | {by[2]['clips_per_s'] / by[1]['clips_per_s']:.2f}× | |")
-for name in ("spectrograms", "training", "threads", "extraction"):
+resnet = read("resnet18.json")
+if resnet:
+    r = resnet["models"][0]
+    lines.append(f"| resnet18 training from scratch, in-memory, batch 64 | {r['images_per_s']:.1f} images/s "
+                 f"({64 / r['images_per_s']:.2f} s a step) | {load('resnet18')} |")
+predict = read("predict.json")
+if predict:
+    lines.append(f"| predict.py, {predict['files']:,} one-second files, --workers {predict['workers']}, end to end | "
+                 f"{predict['files_per_second']:.0f} files/s ({predict['seconds'][0]:.1f} s) | {load('predict')} |")
+for name in ("spectrograms", "training", "threads", "extraction", "resnet18", "predict"):
     s = read(f"{name}.step.json")
     if s and s["rc"]:
         lines.append(f"| step `{name}` | **failed** (exit {s['rc']}{': timed out' if s['rc'] == 124 else ''}): "
