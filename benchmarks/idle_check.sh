@@ -21,7 +21,7 @@ if [ "${1:-}" = "--small" ]; then
     # a test of the script, likely on a busy machine: 3 times the time limits
     SCALE=3 SIZE=small CLIPS=60 REF=12 TRAIN_STEPS=4 AB_ROUNDS=3 EXTRACT=24 FILES=50 RESULTS=${RESULTS:-runs/bench/idle_check_small.md}
 else
-    SCALE=1 SIZE=full CLIPS=2000 REF=150 TRAIN_STEPS=40 AB_ROUNDS=12 EXTRACT=480 FILES=1000 RESULTS=${RESULTS:-benchmarks/RESULTS.md}
+    SCALE=1 SIZE=full CLIPS=2000 REF=150 TRAIN_STEPS=40 AB_ROUNDS=10 EXTRACT=480 FILES=1000 RESULTS=${RESULTS:-benchmarks/RESULTS.md}
 fi
 OUT=runs/bench/idle_check_$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
@@ -41,9 +41,9 @@ echo "idle check ($SIZE), $START UTC, load $(cat /proc/loadavg), python $PY"
 export PYTHONUNBUFFERED=1
 step spectrograms 140 "$PY" benchmarks/bench_spectrograms.py --clips "$CLIPS" --reference_clips "$REF" \
     --json "$OUT/spectrograms.json"
-step training 60 "$PY" benchmarks/bench_training.py --models cnn3 --reference_models cnn3 --steps "$TRAIN_STEPS" \
+step training 55 "$PY" benchmarks/bench_training.py --models cnn3 --reference_models cnn3 --steps "$TRAIN_STEPS" \
     --json "$OUT/training.json"
-step threads 45 "$PY" benchmarks/ab_cnn3_step.py --variants base threads1 compile channels_last --threads 2 \
+step threads 50 "$PY" benchmarks/ab_cnn3_step.py --variants base threads1 compile channels_last --threads 2 \
     --rounds "$AB_ROUNDS" --json "$OUT/threads.json"
 step extraction 55 "$PY" benchmarks/bench_scale.py --extraction --clips "$EXTRACT" --processes 1 2
 cp runs/bench/bench_scale_extraction.json "$OUT/extraction.json" 2>/dev/null || true
