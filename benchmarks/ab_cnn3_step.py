@@ -14,9 +14,9 @@ as any digit differs: the losses are the measure of agreement.
 
 Variants: base (float32, contiguous, AdamW's per-parameter loop, --threads), threads1 (one thread), channels_last,
 fused_adamw (AdamW(fused=True): one kernel for every parameter), foreach_adamw, compile (torch.compile of the network,
-inductor: needs a C++ compiler; compile time is left out: it happens in the warm-up), mkldnn_off
-(torch.backends.mkldnn disabled: PyTorch's own convolutions), flush_denormal (torch.set_flush_denormal: denormal
-floats computed as 0).
+inductor: needs a C++ compiler; compile time is left out: it happens in the warm-up), compile_channels_last
+(both), mkldnn_off (torch.backends.mkldnn disabled: PyTorch's own convolutions), flush_denormal
+(torch.set_flush_denormal: denormal floats computed as 0).
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models import build_model  # noqa: E402
 from toolkit.training.engine import CompiledOrEager, make_optimizer, train_batches  # noqa: E402
 
-VARIANTS = ("base", "threads1", "channels_last", "fused_adamw", "foreach_adamw", "compile", "mkldnn_off", "flush_denormal")
+VARIANTS = ("base", "threads1", "channels_last", "fused_adamw", "foreach_adamw", "compile", "compile_channels_last", "mkldnn_off",
+            "flush_denormal")
 
 
 class Variant:
@@ -44,13 +45,13 @@ class Variant:
         self.name, self.times = name, []
         self.threads = 1 if name == "threads1" else threads
         torch.manual_seed(0)
-        layout = torch.channels_last if name == "channels_last" else torch.contiguous_format
+        layout = torch.channels_last if name.endswith("channels_last") else torch.contiguous_format
         self.model = build_model("cnn3", 2).to(memory_format=layout)
         if name in ("fused_adamw", "foreach_adamw"):
             self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.0, **{name.split("_")[0]: True})
         else:
             self.optimizer = make_optimizer(self.model, 1e-3, 0.0)
-        self.net = CompiledOrEager(self.model) if name == "compile" else self.model
+        self.net = CompiledOrEager(self.model) if name.startswith("compile") else self.model
         self.batches = [(x.contiguous(memory_format=layout), y) for x, y in batches]
         self.step_count, self.losses = 0, []
 
