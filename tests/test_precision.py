@@ -1,6 +1,7 @@
 """--precision (toolkit/precision.py): float32 on the CPU by default (bit-identical), bf16 autocast when asked where the
 CPU has native bf16, silently float32 where it has not; bf16 results equal float32 ones within bf16's tolerance."""
 import argparse
+import json
 from contextlib import nullcontext
 
 import pandas as pd
@@ -10,6 +11,8 @@ import torch
 from conftest import run_script
 from toolkit import precision
 from toolkit.cli import add_device_flags
+from toolkit.errors import ToolkitError
+from toolkit.runcard import RunCard, read_card
 
 PROBABILITY_TOLERANCE = 0.02  # bf16 keeps ~3 significant digits; a probability moves by well under 2 points
 
@@ -71,3 +74,44 @@ def test_predict_with_bf16_matches_float32(trained_cnn3, tiny_corpus, tmp_path, 
     assert len(full) == 12 and columns
     difference = (full[columns] - half[columns]).abs().to_numpy()
     assert difference.max() <= PROBABILITY_TOLERANCE and difference.max() > 0  # bf16 ran, and stayed close
+
+
+def train(*argv):
+    return run_script("train_cnn.py", "--category", "sex", "--model", "mlp", "--hidden", "16", "--recipe", "default",
+                      "--threads", "1", *argv, in_process=True, check=False)
+
+
+def test_the_card_records_the_precision_and_config_and_resume_reproduce_it(egemaps_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: True)  # emulated here where the CPU has none
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert train("--data_dir", egemaps_data, "--epochs", "1", "--precision", "bf16", "--model_dir", first).returncode == 0
+    card = read_card(str(first / "mlp_sex.json"))
+    assert card.precision == "bf16" and card.args["precision"] == "bf16"
+    precision.use("auto")
+    # --config without --precision runs in the card's precision, to the same numbers; --resume continues in it
+    assert train("--config", first / "mlp_sex.json", "--model_dir", again).returncode == 0
+    rerun = read_card(str(again / "mlp_sex.json"))
+    assert rerun.precision == "bf16" and rerun.metrics["val"]["loss"] == pytest.approx(card.metrics["val"]["loss"], abs=1e-6)
+    proc = train("--config", first / "mlp_sex.json", "--model_dir", again, "--epochs", "2", "--resume")
+    assert proc.returncode == 0 and f"resuming {again / 'mlp_sex_last.pt'} after epoch 1" in proc.stdout
+    # resuming it in float32 would mix two precisions in one run: refused, nothing changed
+    last = (again / "mlp_sex_last.pt").read_bytes()
+    proc = train("--data_dir", egemaps_data, "--epochs", "3", "--precision", "auto", "--model_dir", again, "--resume")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: {again / 'mlp_sex_last.pt'}: --resume would compute in float32, the interrupted run's steps computed in "
+        f"bf16; resume with its --precision bf16 on a GPU or a CPU with native bf16, or delete it to start afresh")
+    assert (again / "mlp_sex_last.pt").read_bytes() == last
+    # on a CPU without native bf16 the re-run asks for bf16, computes (and records) float32
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: False)
+    assert train("--config", first / "mlp_sex.json", "--model_dir", tmp_path / "plain").returncode == 0
+    plain = read_card(str(tmp_path / "plain" / "mlp_sex.json"))
+    assert plain.args["precision"] == "bf16" and plain.precision == "float32"
+
+
+def test_a_card_without_precision_reads_as_float32_and_a_bad_one_is_refused(mlp_model):
+    card = json.loads((mlp_model / "mlp_sex.json").read_text())
+    assert card["precision"] == "float32"  # the default: a CPU run in float32
+    del card["precision"]
+    assert RunCard.from_dict(card, "old.json").precision == "float32"
+    with pytest.raises(ToolkitError, match=r"^bad.json: run card: field 'precision'.*restore the file$"):
+        RunCard.from_dict({**card, "precision": "fp16"}, "bad.json")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 PRECISIONS = ("auto", "bf16")
+COMPUTED = ("float32", "bf16")  # what a run's steps computed in: the run card's `precision`
 _cpu_bf16 = False  # the process's choice, set when a script's --precision is parsed
 
 
@@ -42,6 +43,17 @@ def use(precision: str, supported: bool | None = None) -> bool:
     global _cpu_bf16
     _cpu_bf16 = precision == "bf16" and (cpu_bf16_supported() if supported is None else supported)
     return _cpu_bf16
+
+
+def computed(device) -> str:
+    """What a network's steps on `device` (a torch.device) compute in now: 'bf16' (autocast: CUDA, or a CPU under
+    --precision bf16 with native bf16) or 'float32'. The run card and a run's _last.pt record it."""
+    return "bf16" if device.type == "cuda" or _cpu_bf16 else "float32"
+
+
+def flag_for(recorded: str) -> str:
+    """The --precision that runs the way a run card's `precision` says ('float32': auto, i.e. float32 on a CPU)."""
+    return "bf16" if recorded == "bf16" else "auto"
 
 
 def autocast(device):

@@ -9,12 +9,13 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
 from toolkit.errors import ToolkitError
 from toolkit.fileio import read_json, write_json
+from toolkit.precision import COMPUTED
 from toolkit.schemas import STRICT, Size, check, first_non_finite, params_schema, schema_of
 
 SCHEMA = 1
@@ -41,6 +42,9 @@ class RunCard:
     calibration: dict | None = None  # {"method": "temperature", "temperature": T, ...}: predict divides logits by T
     domain: dict | None = None  # the training embeddings' summary and the flag's threshold (toolkit/evaluation/domain.py)
     args: dict = field(default_factory=dict)  # the command line, for the record
+    # what the training steps computed in: 'float32', or 'bf16' autocast (a GPU; a CPU under --precision bf16 with native
+    # bf16: toolkit/precision.py); --config re-runs with it; cards written before it trained in float32
+    precision: str = "float32"
     complete: bool = True  # False while training runs (or after it stopped early): the weights are not a finished model
     schema: int = SCHEMA
 
@@ -88,14 +92,15 @@ class RunCard:
 
     @classmethod
     def new(cls, model: str, category: str, classes: list[str], data, config, split: dict, args: dict,
-            init: list[str] | None = None, init_detail: dict | None = None, model_args: dict | None = None) -> "RunCard":
+            init: list[str] | None = None, init_detail: dict | None = None, model_args: dict | None = None,
+            precision: str = "float32") -> "RunCard":
         """The card of a run about to train `model` (with its own hyperparameters `model_args`) on `data` (a
-        FeatureSet) with `config` (a TrainConfig)."""
+        FeatureSet) with `config` (a TrainConfig), its steps computing in `precision`."""
         return cls(model=model, category=category, classes=list(classes), model_args=dict(model_args or {}),
                    features={"type": data.feature.name, "params": data.params, "stats": None},
                    input={"kind": data.feature.kind, "shape": data.input_shape(), **data.options},
                    normalize=config.normalize, init=list(init or ["scratch"]), init_detail=dict(init_detail or {}),
-                   training=config.to_dict(), split=split, args=args)
+                   training=config.to_dict(), split=split, args=args, precision=precision)
 
     @classmethod
     def from_dict(cls, d: dict, source: str) -> "RunCard":
@@ -186,7 +191,8 @@ def _finite_numbers(value):
 def card_schema() -> type[BaseModel]:
     """The run card's schema: RunCard's fields, with the entries readers rely on typed more closely."""
     return schema_of(RunCard, {"features": _Features, "input": _Input, "calibration": _Calibration | None,
-                               "metrics": Annotated[dict, AfterValidator(_finite_numbers)]})
+                               "metrics": Annotated[dict, AfterValidator(_finite_numbers)],
+                               "precision": Literal[COMPUTED]})
 
 
 def _from_legacy_sidecar(d: dict, source: str) -> dict:

@@ -15,7 +15,7 @@ import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 import pandas as pd
@@ -25,11 +25,13 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 from tqdm import tqdm
 
+from toolkit import precision
 from toolkit.augmentation.augment import with_wave_augment
 from toolkit.config import LR_SCHEDULES, TrainConfig
 from toolkit.errors import ToolkitError
 from toolkit.evaluation.metrics import classification_metrics, expected_calibration_error, format_metrics
 from toolkit.fileio import exclusive_lock, load_checkpoint, write_torch
+from toolkit.precision import COMPUTED
 from toolkit.runcard import RunCard
 from toolkit.schemas import STRICT, Count, check, schema_of
 from toolkit.training import distributed
@@ -312,6 +314,7 @@ class ResumeState(BaseModel):
     best_model: dict | None = None
     config: schema_of(TrainConfig) | None = None
     data: str | None = None  # data_fingerprint of the split CSVs it trained on
+    precision: Literal[COMPUTED] | None = None  # what its steps computed in (toolkit/precision.py); None: not recorded
 
 
 def data_fingerprint(csvs: Iterable[str]) -> str:
@@ -479,7 +482,7 @@ def train_loop(
     step_hook = optimizer.register_step_post_hook(lambda *_: [c.on_step_end(state) for c in callbacks])
     if resume and os.path.isfile(run.last):
         saved = load_last(run.last, model, optimizer, generator)
-        check_resumable(run.last, saved, config, data)
+        check_resumable(run.last, saved, config, data, precision.computed(device))
         state.history, state.best_epoch, state.best_state = saved["history"], saved.get("best_epoch", 0), saved.get("best_model")
         best = saved.get("best_score", -math.inf)
         state.best_score = tuple(best) if isinstance(best, (tuple, list)) else (best, 0.0)  # older runs: one number
@@ -524,7 +527,7 @@ def train_loop(
         if distributed.is_main():  # under torchrun the ranks hold the same state: one writes it
             save_last(run.last, model, optimizer, generator, epoch, state.history, scheduler=schedule.state_dict(),
                       best_score=state.best_score, best_epoch=state.best_epoch, best_model=state.best_state,
-                      config=config.to_dict(), data=data)
+                      config=config.to_dict(), data=data, precision=precision.computed(device))
         bar.write(f"epoch {epoch:3d}/{config.epochs} train_loss {train_loss:.4g} "
                   f"{''.join(f'{k} {v:.4g} ' for k, v in extra.items())}{format_metrics(val, 'val_')}"
                   f"{'  *best' if state.improved and validate else ''}")
@@ -552,12 +555,18 @@ def check_finite(epoch: int, losses: dict[str, float], config: TrainConfig, run:
                            f"--learning_rate (now {config.learning_rate:g}) or check the data for broken clips{kept}")
 
 
-def check_resumable(path: str, state: dict, config: TrainConfig, data: str | None = None) -> None:
-    """--resume continues the run that wrote `path`: a changed training flag (other than --epochs), or other split
-    CSVs (stage 2 re-run, e.g. with another --seed), would mix two runs."""
+def check_resumable(path: str, state: dict, config: TrainConfig, data: str | None = None,
+                    computed: str | None = None) -> None:
+    """--resume continues the run that wrote `path`: a changed training flag (other than --epochs), other split
+    CSVs (stage 2 re-run, e.g. with another --seed), or steps computed in another precision would mix two runs."""
     if data and state.get("data") and state["data"] != data:
         raise ToolkitError(f"{path}: --resume on other data than the interrupted run (the split CSVs changed since: "
                            f"stage 2 re-split them?); restore the run's split, or delete it to start afresh")
+    if computed and state.get("precision") and state["precision"] != computed:
+        raise ToolkitError(f"{path}: --resume would compute in {computed}, the interrupted run's steps computed in "
+                           f"{state['precision']}; resume with its --precision {precision.flag_for(state['precision'])}"
+                           f"{' on a GPU or a CPU with native bf16' if state['precision'] == 'bf16' else ' on a CPU (--device cpu)'}, "
+                           f"or delete it to start afresh")
     if "config" not in state:  # written before configs were saved: nothing to compare
         return
     changed = TrainConfig.from_dict(state["config"]).changed(config)

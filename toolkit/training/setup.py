@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Callable
 
+from toolkit import precision
 from toolkit.cli import LEGACY_NAMES, pick_device, seed_everything, split_csv
 from toolkit.config import TrainConfig, train_config
 from toolkit.errors import ToolkitError
@@ -49,8 +50,9 @@ def add_config_flag(p: argparse.ArgumentParser) -> None:
 
 def card_defaults(card: RunCard, parser: argparse.ArgumentParser, argv: list[str]) -> dict:
     """The parser defaults that make a run the card's: its training config (every TrainConfig field but the two that
-    flags derive), its model's own arguments (unless --model names another) and its command line, older flag names
-    mapped to today's; values JSON cannot give back as typed (a dict) are left to their flags' defaults."""
+    flags derive), its model's own arguments (unless --model names another), its command line, older flag names
+    mapped to today's (values JSON cannot give back as typed, a dict, are left to their flags' defaults), and the
+    --precision its steps computed in (a GPU run's bf16 is bf16 on a CPU too, where it has native bf16)."""
     dests = {a.dest for a in parser._actions}
     derived = ("recipe", "epochs")  # from --recipe/--model and --epochs (an lbfgs run's epochs are its C values)
     defaults = {f.name: card.training[f.name] for f in fields(TrainConfig) if f.name in card.training and f.name not in derived}
@@ -60,6 +62,8 @@ def card_defaults(card: RunCard, parser: argparse.ArgumentParser, argv: list[str
         key = LEGACY_NAMES.get(key, key)
         if key in dests and key not in NOT_FROM_CARD and not isinstance(value, dict):
             defaults[key] = value
+    if "precision" in dests:
+        defaults["precision"] = precision.flag_for(card.precision)
     return defaults
 
 
@@ -119,7 +123,8 @@ class Stage:
 
     def card(self, model: str, classes: list[str], data, split: dict, **kwargs) -> RunCard:
         """The run card of this run (RunCard.new's init, init_detail and model_args as keywords)."""
-        return RunCard.new(model, self.category, classes, data, self.config, split, recorded(self.args), **kwargs)
+        return RunCard.new(model, self.category, classes, data, self.config, split, recorded(self.args),
+                           precision=precision.computed(self.device), **kwargs)
 
     def run_files(self, stem: str, folder: str | None = None) -> RunFiles:
         run = RunFiles(folder or self.model_dir, stem)
