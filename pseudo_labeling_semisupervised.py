@@ -24,23 +24,20 @@ import os
 from dataclasses import replace
 
 from models import MODEL_NAMES, canonical_name, load_trained_model
-from toolkit.cli import add_model_dir_flag, get_args_parser, in_folder, run_main, seed_everything, split_csv
+from toolkit.cli import Parser, add_model_dir_flag, answer_help, get_args_parser, in_folder, run_main, seed_everything, split_csv
 from toolkit.config import RECIPES, add_recipe_flags, non_negative, positive_int, share
 from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
 from toolkit.training.data import load_split, move_to_device
-from toolkit.training.engine import evaluate, predict_logits, public
 from toolkit.io.splits import split_of_run
 from toolkit.runcard import card_path
-from toolkit.training.setup import set_up
-from toolkit.training.pseudo import (compare, format_comparison, label_counts, labeled_passes_per_epoch, load_unlabeled,
-                                     make_train_step, schedule_point, warn_about_overlap)
+from toolkit.training.pseudo_schedule import schedule_point
 
 # The seed's loop, not stage 3's recipe: constant learning rate, no augmentation, best epoch by validation F1.
 RECIPE = RECIPES["seed"]
 
 
-def main(argv: list[str] | None = None) -> None:
+def make_parser() -> Parser:
     p = get_args_parser(__doc__, epochs=150, recipe=False)
     add_recipe_flags(p, names=("weight_decay", "patience"), base=RECIPE)
     p.add_argument("--unlabeled_csv", default="unlabeled.csv",
@@ -64,7 +61,20 @@ def main(argv: list[str] | None = None) -> None:
                    help="ignore pseudo-labels whose softmax confidence is below this (0: use all, as the seed)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="processes making features when --unlabeled_csv lists audio")
-    stage = set_up(p, argv, "pseudo_labeling_semisupervised.py", base=RECIPE)
+    return p
+
+
+if __name__ == "__main__":
+    answer_help(make_parser)  # --help answers before the slow imports below
+
+from toolkit.training.engine import evaluate, predict_logits, public
+from toolkit.training.pseudo import (compare, format_comparison, label_counts, labeled_passes_per_epoch, load_unlabeled,
+                                     make_train_step, warn_about_overlap)
+from toolkit.training.setup import set_up
+
+
+def main(argv: list[str] | None = None) -> None:
+    stage = set_up(make_parser(), argv, "pseudo_labeling_semisupervised.py", base=RECIPE)
     args, category, device = stage.args, stage.category, stage.device
     name = canonical_name(args.model)
     folder = stage.model_dir
