@@ -18,6 +18,7 @@ pseudo-labels the model is unsure of (0, the default, keeps them all as the seed
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -28,11 +29,13 @@ from torch import nn
 
 from toolkit.errors import ToolkitError
 from toolkit.features import clip_of, features_from_audio
-from toolkit.fileio import read_csv, resolve_from_csv
+from toolkit.fileio import read_csv, resolve_from_csv, write_torch
 from toolkit.runcard import RunCard
 from toolkit.training.data import AUDIO_COLUMN as AUDIO
+from toolkit.training import distributed
 from toolkit.training.batch import Batch, forward
 from toolkit.training.data import SPEAKER_COLUMN, FeatureSet, batch_iter, for_evaluation, load_split, make_feature_set
+from toolkit.training.engine import Callback, TrainState
 from toolkit.training.pseudo_schedule import alpha_weight
 from toolkit.training.step import autocast, optimise
 from toolkit.training.tasks import Classification, Task
@@ -183,3 +186,21 @@ def label_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
     """How many clips the model put in each class (a collapse onto one class shows here first)."""
     counts = pd.Series(labels).value_counts()
     return {c: int(counts.get(i, 0)) for i, c in enumerate(classes)}
+
+
+class StartingModelIsEpochZero(Callback):
+    """The starting model takes part in the choice of the best epoch, as epoch 0 with its validation score `score`
+    (engine.selection_score, measured as the engine measures an epoch): a pseudo-labeled epoch is kept only if
+    validation rates it at least as high (ties go to the later epoch, as for every epoch), so stage 5 never saves a
+    model that validation rates below the one it started from. Its weights are the run's .pt until one is."""
+
+    def __init__(self, score: tuple[float, float]) -> None:
+        self.score = score
+
+    def on_train_start(self, state: TrainState) -> None:
+        if state.history:  # resumed: the run's own best (epoch 0 included) came back with its _last.pt
+            return
+        state.best_score, state.best_epoch = self.score, 0
+        state.best_state = copy.deepcopy({k: v.cpu() for k, v in state.model.state_dict().items()})
+        if distributed.is_main():
+            write_torch(state.best_state, state.run.weights)
