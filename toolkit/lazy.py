@@ -1,6 +1,7 @@
-"""torch, imported when first used. The feature types import it from here: the feature registry (stage 2's
---features choices and flags, every training stage's --features) is then read without the seconds `import torch`
-takes, so `SCRIPT.py --help` answers at once (tests/test_help.py runs each script with torch blocked)."""
+"""torch, imported when first used. The modules a stage's --help reads (the feature registry and its feature types,
+the training data and batches) import it from here instead of `import torch` at their top: their names, flags and
+defaults are then read without the seconds torch takes to import, so `SCRIPT.py --help` answers at once
+(tests/test_help.py runs each script with torch blocked)."""
 from __future__ import annotations
 
 import importlib
