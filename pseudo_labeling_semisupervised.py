@@ -29,9 +29,9 @@ from toolkit.cli import Parser, add_model_dir_flag, answer_help, get_args_parser
 from toolkit.config import RECIPES, add_recipe_flags, non_negative, positive_int, share
 from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
-from toolkit.training.data import load_split, move_to_device
 from toolkit.io.splits import split_of_run
 from toolkit.runcard import card_path
+from toolkit.training.data import load_split, move_to_device
 from toolkit.training.pseudo_schedule import schedule_point
 
 # The seed's loop, not stage 3's recipe: constant learning rate, no augmentation, best epoch by validation F1; the
