@@ -14,13 +14,10 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
 import os
 
 from models import build_model, check_input
-from toolkit.cli import add_features_flag, add_model_dir_flag, get_args_parser, in_folder, run_main
+from toolkit.cli import Parser, add_features_flag, add_model_dir_flag, answer_help, get_args_parser, in_folder, run_main
 from toolkit.errors import ToolkitError
 from toolkit.runcard import read_card
-from toolkit.training import distributed
-from toolkit.training.autoencoding import ENCODER_FILE, STEM, freeze
-from toolkit.training.engine import load_weights
-from toolkit.training.setup import Stage, set_up
+from toolkit.training.autoencoder_files import ENCODER_FILE, STEM
 
 
 def warn_if_pretrained_on_other_inputs(ae_card: str, options: dict, params: dict) -> None:
@@ -39,7 +36,7 @@ def warn_if_pretrained_on_other_inputs(ae_card: str, options: dict, params: dict
         print(f"warning: the autoencoder ({ae_card}) was trained on spectrograms made with other parameters")
 
 
-def main(argv: list[str] | None = None) -> None:
+def make_parser() -> Parser:
     p = get_args_parser(__doc__, epochs=60)
     add_model_dir_flag(p, f"folder holding {ENCODER_FILE}; the classifier is saved there too",
                        aliases=("model_save_and_load_path", "model_load_and_save_path"))
@@ -47,7 +44,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--freeze_encoder", action="store_true",
                    help="train only the classification layer; the encoder (BatchNorm statistics too) stays as pre-trained")
     add_features_flag(p)
-    stage = set_up(p, argv, "cnn_classifier.py")
+    return p
+
+
+if __name__ == "__main__":
+    answer_help(make_parser)  # --help answers before the slow imports below
+
+from toolkit.training import distributed
+from toolkit.training.autoencoding import freeze
+from toolkit.training.engine import load_weights
+from toolkit.training.setup import Stage, set_up
+
+
+def main(argv: list[str] | None = None) -> None:
+    stage = set_up(make_parser(), argv, "cnn_classifier.py")
     encoder_path = in_folder(stage.args.encoder_file, stage.model_dir)
     with distributed.session(stage.device) as stage.device:  # torchrun: data-parallel
         train_classifier(stage, encoder_path)

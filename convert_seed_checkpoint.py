@@ -22,13 +22,9 @@ if __name__ == "__main__":  # first, before the slow imports below: a Ctrl-C dur
 
 import os
 
-from torch import nn
-
-from models import CNN3, CNN9, Decoder, Encoder
-from toolkit.cli import Parser, run_main
+from toolkit.cli import Parser, answer_help, run_main
 from toolkit.errors import ToolkitError
 from toolkit.fileio import load_checkpoint, write_torch
-from toolkit.training.engine import load_state
 
 # seed name prefix -> ours, for the encoder that cnn3 and the autoencoder share (ours: conv Sequential + fc Sequential)
 ENCODER_NAMES = {"enc1.": "conv.0.", "enc2.": "conv.2.", "batchnorm.": "conv.3.", "enc3.": "conv.5.",
@@ -39,6 +35,8 @@ DECODER_NAMES = {"decoder_lin.0.": "fc.0.", "decoder_lin.1.": "fc.1.", "dec1.": 
 
 def cnn9_names() -> dict[str, str]:
     """conv1..9 / convnorm1..9 -> the positions of our CNN9's Conv2d / BatchNorm2d layers in `features`."""
+    from torch import nn
+
     layers = list(CNN9(2).features)
     convs = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
     norms = [i for i, m in enumerate(layers) if isinstance(m, nn.BatchNorm2d)]
@@ -47,11 +45,11 @@ def cnn9_names() -> dict[str, str]:
     return {**names, "linear.": "classifier."}
 
 
-NAMES = {
-    "cnn3": {**{k: "encoder." + v for k, v in ENCODER_NAMES.items()}, "classifier.": "classifier."},
-    "cnn9": cnn9_names(),
-    "encoder": ENCODER_NAMES,
-    "decoder": DECODER_NAMES,
+NAMES = {  # --model: its seed prefixes -> ours (cnn9's read off our network, when asked for)
+    "cnn3": lambda: {**{k: "encoder." + v for k, v in ENCODER_NAMES.items()}, "classifier.": "classifier."},
+    "cnn9": cnn9_names,
+    "encoder": lambda: ENCODER_NAMES,
+    "decoder": lambda: DECODER_NAMES,
 }
 
 
@@ -75,6 +73,13 @@ def get_args_parser() -> Parser:
     return p
 
 
+if __name__ == "__main__":
+    answer_help(get_args_parser)  # --help answers before the slow imports below
+
+from models import CNN3, CNN9, Decoder, Encoder
+from toolkit.training.engine import load_state
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     if os.path.abspath(args.input) == os.path.abspath(args.output):
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     state = load_checkpoint(args.input, "pass the seed's state dict file")
     if not isinstance(state, dict):
         raise ToolkitError(f"{args.input}: holds a {type(state).__name__}, not a state dict; pass the seed's state dict file")
-    converted = rename(state, NAMES[args.model], args.input)
+    converted = rename(state, NAMES[args.model](), args.input)
     if args.model in ("cnn3", "cnn9"):
         if "classifier.weight" not in converted:
             raise ToolkitError(f"{args.input}: no classifier layer ('classifier' or 'linear'); is it an encoder? pass --model encoder")

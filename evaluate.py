@@ -31,10 +31,9 @@ import os
 
 import numpy as np
 import pandas as pd
-import torch
 
 from predict import FILES_PER_CHUNK
-from toolkit.cli import Parser, add_device_flags, in_folder, pick_device, run_main
+from toolkit.cli import Parser, add_device_flags, answer_help, in_folder, pick_device, run_main
 from toolkit.config import TrainConfig, positive_float, positive_int
 from toolkit.errors import ToolkitError
 from toolkit.evaluation.fairness import REPLICATES, describe, fairness_report, group_columns, write_fairness
@@ -46,9 +45,6 @@ from toolkit.io.audio import MAX_SECONDS, parallel_map
 from toolkit.io.corpus import folder_rows, manifest_rows
 from toolkit.serving.inference import View, analyse, classify
 from toolkit.training.data import AUDIO_COLUMN, SPEAKER_COLUMN
-from toolkit.training.engine import public, score_probabilities
-
-from models import load_trained_model
 
 TABLE_METRICS = ("accuracy", "f1", "precision", "recall", "uar", "ece", "loss")
 
@@ -95,6 +91,15 @@ def get_args_parser() -> Parser:
     p.add_argument("--max_seconds", type=positive_float, default=MAX_SECONDS, help="a longer file is reported and left out")
     add_device_flags(p)
     return p
+
+
+if __name__ == "__main__":
+    answer_help(get_args_parser)  # --help answers before the slow imports below
+
+import torch
+
+from models import load_trained_model
+from toolkit.training.engine import public, score_probabilities
 
 
 def labelled_clips(data: str, labels: list[str], args) -> tuple[pd.DataFrame, bool]:

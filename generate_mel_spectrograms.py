@@ -39,10 +39,9 @@ import shutil
 import tempfile
 
 import pandas as pd
-import torch
 from tqdm import tqdm
 
-from toolkit.cli import Parser, run_main
+from toolkit.cli import Parser, answer_help, run_main
 from toolkit.config import fraction, number, positive_float, positive_int, seed_value
 from toolkit.errors import ToolkitError
 from toolkit.features import (CLIP_ID, FEATURES, STORED, FeatureParams, FeatureType, feature_file_job, feature_file_name,
@@ -96,6 +95,12 @@ def get_args_parser() -> Parser:
                    help="a clip longer than this is reported and left out (its header is read first: memory stays bounded)")
     add_shard_flags(p)
     return p
+
+
+if __name__ == "__main__":
+    answer_help(get_args_parser)  # --help answers before the slow imports below
+
+import torch
 
 
 def feature_files(feature: FeatureType, folder: str, audio_paths: list[str], names: list[str]) -> list[str]:

@@ -7,9 +7,10 @@ advances once per labeled pass. alpha is 0 before --T1, rises linearly to --af a
 are steps (the seed's --T1 100 --T2 700), epochs (3ep) or shares of the run (50%): the default, 0% to 50%, ramps alpha
 up over the first half of the run whatever the size of the data (the seed's 100/700 steps left alpha at 0.0008
 after a demo epoch, and took CREMA-D ~200 epochs to reach af).
-The best epoch by validation weighted F1 is saved as --pseudolabeling_param_file (+ JSON, metrics, plots) and scored
-on the test set; the starting model's and the pseudo-labeled model's test metrics are printed side by side and
-saved as {pseudolabeling stem}_comparison.json.
+The best epoch by validation weighted F1 (the loss breaking ties) is saved as --pseudolabeling_param_file (+ JSON,
+metrics, plots) and scored on the test set; the starting model takes part as epoch 0, so a run in which no epoch
+scores as high on validation keeps the starting model's weights, and says so. The starting model's and the
+pseudo-labeled model's test metrics are printed side by side and saved as {pseudolabeling stem}_comparison.json.
 
 The unlabeled CSV lists Audio_file_path (spectrograms made on the fly with the labeled images' parameters) or
 Image_file_path. `make_demo_data.py --unlabeled_actors N` writes one for the demo corpus.
@@ -24,25 +25,23 @@ import os
 from dataclasses import replace
 
 from models import MODEL_NAMES, canonical_name, load_trained_model
-from toolkit.cli import add_model_dir_flag, get_args_parser, in_folder, run_main, seed_everything, split_csv
+from toolkit.cli import Parser, add_model_dir_flag, answer_help, get_args_parser, in_folder, run_main, seed_everything, split_csv
 from toolkit.config import RECIPES, add_recipe_flags, non_negative, positive_int, share
 from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
-from toolkit.training.data import load_split, move_to_device
-from toolkit.training.engine import evaluate, predict_logits, public
 from toolkit.io.splits import split_of_run
 from toolkit.runcard import card_path
-from toolkit.training.setup import set_up
-from toolkit.training.pseudo import (compare, format_comparison, label_counts, labeled_passes_per_epoch, load_unlabeled,
-                                     make_train_step, schedule_point, warn_about_overlap)
+from toolkit.training.data import load_split, move_to_device
+from toolkit.training.pseudo_schedule import schedule_point
 
-# The seed's loop, not stage 3's recipe: constant learning rate, no augmentation, best epoch by validation F1.
-RECIPE = RECIPES["seed"]
+# The seed's loop, not stage 3's recipe: constant learning rate, no augmentation, best epoch by validation F1; the
+# loss breaks F1 ties, which a small validation split has many of (the starting model is epoch 0 of that choice).
+RECIPE = replace(RECIPES["seed"], select_by="f1_loss")
 
 
-def main(argv: list[str] | None = None) -> None:
+def make_parser() -> Parser:
     p = get_args_parser(__doc__, epochs=150, recipe=False)
-    add_recipe_flags(p, names=("weight_decay", "patience"), base=RECIPE)
+    add_recipe_flags(p, names=("weight_decay", "patience", "select_by"), base=RECIPE)
     p.add_argument("--unlabeled_csv", default="unlabeled.csv",
                    help="CSV of unlabeled clips (Audio_file_path, or the model's feature column such as "
                         "Image_file_path), in --data_dir unless a path")
@@ -64,7 +63,20 @@ def main(argv: list[str] | None = None) -> None:
                    help="ignore pseudo-labels whose softmax confidence is below this (0: use all, as the seed)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="processes making features when --unlabeled_csv lists audio")
-    stage = set_up(p, argv, "pseudo_labeling_semisupervised.py", base=RECIPE)
+    return p
+
+
+if __name__ == "__main__":
+    answer_help(make_parser)  # --help answers before the slow imports below
+
+from toolkit.training.engine import describe_score, evaluate, predict_logits, public, selection_score
+from toolkit.training.pseudo import (StartingModelIsEpochZero, compare, format_comparison, label_counts,
+                                     labeled_passes_per_epoch, load_unlabeled, make_train_step, warn_about_overlap)
+from toolkit.training.setup import set_up
+
+
+def main(argv: list[str] | None = None) -> None:
+    stage = set_up(make_parser(), argv, "pseudo_labeling_semisupervised.py", base=RECIPE)
     args, category, device = stage.args, stage.category, stage.device
     name = canonical_name(args.model)
     folder = stage.model_dir
@@ -128,12 +140,17 @@ def main(argv: list[str] | None = None) -> None:
                       model_args=start.model_args)
     card.features = dict(start.features)  # the starting model's parameters and input standardisation
     card.training["pseudo_labeling"] = {**settings, "unlabeled_csv": unlabeled_csv, "unlabeled_clips": len(unlabeled)}
-    card = stage.fit(model, train, val, test, run, card, train_step=train_step)
+    # The starting model is epoch 0 of the choice of the best epoch, scored as the engine scores one (uncalibrated).
+    start_score = selection_score(evaluate(model, val, config.batch_size, device, len(classes), windows), config.select_by)
+    card = stage.fit(model, train, val, test, run, card, train_step=train_step,
+                     callbacks=[StartingModelIsEpochZero(start_score)])
 
     results = card.metrics
+    kept_start = results["epoch"] == 0
     comparison = {
         "starting_model": os.path.abspath(start_path), "pseudo_labeled_model": os.path.abspath(run.weights),
-        "category": category, "classes": classes, "best_epoch": results["epoch"], "test_clips": len(test),
+        "category": category, "classes": classes, "best_epoch": results["epoch"], "kept_starting_model": kept_start,
+        "test_clips": len(test),
         "unlabeled_csv": unlabeled_csv, "unlabeled_clips": len(unlabeled), "starting_pseudo_labels": counts,
         "pseudo_labeling": settings,
         "test": compare(public(before_test), results["test"]), "val": compare(public(before_val), results["val"]),
@@ -143,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nbefore = {start_path}, after = {run.weights}")
     print(format_comparison(comparison["test"], f"test ({len(test)})"))
     print(f"saved {run.path('_comparison.json')}")
+    if kept_start:
+        print(f"pseudo-labeling did not improve on the starting model: no pseudo-labeled epoch scored as high on "
+              f"validation ({describe_score(start_score, config.select_by)}), so {run.weights} keeps the starting "
+              f"model's weights (test scores as before; the calibration is fitted again)")
 
 
 if __name__ == "__main__":

@@ -15,21 +15,19 @@ import math
 import os
 import sys
 
-from models import AutoEncoder
-from toolkit.cli import get_args_parser, pick_device, run_main, split_csv
+from toolkit.cli import Parser, answer_help, get_args_parser, pick_device, run_main, split_csv
 from toolkit.config import TrainConfig, positive_float, positive_int
 from toolkit.errors import ToolkitError
 from toolkit.fileio import write_json
 from toolkit.io.labels import check_category
 from toolkit.runcard import AUTOENCODER, read_card
-from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, plot_reconstructions, reconstruction_loss
+from toolkit.training.autoencoder_files import DECODER_FILE, ENCODER_FILE, STEM
 from toolkit.training.data import load_split, move_to_device
-from toolkit.training.engine import load_weights
 
 TOLERANCE = 1e-5  # relative; CPU reruns agree exactly, GPU kernels may differ in the last bits
 
 
-def main(argv: list[str] | None = None) -> None:
+def make_parser() -> Parser:
     p = get_args_parser(__doc__, splits=("train",))
     p.add_argument("--model_load_path", "--model_dir", "--model_save_path", dest="model_load_path", default="Models/",
                    help=f"folder holding {ENCODER_FILE}, {DECODER_FILE} and {STEM}.json (--model_save_path: the seed README's name)")
@@ -37,7 +35,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=positive_int, default=5, help="accepted so the seed's commands run; ignored: nothing is trained")
     p.add_argument("--learning_rate", type=positive_float, default=TrainConfig.learning_rate,
                    help="accepted so the seed's commands run; ignored: nothing is trained")
-    args = p.parse_args(argv)
+    return p
+
+
+if __name__ == "__main__":
+    answer_help(make_parser)  # --help answers before the slow imports below
+
+from models import AutoEncoder
+from toolkit.training.autoencoding import plot_reconstructions, reconstruction_loss
+from toolkit.training.engine import load_weights
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = make_parser().parse_args(argv)
     check_category(args.category)
     device = pick_device(args.device, args.threads)
     folder = args.model_load_path

@@ -15,28 +15,39 @@ import os
 from dataclasses import replace
 
 import pandas as pd
-import torch
 
-from models import AutoEncoder, check_input
-from toolkit.cli import add_features_flag, add_model_dir_flag, get_args_parser, run_main
+from models import check_input
+from toolkit.cli import Parser, add_features_flag, add_model_dir_flag, answer_help, get_args_parser, run_main
 from toolkit.config import RECIPES, add_recipe_flags
 from toolkit.fileio import write_csv, write_torch
 from toolkit.runcard import AUTOENCODER
-from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, Reconstruction, plot_loss_curve, plot_reconstructions, reconstruction_loss
 from toolkit.training.data import load_split, move_to_device
-from toolkit.training.engine import train_loop
-from toolkit.training.setup import set_up
 
 # The seed's loop (no weight decay, constant learning rate), on inputs made like the default recipe's classifier.
 RECIPE = replace(RECIPES["seed"], time_axis=RECIPES["default"].time_axis)
 
 
-def main(argv: list[str] | None = None) -> None:
+def make_parser() -> Parser:
     p = get_args_parser(__doc__, epochs=200, splits=("train",), recipe=False)
     add_recipe_flags(p, names=("weight_decay", "time_axis"), base=RECIPE)
     add_model_dir_flag(p, "folder for the encoder and decoder state dicts, run card and plots")
     add_features_flag(p)
-    stage = set_up(p, argv, "train_autoencoder.py", base=RECIPE)
+    return p
+
+
+if __name__ == "__main__":
+    answer_help(make_parser)  # --help answers before the slow imports below
+
+import torch
+
+from models import AutoEncoder
+from toolkit.training.autoencoding import DECODER_FILE, ENCODER_FILE, STEM, Reconstruction, plot_loss_curve, plot_reconstructions, reconstruction_loss
+from toolkit.training.engine import train_loop
+from toolkit.training.setup import set_up
+
+
+def main(argv: list[str] | None = None) -> None:
+    stage = set_up(make_parser(), argv, "train_autoencoder.py", base=RECIPE)
     config, device = stage.config, stage.device
     train_csv = stage.csvs(("train",))["train"]
     train = load_split(train_csv, None, config, desc="train", features=stage.args.features)  # no labels: any images do

@@ -21,11 +21,9 @@ import os
 import sys
 
 from models import MODELS, add_model_flags, build_model, canonical_name, check_input, model_args_of, models_taking
-from toolkit.cli import add_features_flag, add_model_dir_flag, fold_count, get_args_parser, in_folder, run_main
+from toolkit.cli import (Parser, add_features_flag, add_model_dir_flag, answer_help, fold_count, get_args_parser, in_folder,
+                         run_main)
 from toolkit.errors import ToolkitError
-from toolkit.training import distributed
-from toolkit.training.fullbatch import check_config as check_full_batch
-from toolkit.training.setup import Stage, set_up
 
 STAGE_4C_FLAGS = ("--model_save_and_load_path", "--model_load_and_save_path")  # the seed README's stage-4c line
 
@@ -57,10 +55,7 @@ def run_stage_4c(argv: list[str]) -> None:
     cnn_classifier.main(rest)
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if is_stage_4c(argv):
-        return run_stage_4c(argv)
+def make_parser() -> Parser:
     p = get_args_parser(__doc__, epochs=30)
     p.add_argument("--model", default="cnn3", help=f"network: {', '.join(models_taking('image'))} for images, "
                                                    f"{', '.join(models_taking('vector'))} for vector features "
@@ -77,7 +72,22 @@ def main(argv: list[str] | None = None) -> None:
                    help="also score the best model (every fold's, with --folds) on these CSVs, e.g. unseen kinds of voices")
     add_features_flag(p)
     add_model_flags(p)
-    stage = set_up(p, argv, "train_cnn.py", default_recipe=lambda args: MODELS[canonical_name(args.model)].recipe)
+    return p
+
+
+if __name__ == "__main__" and not is_stage_4c(sys.argv[1:]):  # (stage 4c answers with cnn_classifier.py's --help)
+    answer_help(make_parser)  # --help answers before the slow imports below
+
+from toolkit.training import distributed
+from toolkit.training.fullbatch import check_config as check_full_batch
+from toolkit.training.setup import Stage, set_up
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if is_stage_4c(argv):
+        return run_stage_4c(argv)
+    stage = set_up(make_parser(), argv, "train_cnn.py", default_recipe=lambda args: MODELS[canonical_name(args.model)].recipe)
     args = stage.args
     name = canonical_name(args.model)
     own = model_args_of(name, args)  # a hyperparameter of another model: one line now, before any data is read

@@ -8,22 +8,27 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Callable
-
-import torch
-from torch import nn
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable
 
 from toolkit.errors import ToolkitError
 from toolkit.fileio import load_checkpoint
 from toolkit.runcard import AUTOENCODER, RunCard, card_path, read_card
 from toolkit.serving.inference import BACKENDS
 from toolkit.serving.onnx_backend import OnnxNetwork
-from toolkit.training.engine import load_weights
 
-from .autoencoder import AutoEncoder, Decoder
-from .cnn import CNN3, CNN9, Encoder
-from .heads import MLPArgs, VectorHead, mlp
-from .speech import SpeechClassifier, build_speech_classifier
+from .hyperparameters import MLPArgs
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+def submodule(name: str) -> ModuleType:
+    """models.{name}, imported when first used: the registry (names, flags, --help) is read without torch, which only
+    building or loading a network imports."""
+    return import_module(f"{__name__}.{name}")
 
 
 @dataclass(frozen=True)
@@ -46,21 +51,32 @@ def torchvision_model(builder: str, weights: str) -> ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "cnn3": ModelSpec(lambda n, shape: CNN3(n), "image", image_size=(128, 128)),
-    "cnn9": ModelSpec(lambda n, shape: CNN9(n), "image"),
+    "cnn3": ModelSpec(lambda n, shape: submodule("cnn").CNN3(n), "image", image_size=(128, 128)),
+    "cnn9": ModelSpec(lambda n, shape: submodule("cnn").CNN9(n), "image"),
     "resnet18": torchvision_model("resnet18", "ResNet18_Weights"),
     "resnet34": torchvision_model("resnet34", "ResNet34_Weights"),
     "vgg16": torchvision_model("vgg16", "VGG16_Weights"),
     "efficientnet": torchvision_model("efficientnet_b2", "EfficientNet_B2_Weights"),
-    "linear": ModelSpec(lambda n, shape: VectorHead(shape, n), "vector", recipe="vector"),
-    "mlp": ModelSpec(mlp, "vector", recipe="vector", args=MLPArgs),
-    "wav2vec2": ModelSpec(lambda n, shape, encoder, pretrained: build_speech_classifier(n, encoder, pretrained), "audio"),
+    "linear": ModelSpec(lambda n, shape: submodule("heads").VectorHead(shape, n), "vector", recipe="vector"),
+    "mlp": ModelSpec(lambda n, shape, args: submodule("heads").mlp(n, shape, args), "vector", recipe="vector", args=MLPArgs),
+    "wav2vec2": ModelSpec(lambda n, shape, encoder, pretrained: submodule("speech").build_speech_classifier(n, encoder, pretrained),
+                          "audio"),
 }
 MODEL_NAMES = list(MODELS)
 ALIASES = {"efficientnet_b2": "efficientnet", "renset34": "resnet34"}  # renset34: the seed README's typo
 
+# The networks' classes, imported on first use (models.CNN3, `from models import CNN3`) as the builders above are.
+CLASSES = {"AutoEncoder": "autoencoder", "Decoder": "autoencoder", "CNN3": "cnn", "CNN9": "cnn", "Encoder": "cnn",
+           "SpeechClassifier": "speech"}
+
 __all__ = ["build_model", "canonical_name", "check_input", "add_model_flags", "model_args_of", "MODELS", "MODEL_NAMES", "AutoEncoder", "Encoder",
            "Decoder", "CNN3", "CNN9", "SpeechClassifier", "load_model", "load_trained_model"]
+
+
+def __getattr__(name: str):
+    if name in CLASSES:
+        return getattr(submodule(CLASSES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def canonical_name(name: str) -> str:
@@ -125,6 +141,7 @@ _MODEL_FLAGS = {f.name for spec in MODELS.values() if spec.args for f in fields(
 
 def _imagenet_state_dict(name: str, weights_path: str | None) -> dict:
     """ImageNet weights from --weights or torchvision's cache; never a bare network traceback."""
+    import torch
     import torchvision.models as tvm
 
     if weights_path:
@@ -144,6 +161,8 @@ def _imagenet_state_dict(name: str, weights_path: str | None) -> dict:
 
 def replace_head(net: nn.Module, num_classes: int) -> None:
     """Put a fresh Linear(in_features -> num_classes) where the network's last Linear layer is."""
+    from torch import nn
+
     name, last = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
     parent, _, attr = name.rpartition(".")
     setattr(net.get_submodule(parent), attr, nn.Linear(last.in_features, num_classes))
@@ -182,6 +201,8 @@ def load_trained_model(pt_path: str, device: "torch.device | str" = "cpu") -> tu
     A missing or unreadable file, or weights that do not fit the architecture and class count the card names, is
     a ToolkitError naming the file.
     """
+    from toolkit.training.engine import load_weights
+
     if not os.path.isfile(pt_path):
         raise ToolkitError(f"{pt_path}: model file not found; check the folder and file name")
     card = read_card(pt_path)

@@ -6,14 +6,10 @@ layers carry the trait.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-from toolkit.config import number
-
-DROPOUT = 0.2
+from .hyperparameters import DROPOUT, MLPArgs
 
 
 class LayerSum(nn.Module):
@@ -44,15 +40,6 @@ class VectorHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.hidden(self.layers(x)))
-
-
-@dataclass(frozen=True)
-class MLPArgs:
-    """The mlp's own hyperparameters: train_cnn.py's flags of the same names, the run card's model_args."""
-    hidden: int = field(default=256, metadata={"type": number(int, 1, 65536), "help": "mlp: width of each hidden layer"})
-    layers: int = field(default=1, metadata={"type": number(int, 1, 64), "help": "mlp: number of hidden layers"})
-    dropout: float = field(default=DROPOUT, metadata={"type": number(float, 0, 1, below=True),
-                                                      "help": "mlp: dropout after each hidden layer"})
 
 
 def mlp(num_classes: int, input_shape: tuple[int, ...], args: MLPArgs = MLPArgs()) -> VectorHead:

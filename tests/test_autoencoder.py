@@ -104,10 +104,10 @@ def test_testing_fails_when_the_loss_is_not_reproduced(autoencoder, sex_data, tm
 
 def test_classifier_starts_from_the_saved_encoder(autoencoder, sex_data, monkeypatch):
     import cnn_classifier
-    import toolkit.training.setup
+    import toolkit.training.engine
 
-    seen = {}
-    monkeypatch.setattr(toolkit.training.setup, "fit", lambda model, *args, **kw: seen.update(model.encoder.state_dict()))
+    seen = {}  # (Stage.fit calls the engine's fit)
+    monkeypatch.setattr(toolkit.training.engine, "fit", lambda model, *args, **kw: seen.update(model.encoder.state_dict()))
     cnn_classifier.main(["--csv_load_path", str(sex_data), "--category", "sex", "--model_save_and_load_path", str(autoencoder),
                          "--threads", "1"])
     saved = torch.load(autoencoder / ENCODER_FILE, weights_only=True)

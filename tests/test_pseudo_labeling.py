@@ -86,6 +86,35 @@ def test_train_step_advances_step_once_per_labeled_pass_and_skips_zero_alpha():
     assert make_train_step(train, unlabeled, 2, torch.device("cpu"), 0, 3, 5, 0.5, 1).run_epoch(model, optimizer, 2, None)["step"] == 5
 
 
+@pytest.mark.parametrize("rated, kept_epoch", [(0.5, 0), (0.9, 2)], ids=["worse: start kept", "as high: later epoch"])
+def test_the_starting_model_is_epoch_zero_of_the_choice(tmp_path, rated, kept_epoch):
+    """Stage 5 never saves a model that validation rates below the one it started from: the starting weights stay
+    (and are the run's .pt) unless an epoch scores at least as high as they did (0.9 here)."""
+    from dataclasses import replace
+
+    from toolkit.training.engine import RunFiles, train_loop
+    from toolkit.training.pseudo import StartingModelIsEpochZero
+
+    model = torch.nn.Linear(3, 2)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def step(net, optimizer, epoch, generator):  # every epoch moves the weights
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)
+        return 0.0
+
+    run = RunFiles(str(tmp_path), "pl")
+    state = train_loop(model, replace(RECIPES["seed"], epochs=2), run, torch.device("cpu"), step,
+                       validate=lambda net: {"f1": rated, "loss": 1.0}, callbacks=[StartingModelIsEpochZero((0.9, 0.0))])
+    assert state.best_epoch == kept_epoch
+    for k, v in start.items():  # the kept epoch's weights are the model's: epoch 2 moved them by 2
+        assert torch.allclose(model.state_dict()[k], v + kept_epoch)
+    if kept_epoch == 0:
+        saved = torch.load(run.weights, weights_only=True)
+        assert all(torch.equal(saved[k], v) for k, v in start.items())
+
+
 @pytest.fixture()
 def unlabeled_csvs(sex_data, tmp_path):
     """The test split's clips without labels, once as audio and once as stage-2 images (paths relative to the CSV)."""

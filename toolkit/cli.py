@@ -92,8 +92,16 @@ def get_args_parser(description: str, epochs: int | None = None, splits: tuple[s
         add_training_flags(p, epochs, base or TrainConfig())
         if recipe:
             add_recipe_flags(p)
+        add_config_flag(p)
     add_device_flags(p)
     return p
+
+
+def add_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="RUN_CARD.json", default=None,
+                   help="re-run a run exactly from its run card (the .json beside its .pt): the card's flags, its whole "
+                        "training config and the model's own arguments become the defaults; flags typed here override "
+                        "them (e.g. --seed 2 or --model_dir elsewhere); the card's own run is never overwritten")
 
 
 def add_features_flag(p: argparse.ArgumentParser) -> None:

@@ -16,12 +16,12 @@ from typing import Callable, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 
 from toolkit.errors import ToolkitError
 from toolkit.features.store import StoreItems, StoreRows
 from toolkit.io.audio import MAX_RATE, MAX_SECONDS, MIN_RATE, ClipError, load_audio, parallel_map
 from toolkit.io.windows import sample_windows
+from toolkit.lazy import torch  # imported when first used: --help and the registry need no torch
 
 
 DEFAULT_WINDOW_SECONDS = 4.0  # vector features: CREMA-D's clips are 1.3-5 s

@@ -14,11 +14,13 @@ import math
 import os
 import re
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from toolkit.errors import ToolkitError
+from toolkit.lazy import torch  # imported when first used: --help and the registry need no torch
+
+if TYPE_CHECKING:
+    from torch import nn
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_FILES = ["*.json", "*.safetensors", "*.bin"]  # config, feature extractor and weights; no TF/Flax/ONNX copies

@@ -10,11 +10,11 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from toolkit.features.base import FeatureParams, FeatureType, NpyFiles
 from toolkit.features.encoders import MAX_CHUNK_SECONDS, build_encoder, encoder_info, min_samples, pooled_states, zero_mean_unit_var
 from toolkit.io.audio import ClipError
+from toolkit.lazy import torch  # imported when first used: --help and the registry need no torch
 
 _ENCODERS: dict[str, torch.nn.Module] = {}  # one loaded encoder per process and source
 

@@ -22,10 +22,10 @@ import zlib
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
 
 from toolkit.errors import ToolkitError
 from toolkit.fileio import atomic_path, read_json, write_json
+from toolkit.lazy import torch  # imported when first used: --help and the registry need no torch
 from toolkit.schemas import StoreIndex, check
 
 STORE_VERSION = 2  # 2: rows carry checksums (a version-1 store is not used: stage 3 reads the per-clip files)

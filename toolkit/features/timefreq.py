@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 from PIL import Image
 
 from toolkit.config import TIME_AXES
@@ -23,6 +22,7 @@ from toolkit.fileio import atomic_path
 from toolkit.io.audio import ClipError
 from toolkit.io.melspec import IMAGE_SIZE, paste_window, prepare_image, resize_image, window_seconds
 from toolkit.io.windows import image_windows, window_and_hop, window_start
+from toolkit.lazy import torch  # imported when first used: --help and the registry need no torch
 
 NORMALIZED_CENTRE, NORMALIZED_SCALE = 128, 32  # --normalize speaker: a band's z-score z is stored as 128 + 32 z
 

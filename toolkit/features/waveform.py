@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from toolkit.errors import ToolkitError
 from toolkit.features.base import FeatureParams, FeatureSet, FeatureType, VectorInput
 from toolkit.features.encoders import zero_mean_unit_var
 from toolkit.io.audio import ClipError
+from toolkit.lazy import torch  # imported when first used: --help and the registry need no torch
 
 LONGEST_SAMPLES = 960_000  # a longer clip keeps its central minute (at 16 kHz): a few long recordings cannot blow up memory
 MIN_TRAIN_SECONDS = 1.0  # a training batch is at least this long (padding): transformers' time masks need frames

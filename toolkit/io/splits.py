@@ -11,7 +11,6 @@ import warnings
 from typing import Callable
 
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from toolkit.errors import ToolkitError
 from toolkit.fileio import read_json
@@ -33,6 +32,8 @@ def is_copy(frame: pd.DataFrame) -> pd.Series:
 
 
 def split_random(df: pd.DataFrame, label: str, seed: int, val_fraction: float, test_fraction: float) -> dict[str, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split  # (seconds to import: stage 2's --help goes without)
+
     rest, test = train_test_split(df, test_size=test_fraction, stratify=df[label], random_state=seed)
     train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=rest[label], random_state=seed)
     return {"train": train, "val": val, "test": test}
@@ -41,6 +42,8 @@ def split_random(df: pd.DataFrame, label: str, seed: int, val_fraction: float, t
 def hold_out_groups(df: pd.DataFrame, label: str, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out about `fraction` of the rows as whole speakers, keeping the label mix; then, where a class has no
     speaker in the held-out part but two or more in the rest, move its smallest speaker over (the rest keeps one)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
     n_groups = df["ActorID"].nunique()
     n_splits = min(max(2, round(1 / fraction)), n_groups)
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)

@@ -8,13 +8,11 @@ from torch import nn
 
 from toolkit.evaluation.plots import save_figure
 from toolkit.features import clip_of
+from toolkit.training.autoencoder_files import DECODER_FILE, ENCODER_FILE, STEM  # noqa: F401 (public here too)
 from toolkit.training.batch import Batch
 from toolkit.training.data import FeatureSet, batches
 from toolkit.training.tasks import Task
 
-ENCODER_FILE = "encoder_3_layers.pt"  # the seed's file names, loaded by cnn_classifier.py
-DECODER_FILE = "decoder_3_layers.pt"
-STEM = "autoencoder_3_layers"  # {STEM}.json (its run card: the final loss), _metrics.csv, _loss_curve.png, _reconstructions.png
 GRID_IMAGES = 8  # the first images of the CSV, so the grids of training and of testing show the same clips
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
+from toolkit.lazy import torch  # imported when first used: --help needs no torch
 
 
 @dataclass

@@ -11,7 +11,6 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from toolkit.errors import ToolkitError
@@ -20,6 +19,7 @@ from toolkit.features.store import Store, StoreItems, StoreRows, open_store, sto
 from toolkit.fileio import read_csv, require_columns, resolve_from_csv, without_blanks
 from toolkit.io.audio import ClipError
 from toolkit.io.labels import classes_for, encode_labels
+from toolkit.lazy import torch  # imported when first used: --help needs no torch
 from toolkit.training import distributed
 from toolkit.training.batch import Batch
 

@@ -17,10 +17,8 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-import torch
-from torch.utils.data import DistributedSampler
-
 from toolkit.errors import ToolkitError
+from toolkit.lazy import torch  # imported when first used: --help needs no torch
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT")  # where the ranks meet (torchrun sets them too)
@@ -107,6 +105,8 @@ def shard(order: torch.Tensor) -> torch.Tensor:
     multiple of world_size, then every world_size-th item from this rank's."""
     if not active():
         return order
+    from torch.utils.data import DistributedSampler
+
     positions = DistributedSampler(range(len(order)), num_replicas=world_size(), rank=rank(), shuffle=False)
     return order[list(positions)]
 

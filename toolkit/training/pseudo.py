@@ -18,8 +18,8 @@ pseudo-labels the model is unsure of (0, the default, keeps them all as the seed
 """
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -29,61 +29,19 @@ from torch import nn
 
 from toolkit.errors import ToolkitError
 from toolkit.features import clip_of, features_from_audio
-from toolkit.fileio import read_csv, resolve_from_csv
+from toolkit.fileio import read_csv, resolve_from_csv, write_torch
 from toolkit.runcard import RunCard
 from toolkit.training.data import AUDIO_COLUMN as AUDIO
+from toolkit.training import distributed
 from toolkit.training.batch import Batch, forward
 from toolkit.training.data import SPEAKER_COLUMN, FeatureSet, batch_iter, for_evaluation, load_split, make_feature_set
+from toolkit.training.engine import Callback, TrainState
+from toolkit.training.pseudo_schedule import alpha_weight
 from toolkit.training.step import autocast, optimise
 from toolkit.training.tasks import Classification, Task
 
 LABELED_EVERY = 25  # unlabeled batches between full labeled passes (the seed's)
 COMPARED = ("accuracy", "f1", "precision", "recall", "uar", "loss")
-
-
-def alpha_weight(step: int, T1: int, T2: int, af: float) -> float:
-    """Weight of the pseudo-label loss: 0 before T1, af * (step - T1) / (T2 - T1) from T1 to T2, af after T2
-    (T2 == T1, a run too short for a ramp: af from T1 on)."""
-    if step < T1:
-        return 0.0
-    if step >= T2:
-        return af
-    return af * (step - T1) / (T2 - T1)
-
-
-@dataclass(frozen=True)
-class SchedulePoint:
-    """A point of the alpha ramp: `value` steps, epochs or a share of the run, turned into a step by `steps`."""
-
-    value: float
-    unit: str  # "steps", "epochs" or "run"
-
-    def steps(self, total: int, per_epoch: int) -> int:
-        if self.unit == "steps":
-            return int(self.value)
-        return round(self.value * (per_epoch if self.unit == "epochs" else total))
-
-    def __str__(self) -> str:
-        return {"steps": f"{self.value:g}", "epochs": f"{self.value:g}ep", "run": f"{100 * self.value:g}%"}[self.unit]
-
-
-def schedule_point(text: str) -> SchedulePoint:
-    """'100' (steps), '3ep' (epochs) or '50%' (of the run); an argparse type."""
-    import argparse
-
-    text = str(text).strip()
-    try:
-        if text.endswith("%"):
-            point = SchedulePoint(float(text[:-1]) / 100, "run")
-        elif text.endswith(("ep", "epochs")):
-            point = SchedulePoint(float(text.removesuffix("epochs").removesuffix("ep")), "epochs")
-        else:
-            point = SchedulePoint(int(text), "steps")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: write steps (100), epochs (3ep) or a share of the run (50%)")
-    if point.value < 0 or (point.unit == "run" and point.value > 1):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0 (a share at most 100%)")
-    return point
 
 
 def labeled_passes_per_epoch(n_unlabeled: int, batch_size: int) -> int:
@@ -228,3 +186,21 @@ def label_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
     """How many clips the model put in each class (a collapse onto one class shows here first)."""
     counts = pd.Series(labels).value_counts()
     return {c: int(counts.get(i, 0)) for i, c in enumerate(classes)}
+
+
+class StartingModelIsEpochZero(Callback):
+    """The starting model takes part in the choice of the best epoch, as epoch 0 with its validation score `score`
+    (engine.selection_score, measured as the engine measures an epoch): a pseudo-labeled epoch is kept only if
+    validation rates it at least as high (ties go to the later epoch, as for every epoch), so stage 5 never saves a
+    model that validation rates below the one it started from. Its weights are the run's .pt until one is."""
+
+    def __init__(self, score: tuple[float, float]) -> None:
+        self.score = score
+
+    def on_train_start(self, state: TrainState) -> None:
+        if state.history:  # resumed: the run's own best (epoch 0 included) came back with its _last.pt
+            return
+        state.best_score, state.best_epoch = self.score, 0
+        state.best_state = copy.deepcopy({k: v.cpu() for k, v in state.model.state_dict().items()})
+        if distributed.is_main():
+            write_torch(state.best_state, state.run.weights)

@@ -21,10 +21,11 @@ from toolkit.io.labels import check_category
 from toolkit.io.splits import training_sets
 from toolkit.runcard import AUTOENCODER, RunCard, read_card
 from toolkit.training.data import FeatureSet, load_split
-from toolkit.training.engine import RunFiles, fit
 
 if TYPE_CHECKING:
     import torch
+
+    from toolkit.training.engine import RunFiles
 
 SPLITS = ("train", "val", "test")
 NOT_FROM_CARD = ("config", "resume")  # a re-run from a card starts afresh unless --resume is typed
@@ -39,13 +40,6 @@ def stage_of(card: RunCard) -> str:
     if "autoencoder" in card.init:
         return "cnn_classifier.py"
     return "train_wav2vec2.py" if card.features["type"] == "waveform" else "train_cnn.py"
-
-
-def add_config_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="RUN_CARD.json", default=None,
-                   help="re-run a run exactly from its run card (the .json beside its .pt): the card's flags, its whole "
-                        "training config and the model's own arguments become the defaults; flags typed here override "
-                        "them (e.g. --seed 2 or --model_dir elsewhere); the card's own run is never overwritten")
 
 
 def card_defaults(card: RunCard, parser: argparse.ArgumentParser, argv: list[str]) -> dict:
@@ -68,8 +62,8 @@ def card_defaults(card: RunCard, parser: argparse.ArgumentParser, argv: list[str
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str], script: str) -> argparse.Namespace:
-    """The flags, on top of --config's run card when one is given (see card_defaults)."""
-    add_config_flag(parser)
+    """The flags, on top of --config's run card when one is given (see card_defaults; the parser's --config is
+    toolkit.cli's, as every training stage's)."""
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     first.add_argument("--config", default=None)
     path = first.parse_known_args(argv)[0].config
@@ -127,6 +121,8 @@ class Stage:
                            precision=precision.computed(self.device), **kwargs)
 
     def run_files(self, stem: str, folder: str | None = None) -> RunFiles:
+        from toolkit.training.engine import RunFiles  # (the engine imports torch: --help answers without it)
+
         run = RunFiles(folder or self.model_dir, stem)
         if self.args.config and os.path.abspath(run.card) == os.path.abspath(self.args.config):
             raise ToolkitError(f"--config {self.args.config}: this re-run would overwrite the run it re-runs; pass "
@@ -140,6 +136,8 @@ class Stage:
 
     def fit(self, model: "torch.nn.Module", train, val, test, run: RunFiles, card: RunCard, **kwargs) -> RunCard:
         """Train `model` with this run's config, device, --resume and --compile (engine.fit's keywords as kwargs)."""
+        from toolkit.training.engine import fit
+
         return fit(model, train, val, test, self.config, run, card, self.device, resume=self.args.resume,
                    compile=self.args.compile, **kwargs)
 

@@ -1,0 +1,19 @@
+"""The models' own hyperparameters (ModelSpec.args), as frozen dataclasses: a field is train_cnn.py's flag of the
+same name (type and help in its metadata) and a key of the run card's model_args. Apart from the networks, which
+need torch, so that the registry reads them without importing torch (train_cnn.py --help)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from toolkit.config import number
+
+DROPOUT = 0.2
+
+
+@dataclass(frozen=True)
+class MLPArgs:
+    """The mlp's own hyperparameters: train_cnn.py's flags of the same names, the run card's model_args."""
+    hidden: int = field(default=256, metadata={"type": number(int, 1, 65536), "help": "mlp: width of each hidden layer"})
+    layers: int = field(default=1, metadata={"type": number(int, 1, 64), "help": "mlp: number of hidden layers"})
+    dropout: float = field(default=DROPOUT, metadata={"type": number(float, 0, 1, below=True),
+                                                      "help": "mlp: dropout after each hidden layer"})
