@@ -63,6 +63,38 @@ def test_speaker_ids_that_look_like_numbers_stay_as_written(tiny_corpus, tmp_pat
     assert sorted(set(written["ActorID"])) == ["000", "001", "002"] and "12 clips from 3 speakers" in out
 
 
+# ------------------------------------------------------------------ entries named like clips that are not files
+
+NOT_FILES = {"fifo": os.mkfifo, "folder": os.mkdir, "broken link": lambda p: os.symlink(p.parent / "gone.wav", p)}
+
+
+@pytest.mark.parametrize("layout, kind", [("CREMA-D", kind) for kind in NOT_FILES] + [("class folders", "fifo"),
+                                          ("class folders", "broken link")])  # there a folder is a speaker's
+def test_an_entry_named_like_a_clip_that_is_not_a_file_is_reported(tiny_corpus, tmp_path, capsys, kind, layout):
+    """Left out unopened (a FIFO would block for ever), and said so with its name: never dropped without a word."""
+    if layout == "CREMA-D":
+        audio = tmp_path / "AudioWAV"
+        shutil.copytree(tiny_corpus / "AudioWAV", audio)
+        odd = audio / "1001_IEO_ANG_XX.wav"
+        flags = ["--csv_file", tiny_corpus / "VideoDemographics.csv", "--category", "sex"]
+        report = "1 entry(ies) of the audio folder left out: named like audio but not a regular file"
+    else:
+        audio = tmp_path / "root"
+        for i, wav in enumerate(clips(tiny_corpus, 8)):
+            (audio / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+            os.symlink(tiny_corpus / "AudioWAV" / wav, audio / "ab"[i % 2] / wav)
+        odd = audio / "a" / "odd.wav"
+        flags = ["--from_folders", "--label_column", "voice"]
+        report = "1 file(s) below the class folders left out: named like audio but not a regular file"
+    NOT_FILES[kind](odd)
+    code, out, err = run_stage("data_preprocessing.py", "--audio_path", audio, "--csv_path", tmp_path / "out", *flags,
+                               capsys=capsys)
+    assert code == 0, err
+    assert report in out + err and f"e.g. {odd.name if layout == 'CREMA-D' else 'a/odd.wav'}" in out + err
+    written = pd.read_csv(next((tmp_path / "out").glob("*_with_audio_path.csv")))
+    assert len(written) == (96 if layout == "CREMA-D" else 8) and odd.name not in set(written["Audio_file_name"])
+
+
 # ------------------------------------------------------------------ one file, two spellings
 
 SPELLINGS = ["AudioWAV/{}", "./AudioWAV/{}", "AudioWAV/../AudioWAV/{}", "AudioWAV//{}"]
