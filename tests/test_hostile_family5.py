@@ -218,6 +218,43 @@ def test_sigterm_in_the_first_second_is_exit_130_and_one_line(tmp_path, script, 
     assert not (tmp_path / "out").exists()
 
 
+# ------------------------------------------------------------------ torchrun: one rank fails, the other follows
+
+# `script ...` with its validation failing on rank 1 only (a ToolkitError: its one line), at the end of epoch 1
+FAIL_ON_RANK_1 = """
+import os, runpy, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import toolkit.training.engine as engine
+from toolkit.errors import ToolkitError
+real = engine.metrics_of
+def metrics_of(*args, **kwargs):
+    if os.environ["RANK"] == "1":
+        raise ToolkitError("rank 1 cannot go on")
+    return real(*args, **kwargs)
+engine.metrics_of = metrics_of
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_under_torchrun_the_rank_whose_peer_failed_says_one_line_not_a_traceback(sex_data, tmp_path):
+    """Rank 0 is in epoch 2's gradient all-reduce when rank 1 fails: gloo's 'Connection closed by peer' is one line
+    naming what happened, not a traceback (torchrun's own failure report after them is the launcher's)."""
+    (tmp_path / "fail_on_rank_1.py").write_text(FAIL_ON_RANK_1)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                           str(tmp_path / "fail_on_rank_1.py"), str(ROOT / "train_cnn.py"), "--csv_load_path", sex_data,
+                           "--epochs", "2", "--batch_size", "16", "--threads", "1", "--device", "cpu",
+                           "--model_save_path", tmp_path / "m"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and text.count("error: rank 1 cannot go on\n") == 1, text[-3000:]
+    followed = "error: rank 0: another process of this torchrun run stopped (its error says why), so this one stops too"
+    assert followed in text or INTERRUPTED in text, text[-3000:]  # or torchrun's SIGTERM reached rank 0 first
+    assert "RuntimeError" not in text and str(ROOT / "toolkit") not in text, text[-3000:]  # no frame of a rank's code
+    card = json.loads((tmp_path / "m" / "cnn3_sex.json").read_text())  # epoch 1, kept as an interrupted run's
+    assert card["complete"] is False and (tmp_path / "m" / "cnn3_sex_last.pt").exists()
+
+
 # ------------------------------------------------------------------ two runs into one folder at once
 
 def test_a_run_whose_lock_file_is_still_empty_is_not_taken_for_a_dead_one(sex_data, tmp_path, capsys):
