@@ -63,6 +63,24 @@ def test_speaker_ids_that_look_like_numbers_stay_as_written(tiny_corpus, tmp_pat
     assert sorted(set(written["ActorID"])) == ["000", "001", "002"] and "12 clips from 3 speakers" in out
 
 
+# ------------------------------------------------------------------ a label column named like a CREMA-D category
+
+@pytest.mark.parametrize("column", ["emotion", "sex", "label"])
+def test_an_own_label_column_gets_its_own_classes_whatever_its_name(tiny_corpus, tmp_path, capsys, column):
+    """One class is refused (not CREMA-D's six emotions taken instead); two classes are those two, in the card-to-be."""
+    files = [f"AudioWAV/{c}" for c in clips(tiny_corpus, 6)]
+    pd.DataFrame({"file": files, column: ["sad"] * 6}).to_csv(tmp_path / "one.csv", index=False)
+    code, _, err = run_stage("data_preprocessing.py", "--csv_file", tmp_path / "one.csv", "--csv_path", tmp_path / "a",
+                             "--audio_path", tiny_corpus, "--label_column", column, capsys=capsys)
+    one_line_error(code, err, f"one.csv: '{column}' has only the class ['sad']; a classifier needs two or more")
+    assert not (tmp_path / "a").exists()
+    pd.DataFrame({"file": files, column: ["sad", "calm"] * 3}).to_csv(tmp_path / "two.csv", index=False)
+    code, _, err = run_stage("data_preprocessing.py", "--csv_file", tmp_path / "two.csv", "--csv_path", tmp_path / "b",
+                             "--audio_path", tiny_corpus, "--label_column", column, capsys=capsys)
+    assert code == 0, err
+    assert sorted(json.loads((tmp_path / "b" / f"{column}_with_audio_path.json").read_text())["classes"]) == ["calm", "sad"]
+
+
 # ------------------------------------------------------------------ entries named like clips that are not files
 
 NOT_FILES = {"fifo": os.mkfifo, "folder": os.mkdir, "broken link": lambda p: os.symlink(p.parent / "gone.wav", p)}
