@@ -196,6 +196,23 @@ def test_stage5_defaults_run_with_one_epoch_on_16_unlabeled_clips(trained_cnn3, 
     assert (settings["T1"], settings["T2"], settings["T1_given"], settings["T2_given"]) == (0, 0, "0%", "50%")
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("metrics", [], "field 'metrics' input should be a valid dictionary (got [])"),
+    ("init_detail", [], "field 'init_detail' input should be a valid dictionary (got [])"),
+    ("split", "x", "field 'split' input should be a valid dictionary (got 'x')"),
+    ("classes", "Male", "field 'classes' input should be a valid list (got 'Male')"),
+], ids=["metrics list", "init detail list", "split text", "classes text"])
+def test_stage5_refuses_a_starting_card_that_breaks_its_schema(trained_cnn3, sex_data, tmp_path, capsys, field, value, message):
+    shutil.copy(trained_cnn3 / "cnn3_sex.pt", tmp_path)
+    card = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())
+    (tmp_path / "cnn3_sex.json").write_text(json.dumps({**card, field: value}))
+    code, _, err = run_stage("pseudo_labeling_semisupervised.py", "--csv_load_path", sex_data, "--unlabeled_csv",
+                             sex_data / "sex_test.csv", "--epochs", "1", "--model_dir", tmp_path, "--threads", "1",
+                             "--workers", "1", capsys=capsys)
+    one_line_error(code, err, "cnn3_sex.json: run card: " + message, "; restore the file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn3_sex.json", "cnn3_sex.pt"]
+
+
 def test_stage5_still_refuses_a_T2_before_T1(trained_cnn3, sex_data, tmp_path, capsys):
     for name in ("cnn3_sex.pt", "cnn3_sex.json"):
         shutil.copy(trained_cnn3 / name, tmp_path / name)
