@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             table, reports = manifest_rows(csv_file, args.audio_path, args.audio_column, labels, args.speaker_column)
             source, speakers = csv_file, args.speaker_column
+        parts = [(label, *one_category(table, label, given, source)) for label in labels]  # all checked before a write
         folder = output_dir(args.csv_path, "--csv_path")
-        for label in labels:
-            part, classes, more = one_category(table, label, given, source)
+        for label, part, classes, more in parts:
             write_category(part, label, classes, folder, source, speakers,
                            f"put each speaker's clips in a folder below its class folder ({source}/<class>/<speaker>/)"
                            if args.from_folders else "pass --speaker_column")

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from toolkit.features.encoders import EncoderInfo, build_encoder, pooled_states
+from toolkit.errors import ToolkitError
+from toolkit.features.encoders import EncoderInfo, build_encoder, min_samples, pooled_states
 
 
 class SpeechClassifier(nn.Module):
@@ -46,4 +47,7 @@ def build_speech_classifier(num_classes: int, encoder: dict, pretrained: bool = 
     pretrained weights (pretrained=True, found through its source) or its architecture alone (the weights then come
     from a fine-tuned state dict, or the encoder trains from scratch)."""
     info = EncoderInfo(**{k: encoder[k] for k in ("source", "config", "sr", "normalize", "attention_mask")})
+    if encoder["window"] < min_samples(info.config):  # pieces shorter than the front end's receptive field: no frame
+        raise ToolkitError(f"run card: field 'init_detail.encoder.window' is {encoder['window']} samples, shorter than the "
+                           f"encoder's front end ({min_samples(info.config)}); restore the file")
     return SpeechClassifier(build_encoder(info, pretrained), num_classes, encoder["window"], info.attention_mask)

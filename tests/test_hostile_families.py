@@ -73,6 +73,101 @@ def test_a_run_card_that_breaks_its_schema_is_one_line_naming_the_field(trained_
     assert not (tmp_path / "p.csv").exists() and "nan" not in out.lower()
 
 
+@pytest.mark.parametrize("field, value", [("classes", [0, 1]), ("init_detail", []), ("metrics", []), ("split", "x"),
+                                          ("init_detail", {"encoder": "x"})])
+def test_the_web_demo_leaves_out_a_model_whose_card_breaks_its_schema(trained_cnn3, tmp_path, capsys, field, value):
+    """app.py at start-up: the broken model is named with its field (one warning), and with no other model to serve
+    the demo stops with one error line (before Gradio is imported)."""
+    shutil.copy(trained_cnn3 / "cnn3_sex.pt", tmp_path)
+    card = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())
+    (tmp_path / "cnn3_sex.json").write_text(json.dumps(set_in(card, field, value)))
+    code, out, err = run_stage("app.py", "--model_dir", tmp_path, "--port", "7999", capsys=capsys)
+    one_line_error(code, err, f"{tmp_path}: no trained classifier found")
+    warning, _ = err.strip().splitlines()
+    assert warning.startswith(f"warning: {tmp_path / 'cnn3_sex.pt'}: left out ({tmp_path / 'cnn3_sex.json'}: run card: "
+                              f"field '{field}") and out == ""
+
+
+FINETUNE = ["--category", "sex", "--epochs", "1", "--batch_size", "8", "--learning_rate", "1e-3", "--max_seconds", "2",
+            "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> str:
+    from demo.encoder import save_demo_encoder
+
+    return save_demo_encoder(str(tmp_path_factory.mktemp("encoder") / "tiny_wav2vec2"))
+
+
+@pytest.fixture(scope="module")
+def finetuned(sex_data, tiny_encoder, tmp_path_factory) -> Path:
+    from conftest import run_script
+
+    models = tmp_path_factory.mktemp("finetuned")
+    run_script("train_wav2vec2.py", "--csv_load_path", sex_data, "--encoder", tiny_encoder, *FINETUNE,
+               "--model_save_path", models, in_process=True)
+    return models
+
+
+ENCODER = "init_detail.encoder"
+HUGE = {"hidden_size": 16384, "num_hidden_layers": 48, "num_attention_heads": 16}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({f"{ENCODER}.window": 0}, f"field '{ENCODER}.window' input should be greater than or equal to 1 (got 0)"),
+    ({f"{ENCODER}.window": -5}, f"field '{ENCODER}.window' input should be greater than or equal to 1 (got -5)"),
+    ({f"{ENCODER}.window": "32000"}, f"field '{ENCODER}.window' input should be a valid integer (got '32000')"),
+    ({f"{ENCODER}.window": 10}, f"field '{ENCODER}.window' is 10 samples, shorter than the encoder's front end (400)"),
+    ({f"{ENCODER}.sr": 16000.0}, f"field '{ENCODER}.sr' input should be a valid integer"),
+    ({f"{ENCODER}.config.conv_stride": [0, 2, 2, 2, 2, 2, 2]},
+     f"field '{ENCODER}.config.conv_stride.0' input should be greater than or equal to 1 (got 0)"),
+    ({f"{ENCODER}.config.conv_kernel": [10, 3]}, "conv_kernel, conv_stride and conv_dim have 2, 7 and 7 entries"),
+    ({f"{ENCODER}.config.{k}": v for k, v in HUGE.items()}, "hidden_size 16384 × num_hidden_layers 48 (intermediate_size "
+                                                            "128) is a network of 193 GiB of float32 weights, more than"),
+    ({f"{ENCODER}.config.num_attention_heads": 3}, "hidden_size 32 is not a multiple of num_attention_heads 3"),
+    ({ENCODER: None}, "wav2vec2 is a fine-tuned speech encoder: its run card must describe the encoder"),
+], ids=["window 0", "window -5", "window text", "window under the front end", "float rate", "stride 0", "kernel list",
+        "16384 x 48 layers", "heads", "no encoder"])
+def test_a_fine_tuned_speech_models_card_that_breaks_its_schema_is_one_line(finetuned, sex_data, tmp_path, capsys,
+                                                                           changes, message):
+    for name in ("wav2vec2_sex.pt", "wav2vec2_sex.json"):
+        shutil.copy(finetuned / name, tmp_path / name)
+    card = json.loads((tmp_path / "wav2vec2_sex.json").read_text())
+    for field, value in changes.items():
+        card = set_in(card, field, value)
+    (tmp_path / "wav2vec2_sex.json").write_text(json.dumps(card))
+    code, out, err = run_stage("predict.py", "--model_file", tmp_path / "wav2vec2_sex.pt", first_clip(sex_data),
+                               "--out", tmp_path / "p.csv", capsys=capsys)
+    one_line_error(code, err, "wav2vec2_sex.json: ", message, "; restore the ")
+    assert not (tmp_path / "p.csv").exists() and "nan" not in out.lower()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"conv_stride": [0, 2, 2, 2, 2, 2, 2]}, "field 'conv_stride.0' input should be greater than or equal to 1 (got 0)"),
+    (HUGE, "hidden_size 16384 × num_hidden_layers 48 (intermediate_size 128) is a network of 193 GiB"),
+    ({"num_hidden_layers": 0}, "field 'num_hidden_layers' input should be greater than or equal to 1 (got 0)"),
+    ({"num_attention_heads": 3}, "hidden_size 32 is not a multiple of num_attention_heads 3"),
+], ids=["stride 0", "16384 x 48 layers", "no layers", "heads"])
+@pytest.mark.parametrize("stage", ["stage 2", "train_wav2vec2.py"])
+def test_an_encoder_config_that_breaks_its_schema_is_one_line_before_any_clip(sex_data, tiny_encoder, tmp_path, capsys,
+                                                                            changes, message, stage):
+    encoder = tmp_path / "encoder"
+    shutil.copytree(tiny_encoder, encoder)
+    config = json.loads((encoder / "config.json").read_text())
+    (encoder / "config.json").write_text(json.dumps({**config, **changes}))
+    out = tmp_path / "out"
+    if stage == "stage 2":
+        code, _, err = run_stage("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", out,
+                                 "--save_csv_path", out, "--features", "ssl", "--encoder", encoder, "--threads", "1",
+                                 capsys=capsys)
+    else:
+        code, _, err = run_stage("train_wav2vec2.py", "--csv_load_path", sex_data, "--encoder", encoder, *FINETUNE,
+                                 "--no-pretrained", "--model_save_path", out, capsys=capsys)
+    one_line_error(code, err, f"{encoder / 'config.json'}: speech encoder config: {message}",
+                   "; fix the file or get the encoder again")
+    assert not out.exists() or not list(out.iterdir())  # train_wav2vec2.py checks its output folder first
+
+
 def test_the_run_card_schema_follows_the_dataclass():
     """A field added to RunCard is validated without being listed again (issue 22 adds fields)."""
     from dataclasses import fields
@@ -258,12 +353,16 @@ PREDICT = ("predict.py", "--out")
     (PSEUDO, ["--confidence_threshold", "2"], "--confidence_threshold: must be a finite number from 0 to 1, got 2"),
     (PSEUDO, ["--start_step", "-5"], "--start_step: must be a whole number at least 0, got -5"),
     (WAV2VEC2, ["--warmup", "nan"], "--warmup: must be a finite number from 0 to 1, got nan"),
+    (WAV2VEC2, ["--warmup", "inf"], "--warmup: must be a finite number from 0 to 1, got inf"),
+    (WAV2VEC2, ["--weight_decay", "nan"], "--weight_decay: must be a finite number from 0 to 10, got nan"),
+    (WAV2VEC2, ["--seed", "99999999999"], "--seed: must be a whole number from 0 to 4294967295, got 99999999999"),
     (WAV2VEC2, ["--max_seconds", "inf"], "--max_seconds: must be a finite number at least 0.5, got inf"),
     (WAV2VEC2, ["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps: must be a whole number at least 1"),
     (STAGE2, ["--val_fraction", "1"], "--val_fraction: must be a finite number above 0 and below 1, got 1"),
     (STAGE2, ["--test_fraction", "nan"], "--test_fraction: must be a finite number above 0 and below 1, got nan"),
     (STAGE2, ["--max_seconds", "nan"], "--max_seconds: must be a finite number above 0, got nan"),
     (STAGE2, ["--workers", "0"], "--workers: must be a whole number from 1 to 1024, got 0"),
+    (STAGE2, ["--seed", "99999999999"], "--seed: must be a whole number from 0 to 4294967295, got 99999999999"),
     (STAGE2, ["--n_fft", "nan"], "--n_fft: must be a whole number at least 1, got 'nan'"),
     (PREDICT, ["--window_hop", "nan"], "--window_hop: must be a finite number above 0, got nan"),
     (PREDICT, ["--skip_quiet_windows", "inf"], "--skip_quiet_windows: must be a finite number above 0 and at most 200"),

@@ -63,6 +63,56 @@ def test_speaker_ids_that_look_like_numbers_stay_as_written(tiny_corpus, tmp_pat
     assert sorted(set(written["ActorID"])) == ["000", "001", "002"] and "12 clips from 3 speakers" in out
 
 
+# ------------------------------------------------------------------ a label column named like a CREMA-D category
+
+@pytest.mark.parametrize("column", ["emotion", "sex", "label"])
+def test_an_own_label_column_gets_its_own_classes_whatever_its_name(tiny_corpus, tmp_path, capsys, column):
+    """One class is refused (not CREMA-D's six emotions taken instead); two classes are those two, in the card-to-be."""
+    files = [f"AudioWAV/{c}" for c in clips(tiny_corpus, 6)]
+    pd.DataFrame({"file": files, column: ["sad"] * 6}).to_csv(tmp_path / "one.csv", index=False)
+    code, _, err = run_stage("data_preprocessing.py", "--csv_file", tmp_path / "one.csv", "--csv_path", tmp_path / "a",
+                             "--audio_path", tiny_corpus, "--label_column", column, capsys=capsys)
+    one_line_error(code, err, f"one.csv: '{column}' has only the class ['sad']; a classifier needs two or more")
+    assert not (tmp_path / "a").exists()
+    pd.DataFrame({"file": files, column: ["sad", "calm"] * 3}).to_csv(tmp_path / "two.csv", index=False)
+    code, _, err = run_stage("data_preprocessing.py", "--csv_file", tmp_path / "two.csv", "--csv_path", tmp_path / "b",
+                             "--audio_path", tiny_corpus, "--label_column", column, capsys=capsys)
+    assert code == 0, err
+    assert sorted(json.loads((tmp_path / "b" / f"{column}_with_audio_path.json").read_text())["classes"]) == ["calm", "sad"]
+
+
+# ------------------------------------------------------------------ entries named like clips that are not files
+
+NOT_FILES = {"fifo": os.mkfifo, "folder": os.mkdir, "broken link": lambda p: os.symlink(p.parent / "gone.wav", p)}
+
+
+@pytest.mark.parametrize("layout, kind", [("CREMA-D", kind) for kind in NOT_FILES] + [("class folders", "fifo"),
+                                          ("class folders", "broken link")])  # there a folder is a speaker's
+def test_an_entry_named_like_a_clip_that_is_not_a_file_is_reported(tiny_corpus, tmp_path, capsys, kind, layout):
+    """Left out unopened (a FIFO would block for ever), and said so with its name: never dropped without a word."""
+    if layout == "CREMA-D":
+        audio = tmp_path / "AudioWAV"
+        shutil.copytree(tiny_corpus / "AudioWAV", audio)
+        odd = audio / "1001_IEO_ANG_XX.wav"
+        flags = ["--csv_file", tiny_corpus / "VideoDemographics.csv", "--category", "sex"]
+        report = "1 entry(ies) of the audio folder left out: named like audio but not a regular file"
+    else:
+        audio = tmp_path / "root"
+        for i, wav in enumerate(clips(tiny_corpus, 8)):
+            (audio / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+            os.symlink(tiny_corpus / "AudioWAV" / wav, audio / "ab"[i % 2] / wav)
+        odd = audio / "a" / "odd.wav"
+        flags = ["--from_folders", "--label_column", "voice"]
+        report = "1 file(s) below the class folders left out: named like audio but not a regular file"
+    NOT_FILES[kind](odd)
+    code, out, err = run_stage("data_preprocessing.py", "--audio_path", audio, "--csv_path", tmp_path / "out", *flags,
+                               capsys=capsys)
+    assert code == 0, err
+    assert report in out + err and f"e.g. {odd.name if layout == 'CREMA-D' else 'a/odd.wav'}" in out + err
+    written = pd.read_csv(next((tmp_path / "out").glob("*_with_audio_path.csv")))
+    assert len(written) == (96 if layout == "CREMA-D" else 8) and odd.name not in set(written["Audio_file_name"])
+
+
 # ------------------------------------------------------------------ one file, two spellings
 
 SPELLINGS = ["AudioWAV/{}", "./AudioWAV/{}", "AudioWAV/../AudioWAV/{}", "AudioWAV//{}"]
@@ -146,6 +196,23 @@ def test_stage5_defaults_run_with_one_epoch_on_16_unlabeled_clips(trained_cnn3, 
     assert (settings["T1"], settings["T2"], settings["T1_given"], settings["T2_given"]) == (0, 0, "0%", "50%")
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("metrics", [], "field 'metrics' input should be a valid dictionary (got [])"),
+    ("init_detail", [], "field 'init_detail' input should be a valid dictionary (got [])"),
+    ("split", "x", "field 'split' input should be a valid dictionary (got 'x')"),
+    ("classes", "Male", "field 'classes' input should be a valid list (got 'Male')"),
+], ids=["metrics list", "init detail list", "split text", "classes text"])
+def test_stage5_refuses_a_starting_card_that_breaks_its_schema(trained_cnn3, sex_data, tmp_path, capsys, field, value, message):
+    shutil.copy(trained_cnn3 / "cnn3_sex.pt", tmp_path)
+    card = json.loads((trained_cnn3 / "cnn3_sex.json").read_text())
+    (tmp_path / "cnn3_sex.json").write_text(json.dumps({**card, field: value}))
+    code, _, err = run_stage("pseudo_labeling_semisupervised.py", "--csv_load_path", sex_data, "--unlabeled_csv",
+                             sex_data / "sex_test.csv", "--epochs", "1", "--model_dir", tmp_path, "--threads", "1",
+                             "--workers", "1", capsys=capsys)
+    one_line_error(code, err, "cnn3_sex.json: run card: " + message, "; restore the file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn3_sex.json", "cnn3_sex.pt"]
+
+
 def test_stage5_still_refuses_a_T2_before_T1(trained_cnn3, sex_data, tmp_path, capsys):
     for name in ("cnn3_sex.pt", "cnn3_sex.json"):
         shutil.copy(trained_cnn3 / name, tmp_path / name)
@@ -184,6 +251,43 @@ def test_sigterm_in_the_first_second_is_exit_130_and_one_line(tmp_path, script, 
                            tmp_path / "out"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stderr, proc.stdout) == (130, INTERRUPTED + "\n", "")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ torchrun: one rank fails, the other follows
+
+# `script ...` with its validation failing on rank 1 only (a ToolkitError: its one line), at the end of epoch 1
+FAIL_ON_RANK_1 = """
+import os, runpy, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import toolkit.training.engine as engine
+from toolkit.errors import ToolkitError
+real = engine.metrics_of
+def metrics_of(*args, **kwargs):
+    if os.environ["RANK"] == "1":
+        raise ToolkitError("rank 1 cannot go on")
+    return real(*args, **kwargs)
+engine.metrics_of = metrics_of
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_under_torchrun_the_rank_whose_peer_failed_says_one_line_not_a_traceback(sex_data, tmp_path):
+    """Rank 0 is in epoch 2's gradient all-reduce when rank 1 fails: gloo's 'Connection closed by peer' is one line
+    naming what happened, not a traceback (torchrun's own failure report after them is the launcher's)."""
+    (tmp_path / "fail_on_rank_1.py").write_text(FAIL_ON_RANK_1)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                           str(tmp_path / "fail_on_rank_1.py"), str(ROOT / "train_cnn.py"), "--csv_load_path", sex_data,
+                           "--epochs", "2", "--batch_size", "16", "--threads", "1", "--device", "cpu",
+                           "--model_save_path", tmp_path / "m"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and text.count("error: rank 1 cannot go on\n") == 1, text[-3000:]
+    followed = "error: rank 0: another process of this torchrun run stopped (its error says why), so this one stops too"
+    assert followed in text or INTERRUPTED in text, text[-3000:]  # or torchrun's SIGTERM reached rank 0 first
+    assert "RuntimeError" not in text and str(ROOT / "toolkit") not in text, text[-3000:]  # no frame of a rank's code
+    card = json.loads((tmp_path / "m" / "cnn3_sex.json").read_text())  # epoch 1, kept as an interrupted run's
+    assert card["complete"] is False and (tmp_path / "m" / "cnn3_sex_last.pt").exists()
 
 
 # ------------------------------------------------------------------ two runs into one folder at once

@@ -471,7 +471,10 @@ def one_epoch_autoencoder(sex_data, tmp_path_factory) -> Path:
     (lambda c: json.dumps({**c, "metrics": {}}), "not an autoencoder's run card with its final loss (metrics.loss None)", False),
     (lambda c: json.dumps({**c, "metrics": {**c["metrics"], "loss": "low"}}), "(metrics.loss 'low')", False),
     (lambda c: json.dumps({**c, "schema": 99}), "run card schema 99 is newer than this toolkit's", True),
-], ids=["not json", "no loss", "text loss", "newer schema"])
+    (lambda c: json.dumps({**c, "metrics": []}), "run card: field 'metrics' input should be a valid dictionary", True),
+    (lambda c: json.dumps({**c, "init_detail": "x"}), "run card: field 'init_detail' input should be a valid dictionary", True),
+    (lambda c: json.dumps({**c, "classes": [0, 1]}), "run card: field 'classes.0' input should be a valid string", True),
+], ids=["not json", "no loss", "text loss", "newer schema", "metrics list", "init detail text", "int classes"])
 def test_a_broken_autoencoder_card_is_one_line_in_4b_and_a_warning_in_4c(sex_data, one_epoch_autoencoder, tmp_path, capsys,
                                                                          spoil, message, unreadable):
     shutil.copytree(one_epoch_autoencoder, tmp_path, dirs_exist_ok=True)

@@ -201,22 +201,27 @@ def run_main(main: Callable[[], None]) -> None:
     raise_on_ctrl_c()
     signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
     try:
-        main()
-    except ToolkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except BrokenPipeError:  # output piped into `head` and closed early: not an error, as for any Unix tool
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error while Python flushes
-        sys.exit(0)
-    except OSError as e:  # raised by the OS, not by our code: a path the user gave cannot be used
-        print(f"error: {os_error_message(e)}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
-        sys.exit(130)
-    if was_interrupted():  # a library caught the KeyboardInterrupt and carried on: the stage did not finish as asked
-        print(INTERRUPTED, file=sys.stderr)
-        sys.exit(130)
+        try:
+            main()
+        except ToolkitError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except BrokenPipeError:  # output piped into `head` and closed early: not an error, as for any Unix tool
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error while Python flushes
+            sys.exit(0)
+        except OSError as e:  # raised by the OS, not by our code: a path the user gave cannot be used
+            print(f"error: {os_error_message(e)}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            sys.exit(130)
+        if was_interrupted():  # a library caught the KeyboardInterrupt and carried on: the stage did not finish as asked
+            print(INTERRUPTED, file=sys.stderr)
+            sys.exit(130)
+    finally:
+        # the stage has ended and said so: a SIGTERM from now on (torchrun stopping the other ranks while Python shuts
+        # down) ends the process as SIGTERM does, not as a KeyboardInterrupt traceback from an exit handler
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def answer_help(build_parser: Callable[[], argparse.ArgumentParser]) -> None:

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from toolkit.errors import ToolkitError
 from toolkit.fileio import read_json, write_json
 from toolkit.precision import COMPUTED
-from toolkit.schemas import STRICT, Size, check, first_non_finite, params_schema, schema_of
+from toolkit.schemas import STRICT, InitDetail, Size, check, first_non_finite, params_schema, schema_of
 
 SCHEMA = 1
 INITS = ("scratch", "imagenet", "autoencoder", "pseudo-label", "pretrained-speech")
@@ -192,7 +192,7 @@ def card_schema() -> type[BaseModel]:
     """The run card's schema: RunCard's fields, with the entries readers rely on typed more closely."""
     return schema_of(RunCard, {"features": _Features, "input": _Input, "calibration": _Calibration | None,
                                "metrics": Annotated[dict, AfterValidator(_finite_numbers)],
-                               "precision": Literal[COMPUTED]})
+                               "precision": Literal[COMPUTED], "init_detail": InitDetail})
 
 
 def _from_legacy_sidecar(d: dict, source: str) -> dict:

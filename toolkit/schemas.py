@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import typing
 from functools import lru_cache
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from toolkit.errors import ToolkitError
 
@@ -72,6 +73,55 @@ class StoreIndex(BaseModel):
     rows: list[str]
     shapes: list[list[Count]]
     checksums: list[Count]
+
+
+class EncoderConfig(BaseModel):
+    """What sizes a speech encoder in its transformers config (an encoder folder's config.json, or the copy a run card
+    keeps): a stride of 0 would be a traceback deep in torch, and a config of a network far larger than any published
+    one (16384 wide × 48 layers) would be the OOM killer, not a message."""
+    model_config = STRICT
+    model_type: str
+    conv_kernel: Annotated[list[Size], Field(min_length=1)]
+    conv_stride: Annotated[list[Size], Field(min_length=1)]
+    conv_dim: Annotated[list[Size], Field(min_length=1)]
+    hidden_size: Size
+    num_hidden_layers: Size
+    num_attention_heads: Size
+    intermediate_size: Size
+
+    @model_validator(mode="after")
+    def _fits(self) -> "EncoderConfig":
+        if not len(self.conv_kernel) == len(self.conv_stride) == len(self.conv_dim):
+            raise ValueError(f"conv_kernel, conv_stride and conv_dim have {len(self.conv_kernel)}, {len(self.conv_stride)} "
+                             f"and {len(self.conv_dim)} entries: one each per front-end layer")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                             f"{self.num_attention_heads}")
+        # the transformer layers' weights alone (attention 4h², feed-forward 2hi), as float32
+        needed = 4 * self.num_hidden_layers * (4 * self.hidden_size ** 2 + 2 * self.hidden_size * self.intermediate_size)
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if needed > memory:
+            raise ValueError(f"hidden_size {self.hidden_size} × num_hidden_layers {self.num_hidden_layers} (intermediate_size "
+                             f"{self.intermediate_size}) is a network of {needed / 2**30:,.0f} GiB of float32 weights, more "
+                             f"than this machine's {memory / 2**30:.0f} GiB of memory")
+        return self
+
+
+class SpeechEncoder(BaseModel):
+    """A fine-tuned speech classifier's encoder in its run card (init_detail.encoder): the config it is rebuilt from
+    and the window (samples) a long clip is cut into at evaluation."""
+    model_config = STRICT
+    source: str
+    config: EncoderConfig
+    sr: Annotated[int, Field(ge=1000)]
+    normalize: bool
+    attention_mask: bool
+    window: Size
+
+
+class InitDetail(BaseModel):
+    model_config = STRICT
+    encoder: SpeechEncoder | None = None
 
 
 def schema_of(dataclass: type, entries: dict[str, Any] | None = None) -> type[BaseModel]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from toolkit.errors import ToolkitError
 from toolkit.lazy import torch  # imported when first used: --help and the registry need no torch
+from toolkit.schemas import EncoderConfig, check
 
 if TYPE_CHECKING:
     from torch import nn
@@ -92,13 +93,17 @@ def encoder_info(source: str) -> EncoderInfo:
     """Read an encoder's config and feature-extractor settings (no weights loaded)."""
     directory = resolve_encoder(source)
     _quiet_transformers()
-    from transformers import AutoConfig, AutoFeatureExtractor
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
     except Exception as e:  # unknown model_type, code the toolkit would have to run (trust_remote_code), bad JSON
         raise ToolkitError(f"{directory}: not a usable transformers model config ({_first_line(e)}); "
                            f"pass one of the {SUPPORTED}")
+    if hasattr(AutoModel._model_mapping.get(type(config), None), "_get_feat_extract_output_lengths"):
+        # a waveform encoder's sizes, before a network of that size is made (a text model is refused by build_encoder)
+        check(EncoderConfig, config.to_dict(), os.path.join(directory, "config.json"), "speech encoder config",
+              "fix the file or get the encoder again")
     try:
         extractor = AutoFeatureExtractor.from_pretrained(directory, local_files_only=True)
     except Exception as e:

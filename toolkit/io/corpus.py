@@ -117,10 +117,16 @@ def read_table(csv_file: str) -> pd.DataFrame:
         raise ToolkitError(f"{csv_file}: cannot read it as CSV ({str(e).splitlines()[0]})")
 
 
-def audio_files(audio_path: str) -> list[str]:
-    """The audio files directly in a folder (regular files, hidden ones skipped), sorted."""
-    return sorted(n for n in os.listdir(audio_path) if n.lower().endswith(AUDIO_SUFFIXES) and not n.startswith(".")
-                  and os.path.isfile(os.path.join(audio_path, n)))
+NOT_AUDIO = "named like audio but not a regular file (a folder, a pipe, a device or a broken link): never opened"
+
+
+def audio_files(audio_path: str) -> tuple[list[str], list[str]]:
+    """The audio files directly in a folder (regular files, hidden ones skipped), sorted, and the report of the
+    entries named like audio files that are not regular files (left out unopened: a FIFO would block for ever)."""
+    named = sorted(n for n in os.listdir(audio_path) if n.lower().endswith(AUDIO_SUFFIXES) and not n.startswith("."))
+    files = [n for n in named if os.path.isfile(os.path.join(audio_path, n))]
+    others = sorted(set(named) - set(files))
+    return files, [report("entry(ies) of the audio folder", others, NOT_AUDIO)] if others else []
 
 
 def read_metadata(csv_file: str, audio_path: str) -> tuple[pd.DataFrame, list[str]]:
@@ -130,7 +136,9 @@ def read_metadata(csv_file: str, audio_path: str) -> tuple[pd.DataFrame, list[st
     if FILE_COLUMN in columns and {"ActorID"} <= columns and ({"sex", "race"} <= columns or {"Sex", "Race"} <= columns):
         return per_clip_rows(table, csv_file), []
     if set(DEMOGRAPHICS_COLUMNS) <= columns and FILE_COLUMN not in columns:
-        return clips_from_names(audio_files(audio_path), table, csv_file)
+        names, not_files = audio_files(audio_path)
+        table, reports = clips_from_names(names, table, csv_file)
+        return table, not_files + reports
     raise ToolkitError(
         f"{csv_file}: neither CREMA-D's VideoDemographics.csv (one row per actor: {DEMOGRAPHICS_COLUMNS}) nor a seed "
         f"per-clip CSV (one row per clip: ActorID, '{FILE_COLUMN}', sex/Sex, race/Race); found {list(table.columns)}")
@@ -225,13 +233,16 @@ def folder_rows(root: str, label_column: str) -> tuple[pd.DataFrame, list[str]]:
     is the speaker (root/<label>/<speaker>/clip.wav), else the clip is its own speaker."""
     if not os.path.isdir(root):
         raise ToolkitError(f"{root}: folder not found; pass --audio_path pointing at a folder with one folder per class")
-    rows = []
+    rows, not_files = [], []
     for label in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")):
         for folder, dirs, files in os.walk(os.path.join(root, label)):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 if name.lower().endswith(AUDIO_SUFFIXES) and not name.startswith("."):
                     relative = os.path.relpath(os.path.join(folder, name), root)
+                    if not os.path.isfile(os.path.join(root, relative)):
+                        not_files.append(relative)
+                        continue
                     parts = relative.split(os.sep)
                     rows.append({label_column: label, "Audio_file_name": relative,
                                  "Audio_file_path": os.path.join(root, relative),
@@ -239,7 +250,7 @@ def folder_rows(root: str, label_column: str) -> tuple[pd.DataFrame, list[str]]:
     if not rows:
         raise ToolkitError(f"{root}: no audio files in folders below it; put each class's files in a folder named after "
                            f"the class ({root}/<class>/...)")
-    return pd.DataFrame(rows), []
+    return pd.DataFrame(rows), [report("file(s) below the class folders", not_files, NOT_AUDIO)] if not_files else []
 
 
 def class_folders_above(root: str) -> str | None:

@@ -75,19 +75,26 @@ def session(device: torch.device) -> Iterator[torch.device]:
     stdout = sys.stdout
     if not is_main():  # one rank reports: the others' progress lines would only repeat it
         sys.stdout = open(os.devnull, "w")
-    failed = False
     try:
         yield device
-    except BaseException:
-        failed = True
+        torch.distributed.barrier()  # only when this rank succeeded: a failed one leaves at once, and the others fail too
+    except BaseException as e:
+        if peer_left(e):  # the rank that failed first says why in its own line; this one only follows it
+            raise ToolkitError(f"rank {rank()}: another process of this torchrun run stopped (its error says why), so "
+                               f"this one stops too") from None
         raise
     finally:
-        if not failed:  # a failed rank must not wait for the others: it leaves, and they time out or fail too
-            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
         if sys.stdout is not stdout:
             sys.stdout.close()
             sys.stdout = stdout
+
+
+def peer_left(e: BaseException) -> bool:
+    """A collective (all-reduce, barrier) that failed because another rank's process ended: nccl's DistBackendError,
+    or gloo's RuntimeError about its closed connection."""
+    return isinstance(e, torch.distributed.DistError) or (
+        isinstance(e, RuntimeError) and any(s in str(e) for s in ("closed by peer", "reset by peer", "Broken pipe")))
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
