@@ -79,6 +79,13 @@ def test_an_unchanged_calibration_curve_is_named_not_hidden(figures):
     assert first.get_marker() != second.get_marker()
 
 
+def test_calibration_curves_with_different_bins_filled_are_two_lines(figures):
+    after = reliability_bins(0.7)
+    after[4]["count"] = 3  # calibration moved some clips into a bin the uncalibrated curve leaves empty
+    plots.plot_reliability({"before calibration": reliability_bins(0.7), "temperature 1.20": after}, "r.png")
+    assert [line.get_label() for line in figures[0].axes[0].get_lines()[1:]] == ["before calibration", "temperature 1.20"]
+
+
 @pytest.mark.parametrize("plot", ["confusion", "reliability"])
 def test_a_long_title_fits_the_figure(figures, plot):
     title = "cnn3_ae_sex_PL_from_the_autoencoder: test F1 0.987 on a speaker-disjoint split of 6 speakers"

@@ -93,7 +93,7 @@ def plot_reliability(curves: dict[str, list[dict]], path: str, title: str = "") 
     drawn: dict[str, list] = {}  # name -> points; a curve equal to one drawn (T = 1) joins its legend entry
     for name, bins in curves.items():
         points = [(b["confidence"], b["accuracy"]) for b in bins if b["count"]]
-        same = next((k for k, v in drawn.items() if np.allclose(v, points) and len(v) == len(points)), None)
+        same = next((k for k, v in drawn.items() if len(v) == len(points) and np.allclose(v, points)), None)
         if same is not None:
             drawn[f"{same} = {name}"] = drawn.pop(same)
         else:
