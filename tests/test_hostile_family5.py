@@ -262,8 +262,9 @@ sys.path.insert(0, os.path.dirname(sys.argv[1]))
 import toolkit.training.engine as engine
 from toolkit.errors import ToolkitError
 real = engine.metrics_of
+CARD = os.path.join(sys.argv[sys.argv.index("--model_save_path") + 1], "cnn3_sex.json")
 def metrics_of(*args, **kwargs):
-    if os.environ["RANK"] == "1":
+    if os.environ["RANK"] == "1" and os.path.exists(CARD):  # once rank 0 has saved epoch 1, whatever the import order
         raise ToolkitError("rank 1 cannot go on")
     return real(*args, **kwargs)
 engine.metrics_of = metrics_of
@@ -273,12 +274,12 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def test_under_torchrun_the_rank_whose_peer_failed_says_one_line_not_a_traceback(sex_data, tmp_path):
-    """Rank 0 is in epoch 2's gradient all-reduce when rank 1 fails: gloo's 'Connection closed by peer' is one line
+    """Rank 0 is in a later epoch's collectives when rank 1 fails: gloo's 'Connection closed by peer' is one line
     naming what happened, not a traceback (torchrun's own failure report after them is the launcher's)."""
     (tmp_path / "fail_on_rank_1.py").write_text(FAIL_ON_RANK_1)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
                            str(tmp_path / "fail_on_rank_1.py"), str(ROOT / "train_cnn.py"), "--csv_load_path", sex_data,
-                           "--epochs", "2", "--batch_size", "16", "--threads", "1", "--device", "cpu",
+                           "--epochs", "3", "--batch_size", "16", "--threads", "1", "--device", "cpu",
                            "--model_save_path", tmp_path / "m"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
     text = proc.stdout + proc.stderr

@@ -43,7 +43,7 @@ def test_the_old_autoencoder_json_loads_as_a_card():
 @pytest.mark.parametrize("change, message", [
     ({"schema": SCHEMA + 1}, f"run card schema {SCHEMA + 1} is newer than this toolkit's ({SCHEMA}); update the toolkit"),
     ({"schema": "one"}, "run card schema 'one' is not a version number"),
-    ({"features": {"type": "wav2vec9"}}, "unknown feature type 'wav2vec9' (this toolkit has mel, egemaps, compare, ssl, waveform, fbank)"),
+    ({"features": {"type": "wav2vec9"}}, "unknown feature type 'wav2vec9' (this toolkit has mel, egemaps, compare, ssl, waveform, fbank, ltas)"),
     ({"classes": ["Male", "Male"]}, "'classes' must list at least 2 distinct class names"),
     ({"input": {"kind": "vector", "shape": [88]}}, "input kind 'vector' does not match feature type mel"),
 ])
