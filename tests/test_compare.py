@@ -26,19 +26,24 @@ def test_extract_gives_the_6373_functionals_of_the_challenge_set():
     assert CompareParams().tag().startswith("compare_2016_sr16000_")  # its own folder, never eGeMAPS'
 
 
-@pytest.fixture(scope="module")
-def compare_data(tiny_corpus, tmp_path_factory):
-    """Stages 1-2 with --features compare on 8 speakers × 3 clips of the session's corpus (own-data path)."""
-    out = tmp_path_factory.mktemp("compare")
+def own_label_features(tiny_corpus, out, feature: str, label: str = "gender", per_speaker: int | None = 3):
+    """Stages 1-2 with --features FEATURE on the session's corpus as own data (its sex column named `label`; the
+    first `per_speaker` clips of each of its 8 speakers, or all); returns `out`."""
     clips = pd.read_csv(tiny_corpus / "clips.csv")
-    clips = clips.groupby("speaker").head(3).rename(columns={"sex": "gender"})  # own labels: male, female
+    clips = (clips.groupby("speaker").head(per_speaker) if per_speaker else clips).rename(columns={"sex": label})
     clips["file"] = [str((tiny_corpus / f).resolve()) for f in clips["file"]]
     clips.to_csv(out / "clips.csv", index=False)
-    run_script("data_preprocessing.py", "--csv_file", out / "clips.csv", "--audio_column", "file", "--label_column", "gender",
+    run_script("data_preprocessing.py", "--csv_file", out / "clips.csv", "--audio_column", "file", "--label_column", label,
                "--speaker_column", "speaker", "--data_dir", out)
     run_script("generate_mel_spectrograms.py", "--load_csv_path", out, "--save_spec_path", out, "--save_csv_path", out,
-               "--category", "gender", "--features", "compare", "--workers", "2")
+               "--category", label, "--features", feature, "--workers", "2")
     return out
+
+
+@pytest.fixture(scope="module")
+def compare_data(tiny_corpus, tmp_path_factory):
+    """Stages 1-2 with --features compare on 8 speakers × 3 clips of the session's corpus (own labels: male, female)."""
+    return own_label_features(tiny_corpus, tmp_path_factory.mktemp("compare"), "compare")
 
 
 def test_stage2_writes_6373_finite_values_per_clip_and_the_store_holds_the_same(compare_data):

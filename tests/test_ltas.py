@@ -14,6 +14,7 @@ from toolkit.features import FEATURES, Egemaps, get_feature
 from toolkit.features.ltas import Ltas, LtasParams
 from toolkit.io.audio import ClipError
 
+from test_compare import own_label_features
 from test_egemaps import run_script
 
 
@@ -54,16 +55,8 @@ def test_level_does_not_matter_and_silence_is_a_clip_error():
 
 @pytest.fixture(scope="module")
 def ltas_data(tiny_corpus, tmp_path_factory):
-    """Stages 1-2 with --features ltas on the session's corpus (own-data path)."""
-    out = tmp_path_factory.mktemp("ltas")
-    clips = pd.read_csv(tiny_corpus / "clips.csv")
-    clips["file"] = [str((tiny_corpus / f).resolve()) for f in clips["file"]]
-    clips.to_csv(out / "clips.csv", index=False)
-    run_script("data_preprocessing.py", "--csv_file", out / "clips.csv", "--audio_column", "file", "--label_column", "sex",
-               "--speaker_column", "speaker", "--data_dir", out)
-    run_script("generate_mel_spectrograms.py", "--load_csv_path", out, "--save_spec_path", out, "--save_csv_path", out,
-               "--category", "sex", "--features", "ltas", "--workers", "2")
-    return out
+    """Stages 1-2 with --features ltas on all clips of the session's corpus (own-data path)."""
+    return own_label_features(tiny_corpus, tmp_path_factory.mktemp("ltas"), "ltas", label="sex", per_speaker=None)
 
 
 def test_a_linear_head_learns_sex_from_the_ltas(ltas_data, tmp_path):
