@@ -156,30 +156,34 @@ def family_table(rows: list[dict], extras: dict[str, str]) -> str:
             continue
         families = pd.read_csv(path, dtype=str).set_index("ActorID")["families"].str.split("+")
         names = sorted({f for fs in families for f in fs})
-        out += [f"Accuracy per voice family on {name} (mean over its speakers of each speaker's accuracy averaged over "
-                f"the fold models; lowest speaker in brackets):", "",
-                "| category | normalize | head | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+        lines = []
         for r in rows:
             accuracy = pd.Series(r["extra"][name]["per_speaker"])
             cells = []
             for family in names:
                 a = accuracy[[s for s in accuracy.index if family in families[s]]]
                 cells.append(f"{a.mean():.2f} ({a.min():.2f})")
-            out.append(f"| {r['category']} | {r['normalize']} | {r['name']} | " + " | ".join(cells) + " |")
-        out.append("")
+            lines.append([r["category"], r["normalize"], r["name"], *cells])
+        out += [f"Accuracy per voice family on {name} (mean over its speakers of each speaker's accuracy averaged over "
+                f"the fold models; lowest speaker in brackets):", "",
+                markdown(["category", "normalize", "head", *names], lines), ""]
     return "\n".join(out)
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table: the header, its rule, one line per row of cells."""
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(cells) + " |" for cells in rows)])
+
+
 def table(rows: list[dict], extras: list[str] = ()) -> str:
-    lines = ["| category | normalize | head | weighted F1 (mean ± std over folds) | accuracy | worst speaker (acc.) | "
-             "C: median (range over folds) |" + "".join(f" {e}: F1 | {e}: worst speaker (acc.) |" for e in extras),
-             "|---|---|---|---|---|---|---|" + "---|---|" * len(extras)]
-    for r in rows:
-        lines.append(f"| {r['category']} | {r['normalize']} | {r['name']} | {r['f1_mean']:.3f} ± {r['f1_std']:.3f} | "
-                     f"{r['accuracy_mean']:.3f} | {r['worst_speaker']} ({r['worst_accuracy']:.2f}) | {r['C']} |" +
-                     "".join(f" {x['f1_mean']:.3f} ± {x['f1_std']:.3f} | {x['worst_speaker']} ({x['worst_accuracy']:.2f}) |"
-                             for x in (r["extra"][e] for e in extras)))
-    return "\n".join(lines)
+    header = ["category", "normalize", "head", "weighted F1 (mean ± std over folds)", "accuracy", "worst speaker (acc.)",
+              "C: median (range over folds)", *(f"{e}: {column}" for e in extras for column in ("F1", "worst speaker (acc.)"))]
+    return markdown(header, [[r["category"], r["normalize"], r["name"], f"{r['f1_mean']:.3f} ± {r['f1_std']:.3f}",
+                              f"{r['accuracy_mean']:.3f}", f"{r['worst_speaker']} ({r['worst_accuracy']:.2f})", r["C"],
+                              *(cell for x in (r["extra"][e] for e in extras)
+                                for cell in (f"{x['f1_mean']:.3f} ± {x['f1_std']:.3f}",
+                                             f"{x['worst_speaker']} ({x['worst_accuracy']:.2f})"))] for r in rows])
 
 
 def named(items: list[str], flag: str, p: argparse.ArgumentParser, bare: bool = False) -> dict[str, str]:
@@ -267,15 +271,14 @@ def mean_sd(values: list[float]) -> dict:
 
 
 def seeds_table(rows: list[dict], extras: list[str]) -> str:
-    lines = ["| category | normalize | head | weighted F1 (mean ± sd over seeds) | worst speaker acc. (mean over seeds; "
-             "lowest) |" + "".join(f" {e}: F1 | {e}: worst speaker acc. (mean over seeds) |" for e in extras),
-             "|---|---|---|---|---|" + "---|---|" * len(extras)]
-    for r in rows:
-        lines.append(f"| {r['category']} | {r['normalize']} | {r['name']} | {r['f1_mean']:.3f} ± {r['f1_std']:.3f} | "
-                     f"{r['worst_accuracy']:.2f} ({r['worst_lowest']:.2f}) |" +
-                     "".join(f" {x['f1_mean']:.3f} ± {x['f1_std']:.3f} | {x['worst_accuracy']:.2f} |"
-                             for x in (r["extra"][e] for e in extras)))
-    return "\n".join(lines)
+    header = ["category", "normalize", "head", "weighted F1 (mean ± sd over seeds)",
+              "worst speaker acc. (mean over seeds; lowest)",
+              *(f"{e}: {column}" for e in extras for column in ("F1", "worst speaker acc. (mean over seeds)"))]
+    return markdown(header, [[r["category"], r["normalize"], r["name"], f"{r['f1_mean']:.3f} ± {r['f1_std']:.3f}",
+                              f"{r['worst_accuracy']:.2f} ({r['worst_lowest']:.2f})",
+                              *(cell for x in (r["extra"][e] for e in extras)
+                                for cell in (f"{x['f1_mean']:.3f} ± {x['f1_std']:.3f}", f"{x['worst_accuracy']:.2f}"))]
+                             for r in rows])
 
 
 def main(argv: list[str] | None = None) -> None:
