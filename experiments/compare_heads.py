@@ -146,24 +146,33 @@ def extra_features(folder: str, category: str, normalize: str) -> tuple[np.ndarr
     return x, y, frame
 
 
+def voice_families(folder: str) -> pd.Series | None:
+    """Each speaker's voice families (lists), from the voice_families.csv of a `--voices wide` corpus whose stage-2
+    folder this is; None for other corpora."""
+    path = os.path.join(folder, "..", "voice_families.csv")
+    if not os.path.isfile(path):
+        return None
+    return pd.read_csv(path, dtype=str).set_index("ActorID")["families"].str.split("+")
+
+
+def by_family(accuracy: pd.Series, families: pd.Series) -> dict[str, pd.Series]:
+    """Per voice family (sorted by name), the accuracies of the speakers who have it."""
+    return {family: accuracy[[s for s in accuracy.index if family in families[s]]]
+            for family in sorted({f for fs in families for f in fs})}
+
+
 def family_table(rows: list[dict], extras: dict[str, str]) -> str:
     """Per voice family of each extra corpus that lists them (voice_families.csv): every head's mean speaker
     accuracy over the speakers with that family (and the lowest)."""
     out = []
     for name, folder in extras.items():
-        path = os.path.join(folder, "..", "voice_families.csv")
-        if not os.path.isfile(path):
+        families = voice_families(folder)
+        if families is None:
             continue
-        families = pd.read_csv(path, dtype=str).set_index("ActorID")["families"].str.split("+")
-        names = sorted({f for fs in families for f in fs})
-        lines = []
-        for r in rows:
-            accuracy = pd.Series(r["extra"][name]["per_speaker"])
-            cells = []
-            for family in names:
-                a = accuracy[[s for s in accuracy.index if family in families[s]]]
-                cells.append(f"{a.mean():.2f} ({a.min():.2f})")
-            lines.append([r["category"], r["normalize"], r["name"], *cells])
+        names = list(by_family(pd.Series(dtype=float), families))
+        lines = [[r["category"], r["normalize"], r["name"],
+                  *(f"{a.mean():.2f} ({a.min():.2f})"
+                    for a in by_family(pd.Series(r["extra"][name]["per_speaker"]), families).values())] for r in rows]
         out += [f"Accuracy per voice family on {name} (mean over its speakers of each speaker's accuracy averaged over "
                 f"the fold models; lowest speaker in brackets):", "",
                 markdown(["category", "normalize", "head", *names], lines), ""]

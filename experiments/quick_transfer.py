@@ -24,9 +24,9 @@ import pandas as pd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from compare_heads import features  # noqa: E402
+from compare_heads import by_family, features, voice_families  # noqa: E402
 from toolkit.augmentation import wave_augment  # noqa: E402
-from toolkit.evaluation.metrics import classification_metrics  # noqa: E402
+from toolkit.evaluation.metrics import breakdown, classification_metrics  # noqa: E402
 from toolkit.features import feature_of_table, params_beside  # noqa: E402
 from toolkit.io.audio import load_audio  # noqa: E402
 
@@ -63,17 +63,15 @@ def augmented(folder: str, frame: pd.DataFrame, category: str, args) -> np.ndarr
         return np.concatenate(pool.map(_copies_job, list(enumerate(paths)), chunksize=16))
 
 
-def scores(model, scaler, x: np.ndarray, y: np.ndarray, frame: pd.DataFrame, folder: str, n_classes: int) -> dict:
+def scores(model, scaler, x: np.ndarray, y: np.ndarray, frame: pd.DataFrame, folder: str, classes: list[str]) -> dict:
     pred = model.predict(scaler.transform(x))
-    per_speaker = pd.Series(pred == y).groupby(frame["ActorID"].astype(str).to_numpy()).mean()
-    metrics = classification_metrics(y, pred, n_classes)
-    row = {"f1": metrics["f1"], "accuracy": metrics["accuracy"], "worst_speaker": per_speaker.idxmin(),
-           "worst_accuracy": float(per_speaker.min()), "below_0.7": int((per_speaker < 0.7).sum())}
-    families = os.path.join(folder, "..", "voice_families.csv")
-    if os.path.isfile(families):
-        listed = pd.read_csv(families, dtype=str).set_index("ActorID")["families"].str.split("+")
-        for family in sorted({f for fs in listed for f in fs}):
-            row[family] = float(per_speaker[[s for s in per_speaker.index if family in listed[s]]].mean())
+    metrics = {**classification_metrics(y, pred, len(classes)), **breakdown(frame, y, pred, classes)}
+    accuracy = pd.Series({s: v["accuracy"] for s, v in metrics["per_speaker"].items()})
+    row = {"f1": metrics["f1"], "accuracy": metrics["accuracy"], "worst_speaker": metrics["worst_speaker"]["speaker"],
+           "worst_accuracy": metrics["worst_speaker"]["accuracy"], "below_0.7": int((accuracy < 0.7).sum())}
+    families = voice_families(folder)
+    if families is not None:
+        row.update({family: float(a.mean()) for family, a in by_family(accuracy, families).items()})
     return row
 
 
@@ -110,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         model = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x), y)
         for name, (xt, yt, ft, _) in loaded.items():
             rows.append({"C": c, "copies": args.copies, "test": name,
-                         **scores(model, scaler, xt, yt, ft, tests[name], len(classes))})
+                         **scores(model, scaler, xt, yt, ft, tests[name], classes)})
     table = pd.DataFrame(rows)
     print(table.round(3).to_string(index=False))
     if args.out:
