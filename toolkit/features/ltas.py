@@ -13,13 +13,13 @@ LTAS is the phonetician's classic measure of voice and speaker (e.g. Löfqvist 1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from toolkit.errors import ToolkitError
 from toolkit.features.base import FeatureParams, FeatureType
 from toolkit.io.audio import ClipError
+from toolkit.io.melspec import mel_basis
 
 MIN_FRAMES = 5  # loud frames a clip needs for an average (50 ms of voice)
 
@@ -46,13 +46,6 @@ class LtasParams(FeatureParams):
                                f"hop_length={self.hop_length}, loud_db={self.loud_db} are out of range; restore them")
 
 
-@lru_cache(maxsize=8)
-def _filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    import librosa
-
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
-
-
 def ltas(audio: np.ndarray, params: LtasParams) -> np.ndarray:
     """(2 * n_mels,) float32: per-band mean, then standard deviation, of the level-free log-mel spectrum over the
     clip's loud frames."""
@@ -62,8 +55,7 @@ def ltas(audio: np.ndarray, params: LtasParams) -> np.ndarray:
         raise ClipError(f"shorter than one {params.n_fft}-sample frame; leave it out")
     power = np.abs(librosa.stft(audio.astype(np.float32), n_fft=params.n_fft, hop_length=params.hop_length,
                                 center=False)) ** 2
-    log_mel = 10 * np.log10(_filterbank(params.sr, params.n_fft, params.n_mels, params.fmin, params.fmax) @ power
-                            + 1e-10)
+    log_mel = 10 * np.log10(mel_basis(params) @ power + 1e-10)
     level = log_mel.max(axis=0)
     loud = log_mel[:, level > level.max() - params.loud_db]
     if loud.shape[1] < MIN_FRAMES or level.max() <= -90:

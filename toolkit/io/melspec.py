@@ -26,16 +26,19 @@ _MEL_BASIS: dict[tuple, np.ndarray] = {}
 
 
 def mel_basis(p) -> np.ndarray:
-    """librosa's mel filterbank for these parameters (cached: making it costs more than a clip's STFT)."""
+    """librosa's mel filterbank for these parameters (cached: making it costs more than a clip's STFT). Parameters
+    without fmin/fmax (the mel images') span 0 Hz to Nyquist, librosa's default; without mel_scale, Slaney's."""
     import warnings
 
     import librosa
 
-    key = (p.sr, p.n_fft, p.n_mels, p.mel_scale)
+    band = (getattr(p, "fmin", 0.0), getattr(p, "fmax", None))
+    key = (p.sr, p.n_fft, p.n_mels, getattr(p, "mel_scale", "slaney"), band)
     if key not in _MEL_BASIS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # librosa's "empty filters" warning: said below in one line instead
-            basis = librosa.filters.mel(sr=p.sr, n_fft=p.n_fft, n_mels=p.n_mels, htk=p.mel_scale == "htk")
+            basis = librosa.filters.mel(sr=p.sr, n_fft=p.n_fft, n_mels=p.n_mels, htk=key[3] == "htk", fmin=band[0],
+                                        fmax=band[1])
         empty = int((basis.sum(axis=1) == 0).sum())
         if empty:  # such bands are black in every image: garbage a model would happily learn from
             raise ToolkitError(f"{empty} of {p.n_mels} mel bands are empty with n_fft {p.n_fft} at {p.sr} Hz (too few "
