@@ -105,6 +105,36 @@ def test_f0_moves_the_pitch_and_keeps_the_formants(semitones):
     assert min(sizes) >= W.F0_SEMITONES[0] and max(sizes) <= W.F0_SEMITONES[1]
 
 
+def band_level_db(y: np.ndarray, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(y)) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1 / SR)
+    return float(10 * np.log10(spectrum[(freqs >= low) & (freqs < high)].sum() + 1e-12))
+
+
+def test_f0_down_keeps_the_top_band():
+    """Lowering the pitch by resampling empties the band above nyquist * 2**(semitones/12); f0 fills it from the
+    original, so a lowered copy does not sound band-limited (the bug: -9 dB above 5 kHz in the long-term spectrum)."""
+    y = vowel()
+    out, lowered = W.f0(y, SR, RNG, -6.0), W.pitch(y, SR, RNG, -6.0)
+    assert band_level_db(lowered, 6000, 7000) < band_level_db(y, 6000, 7000) - 20
+    assert band_level_db(out, 6000, 7000) == pytest.approx(band_level_db(y, 6000, 7000), abs=3)
+
+
+def test_formants_moves_each_region_by_its_own_factor():
+    y = vowel()
+    factors = [1.0, 1.12, 0.9, 1.0]  # F2's region up, F3's down: no single tract length does that
+    out = W.formants(y, SR, RNG, factors)
+    assert len(out) == len(y)
+    assert f0_of(out) == pytest.approx(f0_of(y), rel=0.01)
+    warp = lambda f: f * np.interp(f, [0, *W.FORMANT_REGIONS, SR / 2], [1.0, *factors, 1.0])  # noqa: E731
+    for low, high in ((1400, 2300), (2300, 3300)):
+        assert envelope_peak(out, low, high) == pytest.approx(warp(envelope_peak(y, low, high)), abs=70)
+    assert envelope_peak(out, 1400, 2300) > envelope_peak(y, 1400, 2300) + 20
+    assert envelope_peak(out, 2300, 3300) < envelope_peak(y, 2300, 3300) - 100
+    drawn = [W.TRANSFORMS["formants"].draw(np.random.default_rng(i), SR)["factors"] for i in range(50)]
+    assert np.all(np.abs(np.log(drawn)) <= W.FORMANT_SPREAD + 1e-3) and np.std(np.log(drawn)) > W.FORMANT_SPREAD / 3
+
+
 @pytest.mark.parametrize("kind", ["white", "pink", "babble"])
 @pytest.mark.parametrize("snr_db", [5.0, 15.0])
 def test_noise_reaches_the_requested_snr(kind, snr_db):

@@ -22,6 +22,7 @@ TELEPHONE_RATE = 8000
 PEAK_LIMIT = 0.99  # a chain that would clip is scaled down to this peak instead (clipping is not the voice's)
 DEFAULT_PROBABILITY = 0.5  # a transform named without ':p' in a spec is applied to half the items
 F0_SEMITONES = (3.0, 5.0)  # f0: the shift's size; 3-5 semitones move a typical voice's F0 to the other sex's edge
+FORMANT_SPREAD = 0.06  # formants: up to +-6 % a region, about the spread of a formant's mean among adults of one sex
 BABBLE_VOICES = (3, 6)  # babble noise: this many other training clips (inclusive range) talking at once
 
 
@@ -73,10 +74,10 @@ def spectral_envelope(log_magnitude: np.ndarray, lifter: int) -> np.ndarray:
     return rfft(cepstrum, axis=-1).real[..., : log_magnitude.shape[-1]]
 
 
-def vtlp(audio: np.ndarray, sr: int, rng: np.random.Generator, alpha: float) -> np.ndarray:
-    """Vocal-tract-length perturbation: the spectral envelope (formants) warped by `alpha` (> 1: a shorter tract,
-    formants higher), the harmonics (pitch) and the phase kept. Each STFT frame's magnitude is multiplied by the
-    ratio of its warped to its own cepstral envelope; the audio is resynthesised with the original phase."""
+def warp_envelope(audio: np.ndarray, sr: int, warp: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The spectral envelope (formants) moved by a monotonic frequency map `warp` (Hz -> Hz), the harmonics (pitch)
+    and the phase kept. Each STFT frame's magnitude is multiplied by the ratio of its warped to its own cepstral
+    envelope; the audio is resynthesised with the original phase."""
     import librosa
 
     n_fft, hop = 1024 * sr // 16000 or 256, 256 * sr // 16000 or 64
@@ -84,7 +85,7 @@ def vtlp(audio: np.ndarray, sr: int, rng: np.random.Generator, alpha: float) -> 
     lifter = max(8, int(0.0015 * sr))  # 1.5 ms: shorter than the pitch period of a voice up to 600 Hz
     envelope = spectral_envelope(np.log(np.abs(spec.T) + 1e-8), lifter)
     freqs = np.linspace(0, sr / 2, spec.shape[0])
-    source = np.interp(freqs, vtlp_warp(freqs, alpha, sr / 2), freqs) / freqs[1]  # the bin whose envelope lands here
+    source = np.interp(freqs, warp(freqs), freqs) / freqs[1]  # the bin whose envelope lands here
     low = np.minimum(source.astype(int), len(freqs) - 2)
     frac = source - low
     warped = envelope[:, low] * (1 - frac) + envelope[:, low + 1] * frac  # linear interpolation, all frames at once
@@ -93,11 +94,54 @@ def vtlp(audio: np.ndarray, sr: int, rng: np.random.Generator, alpha: float) -> 
     return out.astype(np.float32)
 
 
+def vtlp(audio: np.ndarray, sr: int, rng: np.random.Generator, alpha: float) -> np.ndarray:
+    """Vocal-tract-length perturbation: the spectral envelope (formants) warped by `alpha` (> 1: a shorter tract,
+    formants higher), the harmonics (pitch) and the phase kept."""
+    return warp_envelope(audio, sr, lambda freqs: vtlp_warp(freqs, alpha, sr / 2))
+
+
+FORMANT_REGIONS = (500.0, 1500.0, 2500.0, 3500.0)  # Hz: where a neutral adult tract has F1-F4
+
+
+def formants(audio: np.ndarray, sr: int, rng: np.random.Generator, factors: list[float]) -> np.ndarray:
+    """Each formant region's part of the envelope moved by its own factor (one per FORMANT_REGIONS, linearly
+    interpolated between them, 1 at 0 Hz and at the Nyquist frequency), pitch kept: the vowel targets of another
+    accent or another tract shape, while the tract's overall length (what tells the sexes apart) stays about the same."""
+    anchors = np.array([0.0, *FORMANT_REGIONS, sr / 2])
+    ratio = np.array([1.0, *factors, 1.0])
+    return warp_envelope(audio, sr, lambda freqs: freqs * np.interp(freqs, anchors, ratio))
+
+
 def f0(audio: np.ndarray, sr: int, rng: np.random.Generator, semitones: float) -> np.ndarray:
-    """Move the pitch by `semitones` and keep the formants: a pitch shift (which moves the whole spectrum), then the
-    envelope warped back by the inverse ratio. Pitch apart from vocal tract: the low-pitched women and high-pitched men
-    a corpus may lack, so that a model cannot read sex (or age) from pitch alone."""
-    return vtlp(pitch(audio, sr, rng, semitones), sr, rng, 2 ** (-semitones / 12))
+    """Move the pitch by `semitones` and keep the formants: a pitch shift (which moves the whole spectrum), then each
+    STFT frame given back the original frame's cepstral envelope, its harmonics and phase kept. Pitch apart from
+    vocal tract: the low-pitched women and high-pitched men a corpus may lack, so that a model cannot read sex (or
+    age) from pitch alone.
+
+    A downward shift empties the band above `nyquist * 2**(semitones / 12)` (the resampling moved it down); that
+    band is taken from the original clip, whose harmonics there are too dense for their spacing to matter. Without
+    it every lowered copy would sound band-limited (its long-term spectrum 9 dB off above 5 kHz at -6 semitones)."""
+    import librosa
+
+    shifted = pitch(audio, sr, rng, semitones)
+    n_fft, hop = 1024 * sr // 16000 or 256, 256 * sr // 16000 or 64
+    original_spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop)
+    shifted_spec = librosa.stft(shifted, n_fft=n_fft, hop_length=hop)
+    lifter = max(8, int(0.002 * sr))  # 2 ms: below the pitch period up to 500 Hz, and sharper formants than vtlp's
+    original_envelope = spectral_envelope(np.log(np.abs(original_spec.T) + 1e-8), lifter)
+    shifted_envelope = spectral_envelope(np.log(np.abs(shifted_spec.T) + 1e-8), lifter)
+    out = shifted_spec * np.exp(original_envelope - shifted_envelope).T
+    if semitones < 0:
+        freqs = np.linspace(0, sr / 2, out.shape[0])[:, None]
+        edge = sr / 2 * 2 ** (semitones / 12)
+        kept = np.clip((edge - freqs) / (0.1 * edge), 0.0, 1.0)  # 1 below 90 % of the edge, a linear fade to 0 at it
+        out = kept * out + (1 - kept) * original_spec
+    return librosa.istft(out, hop_length=hop, n_fft=n_fft, length=len(audio)).astype(np.float32)
+
+
+def _draw_formants(rng: np.random.Generator) -> dict:
+    factors = np.exp(rng.uniform(-FORMANT_SPREAD, FORMANT_SPREAD, len(FORMANT_REGIONS)))
+    return {"factors": [round(float(f), 3) for f in factors]}
 
 
 def _draw_f0(rng: np.random.Generator) -> dict:
@@ -251,6 +295,9 @@ TRANSFORMS: dict[str, Transform] = {
                     f"pitch up or down by {F0_SEMITONES[0]:g}-{F0_SEMITONES[1]:g} semitones with the formants kept"),
     "vtlp": Transform(vtlp, lambda r, sr: {"alpha": _uniform(r, 0.9, 1.1)},
                       "vocal tract length: formants x alpha in 0.9-1.1, pitch kept (Jaitly & Hinton 2013)"),
+    "formants": Transform(formants, lambda r, sr: _draw_formants(r),
+                          f"each formant region (F1-F4) moved on its own by up to +-{FORMANT_SPREAD:.0%}, pitch kept: "
+                          "another accent's vowels"),
     "reverb": Transform(reverb, lambda r, sr: {"rt60": _uniform(r, 0.2, 0.8, 2), "drr_db": _uniform(r, 0.0, 10.0, 1)},
                         "a synthetic room: RT60 0.2-0.8 s, direct-to-reverberant ratio 0-10 dB"),
     "noise": Transform(noise, lambda r, sr: _draw_noise(r),
