@@ -105,6 +105,16 @@ def test_f0_moves_the_pitch_and_keeps_the_formants(semitones):
     assert min(sizes) >= W.F0_SEMITONES[0] and max(sizes) <= W.F0_SEMITONES[1]
 
 
+@pytest.mark.parametrize("target_hz", [95.0, 210.0])
+def test_f0_to_moves_any_voice_to_the_target_pitch(target_hz):
+    for y in (vowel(f0=120.0), vowel(f0=190.0)):  # a man's and a woman's pitch end up at the same target
+        out = W.f0_to(y, SR, RNG, target_hz)
+        assert W.speaking_f0(out, SR) == pytest.approx(target_hz, rel=0.03)
+        assert envelope_peak(out, 1400, 2300) == pytest.approx(envelope_peak(y, 1400, 2300), abs=100)
+    silence = np.zeros(SR, dtype=np.float32)
+    assert W.speaking_f0(silence, SR) is None and np.array_equal(W.f0_to(silence, SR, RNG, 150.0), silence)
+
+
 def band_level_db(y: np.ndarray, low: float, high: float) -> float:
     spectrum = np.abs(np.fft.rfft(y)) ** 2
     freqs = np.fft.rfftfreq(len(y), 1 / SR)

@@ -21,6 +21,7 @@ TELEPHONE_BAND = (300.0, 3400.0)  # ITU-T G.712 narrowband telephony, sampled at
 TELEPHONE_RATE = 8000
 PEAK_LIMIT = 0.99  # a chain that would clip is scaled down to this peak instead (clipping is not the voice's)
 DEFAULT_PROBABILITY = 0.5  # a transform named without ':p' in a spec is applied to half the items
+F0_RANGE = (90.0, 250.0)  # f0_to: targets drawn log-uniformly over adult speaking pitch, men's and women's alike
 F0_SEMITONES = (3.0, 5.0)  # f0: the shift's size; 3-5 semitones move a typical voice's F0 to the other sex's edge
 FORMANT_SPREAD = 0.06  # formants: up to +-6 % a region, about the spread of a formant's mean among adults of one sex
 BABBLE_VOICES = (3, 6)  # babble noise: this many other training clips (inclusive range) talking at once
@@ -137,6 +138,27 @@ def f0(audio: np.ndarray, sr: int, rng: np.random.Generator, semitones: float) -
         kept = np.clip((edge - freqs) / (0.1 * edge), 0.0, 1.0)  # 1 below 90 % of the edge, a linear fade to 0 at it
         out = kept * out + (1 - kept) * original_spec
     return librosa.istft(out, hop_length=hop, n_fft=n_fft, length=len(audio)).astype(np.float32)
+
+
+def speaking_f0(audio: np.ndarray, sr: int) -> float | None:
+    """The median F0 (Hz) of a clip's loud frames (YIN), or None when it has too few of them."""
+    import librosa
+
+    frame, hop = 2048 * sr // 16000, 256 * sr // 16000
+    f0s = librosa.yin(audio, fmin=60.0, fmax=500.0, sr=sr, frame_length=frame, hop_length=hop)
+    rms = librosa.feature.rms(y=audio, frame_length=frame, hop_length=hop)[0][: len(f0s)]
+    loud = rms > rms.max() * 10 ** (-20 / 20)  # within 20 dB of the loudest frame: the voiced part of speech
+    return float(np.median(f0s[loud])) if loud.sum() >= 5 and rms.max() > 0 else None
+
+
+def f0_to(audio: np.ndarray, sr: int, rng: np.random.Generator, target_hz: float) -> np.ndarray:
+    """The pitch moved to a speaking F0 of `target_hz` (from the clip's own median, at most an octave), formants
+    kept: with the target drawn the same way for every clip, the copies' pitch says nothing of the speaker's sex, age
+    or any other label, where `f0`'s up-or-down shift leaves most men lower than most women."""
+    own = speaking_f0(audio, sr)
+    if own is None:
+        return audio
+    return f0(audio, sr, rng, float(np.clip(12 * np.log2(target_hz / own), -12.0, 12.0)))
 
 
 def _draw_formants(rng: np.random.Generator) -> dict:
@@ -293,6 +315,9 @@ TRANSFORMS: dict[str, Transform] = {
                        "-3..+3 semitones, duration kept"),
     "f0": Transform(f0, lambda r, sr: _draw_f0(r),
                     f"pitch up or down by {F0_SEMITONES[0]:g}-{F0_SEMITONES[1]:g} semitones with the formants kept"),
+    "f0_to": Transform(f0_to, lambda r, sr: {"target_hz": round(float(np.exp(r.uniform(*np.log(F0_RANGE)))), 1)},
+                       f"pitch moved to a speaking F0 drawn from {F0_RANGE[0]:g}-{F0_RANGE[1]:g} Hz, the same for every "
+                       "clip, formants kept"),
     "vtlp": Transform(vtlp, lambda r, sr: {"alpha": _uniform(r, 0.9, 1.1)},
                       "vocal tract length: formants x alpha in 0.9-1.1, pitch kept (Jaitly & Hinton 2013)"),
     "formants": Transform(formants, lambda r, sr: _draw_formants(r),
