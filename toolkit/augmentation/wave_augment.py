@@ -121,7 +121,8 @@ def f0(audio: np.ndarray, sr: int, rng: np.random.Generator, semitones: float) -
 
     A downward shift empties the band above `nyquist * 2**(semitones / 12)` (the resampling moved it down); that
     band is taken from the original clip, whose harmonics there are too dense for their spacing to matter. Without
-    it every lowered copy would sound band-limited (its long-term spectrum 9 dB off above 5 kHz at -6 semitones)."""
+    it every lowered copy would sound band-limited (at -6 semitones its long-term spectrum was 9 dB off, on average
+    over the bands above 850 Hz)."""
     import librosa
 
     shifted = pitch(audio, sr, rng, semitones)
