@@ -84,9 +84,14 @@ def _read_mono(f, path: str, sr: int) -> tuple[np.ndarray, float]:
 
         stream = soxr.ResampleStream(rate, sr, 1, dtype="float32")
     out = np.empty(int(np.ceil(f.frames * sr / rate)) + 64, np.float32)  # soxr's output is round(frames * sr / rate)
+    # 16-bit PCM (CREMA-D's, most corpora's): numpy scales the integers to floats, as libsndfile does (x / 32768, exact)
+    # but in a fifth of its time, which was half of the read
+    pcm16 = f.subtype == "PCM_16"
     filled, peak = 0, 0.0
     while True:
-        block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+        block = f.read(BLOCK_FRAMES, dtype="int16" if pcm16 else "float32", always_2d=True)
+        if pcm16:
+            block = block.astype(np.float32) / 32768
         last = len(block) < BLOCK_FRAMES
         mono, block_peak = _checked_mono(block, path)
         peak = max(peak, block_peak)
