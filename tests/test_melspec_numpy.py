@@ -4,7 +4,7 @@ for byte on the machine that made its fixture). Here against librosa itself, for
 
 The filterbank and the window are the same elementwise numpy operations as librosa's and scipy's, so they are compared
 exactly. The spectrogram's FFT is numpy's where librosa calls scipy's: the same pocketfft, equal bits where measured
-(2,500 clips, 7 settings, AVX2), but two builds that another CPU could run down other vector paths, so it is compared
+(636 clips under 7 settings, AVX2), but two builds that another CPU could run down other vector paths, so it is compared
 within float32 rounding.
 """
 import warnings
