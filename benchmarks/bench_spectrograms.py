@@ -1,8 +1,9 @@
 """Stage 2's feature path, clips per second; for spectrograms side by side with the seed's method in one run.
 
 The seed made each image with matplotlib (imshow -> savefig JPG), one clip at a time. Stage 2 computes the log-mel
-in numpy (librosa's numbers), writes an 8-bit PNG directly and spreads the clips over worker processes. Both run here on the same
-synthetic CREMA-D-shaped clips (demo/synth.py), and the full CREMA-D run (7,442 clips, 5.26 h) is extrapolated.
+in numpy (librosa's numbers), writes an 8-bit PNG directly and spreads the clips over worker processes. Both run here
+on the same synthetic CREMA-D-shaped clips (demo/synth.py), and the full CREMA-D run (7,442 clips, 5.26 h) is
+extrapolated.
 --features egemaps times the openSMILE path instead (there is no seed method to compare it with). Besides wall
 time, the CPU seconds per clip (all processes) are reported: they hardly depend on what else the machine runs.
 

@@ -84,8 +84,8 @@ def _read_mono(f, path: str, sr: int) -> tuple[np.ndarray, float]:
 
         stream = soxr.ResampleStream(rate, sr, 1, dtype="float32")
     out = np.empty(int(np.ceil(f.frames * sr / rate)) + 64, np.float32)  # soxr's output is round(frames * sr / rate)
-    # 16-bit PCM (CREMA-D's, most corpora's): numpy scales the integers to floats, as libsndfile does (x / 32768, exact)
-    # but in a fifth of its time, which was half of the read
+    # 16-bit PCM (CREMA-D's, most corpora's) is read as integers and scaled by numpy: libsndfile's numbers (x / 32768,
+    # exact), but libsndfile's own conversion took ~125 of the 270 us a 2 s clip's read cost, numpy's takes ~15
     pcm16 = f.subtype == "PCM_16"
     filled, peak = 0, 0.0
     while True:
