@@ -106,7 +106,7 @@ def _time_stage(wavs: list[str], out: str, features: str, workers: int, no_png: 
         with open(os.path.join(out, "rows.bin"), "wb") as f:
             rows = RowWriter(f, feature.storage.dtype)
             errors = make_feature_files(feature, wavs, files, workers, rows=rows)
-            rows.finish()
+            rows.finish(durable=False)  # as a one-process stage 2 finishes its scratch rows
     else:
         errors = make_feature_files(feature, wavs, files, workers)
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
