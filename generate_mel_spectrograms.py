@@ -150,7 +150,7 @@ def make_share(feature: FeatureType, audio: list[str], names: list[str], folder:
     with atomic_path(os.path.join(part_folder, part["data"])) as tmp, open(tmp, "wb") as f:
         rows = RowWriter(f, feature.storage.dtype)
         part["errors"] = make_feature_files(feature, mine, files, args.workers, args.max_seconds, set(packed), rows)
-        rows.finish()
+        rows.finish(durable=shard.count > 1)  # one process: a scratch file, packed into the stores below and deleted
     part["rows"] = rows.index()
     return part
 

@@ -3,7 +3,7 @@
 The numbers themselves (STFT, filterbank, dB, grey levels) are made in toolkit/io/melspec.py, which needs no torch. A
 clip becomes (n_mels, frames) dB values, scaled to uint8 grey levels with low frequencies at the bottom; what a
 time-frequency image shares on its way into a CNN (resizing, padding, windows, SpecAugment) is in timefreq.py.
-librosa is imported lazily so that training (which only reads images) runs where librosa is absent.
+They need numpy alone (no librosa), so training (which only reads images) runs where librosa is absent.
 """
 from __future__ import annotations
 
@@ -104,5 +104,5 @@ class Mel(TimeFrequencyImage):
         return mel_image(audio, self.params)
 
     def warm_up(self) -> None:
-        # librosa's first call costs ~1 s of scipy imports: paid once here, inherited by the forked workers
+        # the filterbank and window are made (and checked) once here, and inherited by the forked workers
         log_mel(np.ones(self.params.n_fft, np.float32), self.params)

@@ -150,9 +150,12 @@ class RowWriter:
         self.f.write(value.tobytes())
         return len(self.rows) - 1
 
-    def finish(self) -> None:
+    def finish(self, durable: bool = True) -> None:
+        """Flush the rows; `durable`: to the disk too (a store, or a shard's part another job reads later; a scratch
+        file that this process packs and deletes needs not wait ~50 ms for it)."""
         self.f.flush()
-        os.fsync(self.f.fileno())
+        if durable:
+            os.fsync(self.f.fileno())
 
     def index(self) -> dict:
         return {"dtype": self.dtype, "rows": self.rows, "shapes": self.shapes, "checksums": self.checksums}

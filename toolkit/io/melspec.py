@@ -1,10 +1,12 @@
-"""The log-mel front end in numpy and librosa alone (no torch): the Mel feature type (stage 2, predict.py) and the
+"""The log-mel front end in numpy alone (no torch, no librosa): the Mel feature type (stage 2, predict.py) and the
 ONNX backend (toolkit/serving/onnx_backend.py, which runs where torch is absent) make their images with these same functions.
 
 A clip becomes (n_mels, frames) dB values, scaled to uint8 grey levels with low frequencies at the bottom; a network
 input is that image resized to 128 rows and either stretched to 128 columns ('resize') or centred in a window of
 `frames` columns ('pad'). `p` is anything with MelParams' attributes (sr, n_fft, hop_length, n_mels, top_db, db_ref,
-mel_scale, pad_mode). librosa is imported lazily.
+mel_scale, pad_mode). The STFT, filterbank and dB steps are written here in numpy, each giving exactly the numbers of
+librosa 0.11's stft, filters.mel and power_to_db (tests/test_melspec_numpy.py): librosa's first call costs ~1 s of
+scipy.signal and numba imports, and its per-call checks about as much as the arithmetic on a short clip.
 """
 from __future__ import annotations
 
@@ -23,47 +25,102 @@ MEL_SCALES = ("slaney", "htk")
 PAD_MODES = ("constant", "reflect")
 
 _MEL_BASIS: dict[tuple, np.ndarray] = {}
+_WINDOWS: dict[int, np.ndarray] = {}
+AMIN = 1e-10  # the smallest power the dB scale tells apart (librosa's power_to_db default)
+
+
+def _hz_to_mel(hz: np.ndarray, htk: bool) -> np.ndarray:
+    """librosa.hz_to_mel: the HTK formula, or Slaney's (linear below 1 kHz, logarithmic above)."""
+    if htk:
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    mels = hz / f_sp
+    high = hz >= min_log_hz
+    mels[high] = min_log_hz / f_sp + np.log(hz[high] / min_log_hz) / logstep
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray, htk: bool) -> np.ndarray:
+    """librosa.mel_to_hz, the inverse of _hz_to_mel."""
+    if htk:
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    hz = f_sp * mels
+    high = mels >= min_log_hz / f_sp
+    hz[high] = min_log_hz * np.exp(logstep * (mels[high] - min_log_hz / f_sp))
+    return hz
+
+
+def _band_edges(n: int, fmin: float, fmax: float, htk: bool) -> np.ndarray:
+    """librosa.mel_frequencies: n frequencies (Hz) evenly spaced on the mel scale from fmin to fmax."""
+    ends = _hz_to_mel(np.array([fmin, fmax], dtype=np.float64), htk)
+    return _mel_to_hz(np.linspace(ends[0], ends[1], n), htk)
 
 
 def mel_basis(p) -> np.ndarray:
-    """librosa's mel filterbank for these parameters (cached: making it costs more than a clip's STFT). Parameters
-    without fmin/fmax (the mel images') span 0 Hz to Nyquist, librosa's default; without mel_scale, Slaney's."""
-    import warnings
-
-    import librosa
-
+    """(n_mels, 1 + n_fft // 2) float32 mel filterbank for these parameters, librosa.filters.mel's numbers (triangles
+    between neighbouring band edges, Slaney area normalisation); cached. Parameters without fmin/fmax (the mel
+    images') span 0 Hz to Nyquist, librosa's default; without mel_scale, Slaney's."""
     band = (getattr(p, "fmin", 0.0), getattr(p, "fmax", None))
     key = (p.sr, p.n_fft, p.n_mels, getattr(p, "mel_scale", "slaney"), band)
     if key not in _MEL_BASIS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # librosa's "empty filters" warning: said below in one line instead
-            basis = librosa.filters.mel(sr=p.sr, n_fft=p.n_fft, n_mels=p.n_mels, htk=key[3] == "htk", fmin=band[0],
-                                        fmax=band[1])
+        fmax = float(p.sr) / 2 if band[1] is None else band[1]
+        edges = _band_edges(p.n_mels + 2, band[0], fmax, key[3] == "htk")
+        ramps = np.subtract.outer(edges, np.fft.rfftfreq(n=p.n_fft, d=1.0 / p.sr))
+        widths = np.diff(edges)
+        basis = np.zeros((p.n_mels, 1 + p.n_fft // 2), dtype=np.float32)
+        for i in range(p.n_mels):
+            basis[i] = np.maximum(0, np.minimum(-ramps[i] / widths[i], ramps[i + 2] / widths[i + 1]))
+        basis *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
         empty = int((basis.sum(axis=1) == 0).sum())
         if empty:  # such bands are black in every image: garbage a model would happily learn from
             raise ToolkitError(f"{empty} of {p.n_mels} mel bands are empty with n_fft {p.n_fft} at {p.sr} Hz (too few "
                                f"FFT bins between band edges); use fewer --n_mels or a larger --n_fft")
+        basis.flags.writeable = False  # shared by every caller
         _MEL_BASIS[key] = basis
     return _MEL_BASIS[key]
 
 
 def mel_frequencies(p) -> np.ndarray:
     """Centre frequency (Hz) of each mel band of these parameters, lowest first (a plot's axis)."""
-    import librosa
-
-    return librosa.mel_frequencies(p.n_mels + 2, fmin=0.0, fmax=p.sr / 2, htk=p.mel_scale == "htk")[1:-1]
+    return _band_edges(p.n_mels + 2, 0.0, p.sr / 2, p.mel_scale == "htk")[1:-1]
 
 
-def log_mel(y: np.ndarray, p, basis: np.ndarray | None = None, window: str | np.ndarray = "hann") -> np.ndarray:
+def hann_window(n_fft: int) -> np.ndarray:
+    """The STFT window: scipy.signal.get_window('hann', n_fft, fftbins=True), librosa's, in the same float64 numbers
+    (periodic: the last point of an n_fft + 1 symmetric window left off); cached."""
+    if n_fft not in _WINDOWS:
+        window = 0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, n_fft + 1))[:-1]
+        window.flags.writeable = False
+        _WINDOWS[n_fft] = window
+    return _WINDOWS[n_fft]
+
+
+def power_spectrogram(y: np.ndarray, p, window: np.ndarray) -> np.ndarray:
+    """(1 + n_fft // 2, frames) float32 |STFT|^2 of centred frames: np.abs(librosa.stft(y, ...)) ** 2 exactly (the
+    same padding, the windowed frames' float64 FFT rounded to complex64)."""
+    half, hop = p.n_fft // 2, p.hop_length
+    padded = np.pad(y, half, mode=p.pad_mode)
+    first, last = -(-half // hop), (len(y) + half - p.n_fft) // hop + 1  # librosa's start_k and tail_k
+    tail = last * hop - half  # where the frames librosa pads on their own begin (when the clip is long enough)
+    if p.pad_mode == "reflect" and last > first and tail + p.n_fft <= len(y) + half:
+        # librosa mirrors the end of that stretch alone: when it is shorter than the padding (e.g. 2048 samples at
+        # n_fft 2048, hop 1024) numpy's mirror folds back once more, which a mirror of the whole clip does not
+        padded[-half:] = np.pad(y[tail:], (0, half), mode="reflect")[-half:]
+    frames = np.lib.stride_tricks.sliding_window_view(padded, p.n_fft)[::hop]
+    # float64 products with the window, their FFT rounded to complex64 for float32 audio: librosa's steps
+    spectrum = np.fft.rfft(frames * window, axis=-1).astype(np.result_type(y.dtype, np.complex64))
+    return (np.abs(spectrum) ** 2).T
+
+
+def log_mel(y: np.ndarray, p, basis: np.ndarray | None = None, window: np.ndarray | None = None) -> np.ndarray:
     """(n_mels, frames) dB values in [-top_db, 0]; equals librosa melspectrogram + power_to_db. `basis` and `window`
-    (the filterbank and STFT window, as an export folder stores them) default to librosa's for `p`."""
-    import librosa
-
-    power = np.abs(librosa.stft(y, n_fft=p.n_fft, hop_length=p.hop_length, window=window, pad_mode=p.pad_mode)) ** 2
+    (the filterbank and STFT window, as an export folder stores them) default to mel_basis(p) and hann_window."""
+    power = power_spectrogram(y, p, hann_window(p.n_fft) if window is None else window)
     mel = (mel_basis(p) if basis is None else basis) @ power
-    ref = np.max if p.db_ref == "max" else 1.0
-    db = librosa.power_to_db(mel, ref=ref, top_db=None)
-    # 'max' puts every clip's peak at 0 dB (loudness is lost); 'fixed' keeps a fixed window, so loudness survives.
+    db = 10.0 * np.log10(np.maximum(AMIN, mel))
+    if p.db_ref == "max":  # every clip's peak at 0 dB (loudness is lost); 'fixed' keeps a fixed window, so it survives
+        db -= 10.0 * np.log10(np.maximum(AMIN, mel.max()))
     top = 0.0 if p.db_ref == "max" else FIXED_TOP_DB
     return np.clip(db, top - p.top_db, top) - top
 
@@ -74,8 +131,8 @@ def to_image(db: np.ndarray, p) -> np.ndarray:
     return np.flipud(scaled).clip(0, 255).astype(np.uint8)
 
 
-def mel_image(audio: np.ndarray, p, basis: np.ndarray | None = None, window: str | np.ndarray = "hann") -> np.ndarray:
-    """A clip's uint8 spectrogram image (Mel.extract), with `basis` as its filterbank (default: librosa's for `p`)."""
+def mel_image(audio: np.ndarray, p, basis: np.ndarray | None = None, window: np.ndarray | None = None) -> np.ndarray:
+    """A clip's uint8 spectrogram image (Mel.extract), with `basis` as its filterbank (default: mel_basis(p))."""
     image = to_image(log_mel(audio, p, basis, window), p)
     audible = float((image > 0).mean())
     if audible < MIN_AUDIBLE:  # an all-black image with a real label teaches nothing but noise
