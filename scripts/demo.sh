@@ -67,9 +67,7 @@ stage_4() {
 
 encoders() {
     echo "== speech encoders, offline: a small random-init wav2vec2 (real use: hf download facebook/wav2vec2-base once)"
-    # 16 front-end channels (make_demo_encoder.py's default 32): the front end runs over every sample of every clip,
-    # and its cost goes with the channels squared; the encoder's weights are random either way
-    [ -f $MODELS/demo_encoder/config.json ] || $PYTHON make_demo_encoder.py --out $MODELS/demo_encoder --conv_channels 16
+    [ -f $MODELS/demo_encoder/config.json ] || $PYTHON make_demo_encoder.py --out $MODELS/demo_encoder
     $PYTHON generate_mel_spectrograms.py --load_csv_path $DATA/ --save_spec_path $DATA/ --save_csv_path $DATA/ssl/ \
         --category $CATEGORY --features ssl --encoder $MODELS/demo_encoder
     once $MODELS/ssl/mlp_$CATEGORY.json $PYTHON train_cnn.py --csv_load_path $DATA/ssl/ --category $CATEGORY --model mlp --epochs $EPOCHS \
