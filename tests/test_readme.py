@@ -41,6 +41,15 @@ def test_the_walkthrough_runs_as_written_after_make_demo(tmp_path):
     summary = demo.stdout[demo.stdout.index("== summary"):]
     assert "| sex | cnn3 | mel | none |" in summary and "| sex | cnn3 | mel | autoencoder |" in summary
     assert "Web demo:  .venv/bin/python app.py --model_dir Models/demo" in summary
+    # stage 4 ran alongside stages 3 and 5: its output is shown after theirs, and kept in a log
+    assert demo.stdout.index("== stage 5:") < demo.stdout.index("== stage 4a:") < demo.stdout.index("== summary")
+    assert "OK: the saved autoencoder reloads" in (repo / "Models/demo/logs/stage_4.log").read_text()
+
+    again = subprocess.run(["bash", "scripts/demo.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    for card in ("cnn3_sex", "cnn3_sex_PL", "autoencoder_3_layers", "cnn3_ae_sex"):  # a second run trains nothing again
+        assert f"done before: Models/demo/{card}.json is a finished run" in again.stdout
+    assert not re.search(r"training \w+: ", again.stdout + again.stderr)  # no training progress bar
 
     script = "\n".join(walkthrough_blocks((ROOT / "README.md").read_text()))
     walk = subprocess.run(["bash", "-e", "-c", script], cwd=repo, env={**os.environ, "PYTHONUNBUFFERED": "1"},
