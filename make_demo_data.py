@@ -24,7 +24,7 @@ import os
 
 from demo.synth import VOICE_FAMILIES, VOICE_SETTINGS, build_corpus
 from toolkit.config import number, seed_value
-from toolkit.interrupts import raise_on_ctrl_c
+from toolkit.cli import run_main
 
 __doc__ = __doc__.format(families="\n".join(f"  {name:14s}{what}" for name, what in VOICE_FAMILIES.items()))
 
@@ -68,5 +68,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    raise_on_ctrl_c()  # start-up is over: from here Ctrl-C raises, so pools and temporary files are cleaned up
-    main()
+    run_main(main)  # like every stage: Ctrl-C and SIGTERM end it in one line, and its pool workers end silently
