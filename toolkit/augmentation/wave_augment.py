@@ -322,8 +322,8 @@ TRANSFORMS: dict[str, Transform] = {
     "vtlp": Transform(vtlp, lambda r, sr: {"alpha": _uniform(r, 0.9, 1.1)},
                       "vocal tract length: formants x alpha in 0.9-1.1, pitch kept (Jaitly & Hinton 2013)"),
     "formants": Transform(formants, lambda r, sr: _draw_formants(r),
-                          f"each formant region (F1-F4) moved on its own by up to +-{FORMANT_SPREAD:.0%}, pitch kept: "
-                          "another accent's vowels"),
+                          f"each formant region (F1-F4) moved on its own by a factor in {np.exp(-FORMANT_SPREAD):.2f}-"
+                          f"{np.exp(FORMANT_SPREAD):.2f}, pitch kept: another accent's vowels"),
     "reverb": Transform(reverb, lambda r, sr: {"rt60": _uniform(r, 0.2, 0.8, 2), "drr_db": _uniform(r, 0.0, 10.0, 1)},
                         "a synthetic room: RT60 0.2-0.8 s, direct-to-reverberant ratio 0-10 dB"),
     "noise": Transform(noise, lambda r, sr: _draw_noise(r),
