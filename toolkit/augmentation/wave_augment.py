@@ -75,16 +75,25 @@ def spectral_envelope(log_magnitude: np.ndarray, lifter: int) -> np.ndarray:
     return rfft(cepstrum, axis=-1).real[..., : log_magnitude.shape[-1]]
 
 
+def _stft_size(sr: int) -> tuple[int, int]:
+    """(n_fft, hop) of the envelope transforms: 64 ms frames, 16 ms apart."""
+    return 1024 * sr // 16000 or 256, 256 * sr // 16000 or 64
+
+
+def _log_envelope(spec: np.ndarray, lifter: int) -> np.ndarray:
+    """(frames, freq) cepstral log envelope of an STFT (freq, frames)."""
+    return spectral_envelope(np.log(np.abs(spec.T) + 1e-8), lifter)
+
+
 def warp_envelope(audio: np.ndarray, sr: int, warp: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """The spectral envelope (formants) moved by a monotonic frequency map `warp` (Hz -> Hz), the harmonics (pitch)
     and the phase kept. Each STFT frame's magnitude is multiplied by the ratio of its warped to its own cepstral
     envelope; the audio is resynthesised with the original phase."""
     import librosa
 
-    n_fft, hop = 1024 * sr // 16000 or 256, 256 * sr // 16000 or 64
+    n_fft, hop = _stft_size(sr)
     spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop)
-    lifter = max(8, int(0.0015 * sr))  # 1.5 ms: shorter than the pitch period of a voice up to 600 Hz
-    envelope = spectral_envelope(np.log(np.abs(spec.T) + 1e-8), lifter)
+    envelope = _log_envelope(spec, max(8, int(0.0015 * sr)))  # 1.5 ms: below the pitch period up to 600 Hz
     freqs = np.linspace(0, sr / 2, spec.shape[0])
     source = np.interp(freqs, warp(freqs), freqs) / freqs[1]  # the bin whose envelope lands here
     low = np.minimum(source.astype(int), len(freqs) - 2)
@@ -126,13 +135,11 @@ def f0(audio: np.ndarray, sr: int, rng: np.random.Generator, semitones: float) -
     import librosa
 
     shifted = pitch(audio, sr, rng, semitones)
-    n_fft, hop = 1024 * sr // 16000 or 256, 256 * sr // 16000 or 64
+    n_fft, hop = _stft_size(sr)
     original_spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop)
     shifted_spec = librosa.stft(shifted, n_fft=n_fft, hop_length=hop)
     lifter = max(8, int(0.002 * sr))  # 2 ms: below the pitch period up to 500 Hz, and sharper formants than vtlp's
-    original_envelope = spectral_envelope(np.log(np.abs(original_spec.T) + 1e-8), lifter)
-    shifted_envelope = spectral_envelope(np.log(np.abs(shifted_spec.T) + 1e-8), lifter)
-    out = shifted_spec * np.exp(original_envelope - shifted_envelope).T
+    out = shifted_spec * np.exp(_log_envelope(original_spec, lifter) - _log_envelope(shifted_spec, lifter)).T
     if semitones < 0:
         freqs = np.linspace(0, sr / 2, out.shape[0])[:, None]
         edge = sr / 2 * 2 ** (semitones / 12)
