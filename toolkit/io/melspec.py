@@ -29,11 +29,14 @@ _WINDOWS: dict[int, np.ndarray] = {}
 AMIN = 1e-10  # the smallest power the dB scale tells apart (librosa's power_to_db default)
 
 
+_SLANEY = (200.0 / 3, 1000.0, np.log(6.4) / 27.0)  # Hz per mel below the knee, the knee (Hz), log step above it
+
+
 def _hz_to_mel(hz: np.ndarray, htk: bool) -> np.ndarray:
     """librosa.hz_to_mel: the HTK formula, or Slaney's (linear below 1 kHz, logarithmic above)."""
     if htk:
         return 2595.0 * np.log10(1.0 + hz / 700.0)
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    f_sp, min_log_hz, logstep = _SLANEY
     mels = hz / f_sp
     high = hz >= min_log_hz
     mels[high] = min_log_hz / f_sp + np.log(hz[high] / min_log_hz) / logstep
@@ -44,7 +47,7 @@ def _mel_to_hz(mels: np.ndarray, htk: bool) -> np.ndarray:
     """librosa.mel_to_hz, the inverse of _hz_to_mel."""
     if htk:
         return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    f_sp, min_log_hz, logstep = _SLANEY
     hz = f_sp * mels
     high = mels >= min_log_hz / f_sp
     hz[high] = min_log_hz * np.exp(logstep * (mels[high] - min_log_hz / f_sp))
