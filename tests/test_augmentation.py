@@ -145,6 +145,21 @@ def test_formants_moves_each_region_by_its_own_factor():
     assert np.all(np.abs(np.log(drawn)) <= W.FORMANT_SPREAD + 1e-3) and np.std(np.log(drawn)) > W.FORMANT_SPREAD / 3
 
 
+def test_breath_adds_aspiration_shaped_by_the_voice_at_the_requested_hnr():
+    y = np.concatenate([vowel(), np.zeros(SR // 2, np.float32)])  # a vowel, then half a second of silence
+    out = W.breath(y, SR, RNG, 6.0)
+    added = out - y
+    assert len(out) == len(y) and out.dtype == np.float32
+    assert 10 * np.log10(W.power(y) / W.power(added)) == pytest.approx(6.0, abs=0.05)
+    voice, silence = slice(0, SR), slice(SR + SR // 8, None)  # the noise's frames reach 64 ms past the vowel
+    assert W.power(added[silence]) < 1e-4 * W.power(added[voice])  # it follows the voice: none in the pause
+    ratio = lambda low, high: band_energy(added[voice], low, high) / band_energy(y[voice], low, high)  # noqa: E731
+    assert ratio(2000, 4000) > 10 * ratio(0, 800)  # aspiration shows in the high band, not under the first harmonics
+    assert envelope_peak(added[voice], 1400, 2300) == pytest.approx(envelope_peak(y[voice], 1400, 2300), abs=150)
+    drawn = [W.TRANSFORMS["breath"].draw(np.random.default_rng(i), SR)["hnr_db"] for i in range(50)]
+    assert W.BREATH_HNR_DB[0] <= min(drawn) and max(drawn) <= W.BREATH_HNR_DB[1] and np.std(drawn) > 2
+
+
 @pytest.mark.parametrize("kind", ["white", "pink", "babble"])
 @pytest.mark.parametrize("snr_db", [5.0, 15.0])
 def test_noise_reaches_the_requested_snr(kind, snr_db):

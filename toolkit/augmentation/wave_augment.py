@@ -24,6 +24,7 @@ DEFAULT_PROBABILITY = 0.5  # a transform named without ':p' in a spec is applied
 F0_RANGE = (90.0, 250.0)  # f0_to: targets drawn log-uniformly over adult speaking pitch, men's and women's alike
 F0_SEMITONES = (3.0, 5.0)  # f0: the shift's size; 3-5 semitones move a typical voice's F0 to the other sex's edge
 FORMANT_SPREAD = 0.06  # formants: up to +-6 % a region, about the spread of a formant's mean among adults of one sex
+BREATH_HNR_DB = (3.0, 15.0)  # breath: voice over aspiration noise; breathy voices measure ~0-15 dB HNR, modal ~20
 BABBLE_VOICES = (3, 6)  # babble noise: this many other training clips (inclusive range) talking at once
 
 
@@ -167,6 +168,24 @@ def f0_to(audio: np.ndarray, sr: int, rng: np.random.Generator, target_hz: float
     if own is None:
         return audio
     return f0(audio, sr, rng, float(np.clip(12 * np.log2(target_hz / own), -12.0, 12.0)))
+
+
+def breath(audio: np.ndarray, sr: int, rng: np.random.Generator, hnr_db: float) -> np.ndarray:
+    """A breathier voice: aspiration noise added under the voice, `hnr_db` below it (whole clip). Breath is glottal
+    turbulence filtered by the same vocal tract, so the noise gets each frame's own cepstral envelope (formants and
+    level: it follows the voice, silent in pauses), weighted towards the high band where aspiration shows
+    (1 above ~2 kHz, falling 12 dB an octave below)."""
+    import librosa
+
+    n_fft, hop = _stft_size(sr)
+    spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop)
+    freqs = np.linspace(0, sr / 2, spec.shape[0])[:, None]
+    high = (freqs / 2000.0) ** 2 / (1 + (freqs / 2000.0) ** 2)
+    phase = np.exp(2j * np.pi * rng.random(spec.shape))
+    shaped = np.exp(_log_envelope(spec, max(8, int(0.002 * sr)))).T * high * phase
+    sound = librosa.istft(shaped, hop_length=hop, n_fft=n_fft, length=len(audio))
+    scale = np.sqrt(power(audio) / (max(power(sound), 1e-20) * 10 ** (hnr_db / 10)))
+    return (audio + scale * sound).astype(np.float32)
 
 
 def _draw_formants(rng: np.random.Generator) -> dict:
@@ -331,6 +350,9 @@ TRANSFORMS: dict[str, Transform] = {
     "formants": Transform(formants, lambda r, sr: _draw_formants(r),
                           f"each formant region (F1-F4) moved on its own by a factor in {np.exp(-FORMANT_SPREAD):.2f}-"
                           f"{np.exp(FORMANT_SPREAD):.2f}, pitch kept: another accent's vowels"),
+    "breath": Transform(breath, lambda r, sr: {"hnr_db": _uniform(r, *BREATH_HNR_DB, 1)},
+                        f"aspiration noise with the voice's own envelope, {BREATH_HNR_DB[0]:g}-{BREATH_HNR_DB[1]:g} dB "
+                        "below it: a breathier voice"),
     "reverb": Transform(reverb, lambda r, sr: {"rt60": _uniform(r, 0.2, 0.8, 2), "drr_db": _uniform(r, 0.0, 10.0, 1)},
                         "a synthetic room: RT60 0.2-0.8 s, direct-to-reverberant ratio 0-10 dB"),
     "noise": Transform(noise, lambda r, sr: _draw_noise(r),
