@@ -145,6 +145,25 @@ def test_formants_moves_each_region_by_its_own_factor():
     assert np.all(np.abs(np.log(drawn)) <= W.FORMANT_SPREAD + 1e-3) and np.std(np.log(drawn)) > W.FORMANT_SPREAD / 3
 
 
+def test_vowels_moves_each_stretch_of_speech_its_own_way():
+    """A steady vowel through `vowels`: its F2 peak now wanders from syllable to syllable within the spread, where
+    `formants` would move it once; the pitch stays."""
+    import librosa
+
+    y = vowel(seconds=2.0)
+    out = W.vowels(y, SR, np.random.default_rng(3), 0.08, 0.15)
+    assert len(out) == len(y) and f0_of(out) == pytest.approx(f0_of(y), rel=0.01)
+    spectra = np.abs(librosa.stft(out, n_fft=2048, hop_length=512)).T[4:-4]  # frames away from the edges
+    envelope = W.spectral_envelope(np.log(spectra + 1e-8), 30)
+    freqs = np.linspace(0, SR / 2, spectra.shape[1])
+    band = (freqs > 1300) & (freqs < 2400)
+    peaks = freqs[band][np.argmax(envelope[:, band], axis=1)]
+    assert np.ptp(peaks) > 80  # it moves over time (one frequency bin is 8 Hz; a fixed warp gives one peak)
+    assert np.all(np.abs(np.log(peaks / envelope_peak(y, 1300, 2400))) < 0.08 + 0.04)
+    assert W.TRANSFORMS["vowels"].draw(np.random.default_rng(0), SR) == {"spread": W.FORMANT_SPREAD,
+                                                                         "segment_s": W.VOWEL_SEGMENT_S}
+
+
 def test_breath_adds_aspiration_shaped_by_the_voice_at_the_requested_hnr():
     y = np.concatenate([vowel(), np.zeros(SR // 2, np.float32)])  # a vowel, then half a second of silence
     out = W.breath(y, SR, RNG, 6.0)

@@ -24,6 +24,7 @@ DEFAULT_PROBABILITY = 0.5  # a transform named without ':p' in a spec is applied
 F0_RANGE = (90.0, 250.0)  # f0_to: targets drawn log-uniformly over adult speaking pitch, men's and women's alike
 F0_SEMITONES = (3.0, 5.0)  # f0: the shift's size; 3-5 semitones move a typical voice's F0 to the other sex's edge
 FORMANT_SPREAD = 0.06  # formants: up to +-6 % a region, about the spread of a formant's mean among adults of one sex
+VOWEL_SEGMENT_S = 0.15  # vowels: new formant factors this often, about a syllable's length
 BREATH_HNR_DB = (3.0, 15.0)  # breath: voice over aspiration noise; breathy voices measure ~0-15 dB HNR, modal ~20
 BABBLE_VOICES = (3, 6)  # babble noise: this many other training clips (inclusive range) talking at once
 
@@ -86,20 +87,23 @@ def _log_envelope(spec: np.ndarray, lifter: int) -> np.ndarray:
     return spectral_envelope(np.log(np.abs(spec.T) + 1e-8), lifter)
 
 
-def warp_envelope(audio: np.ndarray, sr: int, warp: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """The spectral envelope (formants) moved by a monotonic frequency map `warp` (Hz -> Hz), the harmonics (pitch)
-    and the phase kept. Each STFT frame's magnitude is multiplied by the ratio of its warped to its own cepstral
-    envelope; the audio is resynthesised with the original phase."""
+def warp_envelope(audio: np.ndarray, sr: int, warp: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+    """The spectral envelope (formants) moved by a monotonic frequency map, the harmonics (pitch) and the phase
+    kept. `warp(freqs, frames)` gives where each frequency's envelope goes (Hz): (freqs,) for every frame alike, or
+    (frames, freqs) for a map that changes over time. Each STFT frame's magnitude is multiplied by the ratio of its
+    warped to its own cepstral envelope; the audio is resynthesised with the original phase."""
     import librosa
 
     n_fft, hop = _stft_size(sr)
     spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop)
     envelope = _log_envelope(spec, max(8, int(0.0015 * sr)))  # 1.5 ms: below the pitch period up to 600 Hz
     freqs = np.linspace(0, sr / 2, spec.shape[0])
-    source = np.interp(freqs, warp(freqs), freqs) / freqs[1]  # the bin whose envelope lands here
+    targets = np.broadcast_to(warp(freqs, spec.shape[1]), envelope.shape)
+    source = np.stack([np.interp(freqs, target, freqs) for target in targets]) / freqs[1]  # whose envelope lands here
     low = np.minimum(source.astype(int), len(freqs) - 2)
     frac = source - low
-    warped = envelope[:, low] * (1 - frac) + envelope[:, low + 1] * frac  # linear interpolation, all frames at once
+    rows = np.arange(len(envelope))[:, None]
+    warped = envelope[rows, low] * (1 - frac) + envelope[rows, low + 1] * frac  # linear interpolation, every frame
     gain = np.exp(warped - envelope).T
     out = librosa.istft(spec * gain, hop_length=hop, n_fft=n_fft, length=len(audio))
     return out.astype(np.float32)
@@ -108,7 +112,7 @@ def warp_envelope(audio: np.ndarray, sr: int, warp: Callable[[np.ndarray], np.nd
 def vtlp(audio: np.ndarray, sr: int, rng: np.random.Generator, alpha: float) -> np.ndarray:
     """Vocal-tract-length perturbation: the spectral envelope (formants) warped by `alpha` (> 1: a shorter tract,
     formants higher), the harmonics (pitch) and the phase kept."""
-    return warp_envelope(audio, sr, lambda freqs: vtlp_warp(freqs, alpha, sr / 2))
+    return warp_envelope(audio, sr, lambda freqs, frames: vtlp_warp(freqs, alpha, sr / 2))
 
 
 FORMANT_REGIONS = (500.0, 1500.0, 2500.0, 3500.0)  # Hz: where a neutral adult tract has F1-F4
@@ -120,7 +124,24 @@ def formants(audio: np.ndarray, sr: int, rng: np.random.Generator, factors: list
     accent or another tract shape, while the tract's overall length (what tells the sexes apart) stays about the same."""
     anchors = np.array([0.0, *FORMANT_REGIONS, sr / 2])
     ratio = np.array([1.0, *factors, 1.0])
-    return warp_envelope(audio, sr, lambda freqs: freqs * np.interp(freqs, anchors, ratio))
+    return warp_envelope(audio, sr, lambda freqs, frames: freqs * np.interp(freqs, anchors, ratio))
+
+
+def vowels(audio: np.ndarray, sr: int, rng: np.random.Generator, spread: float, segment_s: float) -> np.ndarray:
+    """Each formant region moved by its own factor within exp(+-spread), the factors drawn again every `segment_s`
+    seconds (about a syllable) and interpolated between: every vowel's targets moved its own way, as in another
+    accent, where `formants` moves all vowels alike. Pitch kept; the tract's mean length about the same."""
+    anchors = np.array([0.0, *FORMANT_REGIONS, sr / 2])
+    hop = _stft_size(sr)[1]
+
+    def warp(freqs: np.ndarray, frames: int) -> np.ndarray:
+        knots = max(2, int(np.ceil(frames * hop / sr / segment_s)) + 1)
+        factors = np.exp(rng.uniform(-spread, spread, (knots, len(FORMANT_REGIONS))))
+        at = np.linspace(0, knots - 1, frames)
+        per_frame = np.stack([np.interp(at, np.arange(knots), factors[:, r]) for r in range(len(FORMANT_REGIONS))], 1)
+        return np.stack([freqs * np.interp(freqs, anchors, [1.0, *ratio, 1.0]) for ratio in per_frame])
+
+    return warp_envelope(audio, sr, warp)
 
 
 def f0(audio: np.ndarray, sr: int, rng: np.random.Generator, semitones: float) -> np.ndarray:
@@ -350,6 +371,10 @@ TRANSFORMS: dict[str, Transform] = {
     "formants": Transform(formants, lambda r, sr: _draw_formants(r),
                           f"each formant region (F1-F4) moved on its own by a factor in {np.exp(-FORMANT_SPREAD):.2f}-"
                           f"{np.exp(FORMANT_SPREAD):.2f}, pitch kept: another accent's vowels"),
+    "vowels": Transform(vowels, lambda r, sr: {"spread": FORMANT_SPREAD, "segment_s": VOWEL_SEGMENT_S},
+                        f"each formant region moved by its own factor in {np.exp(-FORMANT_SPREAD):.2f}-"
+                        f"{np.exp(FORMANT_SPREAD):.2f}, drawn again every {VOWEL_SEGMENT_S:g} s: every vowel its own "
+                        "way, as in another accent"),
     "breath": Transform(breath, lambda r, sr: {"hnr_db": _uniform(r, *BREATH_HNR_DB, 1)},
                         f"aspiration noise with the voice's own envelope, {BREATH_HNR_DB[0]:g}-{BREATH_HNR_DB[1]:g} dB "
                         "below it: a breathier voice"),
