@@ -98,7 +98,7 @@ def warp_envelope(audio: np.ndarray, sr: int, warp: Callable[[np.ndarray, int], 
     spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop)
     envelope = _log_envelope(spec, max(8, int(0.0015 * sr)))  # 1.5 ms: below the pitch period up to 600 Hz
     freqs = np.linspace(0, sr / 2, spec.shape[0])
-    targets = np.broadcast_to(warp(freqs, spec.shape[1]), envelope.shape)
+    targets = np.atleast_2d(warp(freqs, spec.shape[1]))  # (1 or frames, freqs)
     source = np.stack([np.interp(freqs, target, freqs) for target in targets]) / freqs[1]  # whose envelope lands here
     low = np.minimum(source.astype(int), len(freqs) - 2)
     frac = source - low
