@@ -21,6 +21,7 @@ training men's mean logit.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from multiprocessing import Pool
@@ -73,7 +74,8 @@ def _init(spec: dict) -> None:
 def corpus(folder: str, csv: str, cache: str, spec: str = "") -> tuple[np.ndarray, pd.DataFrame]:
     """Every clip's features (rows of `csv` under `folder`), through the transforms of `spec` when given."""
     frame = pd.read_csv(os.path.join(folder, csv), dtype=str)
-    name = f"{os.path.basename(os.path.normpath(folder))}_{spec.replace(':', '').replace(',', '_') or 'plain'}.npy"
+    where = hashlib.sha1(os.path.abspath(os.path.join(folder, csv)).encode()).hexdigest()[:8]  # same-named folders apart
+    name = f"{os.path.basename(os.path.normpath(folder))}_{where}_{spec.replace(':', '').replace(',', '_') or 'plain'}.npy"
     path = os.path.join(cache, name)
     if not os.path.exists(path):
         jobs = list(enumerate(os.path.join(folder, p) for p in frame["Audio_file_path"]))
