@@ -22,9 +22,15 @@ def _share_the_cores() -> None:
     in-process: every worker on PyTorch's default (all cores) oversubscribes them, and OpenMP's waiting threads spin."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
+        import numpy  # noqa: F401  (its BLAS sizes its pool now, before the variable below: see test_performance_paths)
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        # The same share for every stage a test starts as a subprocess (run_script, torchrun, the demo, sweep and
+        # README scripts): on PyTorch's default of all cores, a run without --threads next to the other worker spun
+        # OpenMP threads on busy cores (the README's eGeMAPS mlp: 81 s of CPU on 2 threads, 11 s on one).
+        os.environ["OMP_NUM_THREADS"] = str(share)
 
 
 _share_the_cores()
