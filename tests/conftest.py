@@ -39,13 +39,14 @@ _share_the_cores()
 # default order, most tests first, put the files of few but long tests last, where one of them kept one worker busy
 # while the other had finished). Longest first instead, so the last files to start are short ones. Measured
 # (--durations of a whole `make test`, summed per file); a file not listed keeps its place after these.
-LONGEST_FIRST = ["test_readme.py", "test_own_data.py", "test_hostile_input.py", "test_evaluate.py", "test_speech_encoders.py",
-                 "test_egemaps.py", "test_experiments.py", "test_interruptions.py", "test_summarize.py",
-                 "test_vector_heads.py", "test_ddp.py", "test_scale.py", "test_app.py", "test_pipeline.py",
-                 "test_augmentation.py", "test_split_features.py", "test_features.py", "test_autoencoder.py",
-                 "test_hostile_families.py", "test_hostile_family5.py", "test_help.py", "test_mel_reference.py",
-                 "test_shards.py", "test_onnx.py", "test_engine.py", "test_pseudo_labeling.py", "test_bad_input.py",
-                 "test_recipe.py", "test_compare.py"]
+LONGEST_FIRST = ["test_readme.py", "test_own_data.py", "test_speech_encoders.py", "test_hostile_input.py",
+                 "test_ddp.py", "test_interruptions.py", "test_experiments.py", "test_summarize.py",
+                 "test_evaluate.py", "test_app.py", "test_shards.py", "test_mel_reference.py",
+                 "test_hostile_family5.py", "test_egemaps.py", "test_vector_heads.py", "test_help.py",
+                 "test_augmentation.py", "test_split_features.py", "test_autoencoder.py", "test_pipeline.py",
+                 "test_hostile_families.py", "test_engine.py", "test_onnx.py", "test_recipe.py",
+                 "test_pseudo_labeling.py", "test_scale.py", "test_features.py", "test_model_args.py",
+                 "test_precision.py", "test_ltas.py"]
 
 
 def pytest_collection_modifyitems(config, items) -> None:
