@@ -29,7 +29,8 @@ def _share_the_cores() -> None:
         torch.set_num_threads(share)
         # The same share for every stage a test starts as a subprocess (run_script, torchrun, the demo, sweep and
         # README scripts): on PyTorch's default of all cores, a run without --threads next to the other worker spun
-        # OpenMP threads on busy cores (the README's eGeMAPS mlp: 81 s of CPU on 2 threads, 11 s on one).
+        # OpenMP threads on busy cores (the README's eGeMAPS mlp on a loaded machine: 80 s of CPU on 2 threads, 11 s
+        # on one).
         os.environ["OMP_NUM_THREADS"] = str(share)
 
 
