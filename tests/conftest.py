@@ -22,9 +22,16 @@ def _share_the_cores() -> None:
     in-process: every worker on PyTorch's default (all cores) oversubscribes them, and OpenMP's waiting threads spin."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
+        import numpy  # noqa: F401  (its BLAS sizes its pool now, before the variable below: see test_performance_paths)
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        # The same share for every stage a test starts as a subprocess (run_script, torchrun, the demo, sweep and
+        # README scripts): on PyTorch's default of all cores, a run without --threads next to the other worker spun
+        # OpenMP threads on busy cores (the README's eGeMAPS mlp on a loaded machine: 80 s of CPU on 2 threads, 11 s
+        # on one).
+        os.environ["OMP_NUM_THREADS"] = str(share)
 
 
 _share_the_cores()
@@ -32,11 +39,15 @@ _share_the_cores()
 # `make test` hands whole files to 2 workers (--dist loadfile) in collection order (--no-loadscope-reorder: xdist's
 # default order, most tests first, put the files of few but long tests last, where one of them kept one worker busy
 # while the other had finished). Longest first instead, so the last files to start are short ones. Measured
-# (--durations, one worker); a file not listed keeps its place after these.
-LONGEST_FIRST = ["test_experiments.py", "test_vector_heads.py", "test_own_data.py", "test_interruptions.py",
-                 "test_speech_encoders.py", "test_hostile_input.py", "test_augmentation.py", "test_hostile_families.py",
-                 "test_ddp.py", "test_egemaps.py", "test_app.py", "test_onnx.py", "test_evaluate.py", "test_autoencoder.py",
-                 "test_bad_input.py", "test_compare.py", "test_recipe.py", "test_pseudo_labeling.py", "test_scale.py"]
+# (--durations of a whole `make test`, summed per file); a file not listed keeps its place after these.
+LONGEST_FIRST = ["test_readme.py", "test_own_data.py", "test_speech_encoders.py", "test_hostile_input.py",
+                 "test_ddp.py", "test_interruptions.py", "test_experiments.py", "test_summarize.py",
+                 "test_evaluate.py", "test_app.py", "test_shards.py", "test_mel_reference.py",
+                 "test_hostile_family5.py", "test_egemaps.py", "test_vector_heads.py", "test_help.py",
+                 "test_augmentation.py", "test_split_features.py", "test_autoencoder.py", "test_pipeline.py",
+                 "test_hostile_families.py", "test_engine.py", "test_onnx.py", "test_recipe.py",
+                 "test_pseudo_labeling.py", "test_scale.py", "test_features.py", "test_model_args.py",
+                 "test_precision.py", "test_ltas.py"]
 
 
 def pytest_collection_modifyitems(config, items) -> None:

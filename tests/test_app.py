@@ -88,7 +88,8 @@ def test_the_page_shows_predict_pys_probabilities_for_an_upload(browser, trained
     try:
         # predict.py runs while the demo starts: the reference numbers for the same file and model folder
         out = tmp_path / "predicted.csv"
-        run_script("predict.py", "--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", clip, "--out", out, "--device", "cpu")
+        run_script("predict.py", "--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", clip, "--out", out, "--device", "cpu",
+                   in_process=True)
         expected = pd.read_csv(out).iloc[0]
         assert expected["windows"] >= 3
         wait_until_served(app, f"http://127.0.0.1:{port}/", log)

@@ -12,8 +12,11 @@ from toolkit.runcard import read_card
 
 
 def train(sex_data, out, *launcher, extra=()):
+    """train_cnn.py 1 epoch under the launcher (torchrun) in a subprocess, or with none in this process."""
     args = ["train_cnn.py", "--csv_load_path", str(sex_data), "--category", "sex", "--model", "cnn3", "--epochs", "1",
             "--batch_size", "16", "--threads", "1", "--device", "cpu", "--model_save_path", str(out), *extra]
+    if not launcher:  # the single-process run to compare with (no interpreter start-up and imports)
+        return run_script(*args, in_process=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, *launcher, *args], cwd=ROOT, capture_output=True, text=True, env=env,
                           timeout=300)

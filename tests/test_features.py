@@ -38,15 +38,16 @@ def test_fbank_is_kaldi_shaped_and_puts_a_tone_in_its_band():
 
 
 def test_fbank_images_train_a_cnn_that_predict_and_evaluate_use(sex_data, tmp_path):
-    """Stage 2 --features fbank -> train_cnn.py cnn3 (2 epochs) -> predict.py and evaluate.py agree with stage 3."""
+    """Stage 2 --features fbank -> train_cnn.py cnn3 (2 epochs) -> predict.py and evaluate.py agree with stage 3
+    (each stage in this process: the same commands without four interpreter start-ups and imports)."""
     data, models = tmp_path / "fbank", tmp_path / "models"
     run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", data, "--save_csv_path",
-               data, "--category", "sex", "--features", "fbank", "--workers", "2")
+               data, "--category", "sex", "--features", "fbank", "--workers", "2", in_process=True)
     test = pd.read_csv(data / "sex_test.csv")
     image = read_image(str(data / test["fbank_file_path"][0]))
     assert image.shape[0] == 80 and image.dtype == np.uint8 and (image > 0).mean() > 0.2
     run_script("train_cnn.py", "--csv_load_path", data, "--category", "sex", "--model", "cnn3", "--epochs", "2",
-               "--batch_size", "16", "--threads", "1", "--model_save_path", models)
+               "--batch_size", "16", "--threads", "1", "--model_save_path", models, in_process=True)
     card = json.loads((models / "cnn3_sex.json").read_text())
     assert card["features"]["type"] == "fbank" and card["features"]["params"]["n_mels"] == 80
     assert card["input"] == {"kind": "image", "shape": [3, 128, 128], "image_size": [128, 128], "time_axis": "pad",
@@ -54,12 +55,12 @@ def test_fbank_images_train_a_cnn_that_predict_and_evaluate_use(sex_data, tmp_pa
     stage3 = pd.read_csv(models / "cnn3_sex_test_predictions.csv")
     clips = [str((data / p).resolve()) for p in stage3["Audio_file_path"]]
     assert max(sf.info(c).duration for c in clips) > 128 * 0.010  # longer than the 1.28 s window: several windows
-    run_script("predict.py", "--model_dir", models, "--model_file", "cnn3_sex.pt", *clips, "--out", tmp_path / "p.csv")
+    run_script("predict.py", "--model_dir", models, "--model_file", "cnn3_sex.pt", *clips, "--out", tmp_path / "p.csv", in_process=True)
     got = pd.read_csv(tmp_path / "p.csv")
     assert (got["windows"] > 1).any()
     np.testing.assert_allclose(got[["p_Male", "p_Female"]].to_numpy(), stage3[["p_Male", "p_Female"]].to_numpy(), atol=1e-5)
     run_script("evaluate.py", "--model_dir", models, "--model_file", "cnn3_sex.pt", data / "sex_test.csv",
-               "--out", tmp_path / "eval")
+               "--out", tmp_path / "eval", in_process=True)
     scores = json.loads((tmp_path / "eval" / "cnn3_sex_evaluation.json").read_text())["test"]
     for metric in ("f1", "accuracy", "loss"):
         assert scores[metric] == pytest.approx(card["metrics"]["test"][metric], abs=1e-6)
@@ -102,7 +103,7 @@ def test_a_long_clip_gets_the_same_windows_in_evaluation_and_predict(trained_cnn
     assert len(owner) == len(recording.windows[view]) == 5  # 10.5 s: 4.1 s windows every 2.05 s and one flush with the end
     assert torch.equal(torch.as_tensor(windows.x[:]), torch.as_tensor(cut.x[:]))
     probs = evaluate(model, test, 4, torch.device("cpu"), len(card.classes), True, card.temperature)["probabilities"]
-    run_script("predict.py", "--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", wav, "--out", tmp_path / "p.csv")
+    run_script("predict.py", "--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", wav, "--out", tmp_path / "p.csv", in_process=True)
     got = pd.read_csv(tmp_path / "p.csv")
     assert got["windows"][0] == 5
     np.testing.assert_allclose(got[["p_Male", "p_Female"]].to_numpy(), probs, atol=1e-5)

@@ -53,7 +53,7 @@ def test_a_class_with_one_clip_is_named_at_stage_1_and_stage_2_speaks_in_its_own
             "speakers to put a class in train, validation and test") in stage1.stdout
     assert stage1.stdout.count("warning: emotion: class") == 1
     stage2 = run_script("generate_mel_spectrograms.py", "--data_dir", data, "--save_spec_path", data, "--save_csv_path",
-                        data, "--category", "emotion", "--workers", "1")
+                        data, "--category", "emotion", "--workers", "1", in_process=True)
     assert "site-packages" not in stage2.stderr and "UserWarning" not in stage2.stderr  # sklearn's raw warning
     assert "part has no clip of class(es) ['surprised']" in stage2.stdout
 

@@ -108,7 +108,7 @@ def test_stage3_killed_after_an_epoch_resumes_to_the_same_metrics(sex_data, tmp_
     train_args = ["--csv_load_path", sex_data, "--category", "sex", "--model", "cnn3", "--epochs", epochs,
                   "--batch_size", "16", "--seed", "7", "--threads", "1"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    run_script("train_cnn.py", *train_args, "--model_save_path", straight)
+    run_script("train_cnn.py", *train_args, "--model_save_path", straight, in_process=True)
 
     proc = start("train_cnn.py", *train_args, "--model_save_path", stopped)
     for line in proc.stdout:  # the epoch line is printed after that epoch's checkpoint was written

@@ -27,7 +27,7 @@ def test_stage1_reports_missing_audio(tiny_corpus, tmp_path):
                              "sex": "Male", "race": "Caucasian", "age": "30s", "Age": 33, "Ethnicity": "Not Hispanic"})
     seed_csv.to_csv(tmp_path / "CREMA_no_path.csv", index=False)
     proc = run_script("data_preprocessing.py", "--csv_file", "CREMA_no_path.csv", "--csv_path", tmp_path, "--audio_path", audio,
-                      "--category", "age")
+                      "--category", "age", in_process=True)
     assert "1 clip(s)" in proc.stdout and "1001_XXX_ANG_XX.wav" in proc.stdout
     assert len(pd.read_csv(tmp_path / "age_with_audio_path.csv")) == 5
 
@@ -45,7 +45,7 @@ def test_stage2_writes_pngs_and_disjoint_splits(sex_data):
 
 def test_stage2_rerun_skips_existing_images(sex_data):
     proc = run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", sex_data,
-                      "--save_csv_path", sex_data, "--category", "sex", "--workers", "1")
+                      "--save_csv_path", sex_data, "--category", "sex", "--workers", "1", in_process=True)
     assert "96 mel files already made, 0 to make" in proc.stdout
 
 
@@ -83,14 +83,15 @@ def test_stage3_errors_are_one_line(sex_data, tmp_path):
 
 def test_corrupt_wav_is_reported_and_skipped(tiny_corpus, sex_data, tmp_path):
     run_script("data_preprocessing.py", "--csv_file", tiny_corpus / "VideoDemographics.csv", "--csv_path", tmp_path,
-               "--audio_path", tiny_corpus / "AudioWAV", "--category", "emotion")
+               "--audio_path", tiny_corpus / "AudioWAV", "--category", "emotion", in_process=True)
     table = pd.read_csv(tmp_path / "emotion_with_audio_path.csv")
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
     table.loc[0, "Audio_file_path"] = "broken.wav"
     table.to_csv(tmp_path / "emotion_with_audio_path.csv", index=False)
     proc = run_script("generate_mel_spectrograms.py", "--load_csv_path", tmp_path, "--save_spec_path", sex_data,
-                      "--save_csv_path", tmp_path, "--category", "emotion", "--workers", "1")  # (sex_data's images: reused)
+                      "--save_csv_path", tmp_path, "--category", "emotion", "--workers", "1",
+                      in_process=True)  # (sex_data's images: reused)
     assert "1 clip(s) could not be used" in proc.stdout and "broken.wav" in proc.stdout
     total = sum(len(pd.read_csv(tmp_path / f"emotion_{s}.csv")) for s in ("train", "val", "test"))
     assert total == len(table) - 1
@@ -106,7 +107,8 @@ def test_seed_readme_stage4c_example_runs_as_written(sex_data, tmp_path):
     torch.save(build_model("cnn3", 2).encoder.state_dict(), tmp_path / "encoder_3_layers.pt")
     proc = run_script("train_cnn.py", "--csv_load_path", sex_data, "--category", "sex", "--train_csv", "sex_train.csv",
                       "--val_csv", "sex_val.csv", "--test_csv", "sex_test.csv", "--epochs", "1", "--batch_size", "64",
-                      "--learning_rate", "1e-3", "--model_save_and_load_path", tmp_path, "--threads", "1")
+                      "--learning_rate", "1e-3", "--model_save_and_load_path", tmp_path, "--threads", "1",
+                      in_process=True)
     assert "running cnn_classifier.py" in proc.stdout
     assert (tmp_path / "cnn3_ae_sex.pt").is_file() and not (tmp_path / "cnn3_sex.pt").exists()
 

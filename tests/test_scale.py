@@ -62,7 +62,7 @@ def test_training_on_the_store_equals_training_on_pngs(sex_data, tmp_path):
     for folder in (sex_data, pngs):
         out = tmp_path / f"models_{folder.name}"
         run_script("train_cnn.py", "--csv_load_path", folder, "--category", "sex", "--model", "cnn3", "--epochs", "2",
-                   "--batch_size", "16", "--threads", "1", "--model_save_path", out)
+                   "--batch_size", "16", "--threads", "1", "--model_save_path", out, in_process=True)
         metrics = json.loads((out / "cnn3_sex_metrics.json").read_text())
         results.append(([{k: v for k, v in row.items() if k != "seconds"} for row in metrics["history"]],
                         metrics["metrics"]["val"], {k: v for k, v in metrics["metrics"]["test"].items()}))
@@ -102,20 +102,20 @@ def test_no_png_writes_only_the_stores_and_trains(sex_data, tmp_path):
     killed = out / "mel_spectrograms" / tag / ".unpacked.999999999.abcd"  # what a killed --no_png run leaves
     (killed / "clip.png").parent.mkdir(parents=True)
     (killed / "clip.png").write_bytes(b"half")
-    run_script("generate_mel_spectrograms.py", *args)
+    run_script("generate_mel_spectrograms.py", *args, in_process=True)
     assert not killed.exists()
     assert list(out.rglob("*.png")) == [] and [p for p in (out / "mel_spectrograms").rglob("*") if p.is_dir()
                                                  and p.name.startswith(".unpacked")] == []
     stores = {s: open_store(out / f"sex_{s}.csv", "mel") for s in SPLITS}
     assert all(stores.values())
-    again = run_script("generate_mel_spectrograms.py", *args)  # a re-run makes nothing and repacks nothing
+    again = run_script("generate_mel_spectrograms.py", *args, in_process=True)  # a re-run makes nothing and repacks nothing
     assert " 0 to make" in again.stdout and "packed" not in again.stdout
     for s in SPLITS:  # the same values as the PNG run's store
         ref = open_store(sex_data / f"sex_{s}.csv", "mel")
         assert [np.array_equal(ref.item(i), stores[s].item(i)) for i in range(len(ref))] == [True] * len(ref)
     models = tmp_path / "models"
     run_script("train_cnn.py", "--csv_load_path", out, "--category", "sex", "--model", "cnn3", "--epochs", "1",
-               "--batch_size", "16", "--threads", "1", "--model_save_path", models)
+               "--batch_size", "16", "--threads", "1", "--model_save_path", models, in_process=True)
     assert (models / "cnn3_sex.json").is_file()
 
 

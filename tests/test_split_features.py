@@ -29,7 +29,7 @@ def shared_folder(sex_data, tmp_path_factory):
     shutil.copy(sex_data / "sex_split.json", out / "sex_split.json")
     before = {s: (out / f"sex_{s}.csv").read_bytes() for s in SPLITS}
     proc = run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", out,
-                      "--save_csv_path", out, "--category", "sex", "--features", "egemaps", "--workers", "2")
+                      "--save_csv_path", out, "--category", "sex", "--features", "egemaps", "--workers", "2", in_process=True)
     return out, before, proc
 
 
