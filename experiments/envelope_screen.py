@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train", required=True, help="training corpus folder (make_demo_data.py output, stage 1 run)")
     p.add_argument("--copies", default=None, help="folder of augmentation.py's copies of it (sex_augmented.csv)")
     p.add_argument("--extra", nargs="*", default=[], help="transform specs: one more copy of every clip each")
+    p.add_argument("--more_voices", nargs="*", default=[], metavar="FOLDER",
+                   help="other corpora whose clips also train (as they are: no copies)")
     p.add_argument("--test", nargs="+", required=True, metavar="NAME=FOLDER")
     p.add_argument("--features", nargs="+", default=["ltas", "ltas_mean", "ltas_pairs", "cepstral", "scale", "ltas+scale"])
     p.add_argument("--C", type=float, nargs="+", default=[1.0, 10.0])
@@ -127,10 +129,14 @@ def main(argv: list[str] | None = None) -> None:
         parts.append((xc, fc["sex"].to_numpy()))
     for spec in args.extra:
         parts.append((corpus(args.train, "sex_with_audio_path.csv", args.cache, spec)[0], frame["sex"].to_numpy()))
+    for folder in args.more_voices:
+        xm, fm = corpus(folder, "sex_with_audio_path.csv", args.cache)
+        parts.append((xm, fm["sex"].to_numpy()))
     x_train, y_train = np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
     tests = {name: corpus(folder, "sex_with_audio_path.csv", args.cache)
              for name, folder in (t.split("=", 1) for t in args.test)}
-    print(f"training rows: {len(x_train)} (copies: {args.copies or '-'}; extra: {' '.join(args.extra) or '-'})")
+    print(f"training rows: {len(x_train)} (copies: {args.copies or '-'}; extra: {' '.join(args.extra) or '-'}; "
+          f"more voices: {' '.join(args.more_voices) or '-'})")
     for feature in args.features:
         for c in args.C:
             model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))

@@ -19,7 +19,7 @@ def test_screens_features_with_extra_copies_and_explains_a_speaker(sex_data, tmp
     envelope_screen.main(argv)
     out = capsys.readouterr().out
     clips = len(list((sex_data / "AudioWAV").glob("*.wav")))
-    assert f"training rows: {2 * clips} (copies: -; extra: gain:1)" in out
+    assert f"training rows: {2 * clips} (copies: -; extra: gain:1; more voices: -)" in out
     ltas_line = next(line for line in out.splitlines() if line.startswith("ltas "))
     assert float(re.search(r"same (\d\.\d+)", ltas_line).group(1)) > 0.9  # scored on the clips it learned from
     assert re.search(rf"same {speaker}: mean logit for Male [+-]\d+\.\d .*furthest towards Female: (mean|spread)@\d+Hz", out)
