@@ -82,9 +82,13 @@ def _stft_size(sr: int) -> tuple[int, int]:
     return 1024 * sr // 16000 or 256, 256 * sr // 16000 or 64
 
 
-def _log_envelope(spec: np.ndarray, lifter: int) -> np.ndarray:
-    """(frames, freq) cepstral log envelope of an STFT (freq, frames)."""
-    return spectral_envelope(np.log(np.abs(spec.T) + 1e-8), lifter)
+VOICE_LIFTER_S = 0.002  # f0 and breath: 2 ms, below the pitch period up to 500 Hz, sharper formants than vtlp's 1.5
+
+
+def _log_envelope(spec: np.ndarray, sr: int, lifter_s: float) -> np.ndarray:
+    """(frames, freq) cepstral log envelope of an STFT (freq, frames), liftered at `lifter_s` seconds (below the
+    pitch period, so the harmonics are smoothed away; at least 8 quefrencies)."""
+    return spectral_envelope(np.log(np.abs(spec.T) + 1e-8), max(8, int(lifter_s * sr)))
 
 
 def warp_envelope(audio: np.ndarray, sr: int, warp: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
@@ -96,7 +100,7 @@ def warp_envelope(audio: np.ndarray, sr: int, warp: Callable[[np.ndarray, int], 
 
     n_fft, hop = _stft_size(sr)
     spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop)
-    envelope = _log_envelope(spec, max(8, int(0.0015 * sr)))  # 1.5 ms: below the pitch period up to 600 Hz
+    envelope = _log_envelope(spec, sr, 0.0015)  # 1.5 ms: below the pitch period up to 600 Hz
     freqs = np.linspace(0, sr / 2, spec.shape[0])
     targets = np.atleast_2d(warp(freqs, spec.shape[1]))  # (1 or frames, freqs)
     source = np.stack([np.interp(freqs, target, freqs) for target in targets]) / freqs[1]  # whose envelope lands here
@@ -118,20 +122,23 @@ def vtlp(audio: np.ndarray, sr: int, rng: np.random.Generator, alpha: float) -> 
 FORMANT_REGIONS = (500.0, 1500.0, 2500.0, 3500.0)  # Hz: where a neutral adult tract has F1-F4
 
 
+def formant_map(freqs: np.ndarray, sr: int, factors) -> np.ndarray:
+    """Where each frequency goes when each FORMANT_REGIONS region moves by its own factor: the factors linearly
+    interpolated between the regions, 1 at 0 Hz and at the Nyquist frequency."""
+    return freqs * np.interp(freqs, [0.0, *FORMANT_REGIONS, sr / 2], [1.0, *factors, 1.0])
+
+
 def formants(audio: np.ndarray, sr: int, rng: np.random.Generator, factors: list[float]) -> np.ndarray:
     """Each formant region's part of the envelope moved by its own factor (one per FORMANT_REGIONS, linearly
     interpolated between them, 1 at 0 Hz and at the Nyquist frequency), pitch kept: the vowel targets of another
     accent or another tract shape, while the tract's overall length (what tells the sexes apart) stays about the same."""
-    anchors = np.array([0.0, *FORMANT_REGIONS, sr / 2])
-    ratio = np.array([1.0, *factors, 1.0])
-    return warp_envelope(audio, sr, lambda freqs, frames: freqs * np.interp(freqs, anchors, ratio))
+    return warp_envelope(audio, sr, lambda freqs, frames: formant_map(freqs, sr, factors))
 
 
 def vowels(audio: np.ndarray, sr: int, rng: np.random.Generator, spread: float, segment_s: float) -> np.ndarray:
     """Each formant region moved by its own factor within exp(+-spread), the factors drawn again every `segment_s`
     seconds (about a syllable) and interpolated between: every vowel's targets moved its own way, as in another
     accent, where `formants` moves all vowels alike. Pitch kept; the tract's mean length about the same."""
-    anchors = np.array([0.0, *FORMANT_REGIONS, sr / 2])
     hop = _stft_size(sr)[1]
 
     def warp(freqs: np.ndarray, frames: int) -> np.ndarray:
@@ -139,7 +146,7 @@ def vowels(audio: np.ndarray, sr: int, rng: np.random.Generator, spread: float, 
         factors = np.exp(rng.uniform(-spread, spread, (knots, len(FORMANT_REGIONS))))
         at = np.linspace(0, knots - 1, frames)
         per_frame = np.stack([np.interp(at, np.arange(knots), factors[:, r]) for r in range(len(FORMANT_REGIONS))], 1)
-        return np.stack([freqs * np.interp(freqs, anchors, [1.0, *ratio, 1.0]) for ratio in per_frame])
+        return np.stack([formant_map(freqs, sr, ratio) for ratio in per_frame])
 
     return warp_envelope(audio, sr, warp)
 
@@ -160,8 +167,8 @@ def f0(audio: np.ndarray, sr: int, rng: np.random.Generator, semitones: float) -
     n_fft, hop = _stft_size(sr)
     original_spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop)
     shifted_spec = librosa.stft(shifted, n_fft=n_fft, hop_length=hop)
-    lifter = max(8, int(0.002 * sr))  # 2 ms: below the pitch period up to 500 Hz, and sharper formants than vtlp's
-    out = shifted_spec * np.exp(_log_envelope(original_spec, lifter) - _log_envelope(shifted_spec, lifter)).T
+    own, moved = _log_envelope(original_spec, sr, VOICE_LIFTER_S), _log_envelope(shifted_spec, sr, VOICE_LIFTER_S)
+    out = shifted_spec * np.exp(own - moved).T
     if semitones < 0:
         freqs = np.linspace(0, sr / 2, out.shape[0])[:, None]
         edge = sr / 2 * 2 ** (semitones / 12)
@@ -203,7 +210,7 @@ def breath(audio: np.ndarray, sr: int, rng: np.random.Generator, hnr_db: float) 
     freqs = np.linspace(0, sr / 2, spec.shape[0])[:, None]
     high = (freqs / 2000.0) ** 2 / (1 + (freqs / 2000.0) ** 2)
     phase = np.exp(2j * np.pi * rng.random(spec.shape))
-    shaped = np.exp(_log_envelope(spec, max(8, int(0.002 * sr)))).T * high * phase
+    shaped = np.exp(_log_envelope(spec, sr, VOICE_LIFTER_S)).T * high * phase
     sound = librosa.istft(shaped, hop_length=hop, n_fft=n_fft, length=len(audio))
     scale = np.sqrt(power(audio) / (max(power(sound), 1e-20) * 10 ** (hnr_db / 10)))
     return (audio + scale * sound).astype(np.float32)
