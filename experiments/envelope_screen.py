@@ -119,6 +119,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--explain", nargs="*", default=[], metavar="NAME=SPEAKER")
     p.add_argument("--cache", required=True)
     args = p.parse_args(argv)
+    if any("=" not in t for t in args.test + args.explain):
+        p.error("--test and --explain take NAME=FOLDER and NAME=SPEAKER")
+    tables = [os.path.join(f, "sex_with_audio_path.csv") for f in [args.train, *args.more_voices]]
+    tables += [os.path.join(t.split("=", 1)[1], "sex_with_audio_path.csv") for t in args.test]
+    tables += [os.path.join(args.copies, "sex_augmented.csv")] if args.copies else []
+    for table in tables:  # checked before any features are computed
+        if not os.path.isfile(table):
+            p.error(f"{table}: no such file; run data_preprocessing.py --category sex (or augmentation.py) there first")
     os.makedirs(args.cache, exist_ok=True)
 
     x, frame = corpus(args.train, "sex_with_audio_path.csv", args.cache)

@@ -6,6 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+from conftest import run_script
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
@@ -27,3 +29,9 @@ def test_screens_features_with_extra_copies_and_explains_a_speaker(sex_data, tmp
     assert len(cached) == 2 and any("gain1" in name for name in cached)  # the corpus once, its gain copies once
     envelope_screen.main(argv)  # a rerun scores from the cache: the same table
     assert capsys.readouterr().out == out
+
+    proc = run_script("experiments/envelope_screen.py", "--train", sex_data, "--test", f"other={tmp_path / 'none'}",
+                      "--cache", tmp_path / "cache", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith(f"{tmp_path / 'none' / 'sex_with_audio_path.csv'}: no such file; "
+                                                         "run data_preprocessing.py --category sex (or augmentation.py) there first")
