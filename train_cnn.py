@@ -1,4 +1,5 @@
-"""Stage 3: train a network (cnn3, cnn9, resnet18, resnet34, vgg16, efficientnet; linear, mlp) on stage 2's features.
+"""Stage 3: train a network (cnn3, cnn9, resnet18, resnet34, vgg16, efficientnet, frame_mlp; linear, mlp) on stage 2's
+features.
 
 The best epoch by validation weighted F1 (or loss, --select_by) is saved as {model_dir}/{model}_{category}.pt
 (a plain state dict) with its run card ({model}_{category}.json), and scored on the test set. --recipe seed

@@ -42,7 +42,7 @@ sys.path.insert(0, ROOT)
 from compare_recipes import run, write_table  # noqa: E402
 from toolkit.config import RECIPES  # noqa: E402
 from toolkit.evaluation.metrics import breakdown, classification_metrics  # noqa: E402
-from toolkit.fileio import read_json, write_csv, write_json  # noqa: E402
+from toolkit.fileio import atomic_path, read_json, write_csv, write_json  # noqa: E402
 from toolkit.io.splits import is_copy  # noqa: E402
 from toolkit.training.data import load_split  # noqa: E402
 
@@ -349,11 +349,12 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
 
 
-def write_outputs(out: str, text: str, rows: list[dict]) -> None:
+def write_outputs(out: str, text: str, rows: list[dict], name: str = "compare_heads") -> None:
+    """The table as {out}/{name}.md and its rows as {out}/{name}.json."""
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "compare_heads.md"), "w") as f:
+    with atomic_path(os.path.join(out, f"{name}.md")) as tmp, open(tmp, "w") as f:
         f.write(text)
-    write_json(rows, os.path.join(out, "compare_heads.json"))
+    write_json(rows, os.path.join(out, f"{name}.json"))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from toolkit.runcard import AUTOENCODER, RunCard, card_path, read_card
 from toolkit.serving.inference import BACKENDS
 from toolkit.serving.onnx_backend import OnnxNetwork
 
-from .hyperparameters import MLPArgs
+from .hyperparameters import FrameArgs, MLPArgs
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +59,8 @@ MODELS: dict[str, ModelSpec] = {
     "efficientnet": torchvision_model("efficientnet_b2", "EfficientNet_B2_Weights"),
     "linear": ModelSpec(lambda n, shape: submodule("heads").VectorHead(shape, n), "vector", recipe="vector"),
     "mlp": ModelSpec(lambda n, shape, args: submodule("heads").mlp(n, shape, args), "vector", recipe="vector", args=MLPArgs),
+    "frame_mlp": ModelSpec(lambda n, shape, args: submodule("frame_mlp").FrameMLP(n, shape[-2], args), "image",
+                           recipe="frame_mlp", args=FrameArgs),
     "wav2vec2": ModelSpec(lambda n, shape, encoder, pretrained: submodule("speech").build_speech_classifier(n, encoder, pretrained),
                           "audio"),
 }
@@ -66,11 +68,11 @@ MODEL_NAMES = list(MODELS)
 ALIASES = {"efficientnet_b2": "efficientnet", "renset34": "resnet34"}  # renset34: the seed README's typo
 
 # The networks' classes, imported on first use (models.CNN3, `from models import CNN3`) as the builders above are.
-CLASSES = {"AutoEncoder": "autoencoder", "Decoder": "autoencoder", "CNN3": "cnn", "CNN9": "cnn", "Encoder": "cnn",
+CLASSES = {"AutoEncoder": "autoencoder", "Decoder": "autoencoder", "CNN3": "cnn", "CNN9": "cnn", "Encoder": "cnn", "FrameMLP": "frame_mlp",
            "SpeechClassifier": "speech"}
 
 __all__ = ["build_model", "canonical_name", "check_input", "add_model_flags", "model_args_of", "MODELS", "MODEL_NAMES", "AutoEncoder", "Encoder",
-           "Decoder", "CNN3", "CNN9", "SpeechClassifier", "load_model", "load_trained_model"]
+           "Decoder", "CNN3", "CNN9", "FrameMLP", "SpeechClassifier", "load_model", "load_trained_model"]
 
 
 def __getattr__(name: str):
@@ -109,11 +111,14 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     """One flag per field of each model's own hyperparameters (ModelSpec.args), e.g. mlp's --hidden and --layers.
     Unset flags stay unset (SUPPRESS): model_args_of tells them from a value the user typed."""
     g = p.add_argument_group("model arguments (recorded in the run card's model_args)")
+    owners: dict[str, list] = {}  # a name two models share is one flag, its help giving each model's default
     for name, spec in MODELS.items():
         for f in fields(spec.args) if spec.args else ():
-            if f"--{f.name}" not in p._option_string_actions:  # a name two models share is one flag
-                g.add_argument(f"--{f.name}", type=f.metadata["type"], default=argparse.SUPPRESS,
-                               help=f"{f.metadata['help']} (default: {f.default})")
+            owners.setdefault(f.name, []).append((name, f))
+    for flag, models in owners.items():
+        defaults = "; ".join(f"{name}: {f.default}" for name, f in models)
+        g.add_argument(f"--{flag}", type=models[0][1].metadata["type"], default=argparse.SUPPRESS,
+                       help=f"{models[0][1].metadata['help']} (default {defaults})")
 
 
 def model_args_of(name: str, given: argparse.Namespace | dict) -> dict:

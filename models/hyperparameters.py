@@ -13,7 +13,15 @@ DROPOUT = 0.2
 @dataclass(frozen=True)
 class MLPArgs:
     """The mlp's own hyperparameters: train_cnn.py's flags of the same names, the run card's model_args."""
-    hidden: int = field(default=256, metadata={"type": number(int, 1, 65536), "help": "mlp: width of each hidden layer"})
-    layers: int = field(default=1, metadata={"type": number(int, 1, 64), "help": "mlp: number of hidden layers"})
+    hidden: int = field(default=256, metadata={"type": number(int, 1, 65536), "help": "width of each hidden layer (mlp, frame_mlp)"})
+    layers: int = field(default=1, metadata={"type": number(int, 1, 64), "help": "number of hidden layers (mlp, frame_mlp)"})
     dropout: float = field(default=DROPOUT, metadata={"type": number(float, 0, 1, below=True),
-                                                      "help": "mlp: dropout after each hidden layer"})
+                                                      "help": "dropout after each hidden layer (mlp, frame_mlp)"})
+
+
+
+@dataclass(frozen=True)
+class FrameArgs(MLPArgs):
+    """frame_mlp's: the same MLP, run on every frame, with two hidden layers (one was worse on voices never heard:
+    experiments/RESULTS.md, "Voices never heard, round 6")."""
+    layers: int = field(default=2, metadata=MLPArgs.__dataclass_fields__["layers"].metadata)

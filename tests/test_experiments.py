@@ -83,14 +83,20 @@ def vector_corpus(folder, speakers: range, shift: float = 0.0, seed: int = 0):
         table[keep].to_csv(folder / f"sex_{split}.csv", index=False)
 
 
-def test_compare_heads_scores_every_fold_model_on_an_extra_corpus_per_voice_family(tmp_path, stages_in_process):
-    import compare_heads
-
+def wide_and_training_corpora(tmp_path):
+    """tmp_path/train (20 speakers) and a shifted 'wide' corpus of 6 with voice families; its stage-2 folder."""
     vector_corpus(tmp_path / "train", range(1000, 1020))
     vector_corpus(tmp_path / "wide" / "egemaps_folder", range(7001, 7007), shift=0.5, seed=1)
     (tmp_path / "wide" / "voice_families.csv").write_text(
         "ActorID,Sex,families\n7001,Male,breathy\n7002,Female,breathy+reverb\n7003,Male,reverb\n7004,Female,creaky\n"
         "7005,Male,creaky\n7006,Female,reverb\n")
+    return tmp_path / "wide" / "egemaps_folder"
+
+
+def test_compare_heads_scores_every_fold_model_on_an_extra_corpus_per_voice_family(tmp_path, stages_in_process):
+    import compare_heads
+
+    wide_and_training_corpora(tmp_path)
     compare_heads.main(["--data", str(tmp_path / "train"), "--out", str(tmp_path / "out"), "--categories", "sex",
                         "--normalize", "none", "--models", "linear", "--recipes", "vector", "--folds", "2",
                         "--extra", f"wide={tmp_path / 'wide' / 'egemaps_folder'}"])
@@ -142,3 +148,34 @@ def test_scikit_learn_baselines_train_on_copies_and_test_originals_only():
     seeds = over_seeds({1: [{"category": "sex", "normalize": "none", **row}],
                         2: [{"category": "sex", "normalize": "none", **{**row, "f1_mean": row["f1_mean"] + 0.1}}]}, [])
     assert seeds[0]["f1_mean"] == pytest.approx(row["f1_mean"] + 0.05) and seeds[0]["f1_std"] == pytest.approx(0.0707, abs=1e-3)
+
+
+def test_cv_table_puts_a_models_fold_runs_beside_compare_heads_on_the_same_folds(tmp_path, stages_in_process):
+    import compare_heads
+    import cv_table
+
+    wide = wide_and_training_corpora(tmp_path)
+    compare_heads.main(["--data", str(tmp_path / "train"), "--out", str(tmp_path / "heads"), "--categories", "sex",
+                        "--normalize", "none", "--models", "linear", "--recipes", "vector", "--folds", "2",
+                        "--extra", f"wide={wide}"])
+    for seed in (42, 43):  # another model, run as a user runs it, scored on the extra corpus's three split CSVs
+        run_script("train_cnn.py", "--csv_load_path", tmp_path / "train", "--category", "sex", "--model", "mlp",
+                   "--recipe", "default", "--epochs", "2", "--folds", "2", "--seed", str(seed), "--threads", "1",
+                   "--model_save_path", tmp_path / f"mlp_{seed}", "--extra_test_csv",
+                   *(wide / f"sex_{part}.csv" for part in ("train", "val", "test")), in_process=True)
+
+    cv_table.main(["--runs", str(tmp_path / "mlp_42"), "--model", "mlp", "--category", "sex", "--extra", f"wide={wide}",
+                   "--beside", f"egemaps={tmp_path / 'heads'}", "--out", str(tmp_path / "table")])
+    rows = {r["name"]: r for r in json.loads((tmp_path / "table" / "cv_table.json").read_text())}
+    assert "egemaps: sklearn LR C=1, train+val" in rows and "toolkit mlp" in rows
+    scored = rows["toolkit mlp"]["extra"]["wide"]
+    assert sorted(scored["per_speaker"]) == [str(s) for s in range(7001, 7007)]  # the three CSVs pooled
+    assert scored["f1_mean"] > 0.6 and scored["worst_accuracy"] == min(scored["per_speaker"].values())
+    text = (tmp_path / "table" / "cv_table.md").read_text()
+    assert "| category | normalize | head | breathy | creaky | reverb |" in text
+
+    proc = run_script("experiments/cv_table.py", "--runs", tmp_path / "mlp_43", "--model", "mlp", "--category", "sex",
+                      "--beside", f"egemaps={tmp_path / 'heads'}", check=False)  # seed 43: other folds than compare_heads'
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'heads' / 'sex_none' / 'vector' / 'linear_sex_cv.json'}: other folds than the runs' of seed 43; "
+        f"compare on the same folds")

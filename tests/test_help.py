@@ -55,10 +55,11 @@ except ImportError as e:
 
 def test_the_lazily_imported_classes_are_the_networks_own():
     import models
-    from models import autoencoder, cnn, speech
+    from models import autoencoder, cnn, frame_mlp, speech
 
+    modules = {"autoencoder": autoencoder, "cnn": cnn, "frame_mlp": frame_mlp, "speech": speech}
     for name, module in models.CLASSES.items():
-        assert getattr(models, name) is getattr({"autoencoder": autoencoder, "cnn": cnn, "speech": speech}[module], name)
+        assert getattr(models, name) is getattr(modules[module], name)
     assert set(models.CLASSES) <= set(models.__all__)
     with pytest.raises(AttributeError):
         models.CNN4

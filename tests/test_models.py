@@ -116,3 +116,47 @@ def test_the_registry_is_the_one_list_of_models():
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(8, 1000)))
     replace_head(net, 3)  # the last Linear, wherever it sits
     assert net[1][1].out_features == 3 and net[0].out_features == 8
+
+
+def frame_logits(model, image: torch.Tensor) -> torch.Tensor:
+    """(frames, classes): frame_mlp's logits for each column of one grey (H, W) image on its own."""
+    return torch.cat([model(image[None, None, :, [t]].expand(1, 3, -1, 1)) for t in range(image.shape[1])])
+
+
+def test_frame_mlp_averages_the_logits_of_the_loud_frames_only():
+    torch.manual_seed(0)
+    model = build_model("frame_mlp", 3, (3, 128, 100)).eval()
+    voice = 0.6 + 0.2 * torch.rand(128, 40)  # loud frames, different spectra
+    quiet = 0.1 * torch.rand(128, 10)  # 40 dB below: a pause
+    image = torch.cat([voice[:, :20], quiet, voice[:, 20:], torch.zeros(128, 30)], 1)  # and 30 padded columns
+    with torch.no_grad():
+        clip = model(image[None, None].expand(1, 3, -1, -1))[0]
+        expected = frame_logits(model, voice).mean(0)
+    torch.testing.assert_close(clip, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_frame_mlp_ignores_each_frames_level_but_not_its_spectrum():
+    torch.manual_seed(0)
+    model = build_model("frame_mlp", 2, (3, 128, 64)).eval()
+    image = 0.4 + 0.3 * torch.rand(1, 3, 128, 64)
+    louder = image + 0.2 * torch.rand(1, 1, 1, 64)  # each frame a different gain: a level, not a spectrum
+    tilted = image + torch.linspace(-0.1, 0.1, 128)[None, None, :, None]  # the same level, another spectrum
+    with torch.no_grad():
+        torch.testing.assert_close(model(louder), model(image), rtol=1e-4, atol=1e-5)
+        assert (model(tilted) - model(image)).abs().max() > 1e-3
+
+
+def test_frame_mlp_learns_a_spectral_shape_the_frames_share():
+    torch.manual_seed(0)
+    y = torch.randint(0, 2, (128,))
+    band = torch.where(y[:, None] == 1, 40, 80) + torch.randint(-6, 7, (128, 1))  # a formant-like peak per class
+    rows = torch.arange(128)[None, :, None]
+    x = 0.5 + 0.1 * torch.rand(128, 1, 128, 32) + 0.2 * ((rows - band[:, :, None]).abs() < 4)[:, None]
+    x = x.expand(-1, 3, -1, -1)
+    model = build_model("frame_mlp", 2, (3, 128, 32))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(60):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    assert (model.eval()(x).argmax(1) == y).float().mean() > 0.95

@@ -1,0 +1,41 @@
+"""frame_mlp: each frame (one column of a time-frequency image) classified from the shape of its spectrum by a small
+MLP, and the clip's logits the mean over its loud frames: the frame-level classifier of classic speaker-trait
+recognition (a GMM-UBM's per-frame likelihoods, averaged), as a network.
+
+Why: a clip-level summary (eGeMAPS functionals, the long-term spectrum) mixes a speaker's vowels into one vector, so
+an accent that moves single formants moves the summary like a change of sex would (experiments/RESULTS.md, "Voices
+never heard", round 6); a frame keeps each vowel's formant pattern whole. Each frame's level is taken out before the
+MLP (loudness, gain and the distance to the microphone carry no trait), and frames well below the clip's loudest
+(pauses, the padding of short clips, SpecAugment's masked columns) do not vote.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .hyperparameters import FrameArgs
+
+LOUD_RANGE = 0.375  # frames voting: within this much of the image's grey range of the loudest (30 dB of the 80-dB images)
+SHAPE_SCALE = 10.0  # grey levels -> about unit spread per band for the first layer (0.1 grey = 8 dB)
+
+
+class FrameMLP(nn.Module):
+    """(B, C, bins, frames) images -> (B, num_classes) logits: the mean of per-frame MLP logits over the loud frames."""
+
+    def __init__(self, num_classes: int, bins: int, args: FrameArgs = FrameArgs()) -> None:
+        super().__init__()
+        widths = [bins, *(args.hidden,) * args.layers]
+        blocks: list[nn.Module] = []
+        for w_in, w_out in zip(widths, widths[1:]):
+            blocks += [nn.Conv1d(w_in, w_out, kernel_size=1), nn.ReLU(), nn.Dropout(args.dropout)]
+        self.hidden = nn.Sequential(*blocks)
+        self.classifier = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grey = x.mean(1)  # the channels are copies of one grey image
+        level = grey.mean(1, keepdim=True)  # (B, 1, frames)
+        loud = (level >= level.amax(2, keepdim=True) - LOUD_RANGE).to(x.dtype)
+        hidden = self.hidden((grey - level) * SHAPE_SCALE)  # (B, width, frames)
+        # the mean of the frames' hidden states, then the linear classifier: the mean of the frames' logits, with the
+        # clip's embedding where every network has it (the last Linear layer's input: domain checks, fine-tuning)
+        return self.classifier((hidden * loud).sum(2) / loud.sum(2))
