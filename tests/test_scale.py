@@ -118,6 +118,12 @@ def test_no_png_writes_only_the_stores_and_trains(sex_data, tmp_path):
                "--batch_size", "16", "--threads", "1", "--model_save_path", models, in_process=True)
     assert (models / "cnn3_sex.json").is_file()
 
+    from toolkit.training.data import load_split
+
+    # speaker normalisation changes every image, so it reads them all: from the stores, there being no PNG
+    stored, pngs = (load_split(str(d / "sex_train.csv"), "sex", RECIPES["default"], normalize="speaker") for d in (out, sex_data))
+    assert stored.x.shape == pngs.x.shape and torch.equal(stored.x, pngs.x) and stored.params == pngs.params
+
 
 def test_compile_failure_falls_back_to_eager_with_one_line(monkeypatch, capsys):
     from toolkit.training.engine import CompiledOrEager, make_optimizer

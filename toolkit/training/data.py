@@ -73,8 +73,8 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     labels = [v for c, t in zip(csvs, tables) for v in (encode_labels(t, category, c, classes) if category else [-1] * len(t))]
     df = pd.concat(tables, ignore_index=True)
     options = options if options is not None else feature.input.input_options(config)
-    stores = packed_stores(feature, store_csvs, tables, column) if from_audio is None and normalize != "speaker" else None
-    if stores:  # stage 2's packed stores, current: mapped, nothing read until a batch is taken
+    stores = packed_stores(feature, store_csvs, tables, column) if from_audio is None else None
+    if stores and normalize != "speaker":  # stage 2's packed stores, current: mapped, nothing read until a batch is taken
         stacked = feature.input.stack_rows(StoreItems(stores), options)
         folders = [os.path.dirname(os.path.abspath(c)) for c in csvs]  # no file is looked for: 100,000s of rows
         paths = [os.path.join(d, p) for d, rows in zip(folders, (s.rows for s in stores)) for p in rows]
@@ -85,7 +85,10 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
         data.audio = audio_files(csvs, tables)
         return data
     paths = [resolve_from_csv(p, c) for c, t in zip(csvs, tables) for p in t[column].astype(str)]
-    if from_audio is None:
+    if stores:  # speaker normalisation changes every item: all read from the stores (--no_png keeps no clip files)
+        items = StoreItems(stores)
+        results = [(f, None) for f in items.get(range(len(items)))]
+    elif from_audio is None:
         results = [read_feature(feature, path) for path in
                    tqdm(paths, desc=f"loading {desc or os.path.basename(csvs[0])}", unit="clip", leave=False)]
     else:
@@ -100,7 +103,8 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
                            + ("re-run generate_mel_spectrograms.py" if from_audio is None else "fix its Audio_file_path column"))
     data = make_feature_set(feature, features, df.iloc[keep].reset_index(drop=True), options,
                             labels=[labels[i] for i in keep], paths=[paths[i] for i in keep],
-                            params=params_beside(paths[keep[0]]) if from_audio is None else feature.to_dict(),
+                            params=(params_beside(paths[keep[0]]) or (stores[0].index.get("params", {}) if stores else {})
+                                    if from_audio is None else feature.to_dict()),
                             normalize=normalize)
     data.classes = classes if category else None
     audio = audio_files(csvs, tables)
