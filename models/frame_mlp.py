@@ -1,6 +1,6 @@
-"""frame_mlp: each frame (one column of a time-frequency image) classified from the shape of its spectrum by a small
-MLP, and the clip's logits the mean over its loud frames: the frame-level classifier of classic speaker-trait
-recognition (a GMM-UBM's per-frame likelihoods, averaged), as a network.
+"""frame_mlp: each frame (one column of a time-frequency image) classified from the shape of its spectrum by one small
+MLP, the same for every frame, and the clip's logits the mean over its loud frames: the frame-level classifier of
+classic speaker-trait recognition (a GMM-UBM's per-frame likelihoods, averaged), as a network.
 
 Why: a clip-level summary (eGeMAPS functionals, the long-term spectrum) mixes a speaker's vowels into one vector, so
 an accent that moves single formants moves the summary like a change of sex would (experiments/RESULTS.md, "Voices
