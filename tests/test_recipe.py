@@ -125,7 +125,7 @@ def test_help_shows_the_real_defaults():
     text = get_args_parser("t", epochs=3).format_help()
     assert "(default: None)" not in text and "(default: True)" not in text and "(default: False)" not in text
     flat = " ".join(text.split())
-    assert "(default: pad; --recipe seed: resize)" in flat and "(default: 2; --recipe seed: 0)" in flat
+    assert "(default: pad; --recipe seed: resize)" in flat and "(default: 2; --recipe seed: 0; --recipe frame_mlp: 0)" in flat
     assert "(default: 3)" in flat  # --epochs: the stage's own default
 
 
