@@ -68,8 +68,8 @@ MODEL_NAMES = list(MODELS)
 ALIASES = {"efficientnet_b2": "efficientnet", "renset34": "resnet34"}  # renset34: the seed README's typo
 
 # The networks' classes, imported on first use (models.CNN3, `from models import CNN3`) as the builders above are.
-CLASSES = {"AutoEncoder": "autoencoder", "Decoder": "autoencoder", "CNN3": "cnn", "CNN9": "cnn", "Encoder": "cnn", "FrameMLP": "frame_mlp",
-           "SpeechClassifier": "speech"}
+CLASSES = {"AutoEncoder": "autoencoder", "Decoder": "autoencoder", "CNN3": "cnn", "CNN9": "cnn", "Encoder": "cnn",
+           "FrameMLP": "frame_mlp", "SpeechClassifier": "speech"}
 
 __all__ = ["build_model", "canonical_name", "check_input", "add_model_flags", "model_args_of", "MODELS", "MODEL_NAMES", "AutoEncoder", "Encoder",
            "Decoder", "CNN3", "CNN9", "FrameMLP", "SpeechClassifier", "load_model", "load_trained_model"]
@@ -115,10 +115,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     for name, spec in MODELS.items():
         for f in fields(spec.args) if spec.args else ():
             owners.setdefault(f.name, []).append((name, f))
-    for flag, models in owners.items():
-        defaults = "; ".join(f"{name}: {f.default}" for name, f in models)
-        g.add_argument(f"--{flag}", type=models[0][1].metadata["type"], default=argparse.SUPPRESS,
-                       help=f"{models[0][1].metadata['help']} (default {defaults})")
+    for flag, users in owners.items():
+        defaults = "; ".join(f"{name}: {f.default}" for name, f in users)
+        g.add_argument(f"--{flag}", type=users[0][1].metadata["type"], default=argparse.SUPPRESS,
+                       help=f"{users[0][1].metadata['help']} (default {defaults})")
 
 
 def model_args_of(name: str, given: argparse.Namespace | dict) -> dict:

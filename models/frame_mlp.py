@@ -15,7 +15,7 @@ from torch import nn
 
 from .hyperparameters import FrameArgs
 
-LOUD_RANGE = 0.375  # frames voting: within this much of the image's grey range of the loudest (30 dB of the 80-dB images)
+LOUD_RANGE = 0.375  # frames voting: within this fraction of the grey range of the loudest (30 dB of 80-dB images)
 SHAPE_SCALE = 10.0  # grey levels -> about unit spread per band for the first layer (0.1 grey = 8 dB)
 
 

@@ -19,7 +19,6 @@ class MLPArgs:
                                                       "help": "dropout after each hidden layer (mlp, frame_mlp)"})
 
 
-
 @dataclass(frozen=True)
 class FrameArgs(MLPArgs):
     """frame_mlp's: the same MLP, run on every frame, with two hidden layers (one was worse on voices never heard:
