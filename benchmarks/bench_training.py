@@ -35,7 +35,7 @@ from toolkit.fileio import read_json, write_csv, write_json  # noqa: E402
 from models import MODELS as REGISTRY  # noqa: E402
 
 MODELS = [name for name, spec in REGISTRY.items() if spec.takes == "image"]
-CPU_STEPS = {"cnn3": 24, "cnn9": 3}  # the torchvision models take seconds per step on 2 cores: 2 steps each
+CPU_STEPS = {"cnn3": 24, "cnn9": 3, "frame_mlp": 24}  # the torchvision models take seconds per step on 2 cores: 2 steps each
 CREMA_D_SPLIT = {"train": 5358, "val": 596, "test": 1488}  # 72/8/20 of 7,442 clips
 
 
