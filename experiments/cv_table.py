@@ -49,8 +49,7 @@ def run_rows(runs: list[str], model: str, category: str, extras: dict[str, str],
         cv = read_json(os.path.join(folder, f"{model}_{category}_cv.json"), "cross-validation summary")
         seed = read_json(os.path.join(folder, f"{model}_{category}_cv", "fold1", f"{model}_{category}.json"),
                          "fold card")["training"]["seed"]
-        result = toolkit_result(folder, model, category, cv, {})
-        result["extra"] = {}
+        result = toolkit_result(folder, model, category, cv, {})  # its "extra" filled below, each corpus pooled
         for corpus, where in extras.items():
             where = os.path.abspath(where) + os.sep
             parts = [[r for csv, r in f["extra_tests"].items() if os.path.abspath(csv).startswith(where)]

@@ -74,11 +74,12 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
     df = pd.concat(tables, ignore_index=True)
     options = options if options is not None else feature.input.input_options(config)
     stores = packed_stores(feature, store_csvs, tables, column) if from_audio is None else None
+    if stores:  # how stage 2 made them: the params.json beside its feature files, else the store's copy
+        params = params_beside(resolve_from_csv(stores[0].rows[0], csvs[0])) or stores[0].index.get("params") or {}
     if stores and normalize != "speaker":  # stage 2's packed stores, current: mapped, nothing read until a batch is taken
         stacked = feature.input.stack_rows(StoreItems(stores), options)
         folders = [os.path.dirname(os.path.abspath(c)) for c in csvs]  # no file is looked for: 100,000s of rows
         paths = [os.path.join(d, p) for d, rows in zip(folders, (s.rows for s in stores)) for p in rows]
-        params = params_beside(resolve_from_csv(stores[0].rows[0], csvs[0])) or stores[0].index.get("params") or {}
         data = FeatureSet(x=stacked.pop("x"), labels=torch.tensor(labels, dtype=torch.long), paths=paths, frame=df,
                           feature=type(feature).from_dict(params), params=params, options=options, extra=stacked)
         data.classes = classes if category else None
@@ -103,8 +104,8 @@ def load_split(csv_path: str | list[str], category: str | None, config=None, opt
                            + ("re-run generate_mel_spectrograms.py" if from_audio is None else "fix its Audio_file_path column"))
     data = make_feature_set(feature, features, df.iloc[keep].reset_index(drop=True), options,
                             labels=[labels[i] for i in keep], paths=[paths[i] for i in keep],
-                            params=(params_beside(paths[keep[0]]) or (stores[0].index.get("params", {}) if stores else {})
-                                    if from_audio is None else feature.to_dict()),
+                            params=(params if stores else params_beside(paths[keep[0]]) if from_audio is None
+                                    else feature.to_dict()),
                             normalize=normalize)
     data.classes = classes if category else None
     audio = audio_files(csvs, tables)
