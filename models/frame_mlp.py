@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .heads import VectorHead
 from .hyperparameters import FrameArgs
 
 LOUD_RANGE = 0.375  # frames voting: within this fraction of the grey range of the loudest (30 dB of 80-dB images)
@@ -24,18 +25,13 @@ class FrameMLP(nn.Module):
 
     def __init__(self, num_classes: int, bins: int, args: FrameArgs = FrameArgs()) -> None:
         super().__init__()
-        widths = [bins, *(args.hidden,) * args.layers]
-        blocks: list[nn.Module] = []
-        for w_in, w_out in zip(widths, widths[1:]):
-            blocks += [nn.Conv1d(w_in, w_out, kernel_size=1), nn.ReLU(), nn.Dropout(args.dropout)]
-        self.hidden = nn.Sequential(*blocks)
-        self.classifier = nn.Linear(widths[-1], num_classes)
+        self.head = VectorHead((bins,), num_classes, hidden=(args.hidden,) * args.layers, dropout=args.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grey = x.mean(1)  # the channels are copies of one grey image
         level = grey.mean(1, keepdim=True)  # (B, 1, frames)
-        loud = (level >= level.amax(2, keepdim=True) - LOUD_RANGE).to(x.dtype)
-        hidden = self.hidden((grey - level) * SHAPE_SCALE)  # (B, width, frames)
+        loud = (level >= level.amax(2, keepdim=True) - LOUD_RANGE).to(x.dtype).transpose(1, 2)  # (B, frames, 1)
+        hidden = self.head.hidden(((grey - level) * SHAPE_SCALE).transpose(1, 2))  # the mlp's layers, frame by frame
         # the mean of the frames' hidden states, then the linear classifier: the mean of the frames' logits, with the
         # clip's embedding where every network has it (the last Linear layer's input: domain checks, fine-tuning)
-        return self.classifier((hidden * loud).sum(2) / loud.sum(2))
+        return self.head.classifier((hidden * loud).sum(1) / loud.sum(1))
