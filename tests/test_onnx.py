@@ -78,11 +78,12 @@ def assert_same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
             assert a[column].tolist() == b[column].tolist(), column
 
 
-@pytest.mark.parametrize("per_window", [False, True])
-def test_predict_onnx_backend_writes_the_torch_backends_csv(trained_cnn3, exported_cnn3, clips, tmp_path, per_window):
+@pytest.mark.parametrize("per_window, workers", [(False, "1"), (True, "1"), (False, "2")])
+def test_predict_onnx_backend_writes_the_torch_backends_csv(trained_cnn3, exported_cnn3, clips, tmp_path, per_window,
+                                                             workers):
     out, _ = exported_cnn3
     extra = ["--per_window"] if per_window else []
-    common = [*clips, "--threads", "1", "--workers", "1", *extra]
+    common = [*clips, "--threads", "1", "--workers", workers, *extra]  # 2 workers: the files decoded in a pool
     predict.main(["--model_file", str(trained_cnn3 / "cnn3_sex.pt"), "--out", str(tmp_path / "torch.csv"), "--device", "cpu", *common])
     predict.main(["--backend", "onnx", "--model_file", str(out), "--out", str(tmp_path / "onnx.csv"), *common])
     torch_table, onnx_table = predictions(tmp_path / "torch.csv"), predictions(tmp_path / "onnx.csv")

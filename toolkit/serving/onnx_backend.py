@@ -57,6 +57,15 @@ class ExportedMel:
         self.filterbank, self.window, self.params = filterbank, window, params
         self.seconds_per_frame = params.hop_length / params.sr
 
+    # Equal by value, as the toolkit's feature types are: predict.py's decoding workers send back their copy, and a
+    # file's windows are looked up by the View (feature, window, hop) they were made for.
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ExportedMel) and self.params == other.params
+                and np.array_equal(self.filterbank, other.filterbank) and np.array_equal(self.window, other.window))
+
+    def __hash__(self) -> int:
+        return hash(self.params)
+
     def extract(self, audio: np.ndarray) -> np.ndarray:
         return mel_image(audio, self.params, self.filterbank, self.window)
 
