@@ -31,9 +31,10 @@ from toolkit.config import non_negative, positive_float, positive_int, seed_valu
 from toolkit.fileio import output_dir, relative_to_csv, write_csv
 from toolkit.io.audio import MAX_SECONDS, fingerprint, parallel_map
 from toolkit.io.labels import CATEGORIES, check_category
-from toolkit.io.splits import COPY_COLUMN, manifest_path
+from toolkit.io.splits import COPY_COLUMN, COPY_NUMBER_COLUMN, manifest_path
 
 DEFAULT_TRANSFORMS = "speed,pitch,vtlp,noise,reverb"
+CONDITIONS = ("clip", "speaker")  # what one draw of a copy's transforms covers
 
 
 def get_args_parser() -> Parser:
@@ -55,6 +56,12 @@ def get_args_parser() -> Parser:
     p.add_argument("--transforms", type=spec_flag, default=DEFAULT_TRANSFORMS, metavar="NAME[:P],...",
                    help="the transforms a copy may get, each applied with probability P (0.5 when left out; a copy "
                         "whose draws pick none gets one of them at random): " + spec_help())
+    p.add_argument("--condition", choices=CONDITIONS, default="clip",
+                   help="'clip': every copy its own draw of the transforms; 'speaker': a speaker's k-th copies are one "
+                        "recording condition (the same transforms and parameters for all the speaker's clips: one room, "
+                        "channel and noise level), as if the speaker had been recorded again elsewhere. Either way "
+                        "--normalize speaker normalises a speaker's k-th copies on their own (column copy_number), as "
+                        "a speaker recorded elsewhere is at test time")
     p.add_argument("--out_dir", default=None,
                    help="folder for the copies' WAVs (default: augmented/ beside the output CSV)")
     p.add_argument("--save_csv_path", default=None,
@@ -97,19 +104,20 @@ def main(argv: list[str] | None = None) -> None:
         source_hash = fingerprint(source)
         for number in range(1, n + 1):
             entropy = copy_entropy(args.seed, name, number)
-            chain = plan(entropy, spec, args.sr, bool(pool))
+            drawn_for = entropy if args.condition == "clip" else copy_entropy(args.seed, f"speaker {speakers[i]}", number)
+            chain = plan(drawn_for, spec, args.sr, bool(pool))
             copy = copy_name(name, number, source_hash, entropy, chain, args.sr)
             jobs.append(CopyJob(source, os.path.join(out_dir, copy), tuple(chain), entropy, args.sr,
                                 babble_sources(entropy, chain, pool), args.max_seconds))
             made.append({**rows.iloc[i].to_dict(), "Audio_file_name": copy, COPY_COLUMN: name,
-                         "transform": describe(chain)})
+                         COPY_NUMBER_COLUMN: number, "transform": describe(chain)})
     todo = sum(not os.path.exists(j.out) for j in jobs)
     print(f"{len(table)} training clips, {len(jobs)} copies ({len(jobs) - todo} already written, {todo} to make) in {out_dir}")
     workers = min(args.workers, max(todo, 1))
     errors = {out: error for out, error in parallel_map(write_copy, jobs, workers, desc="copies") if error}
     copies = pd.DataFrame([m for m, j in zip(made, jobs) if j.out not in errors])
     if copies.empty:
-        write_csv(pd.DataFrame(columns=[*rows.columns, COPY_COLUMN, "transform"]), out_csv)
+        write_csv(pd.DataFrame(columns=[*rows.columns, COPY_COLUMN, COPY_NUMBER_COLUMN, "transform"]), out_csv)
     else:
         copies["Audio_file_path"] = [relative_to_csv(os.path.join(out_dir, c), out_csv) for c in copies["Audio_file_name"]]
         write_csv(copies, out_csv)

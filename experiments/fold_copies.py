@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--features", default="egemaps", help="generate_mel_spectrograms.py --features")
     p.add_argument("--transforms", required=True, help="augmentation.py --transforms")
     p.add_argument("--copies", type=int, default=2, help="augmentation.py --copies")
+    p.add_argument("--condition", default="clip", help="augmentation.py --condition")
     p.add_argument("--seed", type=int, default=42, help="augmentation.py --seed")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", required=True, help="folder for the copies (shared by the categories) and the stage-2 CSVs")
@@ -64,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     write_json({"csvs": names, "category": args.category}, os.path.join(split, f"{args.category}_split.json"))
     run("augmentation.py", "--load_csv_path", args.corpus, "--csv", stage1, "--category", args.category,
         "--split_manifest", os.path.join(split, f"{args.category}_split.json"), "--copies", str(args.copies),
-        "--transforms", args.transforms, "--seed", str(args.seed), "--workers", str(args.workers),
-        "--save_csv_path", args.out, log=os.path.join(args.out, f"augmentation_{args.category}.log"))
+        "--transforms", args.transforms, "--seed", str(args.seed), "--condition", args.condition,
+        "--workers", str(args.workers), "--save_csv_path", args.out, log=os.path.join(args.out, f"augmentation_{args.category}.log"))
 
     augmented = os.path.join(args.out, f"{args.category}_augmented.csv")
     copies = absolute_paths(pd.read_csv(augmented, dtype=str, keep_default_na=False), augmented)

@@ -15,7 +15,7 @@ from toolkit.augmentation import wave_augment as W
 from toolkit.augmentation.augment import with_wave_augment
 from toolkit.config import RECIPES
 from toolkit.errors import ToolkitError
-from toolkit.io.splits import is_copy
+from toolkit.io.splits import is_copy, normalization_groups
 from toolkit.training.crossval import fold_splits
 from toolkit.training.data import load_split
 
@@ -288,6 +288,7 @@ def copies(split):
 def test_k_copies_of_every_training_clip(split, copies):
     train = pd.read_csv(split / "sex_train.csv")
     assert copies.groupby("source_clip").size().to_dict() == {name: 2 for name in train["Audio_file_name"]}
+    assert copies.groupby("source_clip")["copy_number"].apply(sorted).tolist() == [[1, 2]] * len(train)
     source = train.set_index("Audio_file_name").loc[copies["source_clip"]]
     assert (copies["ActorID"].to_numpy() == source["ActorID"].to_numpy()).all()  # a copy keeps its speaker
     assert (copies["sex"].to_numpy() == source["sex"].to_numpy()).all()  # and its labels
@@ -311,6 +312,20 @@ def test_same_seed_same_copies_and_a_rerun_skips_them(split, copies, tmp_path):
     other = run_script("augmentation.py", "--data_dir", split, "--category", "sex", "--copies", "1", "--transforms",
                        "gain", "--workers", "1", "--seed", "8", "--save_csv_path", tmp_path / "b", in_process=True)
     assert "0 already written" in other.stdout
+
+
+def test_condition_speaker_puts_a_speakers_kth_copies_through_one_chain(split, copies, tmp_path):
+    run_script("augmentation.py", "--data_dir", split, "--category", "sex", "--copies", "2", "--transforms", TRANSFORMS,
+               "--workers", "2", "--seed", "7", "--condition", "speaker", "--save_csv_path", tmp_path, in_process=True)
+    made = pd.read_csv(tmp_path / "sex_augmented.csv")
+    chains = made.groupby(["ActorID", "copy_number"])["transform"]
+    assert (chains.nunique() == 1).all()  # one room, channel and noise level for all of a speaker's k-th copies
+    assert chains.first().nunique() > len(chains.first()) / 2  # drawn anew for every speaker and copy number
+    assert (copies.groupby(["ActorID", "copy_number"])["transform"].nunique() > 1).all()  # 'clip': a draw per copy
+    noise = made[made["transform"].str.contains("noise")]
+    first = noise.groupby(["ActorID", "copy_number"]).head(2)["Audio_file_path"].tolist()[:2]
+    a, b = (sf.read(tmp_path / p)[0] for p in first)  # the same condition, not the same noise samples
+    assert not np.array_equal(a[:1000], b[:1000])
 
 
 def test_balance_evens_out_the_classes(split, tmp_path):
@@ -386,6 +401,24 @@ def test_stage2_refuses_copies_of_held_out_clips(split, copies, sex_data, tmp_pa
     assert proc.stderr == (f"error: {tmp_path / 'bad.csv'}: 1 copies of clips outside the training part of this split "
                            f"(e.g. {test_clip}); re-run augmentation.py on this split's training CSV\n")
     assert not (tmp_path / "sex_train.csv").exists()
+
+
+def test_speaker_normalisation_keeps_each_speakers_kth_copies_apart(with_copies, tmp_path):
+    train = pd.read_csv(with_copies / "sex_train.csv")
+    groups = normalization_groups(train)
+    copy = is_copy(train).to_numpy()
+    assert [g for g, c in zip(groups, copy) if not c] == train.loc[~copy, "ActorID"].astype(str).tolist()
+    assert [g for g, c in zip(groups, copy) if c] == [f"{a} copy {k}" for a, k in
+                                                       zip(train.loc[copy, "ActorID"], train.loc[copy, "copy_number"].astype(int))]
+    # the originals are normalised with their own statistics, as a test speaker is: the copies do not move them
+    train.loc[~copy].to_csv(with_copies / "originals_only.csv", index=False)
+    both = load_split(str(with_copies / "sex_train.csv"), "sex", RECIPES["default"], normalize="speaker")
+    alone = load_split(str(with_copies / "originals_only.csv"), "sex", RECIPES["default"], normalize="speaker")
+    assert torch.allclose(both.x[torch.from_numpy(~copy)], alone.x, atol=1e-5)
+    one = np.array(groups) == groups[int(np.flatnonzero(copy)[0])]  # a speaker's first copies: normalised on their own
+    train.loc[one].to_csv(with_copies / "first_copies.csv", index=False)
+    first = load_split(str(with_copies / "first_copies.csv"), "sex", RECIPES["default"], normalize="speaker")
+    assert torch.allclose(both.x[torch.from_numpy(one)], first.x, atol=1e-5)
 
 
 def test_folds_keep_every_copy_with_its_speaker_in_training(with_copies):

@@ -3,8 +3,10 @@ and the worker that writes one copy.
 
 Only training clips are copied: the split is stage 2's (its manifest names the split CSVs), so a copy's speaker is
 always a training speaker, and a copy keeps its source's speaker ID so that every later split or fold puts it beside
-its source. Each copy's transforms are drawn from a generator seeded by (seed, source clip, copy number): the same
-seed gives the same copies, and a re-run finds the copies already written (their names hold a hash of what made them).
+its source. Each copy's transforms are drawn from a generator seeded by (seed, source clip, copy number), or with
+--condition speaker by (seed, speaker, copy number), so that a speaker's k-th copies share one recording condition.
+The same seed gives the same copies, and a re-run finds the copies already written (their names hold a hash of what
+made them).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from toolkit.augmentation.wave_augment import Step, apply_chain, draw_chain
 from toolkit.errors import ToolkitError
 from toolkit.fileio import atomic_path, read_csv, read_json, resolve_from_csv
 from toolkit.io.audio import MAX_SECONDS, load_audio
-from toolkit.io.splits import COPY_COLUMN, PARTS, is_copy
+from toolkit.io.splits import COPY_COLUMN, COPY_NUMBER_COLUMN, PARTS, is_copy
 
 STAGE1_SUFFIX = "_with_audio_path.csv"  # stage 1's CSV: every clip of the corpus, of whichever split
 CLIP_COLUMNS = ("Audio_file_name", "Audio_file_path", "ActorID")
@@ -160,7 +162,7 @@ def write_copy(job: CopyJob) -> tuple[str, str | None]:
 def copy_rows(table: pd.DataFrame, csv: str, feature_columns: list[str]) -> pd.DataFrame:
     """The source rows as the copies' rows start: every column of the source (labels, speaker, ...) but the feature
     files, whose copies stage 2 makes; audio paths absolute (the CSV's own folder is not the copies')."""
-    rows = table.drop(columns=[c for c in feature_columns if c in table.columns] + [COPY_COLUMN, "transform"],
-                      errors="ignore").copy()
+    made_here = [COPY_COLUMN, COPY_NUMBER_COLUMN, "transform"]
+    rows = table.drop(columns=[c for c in feature_columns if c in table.columns] + made_here, errors="ignore").copy()
     rows["Audio_file_path"] = [os.path.abspath(resolve_from_csv(p, csv)) for p in rows["Audio_file_path"].astype(str)]
     return rows

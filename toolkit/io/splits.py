@@ -22,6 +22,7 @@ VAL_FRACTION = 0.08  # of the whole: 72/8/20
 MIN_SPEAKERS = 3  # a part with fewer speakers gives scores that say more about those speakers than about the model
 PARTS = {"train": "training", "val": "validation", "test": "test"}
 COPY_COLUMN = "source_clip"  # augmentation.py's copies name their source clip here; original clips leave it blank
+COPY_NUMBER_COLUMN = "copy_number"  # which of its source's K copies a copy is (1..K); speaker normalisation groups by it
 
 
 def is_copy(frame: pd.DataFrame) -> pd.Series:
@@ -29,6 +30,18 @@ def is_copy(frame: pd.DataFrame) -> pd.Series:
     if COPY_COLUMN not in frame.columns:
         return pd.Series(False, index=frame.index)
     return frame[COPY_COLUMN].notna() & (frame[COPY_COLUMN].astype(str).str.strip() != "")
+
+
+def normalization_groups(frame: pd.DataFrame, speaker_column: str = "ActorID") -> list[str]:
+    """The groups --normalize speaker takes its statistics from: each speaker's original clips, and apart from them
+    each speaker's k-th augmented copies (augmentation.py --condition speaker makes those one recording condition, as if
+    the speaker had been recorded again elsewhere: normalised on their own, as such a speaker is at test time)."""
+    speakers = frame[speaker_column].astype(str)
+    if COPY_NUMBER_COLUMN not in frame.columns:
+        return speakers.tolist()
+    copies = is_copy(frame) & frame[COPY_NUMBER_COLUMN].notna()
+    number = frame[COPY_NUMBER_COLUMN].astype(str).str.strip().str.removesuffix(".0")
+    return speakers.where(~copies, speakers + " copy " + number).tolist()
 
 
 def split_random(df: pd.DataFrame, label: str, seed: int, val_fraction: float, test_fraction: float) -> dict[str, pd.DataFrame]:

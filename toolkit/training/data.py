@@ -19,6 +19,7 @@ from toolkit.features.store import Store, StoreItems, StoreRows, open_store, sto
 from toolkit.fileio import read_csv, require_columns, resolve_from_csv, without_blanks
 from toolkit.io.audio import ClipError
 from toolkit.io.labels import classes_for, encode_labels
+from toolkit.io.splits import normalization_groups
 from toolkit.lazy import torch  # imported when first used: --help needs no torch
 from toolkit.training import distributed
 from toolkit.training.batch import Batch
@@ -149,12 +150,13 @@ def make_feature_set(feature: FeatureType, features: list[np.ndarray], frame: pd
                      labels: list[int] | None = None, paths: list[str] | None = None, params: dict | None = None,
                      normalize: str = "none", speakers: list | None = None, stats: dict | None = None) -> FeatureSet:
     """A FeatureSet of per-clip features (rows of `frame`, in order) of `feature` (made with `params` where given: a
-    stored split's params.json; else the feature's own settings): speaker-normalised when asked (speakers from
-    `speakers`, else the frame's ActorID column), then stacked as `options` say. labels default to -1 (unlabeled)."""
+    stored split's params.json; else the feature's own settings): speaker-normalised when asked (groups from
+    `speakers`, else the frame's speakers and copies: splits.normalization_groups), then stacked as `options` say.
+    labels default to -1 (unlabeled)."""
     if params is not None:
         feature = type(feature).from_dict(params)
     if normalize == "speaker":
-        speakers = speakers if speakers is not None else frame[SPEAKER_COLUMN].astype(str).tolist()
+        speakers = speakers if speakers is not None else normalization_groups(frame, SPEAKER_COLUMN)
         features = normalize_by_speaker(feature, features, speakers)
     stacked = feature.input.stack(features, options)
     return FeatureSet(x=stacked.pop("x"), labels=torch.tensor(labels if labels is not None else [-1] * len(features),
