@@ -7,10 +7,14 @@ table: weighted F1 mean ± sd over the seeds' fold means, the worst speaker, and
 fold models on all its clips (its split CSVs pooled) and the worst speaker; then accuracy per voice family where the
 corpus lists them (voice_families.csv). --beside NAME=DIR adds the rows of a compare_heads.py output folder, after
 checking that its runs of each seed tested the same speakers in every fold (fold assignment depends only on the
-speakers, the seed and K, not on the feature type).
+speakers, the seed and K, not on the feature type). Each --runs is one row, so several models, feature types and
+fusions (a fuse_folds.py --out folder counts as a run: its fused cross-validation) share one table; every row of a seed
+must have tested the same folds.
 
     python3 experiments/cv_table.py --runs Models/fm_42 Models/fm_43 Models/fm_44 --model frame_mlp --category sex \\
         --extra widedev=Data/widedev/mel wide=Data/wide/mel --beside egemaps=Models/heads_egemaps
+    python3 experiments/cv_table.py --category emotion --runs Models/c_42 Models/c_43 --name "ComParE linear" \
+        --runs Models/fused_42 Models/fused_43 --extra wide=Data/wide/compare,Data/wide/egemaps
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ sys.path.insert(0, ROOT)
 
 from compare_heads import (family_table, named, over_seeds, seeds_table, summarise, toolkit_result,  # noqa: E402
                            write_outputs)
+from toolkit.cli import run_main  # noqa: E402
 from toolkit.fileio import read_json  # noqa: E402
 
 
@@ -42,32 +47,69 @@ def pooled(results: list[dict]) -> dict:
     return {"f1": weighted_f1(confusion), "per_speaker": {s: v for r in results for s, v in r["per_speaker"].items()}}
 
 
-def run_rows(runs: list[str], model: str, category: str, extras: dict[str, str], name: str) -> tuple[list, dict]:
-    """Per seed, the run's summary row (compare_heads.summarise) and its folds' test speakers."""
+def cv_summary(folder: str, model: str | None, category: str) -> tuple[str, str | None]:
+    """(the folder's cross-validation summary, its fuse_folds.py extras file or None): a fuse_folds.py --out folder
+    (fused.json), else a train_cnn.py --folds output folder with one model (or --model's) of the category."""
+    if folder.endswith(f"_{category}_cv.json"):  # the summary itself, where a folder holds several models' runs
+        return folder, None
+    if os.path.isfile(os.path.join(folder, "fused.json")):
+        return os.path.join(folder, f"fused_{category}_cv.json"), os.path.join(folder, "fused.json")
+    found = sorted(glob.glob(os.path.join(folder, f"{model or '*'}_{category}_cv.json")))
+    if len(found) != 1:
+        sys.exit(f"error: {folder}: {len(found)} {category} cross-validation summaries ({model or 'any model'}); "
+                 f"pass --model, or one train_cnn.py --folds output folder per seed")
+    return found[0], None
+
+
+def fold_card(cv_json: str) -> dict:
+    """The first fold's run card of a train_cnn.py --folds summary: its seed and normalisation are the run's."""
+    stem = os.path.basename(cv_json).removesuffix("_cv.json")
+    return read_json(os.path.join(cv_json.removesuffix(".json"), "fold1", f"{stem}.json"), "fold card")
+
+
+def run_rows(runs: list[str], model: str | None, category: str, extras: dict[str, str],
+             name: str | None) -> tuple[dict, dict]:
+    """Per seed, the run's summary row (compare_heads.summarise) and its folds' test speakers. A fuse_folds.py folder
+    counts as a run: its fused cross-validation, and its members' seed and normalisation."""
     per_seed, folds = {}, {}
     for folder in runs:
-        cv = read_json(os.path.join(folder, f"{model}_{category}_cv.json"), "cross-validation summary")
-        seed = read_json(os.path.join(folder, f"{model}_{category}_cv", "fold1", f"{model}_{category}.json"),
-                         "fold card")["training"]["seed"]
-        result = toolkit_result(folder, model, category, cv, {})  # its "extra" filled below, each corpus pooled
-        for corpus, where in extras.items():
-            where = os.path.abspath(where) + os.sep
-            parts = [[r for csv, r in f["extra_tests"].items() if os.path.abspath(csv).startswith(where)]
-                     for f in cv["fold_results"]]
-            if not all(parts):
-                sys.exit(f"error: {folder}: its folds were not scored on {where} (train_cnn.py --extra_test_csv)")
-            result["extra"][corpus] = [pooled(p) for p in parts]
-        per_seed[seed] = [{"category": category, "normalize": "none", **summarise(name, result)}]
+        cv_json, fused_json = cv_summary(folder, model, category)
+        cv = read_json(cv_json, "cross-validation summary")
+        card = fold_card(read_json(fused_json, "fusion summary")["runs"][0] if fused_json else cv_json)
+        if fused_json:  # fuse_folds.py scored every clip of each extra corpus with each fold's fused members
+            scored = read_json(fused_json, "fusion summary")["extra"]
+            missing = [c for c in extras if c not in scored]
+            if missing:
+                sys.exit(f"error: {fused_json}: not scored on {', '.join(missing)}; name each --extra corpus as "
+                         f"fuse_folds.py --extra did")
+            result = {"folds": [f["test"] for f in cv["fold_results"]], "worst": cv["pooled_test"]["worst_speaker"],
+                      "extra": {corpus: scored[corpus] for corpus in extras}}
+        else:
+            stem = os.path.basename(cv_json).removesuffix(f"_{category}_cv.json")
+            result = toolkit_result(os.path.dirname(cv_json), stem, category, cv, {})  # its "extra" filled below, each corpus pooled
+            for corpus, where in extras.items():  # a corpus's folders: one per feature type of the rows
+                where = tuple(os.path.abspath(w) + os.sep for w in where.split(","))
+                parts = [[r for csv, r in f["extra_tests"].items() if os.path.abspath(csv).startswith(where)]
+                         for f in cv["fold_results"]]
+                if not all(parts):
+                    sys.exit(f"error: {folder}: its folds were not scored on {' or '.join(where)} (train_cnn.py "
+                             f"--extra_test_csv)")
+                result["extra"][corpus] = [pooled(p) for p in parts]
+        seed = card["training"]["seed"]
+        label = name or ("fused " + " + ".join(fold_card(r)["model"] for r in read_json(fused_json, "fusion summary")["runs"])
+                         if fused_json else f"toolkit {card['model']}")
+        per_seed[seed] = [{"category": category, "normalize": card.get("normalize") or "none", **summarise(label, result)}]
         folds[seed] = [sorted(f["test_speakers"]) for f in cv["fold_results"]]
     return per_seed, folds
 
 
-def beside_rows(label: str, folder: str, category: str, folds: dict[int, list], extras: list[str]) -> list[dict]:
-    """compare_heads.py's rows (over its seeds) of `category` without normalisation, once its folds are checked."""
+def beside_rows(label: str, folder: str, category: str, normalize: str, folds: dict[int, list],
+                extras: list[str]) -> list[dict]:
+    """compare_heads.py's rows (over its seeds) of `category` and `normalize`, once its folds are checked."""
     for seed, expected in folds.items():
         runs = os.path.join(folder, f"seed{seed}")  # compare_heads.py's layout with several seeds; with one, the folder
         runs = runs if os.path.isdir(runs) else folder
-        checked = glob.glob(os.path.join(runs, f"{category}_none", "**", "*_cv.json"), recursive=True)
+        checked = glob.glob(os.path.join(runs, f"{category}_{normalize}", "**", "*_cv.json"), recursive=True)
         if not checked:
             sys.exit(f"error: {folder}: no {category} run of seed {seed} (compare_heads.py --seed {seed}) to check the folds of")
         for cv_path in checked:
@@ -75,7 +117,7 @@ def beside_rows(label: str, folder: str, category: str, folds: dict[int, list], 
             if tested != expected:
                 sys.exit(f"error: {cv_path}: other folds than the runs' of seed {seed}; compare on the same folds")
     rows = [r for r in read_json(os.path.join(folder, "compare_heads.json"), "compare_heads.py table")
-            if r["category"] == category and r["normalize"] == "none"]
+            if r["category"] == category and r["normalize"] == normalize]
     missing = sorted({e for r in rows for e in extras if e not in r["extra"]})
     if missing:
         sys.exit(f"error: {folder}: not scored on {', '.join(missing)}; name each --extra corpus as compare_heads.py --extra did")
@@ -86,26 +128,44 @@ def beside_rows(label: str, folder: str, category: str, folds: dict[int, list], 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", nargs="+", required=True, help="train_cnn.py --folds output folders, one per seed")
-    p.add_argument("--model", required=True)
+    p.add_argument("--runs", nargs="+", action="append", required=True,
+                   help="one row: its train_cnn.py --folds output folders (or their {model}_{category}_cv.json, or "
+                        "fuse_folds.py --out folders), one per seed; repeat --runs for more rows (every row of a seed "
+                        "on the same folds)")
+    p.add_argument("--model", default=None, help="the model whose runs to read, where a folder holds several")
     p.add_argument("--category", required=True)
-    p.add_argument("--name", default=None, help="the runs' row name (default: toolkit MODEL)")
-    p.add_argument("--extra", nargs="*", default=[], metavar="NAME=FOLDER",
-                   help="corpora the runs' folds were scored on: the folder of their --extra_test_csv CSVs")
+    p.add_argument("--name", action="append", default=None,
+                   help="each --runs row's name, in order (default: toolkit MODEL, or fused MODEL + MODEL)")
+    p.add_argument("--extra", nargs="*", default=[], metavar="NAME=FOLDER[,FOLDER]",
+                   help="corpora the runs' folds were scored on: the folder of their --extra_test_csv CSVs, one per "
+                        "feature type of the rows (a fusion's: its fuse_folds.py --extra NAME)")
     p.add_argument("--beside", nargs="*", default=[], metavar="NAME=DIR", help="compare_heads.py --out folders")
     p.add_argument("--out", default=None, help="also write the table (.md) and rows (.json) here")
     args = p.parse_args(argv)
-    extras = named(args.extra, "--extra", p)
-    per_seed, folds = run_rows(args.runs, args.model, args.category, extras, args.name or f"toolkit {args.model}")
+    if args.name is not None and len(args.name) != len(args.runs):
+        p.error(f"{len(args.name)} --name for {len(args.runs)} --runs rows: give one each, or none")
+    extras = dict(e.split("=", 1) for e in args.extra if "=" in e)
+    if len(extras) != len(args.extra) or not all(os.path.isdir(w) for v in extras.values() for w in v.split(",")):
+        p.error(f"--extra {' '.join(args.extra)}: give NAME=FOLDER[,FOLDER], each folder a stage-2 output")
+    per_seed: dict[int, list] = {}
+    folds: dict[int, list] = {}
+    for i, runs in enumerate(args.runs):
+        rows_of, folds_of = run_rows(runs, args.model, args.category, extras, args.name[i] if args.name else None)
+        for seed, tested in folds_of.items():
+            if folds.setdefault(seed, tested) != tested:
+                sys.exit(f"error: {runs}: other folds than the first row's of seed {seed}; compare on the same folds")
+            per_seed.setdefault(seed, []).extend(rows_of[seed])
+    normalize = next(iter(per_seed.values()))[0]["normalize"]
     rows = [r for label, folder in named(args.beside, "--beside", p).items()
-            for r in beside_rows(label, folder, args.category, folds, list(extras))]
+            for r in beside_rows(label, folder, args.category, normalize, folds, list(extras))]
     rows += over_seeds(per_seed, list(extras))
     text = (f"{len(per_seed)} seeds ({' '.join(map(str, per_seed))}), the same folds in every row of a seed.\n\n"
-            + seeds_table(rows, list(extras)) + "\n\n" + family_table(rows, extras))
+            + seeds_table(rows, list(extras)) + "\n\n"
+            + family_table(rows, {corpus: where.split(",")[0] for corpus, where in extras.items()}))
     print(text)
     if args.out:
         write_outputs(args.out, text, rows, "cv_table")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, run_script
@@ -173,6 +174,19 @@ def test_cv_table_puts_a_models_fold_runs_beside_compare_heads_on_the_same_folds
     assert scored["f1_mean"] > 0.6 and scored["worst_accuracy"] == min(scored["per_speaker"].values())
     text = (tmp_path / "table" / "cv_table.md").read_text()
     assert "| category | normalize | head | breathy | creaky | reverb |" in text
+
+    # more rows: a fusion of two runs of the seed (fuse_folds.py) beside one of its members, named by default
+    run_script("experiments/fuse_folds.py", "--run", tmp_path / "mlp_42" / "mlp_sex_cv.json",
+               tmp_path / "heads" / "sex_none" / "vector" / "linear_sex_cv.json", "--out", tmp_path / "fused",
+               "--extra", f"wide={wide},{wide}")
+    cv_table.main(["--runs", str(tmp_path / "mlp_42"), "--runs", str(tmp_path / "fused"), "--category", "sex",
+                   "--extra", f"wide={wide}", "--out", str(tmp_path / "table2")])
+    rows = {r["name"]: r for r in json.loads((tmp_path / "table2" / "cv_table.json").read_text())}
+    assert sorted(rows) == ["fused mlp + linear", "toolkit mlp"]
+    fused = json.loads((tmp_path / "fused" / "fused.json").read_text())
+    assert rows["fused mlp + linear"]["extra"]["wide"]["f1_mean"] == pytest.approx(
+        np.mean([f["f1"] for f in fused["extra"]["wide"]]))
+    assert rows["fused mlp + linear"]["normalize"] == "none" and rows["toolkit mlp"]["f1_mean"] > 0.6
 
     proc = run_script("experiments/cv_table.py", "--runs", tmp_path / "mlp_43", "--model", "mlp", "--category", "sex",
                       "--beside", f"egemaps={tmp_path / 'heads'}", check=False)  # seed 43: other folds than compare_heads'
