@@ -104,11 +104,15 @@ def get_args_parser() -> Parser:
 
 def column_prefixes(model_paths: list[str], categories: list[str]) -> list[str]:
     """Each model's column prefix: none for one model (the columns of training's test predictions), else its
-    category, or its file name when two models classify the same category."""
+    category; its file name when two models classify the same category; its folder's name and file name when two
+    such files share a name (mlp_emotion.pt trained on eGeMAPS and on LTAS, each in its own --model_save_path)."""
     if len(model_paths) == 1:
         return [""]
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in model_paths]
-    return [f"{c if categories.count(c) == 1 else stem}_" for c, stem in zip(categories, stems)]
+    names = [c if categories.count(c) == 1 else os.path.splitext(os.path.basename(p))[0]
+             for c, p in zip(categories, model_paths)]
+    names = [n if names.count(n) == 1 else f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}_{n}"
+             for n, p in zip(names, model_paths)]
+    return [f"{n}_" if names.count(n) == 1 else f"{n}_{i + 1}_" for i, n in enumerate(names)]
 
 
 def model_labels(model_files: list[str], categories: list[str]) -> list[str]:

@@ -148,5 +148,8 @@ def test_two_models_of_one_category_are_named_and_files_sharing_a_stem_keep_thei
     line = next(l for l in printed.splitlines() if l.startswith(str(clips / "take.wav")))
     assert f"sex [{trained_cnn3 / 'cnn3_sex'}]: " in line and "sex [copy/cnn3_sex]: " in line
     assert sorted(p.name for p in plots.glob("*.png")) == ["take.flac.png", "take.wav.png"]
+    header = out.read_text().splitlines()[0].split(",")
+    assert len(header) == len(set(header))  # two cnn3_sex.pt: each model's columns under its folder's name
+    assert {f"{trained_cnn3.name}_cnn3_sex_p_Female", "copy_cnn3_sex_p_Female"} <= set(header)
     windows = [row.split(",")[2] for row in out.read_text().splitlines()[1:]]
     assert windows[:2] == [str(predictions(out)["windows"].iloc[0])] * 2 and windows[0].isdigit() and windows[2] == ""
