@@ -17,15 +17,20 @@ DOCS = sorted(ROOT.glob("docs/*.md")) + [ROOT / "README.md"]
 
 
 def shown_commands() -> list[tuple[str, str]]:
-    """(doc, command) for every script command in the docs' bash blocks, continuation lines joined, comments cut."""
+    """(doc, command) for every script command in the docs' bash blocks, continuation lines joined, comments cut; a
+    command inside `for F in a b c; do ... done` is checked once per value of F."""
     found = []
     for doc in DOCS:
         for block in re.findall(r"```(?:bash|sh)\n(.*?)```", doc.read_text(), flags=re.S):
+            loops = {var: values.split() for var, values in re.findall(r"\bfor (\w+) in ([^;]+);", block)}
             for line in block.replace("\\\n", " ").splitlines():
                 line = re.sub(r"(^|\s)#.*", "", line).strip()
                 for command in re.split(r"&&|;|\|", line):
                     if re.search(r"(^|\s)(python3?|torchrun)\s.*?\b\w+\.py\b", command):
-                        found.append((doc.name, " ".join(command.split())))
+                        command = " ".join(command.split())
+                        var = next((v for v in loops if re.search(rf"\$\{{?{v}\b", command)), None)
+                        for value in loops[var] if var else [None]:
+                            found.append((doc.name, re.sub(rf"\$\{{?{var}\}}?", value, command) if var else command))
     return found
 
 
