@@ -13,7 +13,7 @@ must have tested the same folds.
 
     python3 experiments/cv_table.py --runs Models/fm_42 Models/fm_43 Models/fm_44 --model frame_mlp --category sex \\
         --extra widedev=Data/widedev/mel wide=Data/wide/mel --beside egemaps=Models/heads_egemaps
-    python3 experiments/cv_table.py --category emotion --runs Models/c_42 Models/c_43 --name "ComParE linear" \
+    python3 experiments/cv_table.py --category emotion --runs Models/c_42 Models/c_43 --name "ComParE linear" \\
         --runs Models/fused_42 Models/fused_43 --extra wide=Data/wide/compare,Data/wide/egemaps
 """
 from __future__ import annotations
@@ -75,18 +75,18 @@ def run_rows(runs: list[str], model: str | None, category: str, extras: dict[str
     for folder in runs:
         cv_json, fused_json = cv_summary(folder, model, category)
         cv = read_json(cv_json, "cross-validation summary")
-        card = fold_card(read_json(fused_json, "fusion summary")["runs"][0] if fused_json else cv_json)
-        if fused_json:  # fuse_folds.py scored every clip of each extra corpus with each fold's fused members
-            scored = read_json(fused_json, "fusion summary")["extra"]
-            missing = [c for c in extras if c not in scored]
+        fused = read_json(fused_json, "fusion summary") if fused_json else None
+        card = fold_card(fused["runs"][0] if fused else cv_json)
+        if fused:  # fuse_folds.py scored every clip of each extra corpus with each fold's fused members
+            missing = [c for c in extras if c not in fused["extra"]]
             if missing:
                 sys.exit(f"error: {fused_json}: not scored on {', '.join(missing)}; name each --extra corpus as "
                          f"fuse_folds.py --extra did")
             result = {"folds": [f["test"] for f in cv["fold_results"]], "worst": cv["pooled_test"]["worst_speaker"],
-                      "extra": {corpus: scored[corpus] for corpus in extras}}
+                      "extra": {corpus: fused["extra"][corpus] for corpus in extras}}
+            label = name or "fused " + " + ".join(fold_card(r)["model"] for r in fused["runs"])
         else:
-            stem = os.path.basename(cv_json).removesuffix(f"_{category}_cv.json")
-            result = toolkit_result(os.path.dirname(cv_json), stem, category, cv, {})  # its "extra" filled below, each corpus pooled
+            result = toolkit_result(os.path.dirname(cv_json), card["model"], category, cv, {})  # extra: below
             for corpus, where in extras.items():  # a corpus's folders: one per feature type of the rows
                 where = tuple(os.path.abspath(w) + os.sep for w in where.split(","))
                 parts = [[r for csv, r in f["extra_tests"].items() if os.path.abspath(csv).startswith(where)]
@@ -94,11 +94,11 @@ def run_rows(runs: list[str], model: str | None, category: str, extras: dict[str
                 if not all(parts):
                     sys.exit(f"error: {folder}: its folds were not scored on {' or '.join(where)} (train_cnn.py "
                              f"--extra_test_csv)")
-                result["extra"][corpus] = [pooled(p) for p in parts]
+                result["extra"][corpus] = [pooled(p) for p in parts]  # each corpus's split CSVs pooled
+            label = name or f"toolkit {card['model']}"
         seed = card["training"]["seed"]
-        label = name or ("fused " + " + ".join(fold_card(r)["model"] for r in read_json(fused_json, "fusion summary")["runs"])
-                         if fused_json else f"toolkit {card['model']}")
-        per_seed[seed] = [{"category": category, "normalize": card.get("normalize") or "none", **summarise(label, result)}]
+        per_seed[seed] = [{"category": category, "normalize": card.get("normalize") or "none",
+                           **summarise(label, result)}]
         folds[seed] = [sorted(f["test_speakers"]) for f in cv["fold_results"]]
     return per_seed, folds
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         rows_of, folds_of = run_rows(runs, args.model, args.category, extras, args.name[i] if args.name else None)
         for seed, tested in folds_of.items():
             if folds.setdefault(seed, tested) != tested:
-                sys.exit(f"error: {runs}: other folds than the first row's of seed {seed}; compare on the same folds")
+                sys.exit(f"error: {runs[0]}: other folds than the first row's of seed {seed}; compare on the same folds")
             per_seed.setdefault(seed, []).extend(rows_of[seed])
     normalize = next(iter(per_seed.values()))[0]["normalize"]
     rows = [r for label, folder in named(args.beside, "--beside", p).items()

@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     run("augmentation.py", "--load_csv_path", args.corpus, "--csv", stage1, "--category", args.category,
         "--split_manifest", os.path.join(split, f"{args.category}_split.json"), "--copies", str(args.copies),
         "--transforms", args.transforms, "--seed", str(args.seed), "--condition", args.condition,
-        "--workers", str(args.workers), "--save_csv_path", args.out, log=os.path.join(args.out, f"augmentation_{args.category}.log"))
+        "--workers", str(args.workers), "--save_csv_path", args.out,
+        log=os.path.join(args.out, f"augmentation_{args.category}.log"))
 
     augmented = os.path.join(args.out, f"{args.category}_augmented.csv")
     copies = absolute_paths(pd.read_csv(augmented, dtype=str, keep_default_na=False), augmented)
