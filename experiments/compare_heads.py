@@ -203,6 +203,14 @@ def named(items: list[str], flag: str, p: argparse.ArgumentParser, bare: bool = 
     return pairs
 
 
+def named_folders(items: list[str], flag: str, p: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """NAME=FOLDER,FOLDER arguments: one corpus's stage-2 folder for each of several feature types, in order."""
+    folders = {name: where.split(",") for name, where in (e.split("=", 1) for e in items if "=" in e)}
+    if len(folders) != len(items) or not all(os.path.isdir(f) for where in folders.values() for f in where):
+        p.error(f"{flag} {' '.join(items)}: give NAME=FOLDER[,FOLDER], each folder a stage-2 output")
+    return folders
+
+
 def labelled(name: str, data: str) -> str:
     return f"{name} · {data}" if data else name
 

@@ -28,8 +28,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from compare_heads import (family_table, named, over_seeds, seeds_table, summarise, toolkit_result,  # noqa: E402
-                           write_outputs)
+from compare_heads import (family_table, named, named_folders, over_seeds, seeds_table, summarise,  # noqa: E402
+                           toolkit_result, write_outputs)
 from toolkit.cli import run_main  # noqa: E402
 from toolkit.fileio import read_json  # noqa: E402
 
@@ -67,7 +67,7 @@ def fold_card(cv_json: str) -> dict:
     return read_json(os.path.join(cv_json.removesuffix(".json"), "fold1", f"{stem}.json"), "fold card")
 
 
-def run_rows(runs: list[str], model: str | None, category: str, extras: dict[str, str],
+def run_rows(runs: list[str], model: str | None, category: str, extras: dict[str, list[str]],
              name: str | None) -> tuple[dict, dict]:
     """Per seed, the run's summary row (compare_heads.summarise) and its folds' test speakers. A fuse_folds.py folder
     counts as a run: its fused cross-validation, and its members' seed and normalisation."""
@@ -88,7 +88,7 @@ def run_rows(runs: list[str], model: str | None, category: str, extras: dict[str
         else:
             result = toolkit_result(os.path.dirname(cv_json), card["model"], category, cv, {})  # extra: below
             for corpus, where in extras.items():  # a corpus's folders: one per feature type of the rows
-                where = tuple(os.path.abspath(w) + os.sep for w in where.split(","))
+                where = tuple(os.path.abspath(w) + os.sep for w in where)
                 parts = [[r for csv, r in f["extra_tests"].items() if os.path.abspath(csv).startswith(where)]
                          for f in cv["fold_results"]]
                 if not all(parts):
@@ -144,9 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.name is not None and len(args.name) != len(args.runs):
         p.error(f"{len(args.name)} --name for {len(args.runs)} --runs rows: give one each, or none")
-    extras = dict(e.split("=", 1) for e in args.extra if "=" in e)
-    if len(extras) != len(args.extra) or not all(os.path.isdir(w) for v in extras.values() for w in v.split(",")):
-        p.error(f"--extra {' '.join(args.extra)}: give NAME=FOLDER[,FOLDER], each folder a stage-2 output")
+    extras = named_folders(args.extra, "--extra", p)
     per_seed: dict[int, list] = {}
     folds: dict[int, list] = {}
     for i, runs in enumerate(args.runs):
@@ -161,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     rows += over_seeds(per_seed, list(extras))
     text = (f"{len(per_seed)} seeds ({' '.join(map(str, per_seed))}), the same folds in every row of a seed.\n\n"
             + seeds_table(rows, list(extras)) + "\n\n"
-            + family_table(rows, {corpus: where.split(",")[0] for corpus, where in extras.items()}))
+            + family_table(rows, {corpus: where[0] for corpus, where in extras.items()}))
     print(text)
     if args.out:
         write_outputs(args.out, text, rows, "cv_table")

@@ -24,6 +24,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from compare_heads import named_folders  # noqa: E402
 from models import load_trained_model  # noqa: E402
 from toolkit.cli import run_main  # noqa: E402
 from toolkit.evaluation.fusion import fuse  # noqa: E402
@@ -66,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="a corpus scored by every fold's fusion: its stage-2 folder for each run's feature type, in order")
     p.add_argument("--out", required=True, help="folder for the fused cross-validation and fused.json")
     args = p.parse_args(argv)
+    extras = named_folders(args.extra, "--extra", p)
     cv = fuse_cross_validations(args.run, args.weights, args.out)
     classes = cv["run"]["classes"]
-    extras = {name: folders.split(",") for name, folders in (e.split("=", 1) for e in args.extra)}
     result = {"runs": args.run, "weights": args.weights, "extra": {n: [] for n in extras}}
     for i in range(1, cv["folds"] + 1):
         for name, folders in extras.items():
