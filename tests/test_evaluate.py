@@ -220,7 +220,8 @@ def test_stage_3_writes_the_per_group_report(trained_cnn3):
 
 # ---- fusion ----------------------------------------------------------------------------------------------------------
 
-def test_fusion_of_one_member_is_that_member_exactly(trained_cnn3, sex_data, tmp_path):
+def test_fusion_of_one_member_is_that_member_exactly(trained_cnn3, sex_data, tmp_path, monkeypatch):
+    import predict
     from toolkit.evaluation.fusion import choose_weights, fuse
 
     p = np.random.default_rng(0).dirichlet([1, 1, 1], size=20).astype(np.float32)
@@ -239,12 +240,18 @@ def test_fusion_of_one_member_is_that_member_exactly(trained_cnn3, sex_data, tmp
     assert list(pd.read_csv(tmp_path / "evaluation.csv")["model"]) == ["cnn3_sex", "fused_sex"]
 
     clips = [str(sex_data / p) for p in a["Audio_file_path"][:3]]
+    titles = []
+    monkeypatch.setattr(predict, "plot_recording", lambda image, params, path, title, *rest: titles.append(title))
     run_script("predict.py", "--model_dir", trained_cnn3, "--model_file", "cnn3_sex.pt", *clips, "--fuse", "--out",
-               tmp_path / "p.csv", "--device", "cpu", "--threads", "1", in_process=True)
+               tmp_path / "p.csv", "--plot", tmp_path / "plots", "--device", "cpu", "--threads", "1", in_process=True)
     predicted = pd.read_csv(tmp_path / "p.csv")
     assert list(predicted.columns[-4:]) == ["fused_predicted", "fused_p_Male", "fused_p_Female", "error"]
     assert list(predicted["fused_predicted"]) == list(predicted["predicted"])
     assert predicted["fused_p_Male"].tolist() == predicted["p_Male"].tolist()
+    # the spectrogram's title leads with the fused label, then each member's
+    first = predicted.iloc[0]
+    assert titles[0].startswith(f"{a['Audio_file_path'][0].split('/')[-1]}: fused {first['fused_predicted']} "
+                                f"({max(first['fused_p_Male'], first['fused_p_Female']):.2f}), sex ")
 
 
 # ---- folds that do not depend on the feature type, and fused cross-validation ---------------------------------------

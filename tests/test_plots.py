@@ -86,11 +86,14 @@ def test_calibration_curves_with_different_bins_filled_are_two_lines(figures):
     assert [line.get_label() for line in figures[0].axes[0].get_lines()[1:]] == ["before calibration", "temperature 1.20"]
 
 
-@pytest.mark.parametrize("plot", ["confusion", "reliability"])
+@pytest.mark.parametrize("plot", ["confusion", "reliability", "recording"])
 def test_a_long_title_fits_the_figure(figures, plot):
     title = "cnn3_ae_sex_PL_from_the_autoencoder: test F1 0.987 on a speaker-disjoint split of 6 speakers"
     if plot == "confusion":
         plots.plot_confusion_matrix([[5, 1], [0, 6]], ["Male", "Female"], "cm.png", title)
+    elif plot == "recording":  # predict.py --plot with several models: every member's label, and the fused one
+        title = "take_01.wav: " + ", ".join(f"mlp_sex_{i}.pt Female (0.9{i})" for i in range(6))
+        plots.plot_recording(np.zeros((MelParams().n_mels, 50), np.uint8), MelParams(), "r.png", title)
     else:
         plots.plot_reliability({"before calibration": reliability_bins(0.7)}, "r.png", title)
     figure = figures[0]

@@ -128,14 +128,15 @@ def recording_figure(image: np.ndarray, params, title: str = "",
 
     seconds = image.shape[1] * params.hop_length / params.sr
     top = FIXED_TOP_DB if params.db_ref == "fixed" else 0.0
-    fig, ((ax, bar), (strip, key)) = plt.subplots(2, 2, figsize=(8.5, 3.8), sharex="col",
+    width = 8.5
+    fig, ((ax, bar), (strip, key)) = plt.subplots(2, 2, figsize=(width, 3.8), sharex="col",
                                                   gridspec_kw={"height_ratios": [5, 1], "width_ratios": [40, 1]})
     shown = ax.imshow(image.astype(float) * params.top_db / 255 - params.top_db + top, cmap="magma", aspect="auto",
                       extent=(0, seconds, 0, image.shape[0]))
     bands = mel_frequencies(params)
     ax.set_yticks(*zip(*frequency_ticks(bands)))
     ax.set_ylabel("Hz (mel scale)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(wrapped(title, width, 9), fontsize=9)
     fig.colorbar(shown, cax=bar, label="dB re full scale" if params.db_ref == "fixed" else "dB re the peak")
     key.axis("off")
     colours = class_colours(classes)
