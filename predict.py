@@ -265,11 +265,11 @@ def run(args, device, shard: Shard, under_torchrun: bool = False) -> None:
             if args.plot:
                 first_card = cards[0]
                 marks = window_marks(first_card.classes, per_model[0][1])
+                shown = list(zip(labels, cards, per_model))  # the members (zip leaves out the fused entry)
+                if fused:  # the answer first
+                    shown.insert(0, (FUSED, cards[0], per_model[-1]))
                 title = f"{os.path.basename(r.path)}: " + ", ".join(
-                    f"{label} {card.classes[int(probs.argmax())]} ({probs.max():.2f})"
-                    for label, card, (probs, _) in zip([FUSED, *labels] if fused else labels,
-                                                       [cards[0], *cards] if fused else cards,
-                                                       [per_model[-1], *per_model[:-1]] if fused else per_model))
+                    f"{label} {card.classes[int(probs.argmax())]} ({probs.max():.2f})" for label, card, (probs, _) in shown)
                 title += f"; windows shaded by {labels[0]}" if len(cards) > 1 else ""
                 plot_recording(r.image, plotted.params, os.path.join(args.plot, plot_names[r.path]), title, marks,
                                first_card.classes)
