@@ -24,3 +24,7 @@ class FrameArgs(MLPArgs):
     """frame_mlp's: the same MLP, run on every frame, with two hidden layers (one was worse on voices never heard:
     experiments/RESULTS.md, "Voices never heard, round 6")."""
     layers: int = field(default=2, metadata=MLPArgs.__dataclass_fields__["layers"].metadata)
+    vote_bound: float = field(default=0.0, metadata={
+        "type": number(float, 0, 1000),
+        "help": "frame_mlp: each frame's logits bounded to +-B (B tanh(logit / B)) before the clip's mean, so that a "
+                "few frames cannot outvote the rest; 0: unbounded"})
