@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_script
-from models.frame_mlp import FrameMLP
+from models.frame_mlp import SHAPE_SCALE, FrameMLP
 from models.hyperparameters import FrameArgs
 
 
@@ -41,7 +41,7 @@ def test_bounded_votes_are_the_mean_of_each_frames_squashed_logits():
     bounded.load_state_dict(unbounded.state_dict())  # the same weights: a bound adds none
     x = torch.rand(3, 1, 40, 30) * 0.5 + 0.5  # loud frames everywhere
     head = unbounded.head
-    shape = ((x.mean(1) - x.mean(1).mean(1, keepdim=True)) * 10.0).transpose(1, 2)
+    shape = ((x.mean(1) - x.mean(1).mean(1, keepdim=True)) * SHAPE_SCALE).transpose(1, 2)
     frames = head.classifier(head.hidden(shape))  # (3, 30, 2) per-frame logits
     torch.testing.assert_close(unbounded(x), frames.mean(1))
     torch.testing.assert_close(bounded(x), (2.0 * torch.tanh(frames / 2.0)).mean(1))
