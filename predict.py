@@ -115,10 +115,11 @@ def column_prefixes(model_paths: list[str], categories: list[str]) -> list[str]:
     return [f"{n}_" if names.count(n) == 1 else f"{n}_{i + 1}_" for i, n in enumerate(names)]
 
 
-def model_labels(model_files: list[str], categories: list[str]) -> list[str]:
-    """How the printed lines and plot titles name each model: its category, with the --model_file given where two
-    models classify the same category ('sex [cnn3_sex]', 'sex [ssl/mlp_sex]')."""
-    return [c if categories.count(c) == 1 else f"{c} [{f.removesuffix('.pt')}]" for c, f in zip(categories, model_files)]
+def model_labels(prefixes: list[str], categories: list[str]) -> list[str]:
+    """How the printed lines and plot titles name each model: its category, with its CSV column prefix where two
+    models classify the same category ('sex [cnn3_sex]', 'sex [models2_frame_mlp_sex]'), so that a line, a title and
+    a column name one model alike."""
+    return [c if categories.count(c) == 1 else f"{c} [{p.removesuffix('_')}]" for c, p in zip(categories, prefixes)]
 
 
 def labelled(label: str, card, probs) -> str:
@@ -221,7 +222,7 @@ def run(args, device, shard: Shard, under_torchrun: bool = False) -> None:
         raise ToolkitError(f"{normalized[0]}: trained with --normalize speaker; pass --speakers folder (one folder per "
                            f"speaker) or --speakers list.csv (columns file, speaker)")
     prefixes = column_prefixes(model_paths, [c.category for c in cards])
-    labels = model_labels(args.model_file, [c.category for c in cards])
+    labels = model_labels(prefixes, [c.category for c in cards])
     views = [View.of(c, args.window_hop) for c in cards]
     plotted = None
     if args.plot:

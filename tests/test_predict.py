@@ -146,7 +146,7 @@ def test_two_models_of_one_category_are_named_and_files_sharing_a_stem_keep_thei
                       str(clips), "--out", str(out), "--plot", str(plots), "--device", "cpu", "--threads", "1", "--workers", "1"])
     printed = capsys.readouterr().out
     line = next(l for l in printed.splitlines() if l.startswith(str(clips / "take.wav")))
-    assert f"sex [{trained_cnn3 / 'cnn3_sex'}]: " in line and "sex [copy/cnn3_sex]: " in line
+    assert f"sex [{trained_cnn3.name}_cnn3_sex]: " in line and "sex [copy_cnn3_sex]: " in line  # as the columns
     assert sorted(p.name for p in plots.glob("*.png")) == ["take.flac.png", "take.wav.png"]
     header = out.read_text().splitlines()[0].split(",")
     assert len(header) == len(set(header))  # two cnn3_sex.pt: each model's columns under its folder's name
