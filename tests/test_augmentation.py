@@ -220,6 +220,20 @@ def test_dropfreq_notches_the_named_band():
     assert band_energy(out, 4000, 6000) / band_energy(y, 4000, 6000) > 0.9
 
 
+def test_tilt_slopes_the_spectrum_by_its_db_per_octave_around_the_pivot():
+    t = np.arange(SR) / SR
+    tones = {f: np.sin(2 * np.pi * f * t) for f in (250.0, 1000.0, 4000.0)}  # whole cycles: each one rfft bin
+    y = (0.1 * sum(tones.values())).astype(np.float32)
+    for slope in (3.0, -2.5):
+        out = W.tilt(y, SR, RNG, slope)
+        assert len(out) == len(y) and out.dtype == np.float32
+        for f in tones:
+            db = 10 * np.log10(band_energy(out, f - 20, f + 20) / band_energy(y, f - 20, f + 20))
+            assert db == pytest.approx(slope * np.log2(f / W.TILT_PIVOT_HZ), abs=0.1)  # -2, 0 and +2 octaves
+    drawn = [W.TRANSFORMS["tilt"].draw(np.random.default_rng(i), SR)["db_per_octave"] for i in range(50)]
+    assert max(map(abs, drawn)) <= W.TILT_DB_PER_OCTAVE and min(drawn) < 0 < max(drawn)
+
+
 def test_reverb_lengthens_the_decay():
     burst = np.zeros(SR, np.float32)
     burst[4000:8000] = vowel()[:4000]  # sound, then silence after sample 8000

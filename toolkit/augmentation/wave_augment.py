@@ -1,6 +1,6 @@
 """Waveform augmentation aimed at voice variety: the field's usual transforms (Kaldi/SpeechBrain speed perturbation,
 pitch shift, vocal-tract-length perturbation, additive noise at an SNR, room reverb, telephone and codec channels,
-frequency drops, gain, time shift), in one place.
+frequency drops, spectral tilt, gain, time shift), in one place.
 
 Two users share this implementation: augmentation.py (a stage: augmented copies of the training clips written to
 disk) and training's `--augment` (toolkit/augmentation/augment.py OnTheFly: each training item re-made from augmented audio before
@@ -26,6 +26,10 @@ F0_SEMITONES = (3.0, 5.0)  # f0: the shift's size; 3-5 semitones move a typical 
 FORMANT_SPREAD = 0.06  # formants: up to +-6 % a region, about the spread of a formant's mean among adults of one sex
 VOWEL_SEGMENT_S = 0.15  # vowels: new formant factors this often, about a syllable's length
 BREATH_HNR_DB = (3.0, 15.0)  # breath: voice over aspiration noise; breathy voices measure ~0-15 dB HNR, modal ~20
+TILT_DB_PER_OCTAVE = 3.0  # tilt: up to this many dB per octave; phonation (breathy to pressed) and microphones move
+# a voice's spectral slope by roughly 10-15 dB over 0.1-4 kHz, about 3 dB an octave
+TILT_PIVOT_HZ = 1000.0  # tilt: the frequency it leaves alone; below TILT_FLOOR_HZ the gain stays at that frequency's
+TILT_FLOOR_HZ = 100.0
 BABBLE_VOICES = (3, 6)  # babble noise: this many other training clips (inclusive range) talking at once
 
 
@@ -326,6 +330,14 @@ def drop_freq(audio: np.ndarray, sr: int, rng: np.random.Generator, freqs_hz: li
     return out.astype(np.float32)
 
 
+def tilt(audio: np.ndarray, sr: int, rng: np.random.Generator, db_per_octave: float) -> np.ndarray:
+    """A spectral slope of `db_per_octave` (> 0: brighter, as a pressed voice or a thin microphone; < 0: duller, as a
+    breathy voice or a muffled one), 0 dB at TILT_PIVOT_HZ, zero phase over the whole clip."""
+    spectrum = np.fft.rfft(audio.astype(np.float64))
+    freqs = np.maximum(np.fft.rfftfreq(len(audio), 1 / sr), TILT_FLOOR_HZ)
+    return np.fft.irfft(spectrum * 10 ** (db_per_octave * np.log2(freqs / TILT_PIVOT_HZ) / 20), len(audio)).astype(np.float32)
+
+
 def gain(audio: np.ndarray, sr: int, rng: np.random.Generator, db: float) -> np.ndarray:
     """Louder or quieter by `db` (limited at the end of the chain so that nothing clips)."""
     return (audio * 10 ** (db / 20)).astype(np.float32)
@@ -398,6 +410,9 @@ TRANSFORMS: dict[str, Transform] = {
                                                                        for _ in range(int(r.integers(1, 4)))),
                                                     "width_hz": 0.025 * sr},
                           "1-3 narrow frequency bands notched out (SpeechBrain's DropFreq)"),
+    "tilt": Transform(tilt, lambda r, sr: {"db_per_octave": _uniform(r, -TILT_DB_PER_OCTAVE, TILT_DB_PER_OCTAVE, 2)},
+                      f"a spectral slope of -{TILT_DB_PER_OCTAVE:g}..+{TILT_DB_PER_OCTAVE:g} dB an octave around "
+                      f"{TILT_PIVOT_HZ:g} Hz: a duller or brighter voice or microphone"),
     "gain": Transform(gain, lambda r, sr: {"db": _uniform(r, -6.0, 6.0, 1)}, "-6..+6 dB"),
     "shift": Transform(shift, lambda r, sr: {"seconds": _uniform(r, -0.25, 0.25)},
                        "-0.25..+0.25 s (silence in, the other end cut)"),
