@@ -123,13 +123,15 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 def model_args_of(name: str, given: argparse.Namespace | dict) -> dict:
     """Model `name`'s own hyperparameters, every one (defaults filled in), from parsed flags (only the ones typed
-    count) or a run card's model_args. A hyperparameter the model lacks, or a value its flag would refuse, is a
-    one-line error."""
+    count) or a run card's model_args. A card (model_args, or a --config re-run) that lacks a field added after it was
+    written gets the field's "absent" value, the one its model was trained with. A hyperparameter the model lacks, or
+    a value its flag would refuse, is a one-line error."""
     spec = MODELS[canonical_name(name)]
     own = {f.name: f for f in fields(spec.args)} if spec.args else {}
+    from_card = bool(given) if isinstance(given, dict) else getattr(given, "config", None) is not None
     if isinstance(given, argparse.Namespace):
         given = {k: v for k, v in vars(given).items() if k in _MODEL_FLAGS}
-    values = {}
+    values = {k: f.metadata["absent"] for k, f in own.items() if from_card and k not in given and "absent" in f.metadata}
     for key, value in given.items():
         if key not in own:
             takes = f"its own are {', '.join('--' + k for k in own)}" if own else "it has none"

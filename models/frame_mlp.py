@@ -1,6 +1,7 @@
 """frame_mlp: each frame (one column of a time-frequency image) classified from the shape of its spectrum by one small
-MLP, the same for every frame, and the clip's logits the mean over its loud frames: the frame-level classifier of
-classic speaker-trait recognition (a GMM-UBM's per-frame likelihoods, averaged), as a network.
+MLP, the same for every frame, and the clip's logits the mean of its loud frames' logits, each bounded to
++-vote_bound: the frame-level classifier of classic speaker-trait recognition (a GMM-UBM's per-frame likelihoods,
+averaged), as a network.
 
 Why: a clip-level summary (eGeMAPS functionals, the long-term spectrum) mixes a speaker's vowels into one vector, so
 an accent that moves single formants moves the summary like a change of sex would (experiments/RESULTS.md, "Voices
@@ -21,7 +22,8 @@ SHAPE_SCALE = 10.0  # grey levels -> about unit spread per band for the first la
 
 
 class FrameMLP(nn.Module):
-    """(B, C, bins, frames) images -> (B, num_classes) logits: the mean of per-frame MLP logits over the loud frames."""
+    """(B, C, bins, frames) images -> (B, num_classes) logits: the mean of per-frame MLP logits (bounded, unless
+    vote_bound is 0) over the loud frames."""
 
     def __init__(self, num_classes: int, bins: int, args: FrameArgs = FrameArgs()) -> None:
         super().__init__()

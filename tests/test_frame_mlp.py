@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import run_script
+from models import load_trained_model
 from models.frame_mlp import SHAPE_SCALE, FrameMLP
 from models.hyperparameters import FrameArgs
 
@@ -16,7 +17,7 @@ def test_frame_mlp_trains_on_mel_images_and_exports(sex_data, tmp_path, vote_bou
     models = tmp_path / "models"
     run_script("train_cnn.py", "--csv_load_path", sex_data, "--category", "sex", "--model", "frame_mlp",
                "--epochs", "8", "--batch_size", "16", "--model_save_path", models,
-               *(["--vote_bound", str(vote_bound)] if vote_bound else []), in_process=True)
+               *([] if vote_bound == FrameArgs.vote_bound else ["--vote_bound", str(vote_bound)]), in_process=True)
     card = json.loads((models / "frame_mlp_sex.json").read_text())
     assert card["model"] == "frame_mlp"
     assert card["model_args"] == {"hidden": 256, "layers": 2, "dropout": 0.2, "vote_bound": vote_bound}
@@ -30,13 +31,18 @@ def test_frame_mlp_trains_on_mel_images_and_exports(sex_data, tmp_path, vote_bou
     assert "onnxruntime reproduces the torch logits within 0.0001" in proc.stdout
     assert (out / "model.onnx").is_file()
 
+    del card["model_args"]["vote_bound"]  # a card written before the flag: its model was trained unbounded
+    (models / "frame_mlp_sex.json").write_text(json.dumps(card))
+    model, _ = load_trained_model(str(models / "frame_mlp_sex.pt"))
+    assert model.vote_bound == 0.0
+
 
 def test_bounded_votes_are_the_mean_of_each_frames_squashed_logits():
     """--vote_bound B: the clip's logits are the mean over the loud frames of B tanh(frame logits / B), so no frame
     moves them by more than B / frames; unbounded, they are the frames' mean logits (the classifier of the mean hidden
     state), and one extreme frame can decide the clip."""
     torch.manual_seed(0)
-    unbounded = FrameMLP(2, 40, FrameArgs()).eval()
+    unbounded = FrameMLP(2, 40, FrameArgs(vote_bound=0.0)).eval()
     bounded = FrameMLP(2, 40, FrameArgs(vote_bound=2.0)).eval()
     bounded.load_state_dict(unbounded.state_dict())  # the same weights: a bound adds none
     x = torch.rand(3, 1, 40, 30) * 0.5 + 0.5  # loud frames everywhere

@@ -54,6 +54,18 @@ def test_a_card_without_model_args_rebuilds_todays_default_mlp(mlp_model, tmp_pa
     assert linear_shapes(model) == [(256, 88), (2, 256)] and loaded.model_args == {}
 
 
+def test_a_card_lacking_a_later_field_gets_the_value_its_model_was_trained_with():
+    import argparse
+
+    before = {"hidden": 256, "layers": 2, "dropout": 0.2}  # a frame_mlp card written before --vote_bound
+    assert model_args_of("frame_mlp", before)["vote_bound"] == 0.0  # unbounded, as it was trained
+    assert model_args_of("frame_mlp", {})["vote_bound"] == 5.0  # no card: today's default
+    assert model_args_of("frame_mlp", {**before, "vote_bound": 3.0})["vote_bound"] == 3.0
+    rerun = argparse.Namespace(config="old.json", **before)  # --config old.json: the card's flags as defaults
+    assert model_args_of("frame_mlp", rerun)["vote_bound"] == 0.0
+    assert model_args_of("frame_mlp", argparse.Namespace(config=None, hidden=128))["vote_bound"] == 5.0
+
+
 def test_defaults_are_todays_fixed_mlp():
     assert model_args_of("mlp", {}) == {"hidden": 256, "layers": 1, "dropout": 0.2}
     assert model_args_of("linear", {}) == {}
