@@ -371,6 +371,20 @@ def test_resume_refuses_other_training_flags_but_not_more_epochs(sex_data, one_e
     assert code == 0 and "resuming" in out, err
 
 
+def test_resume_refuses_other_model_arguments():
+    """--vote_bound or --dropout change the network but not its weights' shapes: the _last.pt records them."""
+    from toolkit.config import TrainConfig
+    from toolkit.errors import ToolkitError
+    from toolkit.training.engine import check_resumable
+
+    was = {"hidden": 256, "layers": 2, "dropout": 0.2, "vote_bound": 0.0}
+    check_resumable("m_last.pt", {"model_args": was}, TrainConfig(), model_args=dict(was))
+    check_resumable("m_last.pt", {}, TrainConfig(), model_args=dict(was))  # written before they were recorded
+    with pytest.raises(ToolkitError, match=r"^m_last.pt: --resume with other model arguments than the interrupted "
+                                           r"run: --vote_bound 5.0 \(was 0.0\); resume with the run's own"):
+        check_resumable("m_last.pt", {"model_args": was}, TrainConfig(), model_args={**was, "vote_bound": 5.0})
+
+
 def dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()

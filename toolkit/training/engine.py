@@ -315,6 +315,7 @@ class ResumeState(BaseModel):
     config: schema_of(TrainConfig) | None = None
     data: str | None = None  # data_fingerprint of the split CSVs it trained on
     precision: Literal[COMPUTED] | None = None  # what its steps computed in (toolkit/precision.py); None: not recorded
+    model_args: dict | None = None  # the model's own hyperparameters (the run card's model_args); None: not recorded
 
 
 def data_fingerprint(csvs: Iterable[str]) -> str:
@@ -454,7 +455,7 @@ def describe_score(score: tuple[float, float], select_by: str) -> str:
 def train_loop(
     model: nn.Module, config: TrainConfig, run: RunFiles, device: torch.device, train_step: Task | TrainStep,
     validate: Callable[[nn.Module], dict] | None = None, callbacks: Iterable[Callback] = (),
-    resume: bool = False, compile: bool = False, data: str | None = None,
+    resume: bool = False, compile: bool = False, data: str | None = None, model_args: dict | None = None,
 ) -> TrainState:
     """Train `model` for config.epochs with AdamW and config's schedule; every training stage's loop.
 
@@ -465,7 +466,8 @@ def train_loop(
     trained longer) is kept, and config.patience epochs without a better one stop the run. Without `validate` every
     epoch is the best so far. A resumable `{stem}_last.pt` is written after every epoch; with `resume` the run
     continues from it exactly as if it had never stopped (model, optimizer, schedule, RNG states, history), and
-    refuses a changed config or, given `data` (data_fingerprint of the split CSVs), other data.
+    refuses a changed config or, given `data` (data_fingerprint of the split CSVs) or `model_args` (the model's own
+    hyperparameters), other data or other model arguments.
     """
     # --compile: steps run through the compiled wrapper; `model` keeps plain parameter names for the checkpoints
     net = distributed.wrap(model, device)  # under torchrun: DistributedDataParallel
@@ -482,7 +484,7 @@ def train_loop(
     step_hook = optimizer.register_step_post_hook(lambda *_: [c.on_step_end(state) for c in callbacks])
     if resume and os.path.isfile(run.last):
         saved = load_last(run.last, model, optimizer, generator)
-        check_resumable(run.last, saved, config, data, precision.computed(device))
+        check_resumable(run.last, saved, config, data, precision.computed(device), model_args)
         state.history, state.best_epoch, state.best_state = saved["history"], saved.get("best_epoch", 0), saved.get("best_model")
         best = saved.get("best_score", -math.inf)
         state.best_score = tuple(best) if isinstance(best, (tuple, list)) else (best, 0.0)  # older runs: one number
@@ -527,7 +529,7 @@ def train_loop(
         if distributed.is_main():  # under torchrun the ranks hold the same state: one writes it
             save_last(run.last, model, optimizer, generator, epoch, state.history, scheduler=schedule.state_dict(),
                       best_score=state.best_score, best_epoch=state.best_epoch, best_model=state.best_state,
-                      config=config.to_dict(), data=data, precision=precision.computed(device))
+                      config=config.to_dict(), data=data, precision=precision.computed(device), model_args=model_args)
         bar.write(f"epoch {epoch:3d}/{config.epochs} train_loss {train_loss:.4g} "
                   f"{''.join(f'{k} {v:.4g} ' for k, v in extra.items())}{format_metrics(val, 'val_')}"
                   f"{'  *best' if state.improved and validate else ''}")
@@ -556,9 +558,16 @@ def check_finite(epoch: int, losses: dict[str, float], config: TrainConfig, run:
 
 
 def check_resumable(path: str, state: dict, config: TrainConfig, data: str | None = None,
-                    computed: str | None = None) -> None:
+                    computed: str | None = None, model_args: dict | None = None) -> None:
     """--resume continues the run that wrote `path`: a changed training flag (other than --epochs), other split
-    CSVs (stage 2 re-run, e.g. with another --seed), or steps computed in another precision would mix two runs."""
+    CSVs (stage 2 re-run, e.g. with another --seed), steps computed in another precision, or other model arguments
+    (--dropout, --vote_bound: the weights would load, the network would differ) would mix two runs."""
+    was = state.get("model_args")
+    if model_args is not None and was is not None and was != model_args:
+        flags = ", ".join(f"--{k} {model_args.get(k)} (was {was.get(k)})" for k in sorted({*was, *model_args})
+                          if was.get(k) != model_args.get(k))
+        raise ToolkitError(f"{path}: --resume with other model arguments than the interrupted run: {flags}; resume "
+                           f"with the run's own, or delete it to start afresh")
     if data and state.get("data") and state["data"] != data:
         raise ToolkitError(f"{path}: --resume on other data than the interrupted run (the split CSVs changed since: "
                            f"stage 2 re-split them?); restore the run's split, or delete it to start afresh")
@@ -622,7 +631,7 @@ def fit(
         train_loop(model, config, run, device, train_step,
                    validate=lambda net: evaluate(net, val, config.batch_size, device, len(classes), windows),
                    callbacks=[SaveBest(card), report, *callbacks], resume=resume, compile=compile,
-                   data=data_fingerprint((card.split.get("csvs") or {}).values()))
+                   data=data_fingerprint((card.split.get("csvs") or {}).values()), model_args=card.model_args)
     return report.card
 
 
