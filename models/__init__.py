@@ -128,6 +128,7 @@ def model_args_of(name: str, given: argparse.Namespace | dict) -> dict:
     a value its flag would refuse, is a one-line error."""
     spec = MODELS[canonical_name(name)]
     own = {f.name: f for f in fields(spec.args)} if spec.args else {}
+    # a card records every field of its day, so a non-empty dict is one; {} is build_model's "no card: defaults"
     from_card = bool(given) if isinstance(given, dict) else getattr(given, "config", None) is not None
     if isinstance(given, argparse.Namespace):
         given = {k: v for k, v in vars(given).items() if k in _MODEL_FLAGS}

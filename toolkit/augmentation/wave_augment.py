@@ -28,8 +28,8 @@ VOWEL_SEGMENT_S = 0.15  # vowels: new formant factors this often, about a syllab
 BREATH_HNR_DB = (3.0, 15.0)  # breath: voice over aspiration noise; breathy voices measure ~0-15 dB HNR, modal ~20
 TILT_DB_PER_OCTAVE = 3.0  # tilt: up to this many dB per octave; phonation (breathy to pressed) and microphones move
 # a voice's spectral slope by roughly 10-15 dB over 0.1-4 kHz, about 3 dB an octave
-TILT_PIVOT_HZ = 1000.0  # tilt: the frequency it leaves alone; below TILT_FLOOR_HZ the gain stays at that frequency's
-TILT_FLOOR_HZ = 100.0
+TILT_PIVOT_HZ = 1000.0  # tilt: the frequency it leaves alone
+TILT_FLOOR_HZ = 100.0  # tilt: below this the gain stays at its value there (no boost of rumble without limit)
 BABBLE_VOICES = (3, 6)  # babble noise: this many other training clips (inclusive range) talking at once
 
 
