@@ -255,6 +255,12 @@ def read_copies(path: str, category: str, classes: list[str], table: pd.DataFram
         raise ToolkitError(f"{path}: {int(outside.sum())} copies of clips outside the training part of this split (e.g. "
                            f"{copies[COPY_COLUMN][outside].iloc[0]}); re-run augmentation.py on this split's training CSV")
     copies["Audio_file_path"] = [os.path.abspath(resolve_from_csv(p, path)) for p in copies["Audio_file_path"].astype(str)]
+    # augmentation.py writes its CSV after every copy: a missing one is a moved or hand-joined CSV, not a bad clip
+    missing = ~copies["Audio_file_path"].map(os.path.isfile)
+    if missing.any():
+        raise ToolkitError(f"{path}: the audio of {int(missing.sum())} of {len(copies)} copies is missing (e.g. "
+                           f"{copies['Audio_file_path'][missing].iloc[0]}); relative paths are read from the CSV's own "
+                           f"folder: keep it beside its copies, make the paths absolute, or re-run augmentation.py")
     return copies
 
 

@@ -417,6 +417,19 @@ def test_stage2_refuses_copies_of_held_out_clips(split, copies, sex_data, tmp_pa
     assert not (tmp_path / "sex_train.csv").exists()
 
 
+def test_stage2_refuses_copies_whose_audio_is_missing(split, copies, sex_data, tmp_path):
+    moved = tmp_path / "elsewhere" / "sex_augmented.csv"  # the CSV moved away from its copies: relative paths break
+    moved.parent.mkdir()
+    copies.to_csv(moved, index=False)
+    proc = run_script("generate_mel_spectrograms.py", "--load_csv_path", sex_data, "--save_spec_path", split,
+                      "--save_csv_path", tmp_path, "--category", "sex", "--augmented_csv", moved, check=False,
+                      in_process=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {moved}: the audio of {len(copies)} of {len(copies)} copies is missing (e.g. "
+                                  f"{moved.parent / copies['Audio_file_path'].iloc[0]}); relative paths are read from")
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "sex_train.csv").exists()
+
+
 def test_speaker_normalisation_keeps_each_speakers_kth_copies_apart(with_copies, tmp_path):
     train = pd.read_csv(with_copies / "sex_train.csv")
     groups = normalization_groups(train)
