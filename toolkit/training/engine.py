@@ -564,10 +564,9 @@ def check_resumable(path: str, state: dict, config: TrainConfig, data: str | Non
     (--dropout, --vote_bound: the weights would load, the network would differ) would mix two runs."""
     was = state.get("model_args")
     if model_args is not None and was is not None and was != model_args:
-        flags = ", ".join(f"--{k} {model_args.get(k)} (was {was.get(k)})" for k in sorted({*was, *model_args})
-                          if was.get(k) != model_args.get(k))
-        raise ToolkitError(f"{path}: --resume with other model arguments than the interrupted run: {flags}; resume "
-                           f"with the run's own, or delete it to start afresh")
+        changed = {k: (was.get(k), model_args.get(k)) for k in sorted({*was, *model_args}) if was.get(k) != model_args.get(k)}
+        raise ToolkitError(f"{path}: --resume with other model arguments than the interrupted run: "
+                           f"{changed_flags(changed)}; resume with the run's own, or delete it to start afresh")
     if data and state.get("data") and state["data"] != data:
         raise ToolkitError(f"{path}: --resume on other data than the interrupted run (the split CSVs changed since: "
                            f"stage 2 re-split them?); restore the run's split, or delete it to start afresh")
@@ -580,9 +579,13 @@ def check_resumable(path: str, state: dict, config: TrainConfig, data: str | Non
         return
     changed = TrainConfig.from_dict(state["config"]).changed(config)
     if changed:
-        flags = ", ".join(f"--{k} {new} (was {old})" for k, (old, new) in changed.items())
-        raise ToolkitError(f"{path}: --resume with other training flags than the interrupted run: {flags}; "
+        raise ToolkitError(f"{path}: --resume with other training flags than the interrupted run: {changed_flags(changed)}; "
                            f"resume with the run's own flags (only --epochs may change), or delete it to start afresh")
+
+
+def changed_flags(changed: dict[str, tuple]) -> str:
+    """'--learning_rate 0.01 (was 0.001), ...' of {flag: (the interrupted run's value, this run's)}."""
+    return ", ".join(f"--{k} {new} (was {old})" for k, (old, new) in changed.items())
 
 
 def fit(
