@@ -23,6 +23,15 @@ class LayerSum(nn.Module):
         return torch.einsum("bld,l->bd", x, torch.softmax(self.weights, 0))
 
 
+def hidden_layers(width: int, hidden: tuple[int, ...], dropout: float = DROPOUT) -> nn.Sequential:
+    """[Linear -> ReLU -> Dropout] per hidden width, from `width` inputs."""
+    widths = [width, *hidden]
+    blocks: list[nn.Module] = []
+    for w_in, w_out in zip(widths, widths[1:]):
+        blocks += [nn.Linear(w_in, w_out), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*blocks)
+
+
 class VectorHead(nn.Module):
     """[LayerSum] -> [Linear -> ReLU -> Dropout] per hidden width -> Linear(num_classes)."""
 
@@ -31,12 +40,8 @@ class VectorHead(nn.Module):
         if len(input_shape) not in (1, 2):
             raise ValueError(f"a vector head takes (D,) or (layers, D) items, not {tuple(input_shape)}")
         self.layers = LayerSum(input_shape[0]) if len(input_shape) == 2 else nn.Identity()
-        widths = [input_shape[-1], *hidden]
-        blocks: list[nn.Module] = []
-        for w_in, w_out in zip(widths, widths[1:]):
-            blocks += [nn.Linear(w_in, w_out), nn.ReLU(), nn.Dropout(dropout)]
-        self.hidden = nn.Sequential(*blocks)
-        self.classifier = nn.Linear(widths[-1], num_classes)
+        self.hidden = hidden_layers(input_shape[-1], hidden, dropout)
+        self.classifier = nn.Linear((input_shape[-1], *hidden)[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.hidden(self.layers(x)))
