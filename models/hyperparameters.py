@@ -33,3 +33,9 @@ class FrameArgs(MLPArgs):
         "type": number(float, 0, 1000), "absent": 0.0,
         "help": "frame_mlp: each frame's logits bounded to +-B (B tanh(logit / B)) before the clip's mean, so that a "
                 "few frames cannot outvote the rest; 0: unbounded"})
+    # 4: the accented voices never heard read far better, over three seeds (experiments/RESULTS.md, round 10); cards
+    # written before the flag read the whole frame with one MLP ("absent")
+    bands: int = field(default=4, metadata={
+        "type": number(int, 1, 16), "absent": 1,
+        "help": "frame_mlp: K sub-band experts, each with its own hidden layers on one of K half-overlapping bands of "
+                "the frame's rows; a frame's vote is the sum of their bounded votes; 1: one MLP on the whole frame"})

@@ -64,6 +64,8 @@ def test_a_card_lacking_a_later_field_gets_the_value_its_model_was_trained_with(
     rerun = argparse.Namespace(config="old.json", **before)  # --config old.json: the card's flags as defaults
     assert model_args_of("frame_mlp", rerun)["vote_bound"] == 0.0
     assert model_args_of("frame_mlp", argparse.Namespace(config=None, hidden=128))["vote_bound"] == 5.0
+    assert model_args_of("frame_mlp", before)["bands"] == 1  # one MLP on the whole frame
+    assert model_args_of("frame_mlp", {})["bands"] == 4
 
 
 def test_defaults_are_todays_fixed_mlp():
