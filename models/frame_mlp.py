@@ -50,6 +50,7 @@ class FrameMLP(nn.Module):
                                    for start, stop in self.edges)
         self.classifier = nn.Linear(args.hidden, num_classes)
         self.vote_bound = args.vote_bound
+        # weights saved before `bands` (the private spelling: every torch the requirements admit has it)
         self._register_load_state_dict_pre_hook(_from_one_head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
