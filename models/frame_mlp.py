@@ -58,15 +58,14 @@ class FrameMLP(nn.Module):
         level = grey.mean(1, keepdim=True)  # (B, 1, frames)
         loud = (level >= level.amax(2, keepdim=True) - LOUD_RANGE).to(x.dtype).transpose(1, 2)  # (B, frames, 1)
         shape = ((grey - level) * SHAPE_SCALE).transpose(1, 2)  # (B, frames, bins)
+        bands = [shape[..., a:b] for a, b in self.edges]
         # each band's own shape: its mean taken out as the frame's level was (a no-op for one band)
-        hidden = torch.stack([layers(shape[..., a:b] - shape[..., a:b].mean(-1, keepdim=True))
-                              for (a, b), layers in zip(self.edges, self.bands)], 2)  # (B, frames, bands, hidden)
-        # the clip's embedding where every network has it (the last Linear layer's input: domain checks, fine-tuning):
-        # the bands' hidden states summed, then their mean over the loud frames; with one band the classifier of it
-        # gives the mean of the frames' logits
-        logits = self.classifier((hidden.sum(2) * loud).sum(1) / loud.sum(1))
-        if not self.vote_bound and len(self.edges) == 1:
-            return logits
+        hidden = torch.stack([layers(band - band.mean(-1, keepdim=True)) for band, layers in zip(bands, self.bands)],
+                             2)  # (B, frames, bands, hidden)
+        # The clip's embedding goes through the classifier only to be where every network has it (the last Linear
+        # layer's input: domain checks, the ONNX export, fine-tuning): the bands' hidden states summed, then their mean
+        # over the loud frames. The logits are the votes below.
+        self.classifier((hidden.sum(2) * loud).sum(1) / loud.sum(1))
         # Each band's vote (its logits, bounded to +-vote_bound unless that is 0), summed over the bands (a product of
         # experts), then the mean over the loud frames. Unbounded, a few frames with extreme logits decide the clip (an
         # accent that makes two formants meet where a woman's F2 sits: experiments/RESULTS.md, round 8), and one band
@@ -80,7 +79,6 @@ class FrameMLP(nn.Module):
 
 def _from_one_head(state_dict: dict, prefix: str, *args) -> None:
     """State dicts from before `bands` held one VectorHead, `head`: its layers are band 0's, its classifier ours."""
-    for key in [k for k in state_dict if k.startswith(prefix + "head.")]:
-        rest = key[len(prefix + "head."):]
-        new = "classifier." + rest[len("classifier."):] if rest.startswith("classifier.") else "bands.0." + rest[len("hidden."):]
-        state_dict[prefix + new] = state_dict.pop(key)
+    for old, new in (("head.hidden.", "bands.0."), ("head.classifier.", "classifier.")):
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)

@@ -41,7 +41,7 @@ class VectorHead(nn.Module):
             raise ValueError(f"a vector head takes (D,) or (layers, D) items, not {tuple(input_shape)}")
         self.layers = LayerSum(input_shape[0]) if len(input_shape) == 2 else nn.Identity()
         self.hidden = hidden_layers(input_shape[-1], hidden, dropout)
-        self.classifier = nn.Linear((input_shape[-1], *hidden)[-1], num_classes)
+        self.classifier = nn.Linear(hidden[-1] if hidden else input_shape[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.hidden(self.layers(x)))
